@@ -1,0 +1,187 @@
+"""Source: COCO captions and instances files -> one `ImageAnnotations` per image, hard cases handled and counted.
+
+Files are parsed once with the json module and indexed by pycocotools; per-image models are built
+lazily, so a 118K-image run starts in seconds and only the images being worked on live as models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from pycocotools.coco import COCO
+from pydantic import BaseModel
+
+from datagen.errors import InputError
+
+
+class Box(BaseModel):
+    annotation_id: int
+    category: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class ImageAnnotations(BaseModel):
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+    captions: list[str]
+    caption_ids: list[int]
+    boxes: list[Box]
+
+
+def _load_json(path: Path, flag: str) -> tuple[dict, str]:
+    """The parsed file and the sha256 of its bytes (a resumed run checks its inputs did not change)."""
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: file not found; pass the path of a COCO JSON file")
+    try:
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        data = json.loads(raw)
+        del raw
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{flag} {path}: not valid JSON (line {error.lineno}, column {error.colno}); re-download or fix the file"
+        ) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{flag} {path}: not UTF-8 text; pass a COCO JSON file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise InputError(f"{flag} {path}: not a COCO file (needs 'images' and 'annotations' lists)")
+    return data, digest
+
+
+def _require_keys(data: dict, path: Path, flag: str, kind: str, keys: tuple[str, ...]) -> None:
+    for section, required in (("images", ("id", "file_name", "width", "height")), ("annotations", keys)):
+        if data[section] and not all(key in data[section][0] for key in required):
+            raise InputError(
+                f"{flag} {path}: not a COCO {kind} file ({section} need the keys {', '.join(required)})"
+            )
+
+
+def _index(data: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines we do not want
+        coco.createIndex()
+    return coco
+
+
+def normalise_caption(text: str) -> str:
+    return " ".join(text.split())
+
+
+def normalised_box(bbox: list[float], width: int, height: int) -> tuple[tuple[float, float, float, float], bool]:
+    """COCO [x, y, w, h] in pixels -> corners in 0..1 rounded to 3 decimals; also whether it had to be clipped."""
+    x, y, w, h = (float(v) for v in bbox)
+    corners = (x / width, y / height, (x + w) / width, (y + h) / height)
+    clipped = tuple(min(1.0, max(0.0, v)) for v in corners)
+    return tuple(round(v, 3) for v in clipped), clipped != corners  # type: ignore[return-value]
+
+
+class CocoSource:
+    """Both files, indexed; iterating yields images that have at least one usable caption, by id."""
+
+    def __init__(self, captions_path: Path, instances_path: Path | None) -> None:
+        self.captions_path = captions_path
+        self.instances_path = instances_path
+        captions_data, self.captions_sha256 = _load_json(captions_path, "--captions")
+        _require_keys(captions_data, captions_path, "--captions", "captions", ("image_id", "caption"))
+        self._captions = _index(captions_data)
+        self._instances: COCO | None = None
+        self._categories: dict[int, str] = {}
+        self.instances_sha256: str | None = None
+        if instances_path is not None:
+            instances_data, self.instances_sha256 = _load_json(instances_path, "--instances")
+            _require_keys(instances_data, instances_path, "--instances", "instances", ("image_id", "category_id", "bbox"))
+            if not isinstance(instances_data.get("categories"), list):
+                raise InputError(f"--instances {instances_path}: not a COCO instances file (no 'categories' list)")
+            self._instances = _index(instances_data)
+            self._categories = {cat["id"]: cat["name"] for cat in instances_data["categories"]}
+        self.image_ids: list[int] = sorted(self._captions.imgs)
+        self.hard_cases: Counter[str] = Counter()
+
+    @property
+    def has_boxes(self) -> bool:
+        return self._instances is not None
+
+    def caption_count(self) -> int:
+        return len(self._captions.anns)
+
+    def box_count(self) -> int:
+        return len(self._instances.anns) if self._instances is not None else 0
+
+    def image(self, image_id: int) -> ImageAnnotations | None:
+        """The image's annotations, cleaned; None (and counted) when it has no usable caption."""
+        info = self._captions.imgs[image_id]
+        captions: list[str] = []
+        caption_ids: list[int] = []
+        seen: set[str] = set()
+        for ann in self._captions.imgToAnns.get(image_id, []):
+            raw = ann["caption"] if isinstance(ann.get("caption"), str) else ""
+            text = normalise_caption(raw)
+            if text != raw:
+                self.hard_cases["captions_whitespace_fixed"] += 1
+            if not text:
+                self.hard_cases["captions_blank"] += 1
+                continue
+            if text.casefold() in seen:
+                self.hard_cases["captions_duplicate"] += 1
+                continue
+            seen.add(text.casefold())
+            captions.append(text)
+            caption_ids.append(ann["id"])
+        if not captions:
+            self.hard_cases["images_without_captions"] += 1
+            return None
+        return ImageAnnotations(
+            image_id=image_id,
+            file_name=info["file_name"],
+            width=info["width"],
+            height=info["height"],
+            captions=captions,
+            caption_ids=caption_ids,
+            boxes=self._boxes(image_id, info["width"], info["height"]),
+        )
+
+    def _boxes(self, image_id: int, width: int, height: int) -> list[Box]:
+        if self._instances is None:
+            return []
+        if image_id not in self._instances.imgs:
+            self.hard_cases["images_missing_from_instances"] += 1
+        anns = self._instances.imgToAnns.get(image_id, [])
+        if not anns:
+            self.hard_cases["images_without_boxes"] += 1
+        boxes = []
+        for ann in anns:
+            if ann.get("iscrowd"):
+                # A crowd box covers many objects; shown as one "person" it would teach a wrong count.
+                self.hard_cases["boxes_crowd_skipped"] += 1
+                continue
+            name = self._categories.get(ann["category_id"])
+            if name is None:
+                self.hard_cases["boxes_unknown_category"] += 1
+                continue
+            bbox = ann["bbox"]
+            if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
+                self.hard_cases["boxes_degenerate_skipped"] += 1
+                continue
+            corners, clipped = normalised_box(bbox, width, height)
+            if clipped:
+                self.hard_cases["boxes_clipped"] += 1
+            boxes.append(Box(annotation_id=ann["id"], category=name, x1=corners[0], y1=corners[1], x2=corners[2], y2=corners[3]))
+        return boxes
+
+    def images(self, image_ids: list[int] | None = None) -> Iterator[ImageAnnotations]:
+        for image_id in self.image_ids if image_ids is None else image_ids:
+            image = self.image(image_id)
+            if image is not None:
+                yield image

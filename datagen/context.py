@@ -1,0 +1,28 @@
+"""Context: what the teacher is shown of an image (FORMATS.md section 2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from datagen.coco import ImageAnnotations
+
+ContextKind = Literal["captions", "captions+boxes"]
+
+# LLaVA generated conversations from captions alone, the other two tasks from captions and boxes.
+DEFAULT_CONTEXT: dict[str, ContextKind] = {
+    "conversation": "captions",
+    "detail": "captions+boxes",
+    "complex_reasoning": "captions+boxes",
+}
+
+
+def box_line(category: str, corners: tuple[float, float, float, float]) -> str:
+    # str() of a list of floats is Python's repr of each: 0.63, 0.0, 1.0 — the convention LLaVA's prompts show.
+    return f"{category}: {list(corners)}"
+
+
+def render_context(image: ImageAnnotations, kind: ContextKind) -> str:
+    text = "\n".join(image.captions)
+    if kind == "captions+boxes" and image.boxes:
+        text += "\n\n" + "\n".join(box_line(box.category, (box.x1, box.y1, box.x2, box.y2)) for box in image.boxes)
+    return text

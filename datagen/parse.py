@@ -1,0 +1,83 @@
+"""Parse and validate teacher answers; anything refused raises `Rejected` with a reason from `RejectReason`."""
+
+from __future__ import annotations
+
+import re
+
+from datagen.records import RejectReason
+
+
+class Rejected(Exception):
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# Answers must read as if the teacher saw the picture; these phrases show it read our text instead.
+_TEXT_SOURCE = re.compile(
+    r"\bcaptions?\b|\bbounding[\s-]+box(?:es)?\b|\bcoordinates?\b|\bbox(?:es)? (?:coordinates|annotations?)\b"
+    r"|\b(?:given|provided) (?:description|text|annotations?)\b|\bannotations?\b"
+    r"|\[\s*-?\d*\.\d+\s*,\s*-?\d*\.\d+",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"^\s*(?:I'?m sorry|I am sorry|I apologi[sz]e|Sorry, (?:but )?I|I can(?:no|')t (?:help|assist|provide|comply|see|view)"
+    r"|I am (?:unable|not able)|I'm (?:unable|not able)|As an AI\b)",
+    re.IGNORECASE,
+)
+_SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
+_LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
+
+
+def check_answer(text: str, finish_reason: str | None) -> str:
+    """Checks every task shares; returns the answer stripped."""
+    if finish_reason == "length":
+        raise Rejected("truncated", "the teacher hit max_tokens (finish_reason=length)")
+    stripped = text.strip()
+    if not stripped:
+        raise Rejected("empty", "the teacher returned no text")
+    if _REFUSAL.search(stripped):
+        raise Rejected("refusal", f"refusal: {stripped[:80]!r}")
+    leak = _TEXT_SOURCE.search(stripped)
+    if leak:
+        raise Rejected("reveals_text_source", f"mentions {leak.group(0)!r}, which an image cannot show")
+    return stripped
+
+
+def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
+    """`Question:\\n<q>\\n===\\nAnswer:\\n<a>` blocks joined by `\\n===\\n` -> [(q, a), ...]."""
+    blocks = [block.strip() for block in _SEPARATOR.split("\n" + text.strip() + "\n") if block.strip()]
+    pairs: list[tuple[str, str]] = []
+    expected = "question"
+    question = ""
+    for block in blocks:
+        match = _LABEL.match(block)
+        if match is None or match.group(1).lower() != expected:
+            raise Rejected("unparseable", f"expected a block starting '{expected.title()}:', got {block[:60]!r}")
+        body = block[match.end():].strip()
+        if not body:
+            raise Rejected("unparseable", f"empty {expected}")
+        if expected == "question":
+            question, expected = body, "answer"
+        else:
+            pairs.append((question, body))
+            expected = "question"
+    if expected == "answer":
+        raise Rejected("unparseable", "a question without an answer")
+    return pairs
+
+
+def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[str, str]] | str:
+    """Validated content: Q/A pairs for conversation and complex reasoning, the paragraph text for detail."""
+    answer = check_answer(text, finish_reason)
+    if task == "detail":
+        if _LABEL.match(answer):
+            raise Rejected("unparseable", "a detail description must be plain paragraphs, not Question/Answer blocks")
+        return answer
+    pairs = parse_qa_pairs(answer)
+    if not pairs:
+        raise Rejected("unparseable", "no Question/Answer pair found")
+    if task == "complex_reasoning" and len(pairs) != 1:
+        raise Rejected("wrong_turn_count", f"complex reasoning needs exactly one Question/Answer pair, got {len(pairs)}")
+    return pairs
