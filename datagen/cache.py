@@ -1,0 +1,63 @@
+"""Response cache: SQLite in WAL mode, keyed by the request hash, beneath the teacher interface.
+
+Every reply is stored, including ones validation refuses, so a rerun with changed rules re-validates
+without a request, and a killed run never pays twice for an answer it already received.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+from datagen.errors import InputError
+from datagen.teacher import ChatReply, ChatRequest, Teacher
+
+
+class ResponseCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a committed row survives a killed process (not a power cut), without an fsync per answer.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+        except sqlite3.DatabaseError as error:
+            raise InputError(f"--cache {path}: cannot open as a SQLite cache ({error}); pass another path or --no-cache") from None
+
+    def get(self, key: str) -> ChatReply | None:
+        row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return ChatReply.model_validate_json(row[0]) if row else None
+
+    def put(self, key: str, reply: ChatReply) -> None:
+        self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply.model_dump_json()))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachingTeacher:
+    """A teacher that answers from the cache when it can and stores whatever the inner teacher answers."""
+
+    def __init__(self, inner: Teacher, cache: ResponseCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.info = inner.info
+        self.stats: Counter[str] = inner.stats
+
+    async def complete(self, request: ChatRequest) -> ChatReply:
+        key = request.key
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats["cache_hits"] += 1
+            return cached
+        reply = await self.inner.complete(request)
+        self.cache.put(key, reply)
+        return reply
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        self.cache.close()

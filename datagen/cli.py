@@ -1,0 +1,212 @@
+"""The `datagen` command line. Heavy imports stay inside commands so `generate` starts fast."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from datagen.errors import InputError, TeacherFatalError
+from datagen.records import TASKS
+
+app = typer.Typer(
+    help="Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def friendly_errors(command):
+    """Expected failures end as one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (InputError, TeacherFatalError) as error:
+            raise fail(str(error)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; rerun the same command to resume where it stopped", code=130) from None
+
+    return wrapper
+
+
+def parse_tasks(value: str) -> list[str]:
+    tasks = [task.strip() for task in value.split(",") if task.strip()]
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown or not tasks:
+        raise typer.BadParameter(f"unknown task {', '.join(unknown) or '(none)'}; choose from {','.join(TASKS)}", param_hint="--tasks")
+    return list(dict.fromkeys(tasks))
+
+
+def parse_contexts(values: list[str]) -> dict[str, str]:
+    from datagen.context import DEFAULT_CONTEXT
+
+    contexts = dict(DEFAULT_CONTEXT)
+    for value in values:
+        task, _, kind = value.partition("=")
+        if task not in TASKS or kind not in ("captions", "captions+boxes"):
+            raise typer.BadParameter(f"{value!r}: write TASK=captions or TASK=captions+boxes, TASK one of {','.join(TASKS)}", param_hint="--context")
+        contexts[task] = kind
+    return contexts
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise typer.BadParameter(f"{value!r}: write i/n with 0 <= i < n, e.g. 0/4", param_hint="--shard")
+    return index, count
+
+
+def safe_argv() -> list[str]:
+    """The command as typed, with anything secret taken out before it reaches the manifest."""
+    from datagen.teacher import redact_url
+
+    secret = os.environ.get("OPENAI_API_KEY")
+    argv = []
+    for arg in sys.argv:
+        if secret and secret in arg:
+            arg = arg.replace(secret, "***")
+        if "://" in arg:
+            arg = redact_url(arg)
+        argv.append(arg)
+    return argv
+
+
+@app.command()
+@friendly_errors
+def generate(
+    captions: Path = typer.Option(..., help="COCO captions file (captions_train2017.json)"),
+    out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
+    instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
+    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
+    teacher: str = typer.Option("openai", help="openai (any OpenAI-compatible server) or mock (offline, labelled)"),
+    model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai)"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
+    concurrency: int = typer.Option(16, min=1, help="Requests in flight at most"),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images"),
+    seed: int = typer.Option(0, help="Seeds every per-item choice and the teacher's sampling"),
+    temperature: float = typer.Option(0.7, min=0.0, max=2.0),
+    max_tokens: int = typer.Option(1024, min=1),
+    timeout: float = typer.Option(120.0, min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(6, min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
+    context: list[str] = typer.Option([], help="TASK=captions|captions+boxes, repeatable; LLaVA's defaults otherwise"),
+    cache: Optional[Path] = typer.Option(None, help="Response cache file to share across runs; default OUT/cache.sqlite"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache"),
+    force: bool = typer.Option(False, help="Start over in an --out made with other settings (old files are set aside)"),
+    shard: Optional[str] = typer.Option(None, help="i/n: this machine's share of the images"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
+    tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
+    progress: bool = typer.Option(True, help="Show the live progress bar"),
+) -> None:
+    """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
+    from datagen.pipeline import GenerateOptions, generate as run_generate
+    from datagen.prompts import BUNDLED_PROMPTS
+
+    options = GenerateOptions(
+        captions=captions,
+        instances=instances,
+        out=out,
+        tasks=parse_tasks(tasks),
+        teacher=teacher,
+        model=model,
+        base_url=base_url,
+        prompts=prompts or BUNDLED_PROMPTS,
+        concurrency=concurrency,
+        limit=limit,
+        seed=seed,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        max_retries=max_retries,
+        contexts=parse_contexts(context),
+        cache=cache,
+        use_cache=not no_cache,
+        force=force,
+        shard=parse_shard(shard),
+        rpm=rpm,
+        tpm=tpm,
+        progress=progress and sys.stderr.isatty(),
+        command=safe_argv(),
+    )
+    manifest = run_generate(options)
+    if manifest.status != "completed":
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def export(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate run"),
+    out: Path = typer.Option(..., help="File to write (JSON array, or JSONL with --jsonl)"),
+    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks to merge"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
+    keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
+    shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
+    seed: int = typer.Option(0, help="Seed of --shuffle"),
+) -> None:
+    """Merge task files into LLaVA-Instruct-150K-format records."""
+    from datagen.export import export as run_export
+
+    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed)
+    typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
+
+
+@app.command()
+@friendly_errors
+def align(
+    captions: Path = typer.Option(..., help="COCO captions file"),
+    out: Path = typer.Option(..., help="File to write"),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images"),
+    seed: int = typer.Option(0, help="Seeds the caption, instruction and <image> placement choices"),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt root whose instructions/brief.txt replaces ours"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
+) -> None:
+    """Stage-1 alignment records (LLaVA-Pretrain style) from caption pairs; no teacher needed."""
+    from datagen.export import align as run_align
+
+    count = run_align(captions, out, limit, seed, jsonl, prompts)
+    typer.echo(f"wrote {count} alignment records to {out}")
+
+
+def _register_optional_commands() -> None:
+    import importlib.util
+
+    # Wired in only once present, while those modules are being written alongside.
+    if importlib.util.find_spec("datagen.mock_server"):
+        from datagen.mock_server import mock_server_command
+
+        app.command("mock-server")(friendly_errors(mock_server_command))
+    if not importlib.util.find_spec("datagen.train.cli"):
+        return
+    from datagen.train.cli import chat, train_app
+
+    app.add_typer(train_app, name="train", help="Two-stage LLaVA training on the records we generate (needs datagen[train])")
+    app.command("chat")(chat)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Exports: merged LLaVA-Instruct files from a generate folder, and stage-1 alignment records from captions."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from datagen.coco import CocoSource
+from datagen.errors import InputError
+from datagen.output import iter_jsonl, write_json_atomic
+from datagen.prompts import load_instructions
+from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id
+from datagen.tasks import item_seed, place_image_token
+
+
+def write_records(records: list[BaseModel], out: Path, jsonl: bool, keep_meta: bool = True) -> None:
+    exclude = None if keep_meta else {"meta"}
+    rows = [record.model_dump(mode="json", by_alias=True, exclude=exclude) for record in records]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not jsonl:
+        write_json_atomic(out, rows, indent=None)
+        return
+    temporary = out.with_name(f".{out.name}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(temporary, out)
+
+
+def read_task_records(path: Path) -> list[GeneratedRecord]:
+    records, seen = [], set()
+    for number, row in enumerate(iter_jsonl(path), 1):
+        try:
+            record = GeneratedRecord.model_validate(row)
+        except ValidationError as error:
+            raise InputError(f"{path} record {number}: {error.errors()[0]['msg']}; regenerate it or remove the line") from None
+        if record.id in seen:
+            raise InputError(f"{path}: id {record.id} appears twice; remove one (ids are unique within a task)")
+        seen.add(record.id)
+        records.append(record)
+    return records
+
+
+def export(folder: Path, out: Path, tasks: list[str], jsonl: bool, keep_meta: bool, shuffle: bool, seed: int) -> dict[str, int]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; pass the --out folder of a `datagen generate` run")
+    merged: list[GeneratedRecord] = []
+    counts: dict[str, int] = {}
+    for task in tasks:
+        path = folder / f"{task}.jsonl"
+        if not path.exists():
+            raise InputError(f"{path}: not found; generate task {task} first or drop it from --tasks")
+        records = sorted(read_task_records(path), key=lambda record: record.id)
+        counts[task] = len(records)
+        merged += records
+    if shuffle:
+        random.Random(seed).shuffle(merged)
+    write_records(merged, out, jsonl, keep_meta)
+    return counts
+
+
+def align(captions: Path, out: Path, limit: int | None, seed: int, jsonl: bool, prompts: Path | None = None) -> int:
+    """LLaVA-Pretrain-style records: a brief-description instruction and one of the image's own captions."""
+    instructions = load_instructions("brief", prompts)
+    source = CocoSource(captions, None)
+    image_ids = source.image_ids if limit is None else source.image_ids[:limit]
+    records = []
+    for image in source.images(image_ids):
+        rng = random.Random(item_seed(seed, image.image_id, "align", "record"))
+        caption = rng.choice(image.captions)
+        question = place_image_token(rng.choice(instructions.lines), rng)
+        records.append(
+            InstructRecord(
+                id=record_id(image.image_id),
+                image=image.file_name,
+                conversations=[Turn(speaker="human", value=question), Turn(speaker="gpt", value=caption)],
+            )
+        )
+    write_records(records, out, jsonl)
+    return len(records)

@@ -1,0 +1,75 @@
+"""What a person watching `generate` sees: a live bar while it runs, a summary table when it ends."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from datagen.records import Manifest
+
+console = Console(stderr=True)
+
+
+class ProgressDisplay:
+    def __init__(self, run, enabled: bool = True) -> None:
+        self.run = run
+        self.enabled = enabled
+        self.rejects = 0
+        self.skipped = 0
+        self._progress = Progress(
+            TextColumn("[bold]generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            disable=not enabled,
+            refresh_per_second=4,
+        )
+        self._bar = None
+
+    def __enter__(self) -> ProgressDisplay:
+        self._progress.__enter__()
+        self._bar = self._progress.add_task("generate", total=self.run.remaining(), rate="", status="")
+        self.run.on_progress = self.advance
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def advance(self, task: str, problem: str | None) -> None:
+        if problem == "request_failed" or problem == "no_usable_caption":
+            self.skipped += 1
+        elif problem is not None:
+            self.rejects += 1
+        if not self.enabled:
+            return
+        bar = self._progress.tasks[self._bar]
+        usage = self.run.usage
+        limiter = getattr(getattr(self.run.teacher, "inner", self.run.teacher), "limiter", None)
+        limit = f" | limit {limiter.limit}/{limiter.max_concurrency}" if limiter is not None else ""
+        speed = bar.speed or 0.0
+        self._progress.update(
+            self._bar,
+            advance=1,
+            rate=f"{speed:,.1f} rec/s",
+            status=f"tokens {usage.prompt_tokens + usage.completion_tokens:,} | rejects {self.rejects} | skipped {self.skipped}{limit}",
+        )
+
+    def summary(self, manifest: Manifest) -> None:
+        table = Table(title=f"datagen generate: {manifest.status} ({'MOCK teacher' if manifest.teacher.mock else manifest.teacher.model})")
+        for column in ("task", "requested", "written", "rejected", "skipped"):
+            table.add_column(column, justify="left" if column == "task" else "right")
+        for task, counts in manifest.counts.items():
+            rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items())) or "0"
+            skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.skipped.items())) or "0"
+            table.add_row(task, str(counts.requested), str(counts.written), rejected, skipped)
+        console.print(table)
+        console.print(
+            f"tokens: {manifest.usage.prompt_tokens:,} prompt + {manifest.usage.completion_tokens:,} completion"
+            f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}"
+        )

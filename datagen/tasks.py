@@ -1,0 +1,90 @@
+"""An item is one (image, task) pair: its request is a pure function of the inputs, and so is its record."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from pydantic import BaseModel
+
+from datagen.coco import ImageAnnotations
+from datagen.context import ContextKind, render_context
+from datagen.prompts import InstructionList, PromptPack, build_messages
+from datagen.records import IMAGE_TOKEN, GeneratedRecord, RecordMeta, Reject, TeacherInfo, Turn, record_id
+from datagen.teacher import ChatReply, ChatRequest
+
+
+def item_seed(seed: int, image_id: int, task: str, purpose: str) -> int:
+    """A seed per item and purpose, so nothing depends on the order in which answers come back."""
+    digest = hashlib.blake2b(f"{seed}:{image_id}:{task}:{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # 63 bits: fits every server's integer seed
+
+
+class SamplingSettings(BaseModel):
+    model: str
+    temperature: float
+    max_tokens: int
+    seed: int
+    contexts: dict[str, ContextKind]
+
+
+def build_request(image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings) -> ChatRequest:
+    context = render_context(image, sampling.contexts[task])
+    return ChatRequest(
+        model=sampling.model,
+        messages=build_messages(pack, context),
+        temperature=sampling.temperature,
+        max_tokens=sampling.max_tokens,
+        seed=item_seed(sampling.seed, image.image_id, task, "teacher"),
+    )
+
+
+def build_meta(
+    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, teacher: TeacherInfo, request: ChatRequest, reply: ChatReply
+) -> RecordMeta:
+    shows_boxes = sampling.contexts[task] == "captions+boxes"
+    return RecordMeta(
+        task=task,
+        teacher=teacher,
+        prompt_hash=pack.sha256,
+        image_id=image.image_id,
+        caption_ids=image.caption_ids,
+        box_ids=[box.annotation_id for box in image.boxes] if shows_boxes else [],
+        usage=reply.usage,
+        request_key=request.key,
+    )
+
+
+def place_image_token(question: str, rng: random.Random) -> str:
+    # About half each way, as in LLaVA's data, so the student does not learn one position.
+    return f"{IMAGE_TOKEN}\n{question}" if rng.random() < 0.5 else f"{question}\n{IMAGE_TOKEN}"
+
+
+def build_record(
+    image: ImageAnnotations,
+    task: str,
+    content: list[tuple[str, str]] | str,
+    meta: RecordMeta,
+    detail_instructions: InstructionList,
+    seed: int,
+) -> GeneratedRecord:
+    rng = random.Random(item_seed(seed, image.image_id, task, "record"))
+    pairs = [(rng.choice(detail_instructions.lines), content)] if isinstance(content, str) else content
+    turns: list[Turn] = []
+    for index, (question, answer) in enumerate(pairs):
+        turns.append(Turn(speaker="human", value=place_image_token(question, rng) if index == 0 else question))
+        turns.append(Turn(speaker="gpt", value=answer))
+    return GeneratedRecord(id=record_id(image.image_id), image=image.file_name, conversations=turns, meta=meta)
+
+
+def build_reject(image: ImageAnnotations, task: str, reason: str, detail: str, reply: ChatReply, meta: RecordMeta) -> Reject:
+    return Reject(
+        id=record_id(image.image_id),
+        image=image.file_name,
+        task=task,
+        reason=reason,
+        detail=detail,
+        raw=reply.text,
+        finish_reason=reply.finish_reason,
+        meta=meta,
+    )
