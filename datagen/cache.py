@@ -49,7 +49,7 @@ class CachingTeacher:
         self.stats: Counter[str] = inner.stats
 
     async def complete(self, request: ChatRequest) -> ChatReply:
-        key = request.key
+        key = request.key()
         cached = self.cache.get(key)
         if cached is not None:
             self.stats["cache_hits"] += 1

@@ -104,6 +104,9 @@ def generate(
     seed: int = typer.Option(0, help="Seeds every per-item choice and the teacher's sampling"),
     temperature: float = typer.Option(0.7, min=0.0, max=2.0),
     max_tokens: int = typer.Option(1024, min=1),
+    retry_length: Optional[int] = typer.Option(
+        None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
+    ),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds per request before it is retried"),
     max_retries: int = typer.Option(6, min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
     context: list[str] = typer.Option([], help="TASK=captions|captions+boxes, repeatable; LLaVA's defaults otherwise"),
@@ -142,6 +145,7 @@ def generate(
         shard=parse_shard(shard),
         rpm=rpm,
         tpm=tpm,
+        length_retry_max_tokens=retry_length,
         progress=progress and sys.stderr.isatty(),
         command=safe_argv(),
     )

@@ -60,6 +60,7 @@ class GenerateOptions(BaseModel):
     shard: tuple[int, int] | None = None
     rpm: float | None = None
     tpm: float | None = None
+    length_retry_max_tokens: int | None = None
     progress: bool = True
     command: list[str] = []
 
@@ -137,6 +138,7 @@ class Run:
             "model": self.sampling.model,
             "temperature": self.sampling.temperature,
             "max_tokens": self.sampling.max_tokens,
+            "length_retry_max_tokens": self.options.length_retry_max_tokens,
             "seed": self.sampling.seed,
             "detail_instructions": self.detail_instructions.sha256,
             "shard": list(self.options.shard) if self.options.shard else None,
@@ -276,6 +278,10 @@ class Run:
         request = build_request(image, task, pack, self.sampling)
         try:
             reply = await self.teacher.complete(request)
+            if reply.finish_reason == "length" and (self.options.length_retry_max_tokens or 0) > request.max_tokens:
+                # One more try with room to finish; the answer then comes from the larger request (and its cache key).
+                request = request.model_copy(update={"max_tokens": self.options.length_retry_max_tokens})
+                reply = await self.teacher.complete(request)
         except RetryableError:
             # Not written anywhere: a rerun asks again, after the transient trouble has passed.
             self.skipped[task]["request_failed"] += 1

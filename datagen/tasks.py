@@ -51,7 +51,7 @@ def build_meta(
         caption_ids=image.caption_ids,
         box_ids=[box.annotation_id for box in image.boxes] if shows_boxes else [],
         usage=reply.usage,
-        request_key=request.key,
+        request_key=request.key(),
     )
 
 

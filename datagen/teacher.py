@@ -12,7 +12,6 @@ import json
 import random
 import time
 from collections import Counter
-from functools import cached_property
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,7 +35,6 @@ class ChatRequest(BaseModel):
     def body(self) -> dict:
         return self.model_dump()
 
-    @cached_property
     def key(self) -> str:
         """Cache key: the whole request, canonically serialised."""
         canonical = json.dumps(self.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
