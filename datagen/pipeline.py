@@ -280,6 +280,7 @@ class Run:
             reply = await self.teacher.complete(request)
             if reply.finish_reason == "length" and (self.options.length_retry_max_tokens or 0) > request.max_tokens:
                 # One more try with room to finish; the answer then comes from the larger request (and its cache key).
+                self.usage = self.usage + reply.usage  # the cut answer was paid for too
                 request = request.model_copy(update={"max_tokens": self.options.length_retry_max_tokens})
                 reply = await self.teacher.complete(request)
         except RetryableError:
