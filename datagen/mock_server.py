@@ -1,0 +1,623 @@
+"""A fault-injecting OpenAI-compatible server answering with the mock teacher.
+
+It speaks enough of the OpenAI HTTP API (chat completions, models, files and batches) for the
+official SDK and our pipeline to run against it offline, and injects the failures real servers
+produce (rate limits, 5xx, hangs, dropped connections, broken JSON, truncation, refusals) at chosen
+rates, so retry and validation logic can be tested and benchmarked reproducibly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import List, Optional
+
+import typer
+from aiohttp import web
+
+from datagen.mock_teacher import estimate_tokens, mock_answer
+
+REFUSAL_TEXT = "I'm sorry, but I can't help with that."
+CHAT_ENDPOINT = "/v1/chat/completions"
+
+# Every outcome a chat request can have; /_stats always lists them, zeros included.
+OUTCOMES = ("ok", "length", "refusal", "429", "500", "hang", "drop", "malformed", "401", "400", "404")
+
+_BROKEN_JSON = b'{"id": "chatcmpl-mock", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assis'
+_SERVER_ERRORS = (500, 502, 503)
+_ERROR_TEXT = {
+    400: ("invalid_request_error", None, "The request body is not a valid chat completion request."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+    ),
+    404: ("invalid_request_error", "not_found", "The requested resource does not exist."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again later."),
+}
+_SERVER_ERROR_TEXT = ("server_error", None, "The server had an error while processing your request. Sorry about that!")
+_FILE_PURPOSES = frozenset({"batch", "batch_output", "fine-tune", "assistants", "vision", "user_data"})
+
+
+@dataclass
+class MockServerConfig:
+    """Every knob of the mock server; probabilities are per chat request and must sum to at most 1."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    latency_ms: float = 0.0
+    p429: float = 0.0
+    p500: float = 0.0
+    hang: float = 0.0
+    drop: float = 0.0
+    malformed: float = 0.0
+    p_length: float = 0.0
+    p_refusal: float = 0.0
+    retry_after: float = 1.0
+    fail_first: int = 0
+    fail_status: int = 429
+    api_key: Optional[str] = None
+    seed: int = 0
+    models: tuple = ("mock-teacher",)
+    accept_any_model: bool = True
+    batch_delay_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        rates = self.fault_rates()
+        if any(not 0.0 <= p <= 1.0 for p in rates.values()) or sum(rates.values()) > 1.0 + 1e-9:
+            raise ValueError(f"fault probabilities must lie in [0, 1] and sum to at most 1, got {rates}")
+        self.models = tuple(self.models)
+
+    def fault_rates(self) -> dict[str, float]:
+        return {
+            "429": self.p429,
+            "500": self.p500,
+            "hang": self.hang,
+            "drop": self.drop,
+            "malformed": self.malformed,
+            "length": self.p_length,
+            "refusal": self.p_refusal,
+        }
+
+
+def _fault_table(rates: dict[str, float]) -> list[tuple[float, str]]:
+    """Cumulative thresholds so that one uniform draw picks at most one fault."""
+    table, upper = [], 0.0
+    for outcome, rate in rates.items():
+        if rate > 0:
+            upper += rate
+            table.append((upper, outcome))
+    return table
+
+
+def _json_response(payload: object, status: int = 200, headers: Optional[dict] = None) -> web.Response:
+    return web.Response(body=json.dumps(payload).encode(), status=status, headers=headers, content_type="application/json")
+
+
+def _error_body(status: int) -> dict:
+    kind, code, message = _ERROR_TEXT.get(status, _SERVER_ERROR_TEXT)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _truncate(text: str, max_chars: int) -> str:
+    """Cut at a word boundary, as a token limit would, keeping at least one character."""
+    if len(text) <= max_chars:
+        return text
+    cut = text.rfind(" ", 0, max_chars)
+    return text[: cut if cut > 0 else max(1, max_chars)]
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+class MockBackend:
+    """The aiohttp application and all its state; runs on whatever event loop starts it."""
+
+    def __init__(self, config: MockServerConfig) -> None:
+        self.config = config
+        self.base_url = ""
+        self._chat_faults = _fault_table(config.fault_rates())
+        # Connection-level faults make no sense inside a batch; those lines only fail or get cut.
+        self._batch_faults = _fault_table({k: v for k, v in config.fault_rates().items() if k in ("500", "length", "refusal")})
+        self._retry_headers = {"Retry-After": f"{config.retry_after:g}", "retry-after-ms": str(int(config.retry_after * 1000))}
+        self._ids = itertools.count(1)
+        self._files: dict[str, tuple[dict, bytes]] = {}
+        self._batches: dict[str, dict] = {}
+        self._batch_tasks: set[asyncio.Task] = set()
+        self._runner: Optional[web.AppRunner] = None
+        self._closing: Optional[asyncio.Event] = None
+        self.reset()
+
+    # --- counters ---
+
+    def reset(self) -> None:
+        """Zero the counters and restart the fault sequence (RNG and --fail-first countdown)."""
+        self.counts = dict.fromkeys(("total",) + OUTCOMES, 0)
+        self._body_hashes: set[bytes] = set()
+        self._rng = random.Random(self.config.seed)
+        self._failures_left = self.config.fail_first
+
+    def stats(self) -> dict:
+        return {**self.counts, "unique_bodies": len(self._body_hashes)}
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    # --- lifecycle ---
+
+    def app(self) -> web.Application:
+        middlewares = [self._require_api_key] if self.config.api_key is not None else []
+        app = web.Application(middlewares=middlewares, client_max_size=256 * 1024**2)
+        app.router.add_post(CHAT_ENDPOINT, self.chat_completions)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_post("/v1/files", self.create_file)
+        app.router.add_get("/v1/files/{file_id}", self.retrieve_file)
+        app.router.add_get("/v1/files/{file_id}/content", self.file_content)
+        app.router.add_post("/v1/batches", self.create_batch)
+        app.router.add_get("/v1/batches/{batch_id}", self.retrieve_batch)
+        app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel_batch)
+        app.router.add_get("/_stats", self.stats_endpoint)
+        app.router.add_post("/_reset", self.reset_endpoint)
+        return app
+
+    async def start(self) -> str:
+        self._closing = asyncio.Event()
+        # handler_cancellation frees handlers (hung ones above all) whose client went away.
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://{self.config.host}:{port}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._closing is not None:
+            self._closing.set()
+        for task in self._batch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._batch_tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- chat completions ---
+
+    @web.middleware
+    async def _require_api_key(self, request: web.Request, handler):
+        if request.path.startswith("/v1/") and request.headers.get("Authorization") != f"Bearer {self.config.api_key}":
+            if request.path == CHAT_ENDPOINT:
+                self._count("total")
+                self._count("401")
+            return _json_response(_error_body(401), status=401)
+        return await handler(request)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        self.counts["total"] += 1
+        raw = await request.read()
+        self._body_hashes.add(hashlib.blake2b(raw, digest_size=16).digest())
+        if self.config.latency_ms > 0:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if self._failures_left > 0:
+            self._failures_left -= 1
+            return self._failure(self.config.fail_status)
+        try:
+            body = json.loads(raw)
+            messages = body["messages"]
+        except (ValueError, KeyError, TypeError):
+            self._count("400")
+            return _json_response(_error_body(400), status=400)
+        model = body.get("model") or self.config.models[0]
+        if not self.config.accept_any_model and model not in self.config.models:
+            self._count("404")
+            return _json_response(_error_body(404), status=404)
+
+        outcome = self._draw(self._chat_faults)
+        if outcome == "429":
+            return self._failure(429)
+        if outcome == "500":
+            return self._failure(self._rng.choice(_SERVER_ERRORS))
+        if outcome == "hang":
+            self._count("hang")
+            await self._closing.wait()
+            return self._abort(request)
+        if outcome == "drop":
+            self._count("drop")
+            return self._abort(request)
+        if outcome == "malformed":
+            self._count("malformed")
+            return web.Response(body=_BROKEN_JSON, content_type="application/json")
+        completion, outcome = self._completion(body, messages, model, outcome)
+        self._count(outcome)
+        return _json_response(completion)
+
+    def _draw(self, table: list[tuple[float, str]]) -> str:
+        if not table:
+            return "ok"
+        draw = self._rng.random()
+        for upper, outcome in table:
+            if draw < upper:
+                return outcome
+        return "ok"
+
+    def _failure(self, status: int) -> web.Response:
+        self._count("500" if status >= 500 else str(status))
+        headers = self._retry_headers if status == 429 else None
+        return _json_response(_error_body(status), status=status, headers=headers)
+
+    @staticmethod
+    def _abort(request: web.Request) -> web.Response:
+        # Closing the transport before any byte is written is what a crashed upstream looks like:
+        # the client sees the connection end without a response.
+        request.transport.close()
+        return web.Response(status=204)
+
+    def _completion(self, body: dict, messages: list, model: str, outcome: str) -> tuple[dict, str]:
+        """The chat.completion object for `body` and the outcome it ends up with (ok, length, refusal)."""
+        finish_reason = "stop"
+        if outcome == "refusal":
+            content = REFUSAL_TEXT
+        else:
+            content = mock_answer(messages, body.get("seed"))
+            if outcome == "length":
+                content = _truncate(content, len(content) // 2)
+                finish_reason = "length"
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit and estimate_tokens(content) > limit:
+            content = _truncate(content, int(limit) * 4)
+            finish_reason, outcome = "length", "length"
+        prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages if isinstance(m.get("content"), str))
+        completion_tokens = estimate_tokens(content)
+        completion = {
+            "id": f"chatcmpl-mock{next(self._ids):012d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "system_fingerprint": "mock",
+        }
+        return completion, outcome
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "datagen"} for name in self.config.models]
+        return _json_response({"object": "list", "data": data})
+
+    # --- files ---
+
+    def _store_file(self, content: bytes, filename: str, purpose: str) -> dict:
+        meta = {
+            "id": _new_id("file-"),
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "status_details": None,
+            "expires_at": None,
+        }
+        self._files[meta["id"]] = (meta, content)
+        return meta
+
+    async def create_file(self, request: web.Request) -> web.Response:
+        content, filename, purpose = None, "upload.jsonl", None
+        async for part in await request.multipart():
+            if part.name == "file":
+                content = await part.read()
+                filename = part.filename or filename
+            elif part.name == "purpose":
+                purpose = await part.text()
+        if content is None or purpose not in _FILE_PURPOSES:
+            return _json_response(_error_body(400), status=400)
+        return _json_response(self._store_file(content, filename, purpose))
+
+    async def retrieve_file(self, request: web.Request) -> web.Response:
+        stored = self._files.get(request.match_info["file_id"])
+        if stored is None:
+            return _json_response(_error_body(404), status=404)
+        return _json_response(stored[0])
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        stored = self._files.get(request.match_info["file_id"])
+        if stored is None:
+            return _json_response(_error_body(404), status=404)
+        return web.Response(body=stored[1], content_type="application/octet-stream")
+
+    # --- batches ---
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            input_file_id = body["input_file_id"]
+        except (ValueError, KeyError, TypeError):
+            return _json_response(_error_body(400), status=400)
+        if input_file_id not in self._files:
+            return _json_response(_error_body(404), status=404)
+        if body.get("endpoint") != CHAT_ENDPOINT or body.get("completion_window") != "24h":
+            return _json_response(_error_body(400), status=400)
+        now = int(time.time())
+        batch = {
+            "id": _new_id("batch_"),
+            "object": "batch",
+            "endpoint": CHAT_ENDPOINT,
+            "errors": None,
+            "input_file_id": input_file_id,
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": None,
+            "expires_at": now + 24 * 3600,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "metadata": body.get("metadata"),
+            "model": None,
+        }
+        self._batches[batch["id"]] = batch
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+        return _json_response(batch)
+
+    async def retrieve_batch(self, request: web.Request) -> web.Response:
+        batch = self._batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _json_response(_error_body(404), status=404)
+        return _json_response(batch)
+
+    async def cancel_batch(self, request: web.Request) -> web.Response:
+        batch = self._batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _json_response(_error_body(404), status=404)
+        if batch["status"] in ("validating", "in_progress"):
+            batch["status"] = "cancelling"
+            batch["cancelling_at"] = int(time.time())
+        return _json_response(batch)
+
+    async def _run_batch(self, batch: dict) -> None:
+        await asyncio.sleep(self.config.batch_delay_s)
+        requests, problems = self._validate_batch_input(self._files[batch["input_file_id"]][1])
+        if batch["status"] == "cancelling":
+            requests = []
+        elif problems:
+            batch.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": problems})
+            return
+        else:
+            batch.update(status="in_progress", in_progress_at=int(time.time()))
+            batch["model"] = requests[0]["body"].get("model") if requests else None
+        counts = batch["request_counts"]
+        counts["total"] = len(requests)
+        await asyncio.sleep(self.config.batch_delay_s)
+        outputs, errors = [], []
+        for done, item in enumerate(requests):
+            if batch["status"] == "cancelling":
+                break
+            line, ok = self._batch_line(item)
+            (outputs if ok else errors).append(line)
+            counts["completed" if ok else "failed"] += 1
+            if done % 256 == 255:
+                await asyncio.sleep(0)  # keep the server answering while a large batch runs
+        batch.update(status="finalizing", finalizing_at=int(time.time()))
+        if outputs:
+            batch["output_file_id"] = self._store_jsonl(outputs, f"{batch['id']}_output.jsonl")["id"]
+        if errors:
+            batch["error_file_id"] = self._store_jsonl(errors, f"{batch['id']}_error.jsonl")["id"]
+        if batch["cancelling_at"] is not None:
+            batch.update(status="cancelled", cancelled_at=int(time.time()))
+        else:
+            batch.update(status="completed", completed_at=int(time.time()))
+
+    def _store_jsonl(self, lines: list[dict], filename: str) -> dict:
+        content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        return self._store_file(content, filename, "batch_output")
+
+    @staticmethod
+    def _validate_batch_input(content: bytes) -> tuple[list[dict], list[dict]]:
+        requests, problems, seen = [], [], set()
+        for number, text in enumerate(content.decode("utf-8", errors="replace").splitlines(), start=1):
+            if not text.strip():
+                continue
+            try:
+                item = json.loads(text)
+                valid = (
+                    isinstance(item["custom_id"], str)
+                    and item.get("method", "POST") == "POST"
+                    and item["url"] == CHAT_ENDPOINT
+                    and isinstance(item["body"].get("messages"), list)
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                valid = False
+            if not valid:
+                problems.append({"code": "invalid_request", "message": "Not a valid chat completions batch line.", "param": None, "line": number})
+            elif item["custom_id"] in seen:
+                problems.append({"code": "duplicate_custom_id", "message": "custom_id values must be unique.", "param": "custom_id", "line": number})
+            else:
+                seen.add(item["custom_id"])
+                requests.append(item)
+        return requests, problems
+
+    def _batch_line(self, item: dict) -> tuple[dict, bool]:
+        body = item["body"]
+        outcome = self._draw(self._batch_faults)
+        if outcome == "500":
+            status, response_body = 500, _error_body(500)
+        else:
+            status = 200
+            response_body, _ = self._completion(body, body["messages"], body.get("model") or self.config.models[0], outcome)
+        line = {
+            "id": _new_id("batch_req_"),
+            "custom_id": item["custom_id"],
+            "response": {"status_code": status, "request_id": _new_id("req_"), "body": response_body},
+            "error": None,
+        }
+        return line, status == 200
+
+    # --- test hooks ---
+
+    async def stats_endpoint(self, request: web.Request) -> web.Response:
+        return _json_response(self.stats())
+
+    async def reset_endpoint(self, request: web.Request) -> web.Response:
+        self.reset()
+        return _json_response(self.stats())
+
+
+class MockServer:
+    """The mock server on a background thread with its own event loop, for tests and benchmarks.
+
+    Listens on 127.0.0.1 and an ephemeral port unless the config says otherwise:
+
+        with MockServer(MockServerConfig(p429=0.1)) as server:
+            client = AsyncOpenAI(base_url=server.base_url, api_key="x")
+    """
+
+    def __init__(self, config: Optional[MockServerConfig] = None) -> None:
+        self.config = config or MockServerConfig()
+        self.backend = MockBackend(self.config)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def base_url(self) -> str:
+        return self.backend.base_url
+
+    def stats(self) -> dict:
+        return self.backend.stats()
+
+    def reset(self) -> None:
+        self.backend.reset()
+
+    def start(self) -> "MockServer":
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.backend.start())
+            except BaseException as exc:  # reported to the starting thread, which re-raises it
+                failure.append(exc)
+                loop.close()
+                started.set()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+                loop.run_until_complete(self.backend.stop())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="mock-openai-server", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+
+    def __enter__(self) -> "MockServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+async def serve(config: MockServerConfig) -> None:
+    """Run until SIGINT or SIGTERM, printing the base URL once listening."""
+    backend = MockBackend(config)
+    await backend.start()
+    print(f"mock OpenAI-compatible server on {backend.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await backend.stop()
+
+
+_PROBABILITY = {"min": 0.0, "max": 1.0}
+
+
+def mock_server_command(
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
+    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0.0, help="Delay before every chat answer."),
+    p429: float = typer.Option(0.0, "--p429", **_PROBABILITY, help="Share of chat requests answered 429 with Retry-After."),
+    p500: float = typer.Option(0.0, "--p500", **_PROBABILITY, help="Share answered 500, 502 or 503."),
+    hang: float = typer.Option(0.0, "--hang", **_PROBABILITY, help="Share never answered."),
+    drop: float = typer.Option(0.0, "--drop", **_PROBABILITY, help="Share whose connection is closed without a response."),
+    malformed: float = typer.Option(0.0, "--malformed", **_PROBABILITY, help="Share answered 200 with invalid JSON."),
+    p_length: float = typer.Option(0.0, "--p-length", **_PROBABILITY, help="Share cut short with finish_reason=length."),
+    p_refusal: float = typer.Option(0.0, "--p-refusal", **_PROBABILITY, help="Share answered with a refusal."),
+    retry_after: float = typer.Option(1.0, "--retry-after", min=0.0, help="Retry-After seconds sent with 429s."),
+    fail_first: int = typer.Option(0, "--fail-first", min=0, help="Fail the first N chat requests with --fail-status."),
+    fail_status: int = typer.Option(429, "--fail-status", help="HTTP status for --fail-first failures."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this bearer key (401 otherwise)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fault sequence."),
+    model: List[str] = typer.Option(["mock-teacher"], "--model", help="Model name listed by /v1/models (repeatable)."),
+    only_listed_models: bool = typer.Option(False, "--only-listed-models", help="Answer 404 for models not listed."),
+    batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
+) -> None:
+    """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
+    config = MockServerConfig(
+        host=host,
+        port=port,
+        latency_ms=latency_ms,
+        p429=p429,
+        p500=p500,
+        hang=hang,
+        drop=drop,
+        malformed=malformed,
+        p_length=p_length,
+        p_refusal=p_refusal,
+        retry_after=retry_after,
+        fail_first=fail_first,
+        fail_status=fail_status,
+        api_key=api_key,
+        seed=seed,
+        models=tuple(model),
+        accept_any_model=not only_listed_models,
+        batch_delay_s=batch_delay_s,
+    )
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    typer.run(mock_server_command)
