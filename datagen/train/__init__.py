@@ -1,0 +1,5 @@
+"""Companion trainer: LLaVA's two stages on the records datagen exports.
+
+Heavy imports (torch, transformers) live in the submodules; importing this package is free so
+the generation CLI stays fast.
+"""

@@ -1,0 +1,148 @@
+"""`datagen train ...` and `datagen chat`. Only stdlib + typer at import time: torch and
+transformers load inside the commands, so the generation CLI stays fast."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+train_app = typer.Typer(help="Train a LLaVA-style model on datagen records (stage 1 pretrain, stage 2 finetune).",
+                        no_args_is_help=True)
+
+Opt = typer.Option
+Config = Annotated[Optional[Path], Opt("--config", help="YAML of TrainConfig fields (see configs/); flags override it.")]
+Data = Annotated[Optional[str], Opt("--data", help="JSON array or JSONL of LLaVA records.")]
+ImageFolder = Annotated[Optional[str], Opt("--image-folder", help="Folder the records' image paths are relative to.")]
+Out = Annotated[Optional[str], Opt("--out", help="Output checkpoint directory.")]
+Epochs = Annotated[Optional[float], Opt("--epochs")]
+MaxSteps = Annotated[Optional[int], Opt("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
+Lr = Annotated[Optional[float], Opt("--lr")]
+BatchSize = Annotated[Optional[int], Opt("--batch-size", help="Per device.")]
+GradAccum = Annotated[Optional[int], Opt("--grad-accum")]
+MaxLength = Annotated[Optional[int], Opt("--max-length")]
+Seed = Annotated[Optional[int], Opt("--seed")]
+Resume = Annotated[Optional[str], Opt("--resume", help="A mid-run checkpoint dir under --out, or 'latest'.")]
+Template = Annotated[Optional[str], Opt("--template", help="plain | vicuna_v1 | chat (the tokenizer's own).")]
+CacheFeatures = Annotated[Optional[str], Opt("--cache-features", help="Compute frozen vision features once into DIR and reuse them.")]
+GradCkpt = Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing")]
+GroupByLength = Annotated[Optional[bool], Opt("--group-by-length/--no-group-by-length")]
+SaveSteps = Annotated[Optional[int], Opt("--save-steps")]
+LoggingSteps = Annotated[Optional[int], Opt("--logging-steps")]
+NumWorkers = Annotated[Optional[int], Opt("--num-workers", help="Data-loader worker processes.")]
+DeepSpeed = Annotated[Optional[str], Opt("--deepspeed", help="DeepSpeed json, e.g. configs/deepspeed/zero3.json.")]
+ImageAspect = Annotated[Optional[str], Opt("--image-aspect", help="pad (v1.5) or crop (v1).")]
+
+
+def _run(stage: str, config: Optional[Path], flags: dict) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    from .checkpoint import CheckpointError
+    from .config import ConfigError, make_config
+    from .data import DataError
+    from .loop import train
+
+    try:
+        cfg = make_config(stage, str(config) if config else None, flags)
+        out = train(cfg)
+    except (ConfigError, DataError, CheckpointError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"checkpoint written to {out}")
+
+
+@train_app.command()
+def pretrain(
+    data: Data = None, image_folder: ImageFolder = None,
+    vision_tower: Annotated[Optional[str], Opt("--vision-tower", help="Hub id, local path, or 'tiny'.")] = None,
+    llm: Annotated[Optional[str], Opt("--llm", help="Hub id, local path, or 'tiny'.")] = None,
+    projector: Annotated[Optional[str], Opt("--projector", help="linear | mlp2x_gelu")] = None,
+    out: Out = None, config: Config = None, epochs: Epochs = None, max_steps: MaxSteps = None, lr: Lr = None,
+    batch_size: BatchSize = None, grad_accum: GradAccum = None, max_length: MaxLength = None, seed: Seed = None,
+    resume: Resume = None, template: Template = None, cache_features: CacheFeatures = None,
+    gradient_checkpointing: GradCkpt = None, group_by_length: GroupByLength = None, save_steps: SaveSteps = None,
+    logging_steps: LoggingSteps = None, num_workers: NumWorkers = None, deepspeed: DeepSpeed = None,
+    image_aspect: ImageAspect = None,
+):
+    """Stage 1: train only the projector on alignment records; saves projector + model config."""
+    if projector is not None and projector not in ("linear", "mlp2x_gelu"):
+        raise typer.BadParameter("choose linear or mlp2x_gelu", param_hint="--projector")
+    flags = dict(locals())
+    _run("pretrain", flags.pop("config"), flags)
+
+
+@train_app.command()
+def finetune(
+    data: Data = None, image_folder: ImageFolder = None,
+    from_ckpt: Annotated[Optional[str], Opt("--from", help="The stage-1 output directory.")] = None,
+    out: Out = None,
+    lora: Annotated[Optional[bool], Opt("--lora/--full", help="Train the LLM through LoRA adapters (peft).")] = None,
+    lora_r: Annotated[Optional[int], Opt("--lora-r")] = None,
+    lora_alpha: Annotated[Optional[int], Opt("--lora-alpha")] = None,
+    config: Config = None, epochs: Epochs = None, max_steps: MaxSteps = None, lr: Lr = None,
+    batch_size: BatchSize = None, grad_accum: GradAccum = None, max_length: MaxLength = None, seed: Seed = None,
+    resume: Resume = None, template: Template = None, cache_features: CacheFeatures = None,
+    gradient_checkpointing: GradCkpt = None, group_by_length: GroupByLength = None, save_steps: SaveSteps = None,
+    logging_steps: LoggingSteps = None, num_workers: NumWorkers = None, deepspeed: DeepSpeed = None,
+    image_aspect: ImageAspect = None,
+):
+    """Stage 2: train projector + LLM (full or LoRA) on instruction records, starting from --from."""
+    if from_ckpt is not None and not Path(from_ckpt).is_dir():
+        raise typer.BadParameter(f"{from_ckpt} does not exist; pass the --out of `datagen train pretrain`", param_hint="--from")
+    flags = dict(locals())
+    _run("finetune", flags.pop("config"), flags)
+
+
+def _load(ckpt: str):
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(ckpt)
+    except CheckpointError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@train_app.command("export-hf")
+def export_hf(
+    ckpt: Annotated[str, typer.Argument(help="A finetune (or pretrain) checkpoint directory.")],
+    out: Annotated[str, Opt("--out", help="Directory for the transformers checkpoint.")],
+):
+    """Write a LlavaForConditionalGeneration checkpoint (+ LlavaProcessor) that from_pretrained loads."""
+    from .checkpoint import CheckpointError
+    from .export import export_hf as run_export
+
+    try:
+        run_export(ckpt, out)
+    except CheckpointError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"exported to {out}")
+
+
+def chat(
+    ckpt: Annotated[str, typer.Argument(help="A datagen checkpoint directory.")],
+    question: Annotated[str, typer.Argument(help="The question about the image.")],
+    image: Annotated[Path, Opt("--image", help="The image file.")],
+    max_new_tokens: Annotated[int, Opt("--max-new-tokens")] = 256,
+):
+    """Answer one question about one image with a trained checkpoint."""
+    if not image.is_file():
+        raise typer.BadParameter(f"{image} does not exist", param_hint="--image")
+    from .infer import answer
+
+    model, tok, proc, meta = _load(ckpt)
+    typer.echo(answer(model, tok, proc, meta, image, question, max_new_tokens))
+
+
+def root_app() -> typer.Typer:
+    """Stand-alone entry (`python -m datagen.train.cli`), mirroring the main CLI's layout."""
+    app = typer.Typer(no_args_is_help=True)
+    app.add_typer(train_app, name="train")
+    app.command("chat")(chat)
+    return app
+
+
+if __name__ == "__main__":
+    root_app()()
