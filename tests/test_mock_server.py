@@ -240,15 +240,12 @@ def free_port() -> int:
 
 def test_cli_serves_until_terminated():
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "datagen.mock_server", "--port", str(port), "--fail-first", "1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout.readline().strip() == f"mock OpenAI-compatible server on http://127.0.0.1:{port}/v1"
-        base_url = f"http://127.0.0.1:{port}/v1"
-        assert [post_chat(base_url, {"model": "m", "messages": MESSAGES})[0] for _ in range(2)] == [429, 200]
-    finally:
-        process.terminate()
+    command = [sys.executable, "-m", "datagen.mock_server", "--port", str(port), "--fail-first", "1"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout.readline().strip() == f"mock OpenAI-compatible server on http://127.0.0.1:{port}/v1"
+            base_url = f"http://127.0.0.1:{port}/v1"
+            assert [post_chat(base_url, {"model": "m", "messages": MESSAGES})[0] for _ in range(2)] == [429, 200]
+        finally:
+            process.terminate()
         assert process.wait(timeout=10) == 0
