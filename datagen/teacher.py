@@ -149,6 +149,7 @@ class OpenAITeacher:
         self._session = None
         self._verified = asyncio.Event()
         self._probe_lock = asyncio.Lock()
+        self._fatal: TeacherFatalError | None = None
         self.stats: Counter[str] = Counter()
 
     def _client(self):
@@ -167,8 +168,14 @@ class OpenAITeacher:
         if not self._verified.is_set():
             # One request goes first: a wrong key or model then costs one request, not `concurrency` of them.
             async with self._probe_lock:
+                if self._fatal is not None:
+                    raise self._fatal
                 if not self._verified.is_set():
-                    reply = await self._complete_with_retries(request)
+                    try:
+                        reply = await self._complete_with_retries(request)
+                    except TeacherFatalError as error:
+                        self._fatal = error
+                        raise
                     self._verified.set()
                     return reply
         return await self._complete_with_retries(request)
