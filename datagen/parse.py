@@ -22,8 +22,9 @@ _TEXT_SOURCE = re.compile(
     re.IGNORECASE,
 )
 _REFUSAL = re.compile(
-    r"^\s*(?:I'?m sorry|I am sorry|I apologi[sz]e|Sorry, (?:but )?I|I can(?:no|')t (?:help|assist|provide|comply|see|view)"
-    r"|I am (?:unable|not able)|I'm (?:unable|not able)|As an AI\b)",
+    # ASCII and typographic apostrophes alike: chat models often write I’m / can’t.
+    r"^\s*(?:I['’]?m sorry|I am sorry|I apologi[sz]e|Sorry, (?:but )?I|I can(?:no|'|’)t (?:help|assist|provide|comply|see|view)"
+    r"|I am (?:unable|not able)|I['’]m (?:unable|not able)|As an AI\b)",
     re.IGNORECASE,
 )
 _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
