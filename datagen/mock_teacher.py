@@ -102,17 +102,15 @@ def _position(cx: float, cy: float) -> str:
 
 
 def _as_clause(caption: str) -> str:
-    """A caption turned into a lower-case clause without its final full stop."""
-    text = caption.strip().rstrip(".!").strip()
+    """A caption (stored without its final full stop) as a clause to continue a sentence with."""
     # Keep acronyms such as "TV" intact; captions rarely start with a proper noun.
-    if text[1:2].isupper():
-        return text
-    return text[0].lower() + text[1:]
+    if caption[1:2].isupper():
+        return caption
+    return caption[0].lower() + caption[1:]
 
 
 def _as_sentence(caption: str) -> str:
-    text = caption.strip().rstrip(".!").strip()
-    return text[0].upper() + text[1:] + "."
+    return caption[0].upper() + caption[1:] + "."
 
 
 def _text_of(message: dict) -> str:
@@ -124,7 +122,8 @@ def _text_of(message: dict) -> str:
 
 
 class _Scene:
-    """What the query context says: usable captions, and objects counted by category."""
+    """What the query context says: distinct usable captions (final full stop removed), and objects
+    counted by category."""
 
     __slots__ = ("captions", "counts", "_first_corners")
 
@@ -144,9 +143,9 @@ class _Scene:
                         counts[name] = 1
                         self._first_corners[name] = corners[:-1]
                     continue
-            line = line.strip()
-            if line and not _reveals_reading(line):
-                self.captions.append(line)
+            caption = line.strip().rstrip(".! ")
+            if caption and caption not in self.captions and not _reveals_reading(caption):
+                self.captions.append(caption)
 
     def position(self, name: str) -> str:
         try:
@@ -288,12 +287,15 @@ def _reasoning(scene: _Scene, rng: random.Random) -> tuple[str, str]:
     return rng.choice(_REASONING_QUESTIONS), " ".join(sentences)
 
 
+_CLOSER_LOOK_LEADS = ("Looking closer, the scene contains", "A closer look reveals", "Within the frame, one can find")
+
+
 def _description(scene: _Scene, rng: random.Random) -> str:
     first = [scene.overview(rng)]
     first.extend(_as_sentence(c) for c in scene.captions[1:3])
     paragraphs = [" ".join(first)]
     if scene.counts:
-        objects = [f"Looking closer, the scene contains {scene.inventory()}."]
+        objects = [f"{rng.choice(_CLOSER_LOOK_LEADS)} {scene.inventory()}."]
         singles = [name for name, count in scene.counts.items() if count == 1]
         objects.extend(f"The {name} is {scene.position(name)}." for name in singles[:3])
         paragraphs.append(" ".join(objects))

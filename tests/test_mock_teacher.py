@@ -121,3 +121,10 @@ def test_single_shot_conversation_pack_is_still_multi_turn():
 def test_estimate_tokens():
     assert estimate_tokens("") == 1
     assert estimate_tokens("a" * 400) == 100
+
+
+def test_punctuation_only_and_duplicate_captions():
+    context = ".\n  A dog on a couch.  \nA dog on a couch\n\ndog: [0.1, 0.1, 0.4, 0.4]"
+    answer = mock_answer(request(DETAIL_SHOT, context), seed=0)
+    assert answer.count("dog on a couch") == 1
+    assert ".." not in answer
