@@ -66,7 +66,7 @@ class MockServerConfig:
     fail_status: int = 429
     api_key: Optional[str] = None
     seed: int = 0
-    models: tuple = ("mock-teacher",)
+    models: tuple[str, ...] = ("mock-teacher",)
     accept_any_model: bool = True
     batch_delay_s: float = 0.05
 
@@ -147,6 +147,7 @@ class MockBackend:
         self._failures_left = self.config.fail_first
 
     def stats(self) -> dict:
+        """Chat requests in total and by outcome, and how many distinct request bodies were seen."""
         return {**self.counts, "unique_bodies": len(self._body_hashes)}
 
     def _count(self, outcome: str) -> None:
@@ -596,26 +597,29 @@ def mock_server_command(
     batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
 ) -> None:
     """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
-    config = MockServerConfig(
-        host=host,
-        port=port,
-        latency_ms=latency_ms,
-        p429=p429,
-        p500=p500,
-        hang=hang,
-        drop=drop,
-        malformed=malformed,
-        p_length=p_length,
-        p_refusal=p_refusal,
-        retry_after=retry_after,
-        fail_first=fail_first,
-        fail_status=fail_status,
-        api_key=api_key,
-        seed=seed,
-        models=tuple(model),
-        accept_any_model=not only_listed_models,
-        batch_delay_s=batch_delay_s,
-    )
+    try:
+        config = MockServerConfig(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            p429=p429,
+            p500=p500,
+            hang=hang,
+            drop=drop,
+            malformed=malformed,
+            p_length=p_length,
+            p_refusal=p_refusal,
+            retry_after=retry_after,
+            fail_first=fail_first,
+            fail_status=fail_status,
+            api_key=api_key,
+            seed=seed,
+            models=tuple(model),
+            accept_any_model=not only_listed_models,
+            batch_delay_s=batch_delay_s,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     asyncio.run(serve(config))
 
 

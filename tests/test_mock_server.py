@@ -249,3 +249,26 @@ def test_cli_serves_until_terminated():
         finally:
             process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_unlisted_model_is_refused_only_when_asked():
+    with MockServer(MockServerConfig(models=("teacher-a",), accept_any_model=False)) as server:
+        assert post_chat(server.base_url, {"model": "teacher-b", "messages": MESSAGES})[0] == 404
+        assert post_chat(server.base_url, {"model": "teacher-a", "messages": MESSAGES})[0] == 200
+
+
+def test_batch_can_be_cancelled():
+    payload = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": MESSAGES}}).encode()
+
+    async def cancel(server):
+        async with client(server) as sdk:
+            uploaded = await sdk.files.create(file=("requests.jsonl", payload), purpose="batch")
+            batch = await sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+            assert (await sdk.batches.cancel(batch.id)).status == "cancelling"
+            while batch.status != "cancelled":
+                await asyncio.sleep(0.02)
+                batch = await sdk.batches.retrieve(batch.id)
+            return batch
+
+    with MockServer(MockServerConfig(batch_delay_s=0.1)) as server:
+        assert asyncio.run(cancel(server)).cancelled_at is not None
