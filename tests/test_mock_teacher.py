@@ -1,9 +1,10 @@
 import re
+from pathlib import Path
 
 import pytest
 
 from datagen.mock_teacher import estimate_tokens, mock_answer
-from datagen.parse import check_answer, parse_qa_pairs
+from datagen.parse import check_answer, parse_answer, parse_qa_pairs
 
 CONVERSATION_SHOT = (
     "Question:\nWhat is the man holding?\n===\nAnswer:\nHe is holding an umbrella.\n===\n"
@@ -128,3 +129,29 @@ def test_punctuation_only_and_duplicate_captions():
     answer = mock_answer(request(DETAIL_SHOT, context), seed=0)
     assert answer.count("dog on a couch") == 1
     assert ".." not in answer
+
+
+SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+
+
+def shipped_pack_request(task: str, context: str) -> list[dict]:
+    folder = SHIPPED_PROMPTS / task
+    messages = [{"role": "system", "content": (folder / "system_message.txt").read_text(encoding="utf-8")}]
+    for caps in sorted(folder.glob("*_caps.txt")):
+        conv = caps.with_name(caps.name.replace("_caps.txt", "_conv.txt"))
+        messages += [
+            {"role": "user", "content": caps.read_text(encoding="utf-8")},
+            {"role": "assistant", "content": conv.read_text(encoding="utf-8")},
+        ]
+    messages.append({"role": "user", "content": context})
+    return messages
+
+
+@pytest.mark.parametrize("task", ["conversation", "detail", "complex_reasoning"])
+def test_answers_to_the_shipped_prompt_packs_pass_validation(task):
+    if not (SHIPPED_PROMPTS / task).is_dir():
+        pytest.skip(f"no shipped {task} prompt pack")
+    for seed in range(10):
+        parsed = parse_answer(task, mock_answer(shipped_pack_request(task, CONTEXT), seed=seed), "stop")
+        if task == "conversation":
+            assert len(parsed) >= 2
