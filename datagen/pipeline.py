@@ -63,6 +63,10 @@ class GenerateOptions(BaseModel):
     length_retry_max_tokens: int | None = None
     progress: bool = True
     command: list[str] = []
+    # The Batch API path (datagen/batch.py): answers arrive in the cache first, then this pipeline runs over them.
+    batch: bool = False
+    poll_interval: float = 30.0
+    batch_size: int = 50_000
 
 
 def _utc_now() -> str:
@@ -342,12 +346,20 @@ class Run:
 
 
 def generate(options: GenerateOptions) -> Manifest:
+    if options.batch:
+        from datagen.batch import generate_batch
+
+        return generate_batch(options)
+    return execute(Run(options))
+
+
+def execute(run: Run) -> Manifest:
+    """Open `run`'s output folder, do its pending items and write the manifest, whatever the teacher beneath."""
     from datagen.progress import ProgressDisplay
 
-    run = Run(options)
     run.open()
     run.write_manifest("running")
-    display = ProgressDisplay(run, enabled=options.progress)
+    display = ProgressDisplay(run, enabled=run.options.progress)
     status = "failed"
 
     async def main() -> None:

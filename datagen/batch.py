@@ -1,0 +1,384 @@
+"""`datagen generate --batch`: the same items through the OpenAI Batch API, at its lower price and slower pace.
+
+Every answer a batch returns is put into the response cache under its request key; the normal pipeline then
+runs over the cache, so validation, rejects, records and the manifest are exactly those of a live run.
+Batches are recorded in `batch/state.json` before any waiting, so rerunning a killed command re-attaches
+to them instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from datagen.errors import InputError, TeacherFatalError
+from datagen.output import write_json_atomic
+from datagen.pipeline import GenerateOptions, Run, execute
+from datagen.records import Manifest, TeacherInfo
+from datagen.tasks import build_request
+from datagen.teacher import ChatReply, ChatRequest, RetryableError, redact_url
+
+BATCH_DIR = "batch"
+STATE_FILE = "state.json"
+CHAT_URL = "/v1/chat/completions"
+MAX_REQUESTS = 50_000
+# OpenAI caps an input file at 200 MB; the margin covers whichever megabyte they count in.
+MAX_INPUT_BYTES = 190_000_000
+ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+class StoredBatch(BaseModel):
+    base_url: str  # redacted: where the batch lives, to re-attach and to ask for its status
+    input_file: str
+    input_file_id: str
+    batch_id: str | None = None
+    status: str = "uploaded"
+    request_counts: dict[str, int] = {}
+    custom_ids: list[str]
+    ingested: bool = False
+    answered: int = 0
+    failed: int = 0
+
+
+class BatchState(BaseModel):
+    batches: list[StoredBatch] = []
+
+
+def custom_id(image_id: int, task: str, key: str) -> str:
+    return f"{image_id}:{task}:{key}"
+
+
+def parse_custom_id(value: str) -> tuple[int, str, str]:
+    image_id, task, key = value.split(":")
+    return int(image_id), task, key
+
+
+def state_path(folder: Path) -> Path:
+    return folder / BATCH_DIR / STATE_FILE
+
+
+def load_state(folder: Path) -> BatchState | None:
+    path = state_path(folder)
+    if not path.exists():
+        return None
+    try:
+        return BatchState.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        raise InputError(
+            f"{path}: not a datagen batch state ({error.errors()[0]['msg']}); move it aside to submit afresh"
+            " (the batches it lists keep running at the server)"
+        ) from None
+
+
+def _reason(status: str) -> str:
+    """The manifest's skip reason for an item a batch ended without answering."""
+    return "batch_failed" if status in ("completed", "failed") else f"batch_{status}"
+
+
+class CacheOnlyTeacher:
+    """Beneath the cache in the ingest run: nothing goes out live, so a miss stays pending for the next run."""
+
+    def __init__(self, info: TeacherInfo) -> None:
+        self.info = info
+        self.stats: Counter[str] = Counter()
+
+    async def complete(self, request: ChatRequest) -> ChatReply:
+        raise RetryableError("no batch answered this request")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BatchIngestRun(Run):
+    """The normal pipeline over the cache; items no batch answered are counted as skipped, not asked live."""
+
+    def __init__(self, options: GenerateOptions, unanswered: dict[tuple[int, str], str]) -> None:
+        super().__init__(options)
+        self.teacher = CacheOnlyTeacher(self.teacher.info)
+        self.unanswered = unanswered
+
+    def pending(self):
+        for image, task in super().pending():
+            reason = self.unanswered.get((image.image_id, task))
+            if reason is None:
+                yield image, task
+            else:
+                self.skipped[task][reason] += 1
+                self.on_progress(task, reason)
+
+
+class BatchJob:
+    """Plan, submit, wait for and ingest the batches of one `generate --batch` over one output folder."""
+
+    def __init__(self, options: GenerateOptions) -> None:
+        if options.teacher != "openai":
+            raise InputError(f"--batch needs --teacher openai (the OpenAI Batch API), not {options.teacher}; drop --batch for a {options.teacher} run")
+        if not options.use_cache:
+            raise InputError("--batch needs the response cache (batch answers are ingested through it); drop --no-cache")
+        self.options = options
+        self.planner = Run(options)  # checks --model, the API key and the inputs before anything is uploaded
+        self.base_url: str = self.planner.teacher.base_url
+        self.where = redact_url(self.base_url)
+        self.planner.open()
+        self.cache = self.planner.teacher.cache
+        self.folder = options.out / BATCH_DIR
+        self.folder.mkdir(exist_ok=True)
+        self.state = load_state(options.out) or BatchState()
+        self.failed: dict[str, str] = {}  # request key -> skip reason, for answers a batch of this invocation did not give
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from openai import OpenAI
+
+            # The SDK reads OPENAI_API_KEY itself; the key never passes through our code or files.
+            self._client = OpenAI(base_url=self.base_url, max_retries=3, timeout=self.options.timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        asyncio.run(self.planner.close())
+
+    def say(self, message: str) -> None:
+        print(f"batch: {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def api(self, action: str) -> Iterator[None]:
+        import openai
+
+        try:
+            yield
+        except openai.APIStatusError as error:
+            raise TeacherFatalError(
+                f"the Batch API at {self.where} refused to {action} (HTTP {error.status_code}: {self._message(error)});"
+                " rerun the same command to re-attach to the batches already submitted"
+            ) from None
+        except openai.APIConnectionError as error:
+            raise TeacherFatalError(
+                f"the Batch API at {self.where} could not be reached to {action} ({type(error).__name__});"
+                " rerun the same command to re-attach to the batches already submitted"
+            ) from None
+
+    @staticmethod
+    def _message(error) -> str:
+        body = error.body if isinstance(error.body, dict) else {}
+        message = str(body.get("message") or error.message)
+        secret = os.environ.get("OPENAI_API_KEY")
+        return message.replace(secret, "***") if secret else message
+
+    def save(self) -> None:
+        write_json_atomic(self.folder / STATE_FILE, self.state.model_dump(mode="json"), indent=None)
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def plan(self) -> dict[str, ChatRequest]:
+        """custom_id -> the request whose answer the cache still lacks, for every pending item."""
+        retry_tokens = self.options.length_retry_max_tokens or 0
+        needed: dict[str, ChatRequest] = {}
+        for image, task in self.planner.pending():
+            request = build_request(image, task, self.planner.packs[task], self.planner.sampling)
+            reply = self.cache.get(request.key())
+            if reply is not None and reply.finish_reason == "length" and retry_tokens > request.max_tokens:
+                # The live run would ask again with room to finish (Run.process); so does the next batch.
+                request = request.model_copy(update={"max_tokens": retry_tokens})
+                reply = self.cache.get(request.key())
+            if reply is None:
+                needed[custom_id(image.image_id, task, request.key())] = request
+        return needed
+
+    def chunks(self, needed: dict[str, ChatRequest]) -> Iterator[tuple[list[str], bytes]]:
+        ids: list[str] = []
+        lines: list[bytes] = []
+        size = 0
+        for cid, request in needed.items():
+            line = (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": request.body()}, ensure_ascii=False) + "\n").encode()
+            if ids and (len(ids) >= self.options.batch_size or size + len(line) > MAX_INPUT_BYTES):
+                yield ids, b"".join(lines)
+                ids, lines, size = [], [], 0
+            ids.append(cid)
+            lines.append(line)
+            size += len(line)
+        if ids:
+            yield ids, b"".join(lines)
+
+    # -- the server -------------------------------------------------------------------------------
+
+    def submit(self, needed: dict[str, ChatRequest]) -> None:
+        for ids, data in self.chunks(needed):
+            name = f"input-{len(self.state.batches) + 1:04d}.jsonl"
+            self._write(name, data)
+            with self.api("upload the batch input file"):
+                uploaded = self.client.files.create(file=(name, data), purpose="batch")
+            stored = StoredBatch(base_url=self.where, input_file=name, input_file_id=uploaded.id, custom_ids=ids)
+            # Saved before the batch is created: a kill in between re-uses this upload rather than repeating it.
+            self.state.batches.append(stored)
+            self.save()
+            self.create(stored)
+
+    def create(self, stored: StoredBatch) -> None:
+        with self.api("create a batch"):
+            batch = self.client.batches.create(
+                input_file_id=stored.input_file_id, endpoint=CHAT_URL, completion_window="24h", metadata={"datagen_input": stored.input_file}
+            )
+        stored.batch_id, stored.status = batch.id, batch.status
+        self.save()
+        self.say(f"submitted {batch.id} ({len(stored.custom_ids)} requests)")
+
+    def settle(self) -> None:
+        """Wait for every stored batch not yet ingested, then ingest each; batches submitted before a kill included."""
+        open_batches = [stored for stored in self.state.batches if not stored.ingested]
+        for stored in open_batches:
+            if stored.base_url != self.where:
+                raise InputError(
+                    f"--base-url: batch {stored.batch_id or stored.input_file} in {self.folder} was submitted to {stored.base_url},"
+                    f" not {self.where}; rerun with --base-url {stored.base_url} to collect it"
+                )
+            if stored.batch_id is None:
+                self.create(stored)
+        waiting = list(open_batches)
+        while waiting:
+            for stored in list(waiting):
+                with self.api(f"retrieve batch {stored.batch_id}"):
+                    batch = self.client.batches.retrieve(stored.batch_id)
+                counts = batch.request_counts.model_dump() if batch.request_counts else {}
+                if (batch.status, counts) != (stored.status, stored.request_counts):
+                    stored.status, stored.request_counts = batch.status, counts
+                    self.save()
+                    self.say(f"{batch.id} {batch.status} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+                if batch.status in ENDED:
+                    self.ingest(stored, batch)
+                    waiting.remove(stored)
+            if waiting:
+                time.sleep(self.options.poll_interval)
+
+    def ingest(self, stored: StoredBatch, batch) -> None:
+        expected = {cid: parse_custom_id(cid)[2] for cid in stored.custom_ids}
+        answered: set[str] = set()
+        first_error = None
+        for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+            if not file_id:
+                continue
+            with self.api(f"download the {kind} file of {batch.id}"):
+                data = self.client.files.content(file_id).content
+            self._write(stored.input_file.replace("input", kind), data)
+            for raw in data.splitlines():
+                line = json.loads(raw) if raw.strip() else {}
+                cid = line.get("custom_id")
+                if cid not in expected:
+                    continue  # never cache an answer under a key we did not send in this batch
+                response = line.get("response") or {}
+                if response.get("status_code") == 200 and not line.get("error"):
+                    try:
+                        # The same parsing as a live answer, so a batch reply and a live one are indistinguishable.
+                        reply = self.planner.teacher.inner._parse(json.dumps(response.get("body")).encode())
+                    except RetryableError:
+                        continue
+                    self.cache.put(expected[cid], reply)
+                    answered.add(cid)
+                elif first_error is None:
+                    error = line.get("error") or (response.get("body") or {}).get("error") or {}
+                    first_error = f"HTTP {response.get('status_code')}: {error.get('message', 'no message')}"
+        missing = [cid for cid in stored.custom_ids if cid not in answered]
+        for cid in missing:
+            self.failed[expected[cid]] = _reason(batch.status)
+        stored.answered, stored.failed, stored.ingested = len(answered), len(missing), True
+        self.save()
+        left = f", {len(missing)} left pending for the next run" if missing else ""
+        self.say(f"{batch.id} {batch.status}: {len(answered)} answers into the cache{left}" + (f" (first error: {first_error})" if first_error else ""))
+
+    def _write(self, name: str, data: bytes) -> None:
+        path = self.folder / name
+        temporary = path.with_name(f".{name}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+
+    # -- the whole path ---------------------------------------------------------------------------
+
+    def run(self) -> dict[tuple[int, str], str]:
+        """Collect answers until nothing new can be asked; (image_id, task) -> why, for items left unanswered."""
+        self.settle()
+        while True:
+            # A second round happens only for --retry-length answers cut short in the first.
+            needed = {cid: request for cid, request in self.plan().items() if request.key() not in self.failed}
+            if not needed:
+                break
+            self.submit(needed)
+            self.settle()
+        unanswered = {}
+        for cid, request in self.plan().items():
+            image_id, task, _ = parse_custom_id(cid)
+            unanswered[(image_id, task)] = self.failed.get(request.key(), "batch_unanswered")
+        return unanswered
+
+
+def generate_batch(options: GenerateOptions) -> Manifest:
+    job = BatchJob(options)
+    try:
+        unanswered = job.run()
+    finally:
+        job.close()
+    return execute(BatchIngestRun(options, unanswered))
+
+
+def status_rows(folder: Path, base_url: str | None = None) -> tuple[list[dict], list[str]]:
+    """Each stored batch as the server reports it now (stored values where it cannot be asked), and any problems."""
+    state = load_state(folder)
+    if state is None:
+        raise InputError(f"{folder}: holds no batch state ({state_path(folder)} missing); run `datagen generate --batch --out {folder}` first")
+    import openai
+
+    rows, problems, clients = [], [], {}
+    try:
+        for stored in state.batches:
+            row = {
+                "batch": stored.batch_id or f"(not created: {stored.input_file})",
+                "status": stored.status,
+                "counts": dict(stored.request_counts),
+                "requests": len(stored.custom_ids),
+                "ingested": stored.ingested,
+            }
+            url = base_url or stored.base_url
+            if stored.batch_id is not None:
+                try:
+                    if url not in clients:
+                        clients[url] = openai.OpenAI(base_url=url, max_retries=1, timeout=30)
+                    batch = clients[url].batches.retrieve(stored.batch_id)
+                    row["status"] = batch.status
+                    row["counts"] = batch.request_counts.model_dump() if batch.request_counts else {}
+                except openai.OpenAIError as error:  # a missing key included: the stored values still help
+                    problems.append(f"{stored.batch_id}: stored values shown; the server at {redact_url(url)} could not be asked ({type(error).__name__})")
+            rows.append(row)
+    finally:
+        for client in clients.values():
+            client.close()
+    return rows, problems
+
+
+def print_status(folder: Path, base_url: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows, problems = status_rows(folder, base_url)
+    table = Table(title=f"batches of {folder}")
+    for column in ("batch", "status", "requests", "completed", "failed", "ingested"):
+        table.add_column(column, justify="right" if column in ("requests", "completed", "failed") else "left")
+    for row in rows:
+        counts = row["counts"]
+        table.add_row(
+            row["batch"], row["status"], str(row["requests"]), str(counts.get("completed", "-")), str(counts.get("failed", "-")), "yes" if row["ingested"] else "no"
+        )
+    console = Console(width=160)
+    console.print(table)
+    for problem in problems:
+        Console(stderr=True).print(problem, markup=False)
