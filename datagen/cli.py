@@ -35,6 +35,9 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except (InputError, TeacherFatalError) as error:
             raise fail(str(error)) from None
+        except typer.BadParameter as error:
+            # A flag checked inside the command (--tasks, --shard, --context): one line too, not a usage panel.
+            raise fail(error.format_message()) from None
         except KeyboardInterrupt:
             raise fail("interrupted; rerun the same command to resume where it stopped", code=130) from None
 
