@@ -260,7 +260,8 @@ class MockBackend:
     def _abort(request: web.Request) -> web.Response:
         # Closing the transport before any byte is written is what a crashed upstream looks like:
         # the client sees the connection end without a response.
-        request.transport.close()
+        if request.transport is not None:  # None once the client has gone already
+            request.transport.close()
         return web.Response(status=204)
 
     def _completion(self, body: dict, messages: list, model: str, outcome: str) -> tuple[dict, str]:
