@@ -75,3 +75,34 @@ def read_jsonl():
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     return read
+
+
+LLAVA_SYSTEM_BYTES = b"You are an AI visual assistant.\r\nYou see one image, described below.\r\n\r\nAnswer as if you see it.\n"
+
+
+def write_llava_root(root: Path) -> Path:
+    """A folder laid out like LLaVA's playground/data/prompts/ (detail task named detail_description)."""
+    for name in ("conversation", "detail_description", "complex_reasoning"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "system_message.txt").write_bytes(LLAVA_SYSTEM_BYTES)
+    qa = "Question:\n{q}\n===\nAnswer:\n{a}"
+    conv = root / "conversation"
+    # Written out of order on purpose: shots must come back in file-name order.
+    (conv / "001_caps.txt").write_text("A cat on a mat.", encoding="utf-8")
+    (conv / "001_conv.txt").write_text(qa.format(q="What animal is it?", a="A cat.") + "\n===\n" + qa.format(q="Where is it?", a="On a mat."), encoding="utf-8")
+    (conv / "000_caps.txt").write_text("A dog in a park.", encoding="utf-8")
+    (conv / "000_conv.txt").write_text(qa.format(q="What animal is it?", a="A dog.") + "\n===\n" + qa.format(q="Where is it?", a="In a park."), encoding="utf-8")
+    detail = root / "detail_description"
+    (detail / "000_caps.txt").write_text("A bus on a street.\n\nbus: [0.1, 0.2, 0.5, 0.9]", encoding="utf-8")
+    (detail / "000_conv.txt").write_text("A red bus drives along a city street.\n\nPeople wait at the stop.", encoding="utf-8")
+    reasoning = root / "complex_reasoning"
+    (reasoning / "000_caps.txt").write_text("A man holds an umbrella.\n\nperson: [0.2, 0.1, 0.4, 0.9]", encoding="utf-8")
+    (reasoning / "000_conv.txt").write_text(qa.format(q="Why the umbrella?", a="It looks like rain."), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def llava_prompts(tmp_path: Path) -> Path:
+    """A prompt root in LLaVA's layout (`detail_description/`, `\\r\\n` in the system messages), three tasks."""
+    return write_llava_root(tmp_path / "llava_prompts")

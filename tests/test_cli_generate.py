@@ -218,10 +218,8 @@ def test_shards_partition_the_images(tmp_path: Path) -> None:
     assert seen[0] | seen[1] == set(SAMPLE_IDS)
 
 
-def test_llava_layout_prompts_root(tmp_path: Path) -> None:
-    from test_prompts import SYSTEM_BYTES, write_llava_root
-
-    root = write_llava_root(tmp_path / "llava")
+def test_llava_layout_prompts_root(tmp_path: Path, llava_prompts: Path) -> None:
+    root = llava_prompts
     out = tmp_path / "out"
     run_generate(out, "--prompts", root)
     data = manifest(out)
@@ -231,7 +229,17 @@ def test_llava_layout_prompts_root(tmp_path: Path) -> None:
         rows = read_jsonl(out / f"{task}.jsonl")
         assert len(rows) >= 20
         assert {row["meta"]["prompt_hash"] for row in rows} == {data["prompt_hashes"][task]}
-    assert SYSTEM_BYTES  # the pack's system message is the one checked byte for byte in test_prompts
+    # The request sent for an image is exactly system message (byte for byte) + shots in file order + context.
+    from datagen.coco import CocoSource
+    from datagen.context import DEFAULT_CONTEXT
+    from datagen.tasks import SamplingSettings, build_request
+
+    image = CocoSource(CAPTIONS, INSTANCES).image(100027)
+    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts=dict(DEFAULT_CONTEXT))
+    request = build_request(image, "detail", load_pack(root, "detail"), sampling)
+    assert request.messages[0]["content"].encode() == (root / "detail_description" / "system_message.txt").read_bytes()
+    sent = {row["meta"]["image_id"]: row["meta"]["request_key"] for row in read_jsonl(out / "detail.jsonl")}
+    assert sent[100027] == request.key()
 
 
 # -- resume, refusal to mix settings, --force --------------------------------------------------------
@@ -366,3 +374,39 @@ def test_api_key_never_written(tmp_path: Path) -> None:
     for path in written:
         assert secret.encode() not in path.read_bytes(), path
     assert manifest(out)["command"][0].endswith("datagen")  # the command is recorded, redacted
+
+
+def test_safe_argv_redacts_key_anywhere_and_url_credentials(monkeypatch) -> None:
+    from datagen.cli import safe_argv
+
+    secret = "sk-test-SECRET-123"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setattr(
+        sys, "argv", ["datagen", "generate", f"--model={secret}", "--base-url", "https://bob:pw@example.com:8443/v1?api-key=abc#frag"]
+    )
+    argv = safe_argv()
+    assert secret not in " ".join(argv) and "pw" not in " ".join(argv) and "abc" not in " ".join(argv)
+    assert argv[:2] == ["datagen", "generate"] and argv[4] == "https://example.com:8443/v1"
+
+
+# -- rejects ------------------------------------------------------------------------------------------
+
+
+def test_truncated_answers_become_rejects_and_are_counted(tmp_path: Path) -> None:
+    out = tmp_path / "short"
+    run_generate(out, "--max-tokens", "30", "--limit", "4")
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert rejects, "a 30-token budget must cut some mock answers"
+    for row in rejects:
+        reject = Reject.model_validate(row)
+        assert reject.reason == "truncated" and reject.finish_reason == "length" and reject.raw
+    data = manifest(out)
+    for task in TASKS:
+        counts = data["counts"][task]
+        mine = [row for row in rejects if row["task"] == task]
+        assert counts["rejected"].get("truncated", 0) == len(mine)
+        assert counts["written"] == len(read_jsonl(out / f"{task}.jsonl"))
+        assert counts["requested"] == 4 == counts["written"] + len(mine) + sum(counts["skipped"].values())
+    # A rerun keeps rejects as done: no new requests, no duplicate reject lines.
+    run_generate(out, "--max-tokens", "30", "--limit", "4")
+    assert manifest(out)["requests_sent"] == 0 and len(read_jsonl(out / "rejects.jsonl")) == len(rejects)

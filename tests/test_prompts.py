@@ -14,31 +14,6 @@ from datagen.records import TASKS
 
 BOX_LINE = re.compile(r"^[a-z ]+: \[(?:0|1)\.\d{1,3}(?:, (?:0|1)\.\d{1,3}){3}\]$")
 
-SYSTEM_BYTES = b"You are an AI visual assistant.\r\nYou see one image, described below.\r\n\r\nAnswer as if you see it.\n"
-
-
-def write_llava_root(root: Path) -> Path:
-    """A folder laid out like LLaVA's playground/data/prompts/ (detail task named detail_description)."""
-    for name in ("conversation", "detail_description", "complex_reasoning"):
-        folder = root / name
-        folder.mkdir(parents=True)
-        (folder / "system_message.txt").write_bytes(SYSTEM_BYTES)
-    qa = "Question:\n{q}\n===\nAnswer:\n{a}"
-    conv = root / "conversation"
-    # Written out of order on purpose: shots must come back in file-name order.
-    (conv / "001_caps.txt").write_text("A cat on a mat.", encoding="utf-8")
-    (conv / "001_conv.txt").write_text(qa.format(q="What animal is it?", a="A cat.") + "\n===\n" + qa.format(q="Where is it?", a="On a mat."), encoding="utf-8")
-    (conv / "000_caps.txt").write_text("A dog in a park.", encoding="utf-8")
-    (conv / "000_conv.txt").write_text(qa.format(q="What animal is it?", a="A dog.") + "\n===\n" + qa.format(q="Where is it?", a="In a park."), encoding="utf-8")
-    detail = root / "detail_description"
-    (detail / "000_caps.txt").write_text("A bus on a street.\n\nbus: [0.1, 0.2, 0.5, 0.9]", encoding="utf-8")
-    (detail / "000_conv.txt").write_text("A red bus drives along a city street.\n\nPeople wait at the stop.", encoding="utf-8")
-    reasoning = root / "complex_reasoning"
-    (reasoning / "000_caps.txt").write_text("A man holds an umbrella.\n\nperson: [0.2, 0.1, 0.4, 0.9]", encoding="utf-8")
-    (reasoning / "000_conv.txt").write_text(qa.format(q="Why the umbrella?", a="It looks like rain."), encoding="utf-8")
-    return root
-
-
 @pytest.mark.parametrize("task", TASKS)
 def test_bundled_packs_load_with_at_least_two_shots(task: str) -> None:
     pack = load_pack(BUNDLED_PROMPTS, task)
@@ -83,28 +58,30 @@ def test_build_messages_order() -> None:
     assert messages[-1] == {"role": "user", "content": "QUERY CONTEXT"}
 
 
-def test_llava_layout_loads_byte_for_byte_in_file_order(tmp_path: Path) -> None:
-    root = write_llava_root(tmp_path / "llava")
+def test_llava_layout_loads_byte_for_byte_in_file_order(llava_prompts: Path) -> None:
+    root = llava_prompts
     pack = load_pack(root, "detail")
     assert Path(pack.folder).name == "detail_description"
-    assert pack.system_message.encode("utf-8") == SYSTEM_BYTES  # \r\n inside and trailing \n kept
+    system_bytes = (root / "detail_description" / "system_message.txt").read_bytes()
+    assert b"\r\n" in system_bytes and system_bytes.endswith(b"\n")
+    assert pack.system_message.encode("utf-8") == system_bytes  # \r\n inside and trailing \n kept
     conv = load_pack(root, "conversation")
     assert [shot.context for shot in conv.shots] == ["A dog in a park.", "A cat on a mat."]
     assert conv.shots[0].response.startswith("Question:\nWhat animal is it?\n===\nAnswer:\nA dog.")
     messages = build_messages(conv, "ctx")
-    assert messages[0]["content"].encode("utf-8") == SYSTEM_BYTES
+    assert messages[0]["content"].encode("utf-8") == (root / "conversation" / "system_message.txt").read_bytes()
 
 
-def test_ours_preferred_name_and_llava_name_both_accepted(tmp_path: Path) -> None:
-    root = write_llava_root(tmp_path / "root")
+def test_ours_preferred_name_and_llava_name_both_accepted(llava_prompts: Path) -> None:
+    root = llava_prompts
     ours = root / "detail"
     ours.mkdir()
     (ours / "system_message.txt").write_text("ours", encoding="utf-8")
     assert load_pack(root, "detail").system_message == "ours"
 
 
-def test_missing_conv_partner(tmp_path: Path) -> None:
-    root = write_llava_root(tmp_path / "llava")
+def test_missing_conv_partner(llava_prompts: Path) -> None:
+    root = llava_prompts
     (root / "conversation" / "002_caps.txt").write_text("orphan", encoding="utf-8")
     with pytest.raises(InputError) as error:
         load_pack(root, "conversation")
@@ -112,8 +89,8 @@ def test_missing_conv_partner(tmp_path: Path) -> None:
     assert "002_caps.txt" in message and "002_conv.txt" in message and "\n" not in message
 
 
-def test_missing_task_folder(tmp_path: Path) -> None:
-    root = write_llava_root(tmp_path / "llava")
+def test_missing_task_folder(llava_prompts: Path) -> None:
+    root = llava_prompts
     (root / "complex_reasoning" / "000_caps.txt").unlink()
     (root / "complex_reasoning" / "000_conv.txt").unlink()
     (root / "complex_reasoning" / "system_message.txt").unlink()
@@ -123,28 +100,29 @@ def test_missing_task_folder(tmp_path: Path) -> None:
     assert "complex_reasoning" in str(error.value) and str(root) in str(error.value)
 
 
-def test_missing_root_and_missing_system_message(tmp_path: Path) -> None:
+def test_missing_root_and_missing_system_message(tmp_path: Path, llava_prompts: Path) -> None:
     with pytest.raises(InputError, match="folder not found"):
         load_pack(tmp_path / "absent", "detail")
-    root = write_llava_root(tmp_path / "llava")
+    root = llava_prompts
     (root / "detail_description" / "system_message.txt").unlink()
     with pytest.raises(InputError, match="system_message.txt"):
         load_pack(root, "detail")
 
 
-def test_pack_hash_changes_when_a_file_changes(tmp_path: Path) -> None:
-    root = write_llava_root(tmp_path / "llava")
+def test_pack_hash_changes_when_a_file_changes(llava_prompts: Path) -> None:
+    root = llava_prompts
     before = load_pack(root, "conversation").sha256
     assert load_pack(root, "conversation").sha256 == before  # stable
     (root / "conversation" / "001_conv.txt").write_text("Question:\nQ?\n===\nAnswer:\nA.", encoding="utf-8")
     after_conv = load_pack(root, "conversation").sha256
     assert after_conv != before
-    (root / "conversation" / "system_message.txt").write_bytes(SYSTEM_BYTES + b" ")
+    system = root / "conversation" / "system_message.txt"
+    system.write_bytes(system.read_bytes() + b" ")
     assert load_pack(root, "conversation").sha256 not in (before, after_conv)
 
 
-def test_pack_hash_changes_when_a_shot_is_added(tmp_path: Path) -> None:
-    root = write_llava_root(tmp_path / "llava")
+def test_pack_hash_changes_when_a_shot_is_added(llava_prompts: Path) -> None:
+    root = llava_prompts
     before = load_pack(root, "detail").sha256
     (root / "detail_description" / "001_caps.txt").write_text("x", encoding="utf-8")
     (root / "detail_description" / "001_conv.txt").write_text("y", encoding="utf-8")
