@@ -410,3 +410,26 @@ def test_truncated_answers_become_rejects_and_are_counted(tmp_path: Path) -> Non
     # A rerun keeps rejects as done: no new requests, no duplicate reject lines.
     run_generate(out, "--max-tokens", "30", "--limit", "4")
     assert manifest(out)["requests_sent"] == 0 and len(read_jsonl(out / "rejects.jsonl")) == len(rejects)
+
+
+def test_changed_input_file_is_refused(tmp_path: Path) -> None:
+    instances = tmp_path / "instances.json"
+    shutil.copy(INSTANCES, instances)
+    out = tmp_path / "out"
+    run_generate(out, "--limit", "2", instances=instances)
+    data = json.loads(instances.read_text(encoding="utf-8"))
+    data["annotations"][0]["bbox"][0] += 1.0
+    instances.write_text(json.dumps(data), encoding="utf-8")
+    result = run_generate(out, "--limit", "2", instances=instances, expect=2)
+    assert "instances_sha256" in error_lines(result)[0]
+
+
+def test_more_images_later_extends_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_generate(out, "--limit", "3")
+    first = snapshot(out)
+    run_generate(out, "--limit", "5")
+    assert manifest(out)["requests_sent"] == 6  # only the 2 new images x 3 tasks
+    for name, content in first.items():
+        assert (out / name).read_bytes().startswith(content)  # appended, never rewritten
+    assert manifest(out)["counts"]["detail"]["requested"] == 5

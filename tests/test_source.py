@@ -323,3 +323,12 @@ def test_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(InputError) as error:
         CocoSource(path, None)
     assert_one_line_naming(error, path, "UTF-8")
+
+
+def test_swapped_files_are_named(captions_path: Path, instances_path: Path) -> None:
+    with pytest.raises(InputError) as error:
+        CocoSource(captions_path, captions_path)  # a captions file where the instances file belongs
+    assert_one_line_naming(error, captions_path, "--instances", "bbox")
+    with pytest.raises(InputError) as error:
+        CocoSource(instances_path, None)  # an instances file where the captions file belongs
+    assert_one_line_naming(error, instances_path, "--captions", "caption")
