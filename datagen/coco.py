@@ -119,8 +119,16 @@ class CocoSource:
     def box_count(self) -> int:
         return len(self._instances.anns) if self._instances is not None else 0
 
-    def image(self, image_id: int) -> ImageAnnotations | None:
+    def count_hard_cases(self, image_ids: list[int]) -> Counter[str]:
+        """The hard cases among these images, however many of them this process has built so far."""
+        hard_cases: Counter[str] = Counter()
+        for image_id in image_ids:
+            self.image(image_id, hard_cases)
+        return hard_cases
+
+    def image(self, image_id: int, hard_cases: Counter[str] | None = None) -> ImageAnnotations | None:
         """The image's annotations, cleaned; None (and counted) when it has no usable caption."""
+        counts = self.hard_cases if hard_cases is None else hard_cases
         info = self._captions.imgs[image_id]
         captions: list[str] = []
         caption_ids: list[int] = []
@@ -129,18 +137,18 @@ class CocoSource:
             raw = ann["caption"] if isinstance(ann.get("caption"), str) else ""
             text = normalise_caption(raw)
             if text != raw:
-                self.hard_cases["captions_whitespace_fixed"] += 1
+                counts["captions_whitespace_fixed"] += 1
             if not text:
-                self.hard_cases["captions_blank"] += 1
+                counts["captions_blank"] += 1
                 continue
             if text.casefold() in seen:
-                self.hard_cases["captions_duplicate"] += 1
+                counts["captions_duplicate"] += 1
                 continue
             seen.add(text.casefold())
             captions.append(text)
             caption_ids.append(ann["id"])
         if not captions:
-            self.hard_cases["images_without_captions"] += 1
+            counts["images_without_captions"] += 1
             return None
         return ImageAnnotations(
             image_id=image_id,
@@ -149,34 +157,38 @@ class CocoSource:
             height=info["height"],
             captions=captions,
             caption_ids=caption_ids,
-            boxes=self._boxes(image_id, info["width"], info["height"]),
+            boxes=self._boxes(image_id, info["width"], info["height"], counts),
         )
 
-    def _boxes(self, image_id: int, width: int, height: int) -> list[Box]:
+    def _boxes(self, image_id: int, width: int, height: int, counts: Counter[str]) -> list[Box]:
         if self._instances is None:
             return []
+        if width <= 0 or height <= 0:
+            # Boxes are normalised by the image size; without one they cannot be placed.
+            counts["images_without_size"] += 1
+            return []
         if image_id not in self._instances.imgs:
-            self.hard_cases["images_missing_from_instances"] += 1
+            counts["images_missing_from_instances"] += 1
         anns = self._instances.imgToAnns.get(image_id, [])
         if not anns:
-            self.hard_cases["images_without_boxes"] += 1
+            counts["images_without_boxes"] += 1
         boxes = []
         for ann in anns:
             if ann.get("iscrowd"):
                 # A crowd box covers many objects; shown as one "person" it would teach a wrong count.
-                self.hard_cases["boxes_crowd_skipped"] += 1
+                counts["boxes_crowd_skipped"] += 1
                 continue
             name = self._categories.get(ann["category_id"])
             if name is None:
-                self.hard_cases["boxes_unknown_category"] += 1
+                counts["boxes_unknown_category"] += 1
                 continue
             bbox = ann["bbox"]
             if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
-                self.hard_cases["boxes_degenerate_skipped"] += 1
+                counts["boxes_degenerate_skipped"] += 1
                 continue
             corners, clipped = normalised_box(bbox, width, height)
             if clipped:
-                self.hard_cases["boxes_clipped"] += 1
+                counts["boxes_clipped"] += 1
             boxes.append(Box(annotation_id=ann["id"], category=name, x1=corners[0], y1=corners[1], x2=corners[2], y2=corners[3]))
         return boxes
 

@@ -177,10 +177,15 @@ class Run:
                 self._set_aside()
         for task in self.options.tasks:
             for line in self._read_outputs(self.out / f"{task}.jsonl"):
-                self.outcomes[(line["meta"]["image_id"], task)] = "written"
+                self._count_existing(line, task, "written")
         for line in self._read_outputs(self.out / REJECTS_FILE):
             if line["task"] in self.options.tasks:
-                self.outcomes[(line["meta"]["image_id"], line["task"])] = line["reason"]
+                self._count_existing(line, line["task"], line["reason"])
+
+    def _count_existing(self, line: dict, task: str, outcome: str) -> None:
+        self.outcomes[(line["meta"]["image_id"], task)] = outcome
+        # The manifest's usage covers every answer the folder holds, as its counts do, not only this invocation's.
+        self.usage = self.usage + Usage.model_validate(line["meta"]["usage"])
 
     @staticmethod
     def _read_outputs(path: Path) -> Iterator[dict]:
@@ -214,6 +219,8 @@ class Run:
             if not_reached > 0:
                 task_counts.skipped["not_reached"] = not_reached
         base_url = getattr(self.teacher, "base_url", None)
+        # A finished run reports the whole selection; while running, only the images built so far are known.
+        hard_cases = self.source.hard_cases if status == "running" else self.source.count_hard_cases(self.selected_ids)
         return Manifest(
             datagen_version=__version__,
             status=status,
@@ -243,7 +250,7 @@ class Run:
                 images=len(self.source.image_ids),
                 captions=self.source.caption_count(),
                 boxes=self.source.box_count(),
-                hard_cases=dict(sorted(self.source.hard_cases.items())),
+                hard_cases=dict(sorted(hard_cases.items())),
             ),
             counts=counts,
             usage=self.usage,

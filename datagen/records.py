@@ -136,7 +136,8 @@ class SourceStats(BaseModel):
     captions: int
     boxes: int
     hard_cases: dict[str, int] = Field(
-        description="How often each hard case of real COCO data was met and handled (clipped boxes, duplicates...)"
+        description="How often each hard case of real COCO data was met and handled (clipped boxes, duplicates...) "
+        "in the selected images"
     )
 
 

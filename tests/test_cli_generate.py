@@ -256,7 +256,6 @@ def test_rerun_makes_no_requests_and_changes_nothing(baseline_copy: Path) -> Non
     assert data["status"] == "completed"
 
 
-@pytest.mark.xfail(strict=True, reason="a resumed run rebuilds no image, so the manifest's source.hard_cases comes out empty")
 def test_rerun_manifest_keeps_source_hard_cases(baseline_copy: Path) -> None:
     before = manifest(baseline_copy)["source"]
     run_generate(baseline_copy)
