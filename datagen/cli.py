@@ -120,6 +120,11 @@ def generate(
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
     progress: bool = typer.Option(True, help="Show the live progress bar"),
+    batch: bool = typer.Option(
+        False, "--batch", help="Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill"
+    ),
+    poll_interval: float = typer.Option(30.0, min=0.001, help="Seconds between batch status checks (--batch)"),
+    batch_size: int = typer.Option(50_000, min=1, max=50_000, help="Requests per batch at most (--batch; OpenAI allows 50,000)"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.pipeline import GenerateOptions, generate as run_generate
@@ -151,6 +156,9 @@ def generate(
         length_retry_max_tokens=retry_length,
         progress=progress and sys.stderr.isatty(),
         command=safe_argv(),
+        batch=batch,
+        poll_interval=poll_interval,
+        batch_size=batch_size,
     )
     manifest = run_generate(options)
     if manifest.status != "completed":
@@ -190,6 +198,39 @@ def align(
 
     count = run_align(captions, out, limit, seed, jsonl, prompts)
     typer.echo(f"wrote {count} alignment records to {out}")
+
+
+# -- production runs: Batch API status and merging shards (datagen/batch.py, datagen/merge.py) --------
+
+batch_app = typer.Typer(help="Inspect the batches of `generate --batch` runs", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("status")
+@friendly_errors
+def batch_status(
+    folder: Path = typer.Argument(..., help="The --out folder of a `generate --batch` run"),
+    base_url: Optional[str] = typer.Option(None, help="Ask this endpoint instead of the one each batch was submitted to"),
+) -> None:
+    """Each stored batch's id, status and request counts, as the server reports them now."""
+    from datagen.batch import print_status
+
+    print_status(folder, base_url)
+
+
+@app.command()
+@friendly_errors
+def merge(
+    folders: list[Path] = typer.Argument(..., help="The --out folders of `generate --shard i/n` runs"),
+    out: Path = typer.Option(..., help="New folder for the merged output"),
+    cache: bool = typer.Option(True, help="Merge the shards' response caches too, so a rerun into --out sends no requests"),
+) -> None:
+    """Join shard outputs into the folder one unsharded run would have written."""
+    from datagen.merge import merge as run_merge
+
+    manifest = run_merge(folders, out, merge_cache=cache, command=safe_argv())
+    written = ", ".join(f"{task} {counts.written}" for task, counts in manifest.counts.items())
+    typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
 
 
 def _register_optional_commands() -> None:

@@ -1,0 +1,180 @@
+"""`datagen merge`: join the output folders of `generate --shard i/n` runs into the folder one unsharded run writes.
+
+Shards must come from one run's settings (every fingerprint part but `shard` equal) and must not share an
+item; the merged folder is built beside its target and renamed into place, so it is never seen half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from datagen.cache import ResponseCache
+from datagen.errors import InputError
+from datagen.output import write_json_atomic
+from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
+from datagen.records import Manifest, TaskCounts, Usage
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST_FILE
+    if not path.exists():
+        raise InputError(f"{folder}: no {MANIFEST_FILE}; pass the --out folders of `datagen generate --shard i/n` runs")
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        raise InputError(f"{path}: not a datagen manifest ({error.errors()[0]['msg']}); rerun generate into {folder} to rewrite it") from None
+
+
+def check_one_run(folders: list[Path], manifests: list[Manifest]) -> None:
+    """Refuse shards whose requests were shaped differently: their union would be no single run's output."""
+    first = manifests[0].settings["fingerprint_parts"]
+    for folder, manifest in zip(folders[1:], manifests[1:]):
+        parts = manifest.settings["fingerprint_parts"]
+        for key in sorted((set(first) | set(parts)) - {"shard"}):
+            if first.get(key) != parts.get(key):
+                raise InputError(
+                    f"{folders[0]} and {folder} differ in {key} ({first.get(key)!r} vs {parts.get(key)!r});"
+                    " merge only shards generated with the same inputs and settings"
+                )
+
+
+def _lines(path: Path) -> list[tuple[dict, bytes]]:
+    """Each line parsed and as written, so merged records are byte for byte what the shards wrote."""
+    if not path.exists():
+        return []
+    lines = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                lines.append((json.loads(raw), raw if raw.endswith(b"\n") else raw + b"\n"))
+            except json.JSONDecodeError:
+                raise InputError(f"{path} line {number}: not valid JSON; rerun generate into {path.parent} to repair it, then merge") from None
+    return lines
+
+
+def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder: Path) -> None:
+    other = owners.setdefault((image_id, task), folder)
+    if other != folder:
+        raise InputError(f"{other} and {folder} both hold image {image_id} task {task}; merge shards that split the images (--shard i/n of one n)")
+
+
+def _sum_counts(all_counts: list[dict[str, TaskCounts]]) -> dict[str, TaskCounts]:
+    merged: dict[str, TaskCounts] = {}
+    for counts in all_counts:
+        for task, part in counts.items():
+            total = merged.setdefault(task, TaskCounts())
+            total.requested += part.requested
+            total.written += part.written
+            for reason, n in part.rejected.items():
+                total.rejected[reason] = total.rejected.get(reason, 0) + n
+            for reason, n in part.skipped.items():
+                total.skipped[reason] = total.skipped.get(reason, 0) + n
+    return merged
+
+
+def _cache_files(folders: list[Path], manifests: list[Manifest]) -> list[Path]:
+    found: dict[Path, None] = {}
+    for folder, manifest in zip(folders, manifests):
+        path = manifest.settings.get("cache")
+        if path and Path(path).exists():
+            found[Path(path).resolve()] = None  # shards sharing one cache file contribute it once
+        elif (folder / CACHE_FILE).exists():
+            found[(folder / CACHE_FILE).resolve()] = None
+    return list(found)
+
+
+def merge_caches(sources: list[Path], target: Path) -> None:
+    ResponseCache(target).close()  # the same schema a run creates
+    db = sqlite3.connect(target, isolation_level=None)
+    try:
+        for source in sources:
+            db.execute("ATTACH DATABASE ? AS shard", (str(source),))
+            # Equal keys mean equal requests; whichever answer came first is as good as the other.
+            db.execute("INSERT OR IGNORE INTO replies (key, reply) SELECT key, reply FROM shard.replies")
+            db.execute("DETACH DATABASE shard")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+def merge(folders: list[Path], out: Path, merge_cache: bool = True, command: list[str] | None = None) -> Manifest:
+    if len(set(map(Path.resolve, folders))) != len(folders):
+        raise InputError("merge: a folder is named twice; pass each shard's --out folder once")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {out}: exists and is not empty; pick a new folder for the merged output")
+    manifests = [read_manifest(folder) for folder in folders]
+    check_one_run(folders, manifests)
+    tasks: list[str] = manifests[0].settings["tasks"]
+
+    owners: dict[tuple[int, str], Path] = {}
+    outputs: dict[str, list[tuple[tuple, bytes]]] = {}
+    for task in tasks:
+        outputs[f"{task}.jsonl"] = []
+        for folder in folders:
+            for record, raw in _lines(folder / f"{task}.jsonl"):
+                _claim(owners, record["meta"]["image_id"], task, folder)
+                outputs[f"{task}.jsonl"].append(((record["id"],), raw))
+    outputs[REJECTS_FILE] = []
+    for folder in folders:
+        for reject, raw in _lines(folder / REJECTS_FILE):
+            _claim(owners, reject["meta"]["image_id"], reject["task"], folder)
+            outputs[REJECTS_FILE].append(((reject["id"], reject["task"]), raw))
+
+    staging = out.parent / f".{out.name}.merging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name, lines in outputs.items():
+            (staging / name).write_bytes(b"".join(raw for _, raw in sorted(lines, key=lambda line: line[0])))
+        if merge_cache:
+            merge_caches(_cache_files(folders, manifests), staging / CACHE_FILE)
+        manifest = merged_manifest(folders, manifests, out / CACHE_FILE if merge_cache else None, command or [])
+        write_json_atomic(staging / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path | None, command: list[str]) -> Manifest:
+    """The shards' manifest with counts and usage summed, and `shard` cleared so an unsharded rerun resumes it."""
+    first = manifests[0]
+    parts = {**first.settings["fingerprint_parts"], "shard": None}
+    statuses = [manifest.status for manifest in manifests]
+    usage = Usage()
+    for manifest in manifests:
+        usage = usage + manifest.usage
+    settings = {
+        **first.settings,
+        "cache": str(cache) if cache else None,
+        "fingerprint_parts": parts,
+        "shards": [
+            {"folder": str(folder), "shard": manifest.settings["fingerprint_parts"].get("shard"), "status": manifest.status}
+            for folder, manifest in zip(folders, manifests)
+        ],
+    }
+    return first.model_copy(
+        update={
+            # Completed only when every shard was: a merge of unfinished shards is unfinished too.
+            "status": next((status for status in statuses if status != "completed"), "completed"),
+            "command": command,
+            "started_at": min(manifest.started_at for manifest in manifests),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "settings": settings,
+            "fingerprint": fingerprint(parts),
+            "counts": _sum_counts([manifest.counts for manifest in manifests]),
+            "usage": usage,
+            "requests_sent": sum(manifest.requests_sent for manifest in manifests),
+            "cache_hits": sum(manifest.cache_hits for manifest in manifests),
+        }
+    )
