@@ -128,7 +128,7 @@ def write(images: int = TRAIN2017_IMAGES, seed: int = 0, root: Path = WORK, forc
         first_caption = first_box = True
         for entry in image_entries:
             width, height = entry["width"], entry["height"]
-            box_count = min(int(rng.expovariate(1 / BOXES_PER_IMAGE)), 90)
+            box_count = min(int(rng.expovariate(1 / (BOXES_PER_IMAGE + 0.5))), 90)  # int() floors: +0.5 keeps the mean
             chosen = rng.choices(category_ids, weights, k=box_count) if box_count else []
             names = [category_names[c] for c in chosen] or ["scene"]
             for _ in range(5 if rng.random() < 0.995 else rng.choice((6, 7))):
