@@ -128,11 +128,11 @@ class BatchJob:
         self.planner = Run(options)  # checks --model, the API key and the inputs before anything is uploaded
         self.base_url: str = self.planner.teacher.base_url
         self.where = redact_url(self.base_url)
-        self.planner.open()
+        self.state = load_state(options.out) or BatchState()
+        self.planner.open()  # refuses an --out made with other settings, as a live run does
         self.cache = self.planner.teacher.cache
         self.folder = options.out / BATCH_DIR
         self.folder.mkdir(exist_ok=True)
-        self.state = load_state(options.out) or BatchState()
         self.failed: dict[str, str] = {}  # request key -> skip reason, for answers a batch of this invocation did not give
         self._client = None
 
@@ -159,6 +159,10 @@ class BatchJob:
 
         try:
             yield
+        except openai.AuthenticationError as error:
+            raise TeacherFatalError(
+                f"the Batch API at {self.where} rejected the API key (HTTP {error.status_code}); set OPENAI_API_KEY to a valid key for it"
+            ) from None
         except openai.APIStatusError as error:
             raise TeacherFatalError(
                 f"the Batch API at {self.where} refused to {action} (HTTP {error.status_code}: {self._message(error)});"

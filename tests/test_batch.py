@@ -51,7 +51,7 @@ def sorted_lines(path: Path) -> list[bytes]:
 
 
 def outputs(out: Path) -> dict[str, list[bytes]]:
-    return {name: sorted_lines(out / name) for name in [*(f"{task}.jsonl" for task in TASKS), "rejects.jsonl"]}
+    return {name: sorted_lines(out / name) for name in [*(f"{task}.jsonl" for task in TASKS), "rejects.jsonl"] if (out / name).exists()}
 
 
 def batch_count(server: MockServer) -> int:
@@ -167,3 +167,46 @@ def test_batch_through_the_cli(server, tmp_path, cli):
     assert len((out / "detail.jsonl").read_text().splitlines()) + len((out / "rejects.jsonl").read_text().splitlines()) == 22
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "completed" and SECRET not in json.dumps(manifest)
+
+
+def test_a_kill_between_upload_and_create_reuses_the_upload(server, tmp_path, monkeypatch):
+    opts = options(tmp_path / "out", server.base_url, tasks=["conversation"])
+    job = BatchJob(opts)
+    monkeypatch.setattr(job, "create", lambda stored: None)  # killed right after the upload was recorded
+    job.submit(job.plan())
+    job.close()
+    assert load_state(tmp_path / "out").batches[0].batch_id is None
+    files, batches = len(server.backend._files), batch_count(server)
+
+    manifest = generate(opts)
+    assert batch_count(server) == batches + 1
+    assert len(server.backend._files) == files + 1  # the output file only: the input was not uploaded again
+    assert manifest.counts["conversation"].written == 22
+
+
+def test_input_files_stay_under_the_size_cap(server, tmp_path, monkeypatch):
+    import datagen.batch
+
+    monkeypatch.setattr(datagen.batch, "MAX_INPUT_BYTES", 20_000)
+    manifest = generate(options(tmp_path / "out", server.base_url, tasks=["detail"]))
+    inputs = sorted((tmp_path / "out" / "batch").glob("input-*.jsonl"))
+    assert len(inputs) > 1 and all(path.stat().st_size <= 20_000 for path in inputs)
+    assert manifest.counts["detail"].written + manifest.counts["detail"].rejected_total == 22
+
+
+def test_answers_cut_short_get_a_second_batch_with_retry_length(server, tmp_path):
+    changes = dict(tasks=["detail"], max_tokens=40, length_retry_max_tokens=1024)
+    live = generate(options(tmp_path / "live", server.base_url, batch=False, **changes))
+    before = batch_count(server)
+    batched = generate(options(tmp_path / "batch", server.base_url, **changes))
+    assert batch_count(server) == before + 2  # the cut answers go again, with room to finish
+    assert outputs(tmp_path / "batch") == outputs(tmp_path / "live")
+    assert batched.counts == live.counts and batched.usage == live.usage
+
+
+def test_a_wrong_key_is_one_line_without_the_key(server, tmp_path, cli):
+    args = ["generate", "--captions", CAPTIONS, "--instances", INSTANCES, "--out", tmp_path / "out", "--model", "mock-teacher"]
+    result = cli(*args, "--base-url", server.base_url, "--batch", "--no-progress", env={"OPENAI_API_KEY": "sk-wrong-key"})
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "OPENAI_API_KEY" in error[0] and "sk-wrong-key" not in result.output
