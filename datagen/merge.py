@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sqlite3
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -152,8 +153,10 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
     parts = {**first.settings["fingerprint_parts"], "shard": None}
     statuses = [manifest.status for manifest in manifests]
     usage = Usage()
+    hard_cases: Counter[str] = Counter()
     for manifest in manifests:
         usage = usage + manifest.usage
+        hard_cases.update(manifest.source.hard_cases)  # each shard counts its own images'
     settings = {
         **first.settings,
         "cache": str(cache) if cache else None,
@@ -173,6 +176,7 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "settings": settings,
             "fingerprint": fingerprint(parts),
             "counts": _sum_counts([manifest.counts for manifest in manifests]),
+            "source": first.source.model_copy(update={"hard_cases": dict(sorted(hard_cases.items()))}),
             "usage": usage,
             "requests_sent": sum(manifest.requests_sent for manifest in manifests),
             "cache_hits": sum(manifest.cache_hits for manifest in manifests),

@@ -63,7 +63,7 @@ def test_merged_shards_equal_one_unsharded_run(runs, cli, tmp_path):
 
     full = json.loads((runs / "full" / "manifest.json").read_text())
     manifest = json.loads((merged / "manifest.json").read_text())
-    assert manifest["counts"] == full["counts"] and manifest["usage"] == full["usage"]
+    assert manifest["counts"] == full["counts"] and manifest["usage"] == full["usage"] and manifest["source"] == full["source"]
     assert manifest["fingerprint"] == full["fingerprint"]  # so an unsharded rerun into it resumes
     assert [shard["shard"] for shard in manifest["settings"]["shards"]] == [[0, 3], [1, 3], [2, 3]]
     assert manifest["status"] == "completed"
