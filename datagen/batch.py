@@ -269,7 +269,8 @@ class BatchJob:
     def ingest(self, stored: StoredBatch, batch) -> None:
         expected = {cid: parse_custom_id(cid)[2] for cid in stored.custom_ids}
         answered: set[str] = set()
-        first_error = None
+        problems = (batch.errors.data or []) if batch.errors else []
+        first_error = f"{problems[0].code}: {problems[0].message}" if problems else None
         for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
             if not file_id:
                 continue
@@ -277,8 +278,11 @@ class BatchJob:
                 data = self.client.files.content(file_id).content
             self._write(stored.input_file.replace("input", kind), data)
             for raw in data.splitlines():
-                line = json.loads(raw) if raw.strip() else {}
-                cid = line.get("custom_id")
+                try:
+                    line = json.loads(raw)
+                    cid = line.get("custom_id")
+                except (ValueError, AttributeError):
+                    continue  # a broken line answers nothing; its item stays pending
                 if cid not in expected:
                     continue  # never cache an answer under a key we did not send in this batch
                 response = line.get("response") or {}

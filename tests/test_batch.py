@@ -210,3 +210,16 @@ def test_a_wrong_key_is_one_line_without_the_key(server, tmp_path, cli):
     assert result.exit_code == 2
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "OPENAI_API_KEY" in error[0] and "sk-wrong-key" not in result.output
+
+
+def test_a_failed_batch_leaves_its_items_pending(server, tmp_path, monkeypatch):
+    whole = BatchJob.chunks
+
+    def broken(self, needed):  # lines the server refuses, so it fails the whole batch
+        for ids, data in whole(self, needed):
+            yield ids, data.replace(b'"url": "/v1/chat/completions"', b'"url": "/v1/embeddings"')
+
+    monkeypatch.setattr(BatchJob, "chunks", broken)
+    manifest = generate(options(tmp_path / "out", server.base_url, tasks=["conversation"], limit=3))
+    assert load_state(tmp_path / "out").batches[0].status == "failed"
+    assert manifest.counts["conversation"].skipped == {"batch_failed": 3} and manifest.counts["conversation"].written == 0
