@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from datagen.errors import TeacherFatalError
@@ -26,19 +26,37 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class ChatRequest(BaseModel):
+    # Frozen: the serialised form below is kept, so a changed request must be a new one (model_copy).
+    model_config = ConfigDict(frozen=True)
+
     model: str
     messages: list[dict[str, str]]
     temperature: float
     max_tokens: int
     seed: int
+    _encoded: tuple[bytes, str] | None = PrivateAttr(default=None)
 
     def body(self) -> dict:
         return self.model_dump()
 
+    def encoded(self) -> bytes:
+        """The body as sent: canonical JSON (sorted keys, compact, UTF-8), serialised once per request."""
+        return self._canonical()[0]
+
     def key(self) -> str:
-        """Cache key: the whole request, canonically serialised."""
-        canonical = json.dumps(self.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """Cache key: the sha256 of the canonical body."""
+        return self._canonical()[1]
+
+    def _canonical(self) -> tuple[bytes, str]:
+        if self._encoded is None:
+            data = json.dumps(self.model_dump(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+            self._encoded = (data, hashlib.sha256(data).hexdigest())
+        return self._encoded
+
+    def model_copy(self, *, update: dict | None = None, deep: bool = False) -> ChatRequest:
+        copied = super().model_copy(update=update, deep=deep)
+        copied._encoded = None  # pydantic copies private attributes too; the copy serialises itself afresh
+        return copied
 
 
 class ChatReply(BaseModel):
@@ -201,7 +219,7 @@ class OpenAITeacher:
         async with self.limiter.slot(estimated_tokens) as outcome:
             self.stats["requests"] += 1
             try:
-                async with self._client().post(self.base_url + "/chat/completions", json=request.body()) as response:
+                async with self._client().post(self.base_url + "/chat/completions", data=request.encoded()) as response:
                     status = response.status
                     raw = await response.read()
                     headers = response.headers
