@@ -130,6 +130,8 @@ class BatchJob:
         self.where = redact_url(self.base_url)
         self.state = load_state(options.out) or BatchState()
         self.planner.open()  # refuses an --out made with other settings, as a live run does
+        # Written before any waiting, so an --out whose batches are still out already records its settings.
+        self.planner.write_manifest("running")
         self.cache = self.planner.teacher.cache
         self.folder = options.out / BATCH_DIR
         self.folder.mkdir(exist_ok=True)

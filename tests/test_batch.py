@@ -95,6 +95,7 @@ def test_rerun_after_a_kill_reattaches_to_the_submitted_batch(server, tmp_path):
     job.close()
     stored = load_state(tmp_path / "out").batches
     assert len(stored) == 1 and stored[0].batch_id and not stored[0].ingested
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["status"] == "running"
     submitted = batch_count(server)
     server.reset()
 
