@@ -85,11 +85,10 @@ def _sum_counts(all_counts: list[dict[str, TaskCounts]]) -> dict[str, TaskCounts
 def _cache_files(folders: list[Path], manifests: list[Manifest]) -> list[Path]:
     found: dict[Path, None] = {}
     for folder, manifest in zip(folders, manifests):
-        path = manifest.settings.get("cache")
-        if path and Path(path).exists():
-            found[Path(path).resolve()] = None  # shards sharing one cache file contribute it once
-        elif (folder / CACHE_FILE).exists():
-            found[(folder / CACHE_FILE).resolve()] = None
+        # The folder's own cache first (a copied folder's manifest still names the original), else a --cache file.
+        path = folder / CACHE_FILE if (folder / CACHE_FILE).exists() else Path(manifest.settings.get("cache") or folder / CACHE_FILE)
+        if path.exists():
+            found[path.resolve()] = None  # shards sharing one cache file contribute it once
     return list(found)
 
 
@@ -98,10 +97,13 @@ def merge_caches(sources: list[Path], target: Path) -> None:
     db = sqlite3.connect(target, isolation_level=None)
     try:
         for source in sources:
-            db.execute("ATTACH DATABASE ? AS shard", (str(source),))
-            # Equal keys mean equal requests; whichever answer came first is as good as the other.
-            db.execute("INSERT OR IGNORE INTO replies (key, reply) SELECT key, reply FROM shard.replies")
-            db.execute("DETACH DATABASE shard")
+            try:
+                db.execute("ATTACH DATABASE ? AS shard", (str(source),))
+                # Equal keys mean equal requests; whichever answer came first is as good as the other.
+                db.execute("INSERT OR IGNORE INTO replies (key, reply) SELECT key, reply FROM shard.replies")
+                db.execute("DETACH DATABASE shard")
+            except sqlite3.DatabaseError as error:
+                raise InputError(f"{source}: cannot read as a response cache ({error}); merge with --no-cache to leave the caches out") from None
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()

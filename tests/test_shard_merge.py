@@ -111,3 +111,18 @@ def test_merge_refuses_a_folder_without_manifest_and_a_used_out(runs, cli, tmp_p
     (tmp_path / "used" / "keep.txt").write_text("mine")
     one_line_error(cli("merge", runs / "s0", runs / "s1", "--out", tmp_path / "used"), "not empty")
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+
+
+def test_merge_refuses_an_unreadable_cache_and_can_leave_caches_out(runs, cli, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "s1", broken)
+    for path in broken.glob("cache.sqlite*"):
+        path.unlink()
+    (broken / "cache.sqlite").write_bytes(b"not a database at all" * 100)
+    one_line_error(cli("merge", runs / "s0", broken, "--out", tmp_path / "merged"), str(broken / "cache.sqlite"), "--no-cache")
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob(".merged.merging-*"))
+
+    result = cli("merge", runs / "s0", broken, "--out", tmp_path / "merged", "--no-cache")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "merged" / "cache.sqlite").exists()
+    assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["settings"]["cache"] is None
