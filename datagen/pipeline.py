@@ -73,6 +73,10 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def fingerprint(parts: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ) -> Teacher:
     if options.teacher == "mock":
         return MockTeacher()
@@ -242,7 +246,7 @@ class Run:
                 "sampling": self.sampling.model_dump(),
                 "fingerprint_parts": self.fingerprint_parts,
             },
-            fingerprint=hashlib.sha256(json.dumps(self.fingerprint_parts, sort_keys=True).encode()).hexdigest()[:16],
+            fingerprint=fingerprint(self.fingerprint_parts),
             prompt_hashes={task: pack.sha256 for task, pack in self.packs.items()},
             source=SourceStats(
                 captions_file=str(self.options.captions),
