@@ -33,6 +33,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_length: int = 2048
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
     seed: int = 42

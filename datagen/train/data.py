@@ -84,9 +84,9 @@ def render(template: str, turns: list[tuple[str, str]], tokenizer, generate: boo
             if role == "user":
                 text += "USER: " + value + " ASSISTANT:"
             else:
-                text += " "
-                spans.append((len(text), len(text) + len(value) + len(eos)))
-                text += value + eos
+                # The space after "ASSISTANT:" belongs to the answer: generation prompts end at the colon.
+                spans.append((len(text), len(text) + 1 + len(value) + len(eos)))
+                text += " " + value + eos
         return text, spans
     if template == "chat":
         return _render_chat(turns, tokenizer, generate)
@@ -270,8 +270,10 @@ class LengthGroupedSampler(Sampler):
     """Shuffled, then sorted by length inside mega-batches, so each batch holds similar lengths and
     padding stays small; the order is a pure function of (seed, epoch) so resume can replay it."""
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50,
+                 granule: int = 16):
         self.lengths, self.batch_size, self.seed, self.group, self.mega = lengths, batch_size, seed, group, mega
+        self.granule = granule
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -288,7 +290,9 @@ class LengthGroupedSampler(Sampler):
         size = self.batch_size * self.mega
         batches = []
         for m in range(0, len(perm), size):
-            chunk = sorted(perm[m : m + size], key=lambda i: -self.lengths[i])
+            # Sort by length bucket, not exact length: equal lengths often mean equal answers
+            # ("Red." vs "Blue."), and batches of one answer teach the batch, not the image.
+            chunk = sorted(perm[m : m + size], key=lambda i: -(self.lengths[i] // self.granule))
             batches += [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
         order = torch.randperm(len(batches), generator=g).tolist()
         return iter([i for b in order for i in batches[b]])

@@ -112,6 +112,7 @@ def train(cfg: TrainConfig) -> str:
     args = TrainingArguments(
         output_dir=cfg.out, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
         bf16=cuda, use_cpu=not cuda, dataloader_num_workers=cfg.num_workers,

@@ -64,9 +64,8 @@ def instruct_records(items, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     records = []
     for it in items:
-        turns = [(COLOUR_Q, f"{it['colour'].capitalize()}."), (SHAPE_Q, f"A {it['shape']}.")]
-        rng.shuffle(turns)
-        turns = turns[: rng.choice((1, 2))]
+        # The colour question always comes first, so every record teaches the held-out check.
+        turns = [(COLOUR_Q, f"{it['colour'].capitalize()}."), (SHAPE_Q, f"A {it['shape']}.")][: rng.choice((1, 2))]
         convs = []
         for k, (q, a) in enumerate(turns):
             convs += [{"from": "human", "value": _with_image(q, rng) if k == 0 else q}, {"from": "gpt", "value": a}]
