@@ -1,0 +1,100 @@
+"""Short training runs: exact resume, the feature cache, LoRA, the linear projector, torchrun."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import datagen.train.cache as cache_module
+import datagen.train.model as model_module
+from train_helpers import FAST, losses, run_cli
+
+pytestmark = pytest.mark.train
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stage2(shapes, pipeline, out, *extra):
+    return run_cli("train", "finetune", "--data", shapes["instruct"], "--image-folder", shapes["img"],
+                   "--from", pipeline["stage1"], "--out", out, "--batch-size", 4, "--lr", "1e-3", *FAST, *extra)
+
+
+def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(shapes, pipeline, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    stage2(shapes, pipeline, full, "--max-steps", 6, "--save-steps", 3)
+    mid = full / "checkpoint-3"
+    assert (mid / "datagen_checkpoint.json").is_file() and (mid / "optimizer.pt").is_file()
+    stage2(shapes, pipeline, resumed, "--max-steps", 6, "--resume", mid)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # ...and the run really moved after the checkpoint, so equality is not trivial.
+    assert not torch.equal(load_file(str(mid / "model.safetensors"))["lm_head.weight"], a["lm_head.weight"])
+
+
+def test_feature_cache_is_built_once_and_stage1_then_skips_the_vision_tower(shapes, pipeline, tmp_path, monkeypatch):
+    cache = tmp_path / "features"
+    tower_calls = []
+    real = model_module.vision_features
+    monkeypatch.setattr(model_module, "vision_features", lambda *a: tower_calls.append(1) or real(*a))
+    args = ["train", "pretrain", "--data", shapes["align"], "--image-folder", shapes["img"], "--vision-tower", "tiny",
+            "--llm", "tiny", "--config", shapes["root"] / "recipe.yaml", "--max-steps", 2, "--lr", "3e-3",
+            "--cache-features", cache, *FAST]
+    run_cli(*args, "--out", tmp_path / "a")
+    assert (cache / "index.json").is_file() and list(cache.glob("features-*.safetensors"))
+    assert tower_calls == []
+    # Same init, same first batch: the cached features give the uncached run's first loss.
+    assert losses(tmp_path / "a")[0] == pytest.approx(losses(pipeline["stage1"])[0], rel=1e-5)
+
+    def no_tower(*_):
+        raise AssertionError("the cache should have been reused")
+
+    monkeypatch.setattr(cache_module, "vision_features", no_tower)
+    run_cli(*args, "--out", tmp_path / "b")
+
+
+def test_lora_finetune_saves_adapters_and_exports_merged(shapes, pipeline, tmp_path):
+    out = tmp_path / "lora"
+    stage2(shapes, pipeline, out, "--max-steps", 3, "--lora", "--lora-r", 4, "--lora-alpha", 8)
+    held = load_file(str(out / "model.safetensors"))
+    assert any("lora_A" in k for k in held)
+    run_cli("train", "export-hf", out, "--out", tmp_path / "hf")
+    from transformers import LlavaForConditionalGeneration
+
+    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    assert not any("lora" in k for k in hf.state_dict())
+
+
+def test_linear_projector_trains_and_refuses_hf_export(shapes, tmp_path):
+    out = tmp_path / "linear"
+    run_cli("train", "pretrain", "--data", shapes["align"], "--image-folder", shapes["img"], "--vision-tower", "tiny",
+            "--llm", "tiny", "--projector", "linear", "--out", out, "--max-steps", 2, "--batch-size", 4, *FAST)
+    assert "model.multi_modal_projector.linear.weight" in load_file(str(out / "model.safetensors"))
+    result = run_cli("train", "export-hf", out, "--out", tmp_path / "hf", expect=2)
+    assert "mlp2x_gelu" in result.output and "Traceback" not in result.output
+
+
+def torchrun(*args):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "datagen.train",
+           *map(str, args)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_torchrun_two_processes_keep_ranks_identical(shapes, tmp_path):
+    common = ["--image-folder", shapes["img"], "--max-steps", 3, "--batch-size", 4, "--num-workers", 0]
+    log1 = torchrun("pretrain", "--data", shapes["align"], "--vision-tower", "tiny", "--llm", "tiny",
+                    "--out", tmp_path / "s1", "--no-gradient-checkpointing", *common)
+    # Stage 2 with checkpointing on: DDP + non-reentrant checkpointing + frozen tower must cooperate.
+    log2 = torchrun("finetune", "--data", shapes["instruct"], "--from", tmp_path / "s1", "--out", tmp_path / "s2",
+                    "--gradient-checkpointing", *common)
+    for log in (log1, log2):
+        assert "trainable weights identical across 2 ranks" in log
+    assert (tmp_path / "s2" / "model.safetensors").is_file()
