@@ -233,27 +233,88 @@ def merge(
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
 
 
-def _register_optional_commands() -> None:
-    import importlib.util
+_PROBABILITY = {"min": 0.0, "max": 1.0}
 
-    # Wired in only once present, while those modules are being written alongside.
-    if importlib.util.find_spec("datagen.mock_server"):
-        from datagen.mock_server import mock_server_command
 
-        app.command("mock-server")(friendly_errors(mock_server_command))
-    if not importlib.util.find_spec("datagen.train.cli"):
-        return
+@app.command("mock-server")
+@friendly_errors
+def mock_server_command(
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
+    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0.0, help="Delay before every chat answer."),
+    p429: float = typer.Option(0.0, "--p429", **_PROBABILITY, help="Share of chat requests answered 429 with Retry-After."),
+    p500: float = typer.Option(0.0, "--p500", **_PROBABILITY, help="Share answered 500, 502 or 503."),
+    hang: float = typer.Option(0.0, "--hang", **_PROBABILITY, help="Share never answered."),
+    drop: float = typer.Option(0.0, "--drop", **_PROBABILITY, help="Share whose connection is closed without a response."),
+    malformed: float = typer.Option(0.0, "--malformed", **_PROBABILITY, help="Share answered 200 with invalid JSON."),
+    p_length: float = typer.Option(0.0, "--p-length", **_PROBABILITY, help="Share cut short with finish_reason=length."),
+    p_refusal: float = typer.Option(0.0, "--p-refusal", **_PROBABILITY, help="Share answered with a refusal."),
+    retry_after: float = typer.Option(1.0, "--retry-after", min=0.0, help="Retry-After seconds sent with 429s."),
+    fail_first: int = typer.Option(0, "--fail-first", min=0, help="Fail the first N chat requests with --fail-status."),
+    fail_status: int = typer.Option(429, "--fail-status", help="HTTP status for --fail-first failures."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this bearer key (401 otherwise)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fault sequence."),
+    model: list[str] = typer.Option(["mock-teacher"], "--model", help="Model name listed by /v1/models (repeatable)."),
+    only_listed_models: bool = typer.Option(False, "--only-listed-models", help="Answer 404 for models not listed."),
+    batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
+) -> None:
+    """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
+    import asyncio
+
+    from datagen.mock_server import MockServerConfig, serve
+
+    try:
+        config = MockServerConfig(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            p429=p429,
+            p500=p500,
+            hang=hang,
+            drop=drop,
+            malformed=malformed,
+            p_length=p_length,
+            p_refusal=p_refusal,
+            retry_after=retry_after,
+            fail_first=fail_first,
+            fail_status=fail_status,
+            api_key=api_key,
+            seed=seed,
+            models=tuple(model),
+            accept_any_model=not only_listed_models,
+            batch_delay_s=batch_delay_s,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    asyncio.run(serve(config))
+
+
+def _register_trainer() -> None:
+    # datagen.train.cli imports torch only inside its commands, so registering it costs generate nothing.
     from datagen.train.cli import chat, train_app
 
-    app.add_typer(train_app, name="train", help="Two-stage LLaVA training on the records we generate (needs datagen[train])")
+    app.add_typer(train_app, name="train", help="Two-stage LLaVA training on the records we generate (needs the datagen\\[train] extra)")
     app.command("chat")(chat)
 
 
-_register_optional_commands()
+_register_trainer()
 
 
 def main() -> None:
-    app()
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as error:
+        # Bad flags: one line naming the flag, like every other input error, instead of a usage panel.
+        context = getattr(error, "ctx", None)
+        if context is not None and type(error).__name__ == "NoArgsIsHelpError":
+            typer.echo(context.get_help())
+            sys.exit(0)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        typer.echo(f"error: {error.format_message()}{hint}", err=True)
+        sys.exit(2 if error.exit_code == 2 else 1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from aiohttp import web
@@ -574,55 +574,7 @@ async def serve(config: MockServerConfig) -> None:
         await backend.stop()
 
 
-_PROBABILITY = {"min": 0.0, "max": 1.0}
-
-
-def mock_server_command(
-    port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0.0, help="Delay before every chat answer."),
-    p429: float = typer.Option(0.0, "--p429", **_PROBABILITY, help="Share of chat requests answered 429 with Retry-After."),
-    p500: float = typer.Option(0.0, "--p500", **_PROBABILITY, help="Share answered 500, 502 or 503."),
-    hang: float = typer.Option(0.0, "--hang", **_PROBABILITY, help="Share never answered."),
-    drop: float = typer.Option(0.0, "--drop", **_PROBABILITY, help="Share whose connection is closed without a response."),
-    malformed: float = typer.Option(0.0, "--malformed", **_PROBABILITY, help="Share answered 200 with invalid JSON."),
-    p_length: float = typer.Option(0.0, "--p-length", **_PROBABILITY, help="Share cut short with finish_reason=length."),
-    p_refusal: float = typer.Option(0.0, "--p-refusal", **_PROBABILITY, help="Share answered with a refusal."),
-    retry_after: float = typer.Option(1.0, "--retry-after", min=0.0, help="Retry-After seconds sent with 429s."),
-    fail_first: int = typer.Option(0, "--fail-first", min=0, help="Fail the first N chat requests with --fail-status."),
-    fail_status: int = typer.Option(429, "--fail-status", help="HTTP status for --fail-first failures."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this bearer key (401 otherwise)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fault sequence."),
-    model: List[str] = typer.Option(["mock-teacher"], "--model", help="Model name listed by /v1/models (repeatable)."),
-    only_listed_models: bool = typer.Option(False, "--only-listed-models", help="Answer 404 for models not listed."),
-    batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
-) -> None:
-    """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
-    try:
-        config = MockServerConfig(
-            host=host,
-            port=port,
-            latency_ms=latency_ms,
-            p429=p429,
-            p500=p500,
-            hang=hang,
-            drop=drop,
-            malformed=malformed,
-            p_length=p_length,
-            p_refusal=p_refusal,
-            retry_after=retry_after,
-            fail_first=fail_first,
-            fail_status=fail_status,
-            api_key=api_key,
-            seed=seed,
-            models=tuple(model),
-            accept_any_model=not only_listed_models,
-            batch_delay_s=batch_delay_s,
-        )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
-    asyncio.run(serve(config))
-
-
 if __name__ == "__main__":
+    from datagen.cli import mock_server_command
+
     typer.run(mock_server_command)
