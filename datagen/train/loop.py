@@ -120,6 +120,7 @@ def train(cfg: TrainConfig) -> str:
         deepspeed=cfg.deepspeed or None, disable_tqdm=True, logging_first_step=True,
     )
     resume = find_resume(cfg)
+    records = load_records(cfg.data)  # before the model: a broken file should fail in seconds, not after a 7B load
     llava, tok, proc, meta = build_model(cfg, dtype)
     model = apply_stage(llava, cfg.stage, meta["lora"])
     if cfg.gradient_checkpointing:
@@ -128,7 +129,7 @@ def train(cfg: TrainConfig) -> str:
 
     n_image = num_image_tokens(llava.config)
     ds = SupervisedDataset(
-        load_records(cfg.data), cfg.image_folder, tok, cfg.template, llava.config.image_token_id, n_image,
+        records, cfg.image_folder, tok, cfg.template, llava.config.image_token_id, n_image,
         cfg.max_length, proc, cfg.image_aspect,
     )
     if cfg.cache_features:

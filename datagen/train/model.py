@@ -213,6 +213,12 @@ class LlavaStep(nn.Module):
         mm = None
         if image_features is not None:
             projected = core.model.multi_modal_projector(image_features.to(core.lm_head.weight.dtype))
+            n_slots = int((input_ids == core.config.image_token_id).sum())
+            if n_slots != projected.shape[0] * projected.shape[1]:
+                raise ValueError(
+                    f"batch has {n_slots} <image> placeholder tokens but {projected.shape[0]} images x "
+                    f"{projected.shape[1]} patches = {projected.shape[0] * projected.shape[1]} feature vectors"
+                )
             mm = {"image": BaseModelOutputWithPooling(pooler_output=list(projected))}
         return self.llava(
             input_ids=input_ids, attention_mask=attention_mask, labels=labels, mm_encoder_outputs=mm, **kwargs
