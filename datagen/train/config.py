@@ -95,6 +95,8 @@ def make_config(stage: str, yaml_path: str | None, flags: dict) -> TrainConfig:
         raise ConfigError(f"--image-folder {cfg.image_folder}: not a directory; pass the folder the image paths are relative to")
     if cfg.template not in ("", "plain", "vicuna_v1", "chat"):
         raise ConfigError(f"--template {cfg.template}: choose plain, vicuna_v1 or chat")
+    if cfg.projector not in ("linear", "mlp2x_gelu"):
+        raise ConfigError(f"--projector {cfg.projector}: choose linear or mlp2x_gelu")
     if cfg.image_aspect not in ("pad", "crop"):
         raise ConfigError(f"--image-aspect {cfg.image_aspect}: choose pad or crop")
     if cfg.lora and cfg.stage != "finetune":
