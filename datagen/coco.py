@@ -173,10 +173,11 @@ class CocoSource:
             if not text:
                 counts["captions_blank"] += 1
                 continue
-            if text.casefold() in seen:
+            folded = text.casefold()
+            if folded in seen:
                 counts["captions_duplicate"] += 1
                 continue
-            seen.add(text.casefold())
+            seen.add(folded)
             captions.append(text)
             caption_ids.append(ann["id"])
         if not captions:

@@ -48,7 +48,8 @@ class ChatRequest(BaseModel):
 
     def _canonical(self) -> tuple[bytes, str]:
         if self._encoded is None:
-            data = json.dumps(self.model_dump(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+            body = {name: getattr(self, name) for name in type(self).model_fields}  # model_dump() would copy every message
+            data = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
             self._encoded = (data, hashlib.sha256(data).hexdigest())
         return self._encoded
 
