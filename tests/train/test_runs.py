@@ -98,3 +98,46 @@ def test_torchrun_two_processes_keep_ranks_identical(shapes, tmp_path):
     for log in (log1, log2):
         assert "trainable weights identical across 2 ranks" in log
     assert (tmp_path / "s2" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def local_models(tmp_path_factory):
+    """A vision tower and an LLM saved like hub models (the path real runs take), with a tokenizer
+    that has neither <image> nor a pad token, as Vicuna's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from datagen.train.model import tiny_text_config, tiny_vision_config
+
+    root = tmp_path_factory.mktemp("hub")
+    CLIPVisionModel(tiny_vision_config()).save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(root / "clip")
+    specials = ["<unk>", "<s>", "</s>"]
+    core = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))},
+                                merges=[], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok.save_pretrained(root / "llm")
+    tok.pad_token = "<unk>"  # only for building the config; the saved tokenizer has none
+    LlamaForCausalLM(tiny_text_config(tok)).save_pretrained(root / "llm")
+    return root
+
+
+def test_hub_style_sources_store_only_what_trained(shapes, local_models, tmp_path):
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    run_cli("train", "pretrain", "--data", shapes["align"], "--image-folder", shapes["img"], "--vision-tower",
+            local_models / "clip", "--llm", local_models / "llm", "--out", s1, "--max-steps", 2, "--batch-size", 4,
+            *FAST)
+    assert all(k.startswith("model.multi_modal_projector.") for k in load_file(str(s1 / "model.safetensors")))
+    run_cli("train", "finetune", "--data", shapes["instruct"], "--image-folder", shapes["img"], "--from", s1,
+            "--out", s2, "--max-steps", 2, "--batch-size", 4, *FAST)
+    held = load_file(str(s2 / "model.safetensors"))
+    assert any(k.startswith("model.language_model.") for k in held) and "lm_head.weight" in held
+    assert not any(k.startswith("model.vision_tower.") for k in held)
+    # <image> was added to the vocabulary and the embeddings grew to fit it.
+    assert held["model.language_model.embed_tokens.weight"].shape[0] >= 260
+    item = shapes["held_out"][0]
+    run_cli("chat", s2, "What colour is the shape?", "--image", shapes["img"] / item["image"], "--max-new-tokens", 4)
+    run_cli("train", "export-hf", s2, "--out", tmp_path / "hf")
