@@ -58,29 +58,30 @@ class FeatureCache:
             self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
         return self._open[shard].get_tensor(key)
 
-    def fill(self, llava, paths, processor, aspect: str, batch_size: int = 32, shard_size: int = 4096) -> None:
-        """Compute features for the images not cached yet; unreadable ones are reported and left out."""
+    def fill(self, llava, paths, processor, aspect: str, device=None, num_workers: int = 0,
+             batch_size: int = 32, shard_size: int = 4096) -> None:
+        """Compute features for the images not cached yet (decoded by num_workers processes, encoded
+        on device); unreadable ones are reported and left out."""
         todo = sorted({p for p in paths if p not in self})
         if not todo:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         log.info("caching vision features of %d images in %s", len(todo), self.folder)
+        tower = llava.model.vision_tower
+        if device is not None:
+            tower.to(device)
+        loader = torch.utils.data.DataLoader(
+            _Images(todo, processor, aspect), batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_readable
+        )
         pending: dict[str, torch.Tensor] = {}
-        for b in range(0, len(todo), batch_size):
-            ok, pixels = [], []
-            for p in todo[b : b + batch_size]:
-                try:
-                    pixels.append(load_image(p, processor, aspect))
-                    ok.append(p)
-                except Exception as e:  # noqa: BLE001 - any decoder error means "unreadable"
-                    log.warning("image %s unreadable, not cached: %s: %s", p, type(e).__name__, e)
+        for ok, pixels in loader:
             if ok:
-                device = next(llava.model.vision_tower.parameters()).device
-                feats = vision_features(llava, torch.stack(pixels).to(device)).cpu()
+                feats = vision_features(llava, pixels.to(next(tower.parameters()).device)).cpu()
                 pending.update({_key(p): f.contiguous() for p, f in zip(ok, feats)})
-            if len(pending) >= shard_size or b + batch_size >= len(todo):
+            if len(pending) >= shard_size:
                 self._write_shard(pending)
                 pending = {}
+        self._write_shard(pending)
 
     def _write_shard(self, tensors: dict[str, torch.Tensor]) -> None:
         if not tensors:
@@ -90,3 +91,23 @@ class FeatureCache:
         self.shards.update({k: name for k in tensors})
         # The index is written last, so a crash mid-build leaves a cache that is merely incomplete.
         self.index_file.write_text(json.dumps({"fingerprint": self.fingerprint, "shards": self.shards}))
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths, processor, aspect):
+        self.paths, self.processor, self.aspect = paths, processor, aspect
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return self.paths[i], load_image(self.paths[i], self.processor, self.aspect)
+        except Exception as e:  # noqa: BLE001 - any decoder error means "unreadable"
+            log.warning("image %s unreadable, not cached: %s: %s", self.paths[i], type(e).__name__, e)
+            return self.paths[i], None
+
+
+def _stack_readable(items):
+    ok = [(p, x) for p, x in items if x is not None]
+    return [p for p, _ in ok], (torch.stack([x for _, x in ok]) if ok else None)

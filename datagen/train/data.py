@@ -97,16 +97,19 @@ def _render_chat(turns, tokenizer, generate):
     """The tokenizer's own template. An answer's span runs from where the generation prompt ends to
     where the rendering with that answer ends, so it includes the template's end-of-turn marker."""
     if not tokenizer.chat_template:
-        raise ValueError("template 'chat' needs a tokenizer with a chat_template; use vicuna_v1")
+        raise DataError("--template chat: this tokenizer has no chat template; use --template vicuna_v1")
     msgs = [{"role": r, "content": v} for r, v in turns]
-    fmt = lambda m, gen: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=gen)  # noqa: E731
+
+    def fmt(messages, gen):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+
     text = fmt(msgs, generate)
     spans = []
     for i, (role, _) in enumerate(turns):
         if role == "assistant":
             before, upto = fmt(msgs[:i], True), fmt(msgs[: i + 1], False)
             if not (text.startswith(upto) and upto.startswith(before)):
-                raise ValueError("the chat template does not render prefixes stably; use vicuna_v1")
+                raise DataError("--template chat: this chat template does not render prefixes stably; use --template vicuna_v1")
             spans.append((len(before), len(upto)))
     return text, spans
 

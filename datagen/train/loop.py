@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .cache import FeatureCache, vision_fingerprint
-from .checkpoint import META, CheckpointError, apply_stage, load_checkpoint, load_weights, new_meta, save_checkpoint
+from .checkpoint import META, apply_stage, load_checkpoint, load_weights, new_meta, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Collator, LengthGroupedSampler, SupervisedDataset, load_records
 from .model import LlavaStep, build_base, num_image_tokens
@@ -138,7 +138,8 @@ def train(cfg: TrainConfig) -> str:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         with args.main_process_first(desc="feature cache"):
-            cache.fill(llava, [e.image for e in ds.examples if e.image is not None], proc, cfg.image_aspect)
+            images = [e.image for e in ds.examples if e.image is not None]
+            cache.fill(llava, images, proc, cfg.image_aspect, device=args.device, num_workers=cfg.num_workers)
             cache = FeatureCache(cfg.cache_features, cache.fingerprint)
         ds.cache = cache
     log.info("%d training records, %d image tokens per image, template %s", len(ds), n_image, cfg.template)
@@ -155,5 +156,3 @@ def train(cfg: TrainConfig) -> str:
         log.warning("records skipped in this run: %s", ds.skipped)
     return cfg.out
 
-
-__all__ = ["train", "CheckpointError"]
