@@ -60,17 +60,17 @@ def padding_efficiency(lengths, batch_size, group):
     return real / computed
 
 
-def interleaved(a, b, repeats):
-    """Median seconds of a and b, run in random order each round so a shared, noisy machine slows
-    both alike."""
+def interleaved(a, b, repeats, clock=time.process_time):
+    """Median seconds of a and b, run in random order each round. The default clock is this
+    process's CPU time, which other jobs on a shared machine barely disturb; wall time is not."""
     a(), b()  # warm-up
     times = {a: [], b: []}
     order = random.Random(1)
     for _ in range(repeats):
         for fn in order.sample([a, b], 2):
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[fn].append(time.perf_counter() - t)
+            times[fn].append(clock() - t)
     return statistics.median(times[a]), statistics.median(times[b])
 
 
@@ -120,9 +120,10 @@ def main():
     def theirs():
         stock(**batch).loss.backward()
 
-    mo, ms = interleaved(ours, theirs, args.repeats * 2)
-    rows.append(("Step time (fwd+bwd, batch 8 x 128 tokens): ours / stock Llava", f"{mo * 1e3:.1f} ms / {ms * 1e3:.1f} ms"))
-    rows.append(("  ratio ours / stock (target <= 1.05x)", f"{mo / ms:.3f}x"))
+    mo, ms = interleaved(ours, theirs, args.repeats * 3)
+    wall_o, wall_s = interleaved(ours, theirs, args.repeats, time.perf_counter)
+    rows.append(("Step (fwd+bwd, batch 8 x 128 tokens), CPU time: ours / stock LlavaForConditionalGeneration", f"{mo * 1e3:.1f} ms / {ms * 1e3:.1f} ms"))
+    rows.append(("  ratio ours / stock (target <= 1.05x): CPU time / wall time", f"{mo / ms:.3f}x / {wall_o / wall_s:.3f}x"))
 
     # 3. Stage 1 with and without the feature cache: data loading + projector-only step.
     items = synthetic.make_shapes(work / "shapes", 128, seed=0)
@@ -181,9 +182,15 @@ def main():
         f"Measured by `bench/train_bench.py` on {platform.machine()} CPU, torch {torch.__version__}, 2 threads, "
         "tiny CLIP (64 px, 16 patches) + tiny Llama (~0.5M parameters). No GPU was available to this task: "
         "GPU throughput, bf16 and DeepSpeed/FSDP were not measured. The machine was shared with other jobs, "
-        "so absolute times are noisy; ratios come from interleaved runs.", "",
+        "so ratios come from interleaved runs timed in process CPU time (2 threads: CPU time is about 2x wall time).", "",
         "| Measurement | Result |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows], "",
+        "Notes: our step runs the stock `LlavaForConditionalGeneration` forward (the projector runs in our "
+        "wrapper so data-parallel engines see it), so the step-time ratio measures wrapper overhead; "
+        "repeated runs on this shared 2-core machine scatter by about +-5% around 1.0. The feature cache "
+        "saves the frozen tower's forward and the image decoding; the backward through the LM is "
+        "unchanged, hence the modest model-only gain. The loader figure is one process; each rank runs "
+        "its own workers (`--num-workers`), and the estimate assumes 2 per rank.", "",
     ]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
