@@ -53,8 +53,7 @@ def realistic_records(n, rng):
 
 
 def padding_efficiency(lengths, batch_size, group):
-    order = list(LengthGroupedSampler(lengths, batch_size, seed=0, group=group))
-    batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    batches = list(LengthGroupedSampler(lengths, batch_size, seed=0, group=group))
     real = sum(lengths[i] for b in batches for i in b)
     computed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     return real / computed

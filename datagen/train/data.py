@@ -270,8 +270,10 @@ class Collator:
 
 
 class LengthGroupedSampler(Sampler):
-    """Shuffled, then sorted by length inside mega-batches, so each batch holds similar lengths and
-    padding stays small; the order is a pure function of (seed, epoch) so resume can replay it."""
+    """Batches of indices: shuffled, then sorted by length inside mega-batches, so each batch holds
+    similar lengths and padding stays small. The order is a pure function of (seed, epoch), so resume
+    can replay it; yielding whole batches (a batch sampler) lets the Trainer's set_epoch reach it
+    under DDP sharding too."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50,
                  granule: int = 16):
@@ -283,13 +285,13 @@ class LengthGroupedSampler(Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return -(-len(self.lengths) // self.batch_size)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(len(self.lengths), generator=g).tolist()
         if not self.group:
-            return iter(perm)
+            return iter([perm[b : b + self.batch_size] for b in range(0, len(perm), self.batch_size)])
         size = self.batch_size * self.mega
         batches = []
         for m in range(0, len(perm), size):
@@ -298,4 +300,4 @@ class LengthGroupedSampler(Sampler):
             chunk = sorted(perm[m : m + size], key=lambda i: -(self.lengths[i] // self.granule))
             batches += [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
         order = torch.randperm(len(batches), generator=g).tolist()
-        return iter([i for b in order for i in batches[b]])
+        return iter([batches[b] for b in order])

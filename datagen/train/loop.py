@@ -10,8 +10,12 @@ import logging
 import os
 from pathlib import Path
 
+from functools import partial
+
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import seed_worker
 
 from .cache import FeatureCache, vision_fingerprint
 from .checkpoint import META, apply_stage, load_checkpoint, load_weights, new_meta, save_checkpoint
@@ -28,8 +32,16 @@ class LlavaTrainer(Trainer):
         self.meta, self.tok, self.image_processor = meta, tokenizer, image_processor
         self.lengths, self.group = lengths, group_by_length
 
-    def _get_train_sampler(self, train_dataset=None):
-        return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, self.args.seed, self.group)
+    def get_train_dataloader(self):
+        args = self.args
+        batches = LengthGroupedSampler(self.lengths, args.per_device_train_batch_size, args.seed, self.group)
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset, batch_sampler=batches, collate_fn=self.data_collator, num_workers=workers,
+            pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
 
     def _save(self, output_dir=None, state_dict=None):
         # Trainer hands us a gathered state dict under ZeRO-3/FSDP, so no rank writes empty shards.

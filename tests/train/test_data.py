@@ -146,16 +146,16 @@ def test_sampler_is_deterministic_and_groups_lengths():
     rng = random.Random(0)
     lengths = [rng.choice([rng.randint(80, 200), rng.randint(300, 1200)]) for _ in range(2000)]
     grouped = LengthGroupedSampler(lengths, batch_size=16, seed=3)
-    order = list(grouped)
-    assert sorted(order) == list(range(2000)) and order == list(grouped)
+    batches = list(grouped)
+    assert len(batches) == len(grouped) == 125 and all(len(b) == 16 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(2000)) and batches == list(grouped)
     grouped.set_epoch(1)
-    assert list(grouped) != order
+    assert list(grouped) != batches
 
-    def efficiency(idx):
-        batches = [idx[b:b + 16] for b in range(0, len(idx), 16)]
-        return sum(lengths[i] for i in idx) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    def efficiency(batches):
+        return sum(lengths[i] for b in batches for i in b) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
-    assert efficiency(order) >= 0.9 > efficiency(list(LengthGroupedSampler(lengths, 16, 3, group=False)))
+    assert efficiency(batches) >= 0.9 > efficiency(list(LengthGroupedSampler(lengths, 16, 3, group=False)))
 
 
 def test_collator_mixes_text_only_and_image_records():
