@@ -25,7 +25,7 @@ from datagen.output import write_json_atomic
 from datagen.pipeline import GenerateOptions, Run, execute
 from datagen.records import Manifest, TeacherInfo
 from datagen.tasks import build_request
-from datagen.teacher import ChatReply, ChatRequest, RetryableError, redact_url
+from datagen.teacher import ChatReply, ChatRequest, RetryableError, parse_completion, redact_url
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
@@ -291,7 +291,7 @@ class BatchJob:
                 if response.get("status_code") == 200 and not line.get("error"):
                     try:
                         # The same parsing as a live answer, so a batch reply and a live one are indistinguishable.
-                        reply = self.planner.teacher.inner._parse(json.dumps(response.get("body")).encode())
+                        reply = parse_completion(response.get("body"))
                     except RetryableError:
                         continue
                     self.cache.put(expected[cid], reply)
