@@ -1,7 +1,8 @@
 """Source: COCO captions and instances files -> one `ImageAnnotations` per image, hard cases handled and counted.
 
-Files are parsed once with the json module and indexed by pycocotools; per-image models are built
-lazily, so a 118K-image run starts in seconds and only the images being worked on live as models.
+Files are parsed once with the json module and indexed by pycocotools, then kept as plain per-image tuples;
+per-image models are built lazily from those, so only the images being worked on live as models. Given a
+snapshot path, the tuples are saved there and a later start over the same files loads them instead of the JSON.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import gc
 import hashlib
 import io
 import json
+import marshal
+import os
 import re
+import struct
+import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -125,45 +131,142 @@ def normalised_box(bbox: list[float], width: int, height: int) -> tuple[tuple[fl
     return (round(c1, 3), round(c2, 3), round(c3, 3), round(c4, 3)), clipped
 
 
+# Per image of the captions file, all that `image()` reads: file_name, width, height, captions as
+# (annotation id, text), boxes as (annotation id, category id, bbox, iscrowd), both in file order, and
+# whether the instances file lists the image. Marshal-able as it is: the snapshot stores these rows.
+_Row = tuple[str, int, int, tuple[tuple[int, str], ...], tuple[tuple[int, int, list, bool], ...], bool]
+
+
+def _rows(captions: COCO, instances: COCO | None) -> dict[int, _Row]:
+    rows: dict[int, _Row] = {}
+    caption_anns = captions.imgToAnns
+    box_anns = instances.imgToAnns if instances is not None else {}
+    listed = instances.imgs if instances is not None else {}
+    for image_id, info in captions.imgs.items():
+        texts = tuple(
+            (ann["id"], ann["caption"] if isinstance(ann.get("caption"), str) else "") for ann in caption_anns.get(image_id, ())
+        )
+        boxes = tuple(
+            (ann["id"], ann["category_id"], ann["bbox"], bool(ann.get("iscrowd"))) for ann in box_anns.get(image_id, ())
+        )
+        rows[image_id] = (info["file_name"], info["width"], info["height"], texts, boxes, image_id in listed)
+    return rows
+
+
+def _load(captions_path: Path, instances_path: Path | None) -> dict:
+    """Both files parsed and indexed, boiled down to what a source keeps (the snapshot's body)."""
+    captions_data, captions_sha256 = _load_json(captions_path, "--captions")
+    _require_keys(captions_data, captions_path, "--captions", "captions", ("image_id", "caption"))
+    captions = _index(captions_data)
+    instances, instances_sha256, categories = None, None, {}
+    if instances_path is not None:
+        instances_data, instances_sha256 = _load_json(instances_path, "--instances", skip_segmentations=True)
+        _require_keys(instances_data, instances_path, "--instances", "instances", ("image_id", "category_id", "bbox"))
+        if not isinstance(instances_data.get("categories"), list):
+            raise InputError(f"--instances {instances_path}: not a COCO instances file (no 'categories' list)")
+        instances = _index(instances_data)
+        categories = {cat["id"]: cat["name"] for cat in instances_data["categories"]}
+    return {
+        "captions_sha256": captions_sha256,
+        "instances_sha256": instances_sha256,
+        "caption_count": len(captions.anns),
+        "box_count": len(instances.anns) if instances is not None else 0,
+        "categories": categories,
+        "rows": _rows(captions, instances),
+    }
+
+
+# -- the snapshot: MAGIC, header size, header, body; header and body marshalled ---------------------------
+
+# marshal's format may change between Python versions and the rows' layout with this module: either bumps the key.
+_SNAPSHOT_FORMAT = (1, marshal.version, sys.version_info[:2])
+_MAGIC = b"datagen source index\n"
+_SIZE = struct.Struct("<Q")
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _identities(paths: list[Path | None]) -> list | None:
+    """Each file's resolved path, size and mtime: equal ones are taken as the same file, unread."""
+    try:
+        return [None if path is None else _identity(path) for path in paths]
+    except OSError:
+        return None  # the full load reports the missing file
+
+
+def _read_snapshot(path: Path, inputs: list) -> dict | None:
+    """The snapshot's body when it was made from these very inputs by this code, else None."""
+    try:
+        with path.open("rb") as handle:
+            if handle.read(len(_MAGIC)) != _MAGIC:
+                return None
+            (header_size,) = _SIZE.unpack(handle.read(_SIZE.size))
+            header = marshal.loads(handle.read(header_size))
+            if header["format"] != _SNAPSHOT_FORMAT or header["inputs"] != inputs:
+                return None
+            body = handle.read()
+        if len(body) != header["body_size"] or zlib.crc32(body) != header["body_crc32"]:
+            return None
+        return marshal.loads(body)
+    except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error):
+        return None  # missing, torn or foreign: a full load rewrites it
+
+
+def _write_snapshot(path: Path, inputs: list, state: dict) -> None:
+    body = marshal.dumps(state)
+    header = marshal.dumps({"format": _SNAPSHOT_FORMAT, "inputs": inputs, "body_size": len(body), "body_crc32": zlib.crc32(body)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(_MAGIC + _SIZE.pack(len(header)) + header)
+        handle.write(body)
+    os.replace(temporary, path)  # a reader sees the old snapshot or the whole new one, never half of it
+
+
 _NO_CASES: Counter[str] = Counter()  # shared by the many images with none; only ever read
 
 
 class CocoSource:
-    """Both files, indexed; iterating yields images that have at least one usable caption, by id."""
+    """Both files, indexed; iterating yields images that have at least one usable caption, by id.
 
-    def __init__(self, captions_path: Path, instances_path: Path | None) -> None:
+    With `snapshot`, a file path, the indexed form is saved there after a full load and read back instead of
+    the JSON when both input files still have the path, size and mtime they had then.
+    """
+
+    def __init__(self, captions_path: Path, instances_path: Path | None, snapshot: Path | None = None) -> None:
         self.captions_path = captions_path
         self.instances_path = instances_path
-        self._instances: COCO | None = None
-        self._categories: dict[int, str] = {}
-        self.instances_sha256: str | None = None
         with _gc_paused():
-            self._load(captions_path, instances_path)
-        self.image_ids: list[int] = sorted(self._captions.imgs)
+            # Identities are taken before reading: a file changed during the load then never matches its snapshot.
+            inputs = _identities([captions_path, instances_path]) if snapshot is not None else None
+            state = _read_snapshot(snapshot, inputs) if inputs is not None else None
+            self.loaded_from_snapshot = state is not None
+            if state is None:
+                state = _load(captions_path, instances_path)
+                if inputs is not None:
+                    _write_snapshot(snapshot, inputs, state)
+        self.captions_sha256: str = state["captions_sha256"]
+        self.instances_sha256: str | None = state["instances_sha256"]
+        self._caption_count: int = state["caption_count"]
+        self._box_count: int = state["box_count"]
+        self._categories: dict[int, str] = state["categories"]
+        self._rows: dict[int, _Row] = state["rows"]
+        self.image_ids: list[int] = sorted(self._rows)
         self.hard_cases: Counter[str] = Counter()
         self._cases_of: dict[int, Counter[str]] = {}
 
-    def _load(self, captions_path: Path, instances_path: Path | None) -> None:
-        captions_data, self.captions_sha256 = _load_json(captions_path, "--captions")
-        _require_keys(captions_data, captions_path, "--captions", "captions", ("image_id", "caption"))
-        self._captions = _index(captions_data)
-        if instances_path is not None:
-            instances_data, self.instances_sha256 = _load_json(instances_path, "--instances", skip_segmentations=True)
-            _require_keys(instances_data, instances_path, "--instances", "instances", ("image_id", "category_id", "bbox"))
-            if not isinstance(instances_data.get("categories"), list):
-                raise InputError(f"--instances {instances_path}: not a COCO instances file (no 'categories' list)")
-            self._instances = _index(instances_data)
-            self._categories = {cat["id"]: cat["name"] for cat in instances_data["categories"]}
-
     @property
     def has_boxes(self) -> bool:
-        return self._instances is not None
+        return self.instances_path is not None
 
     def caption_count(self) -> int:
-        return len(self._captions.anns)
+        return self._caption_count
 
     def box_count(self) -> int:
-        return len(self._instances.anns) if self._instances is not None else 0
+        return self._box_count
 
     def count_hard_cases(self, image_ids: list[int]) -> Counter[str]:
         """The hard cases among these images, however many of them this process has built so far."""
@@ -185,12 +288,11 @@ class CocoSource:
         return image
 
     def _build(self, image_id: int, counts: Counter[str]) -> ImageAnnotations | None:
-        info = self._captions.imgs[image_id]
+        file_name, width, height, texts, boxes, listed = self._rows[image_id]
         captions: list[str] = []
         caption_ids: list[int] = []
         seen: set[str] = set()
-        for ann in self._captions.imgToAnns.get(image_id, []):
-            raw = ann["caption"] if isinstance(ann.get("caption"), str) else ""
+        for annotation_id, raw in texts:
             text = normalise_caption(raw)
             if text != raw:
                 counts["captions_whitespace_fixed"] += 1
@@ -203,50 +305,48 @@ class CocoSource:
                 continue
             seen.add(folded)
             captions.append(text)
-            caption_ids.append(ann["id"])
+            caption_ids.append(annotation_id)
         if not captions:
             counts["images_without_captions"] += 1
             return None
         return ImageAnnotations(
             image_id=image_id,
-            file_name=info["file_name"],
-            width=info["width"],
-            height=info["height"],
+            file_name=file_name,
+            width=width,
+            height=height,
             captions=captions,
             caption_ids=caption_ids,
-            boxes=self._boxes(image_id, info["width"], info["height"], counts),
+            boxes=self._boxes(boxes, listed, width, height, counts),
         )
 
-    def _boxes(self, image_id: int, width: int, height: int, counts: Counter[str]) -> list[Box]:
-        if self._instances is None:
+    def _boxes(self, anns: tuple, listed: bool, width: int, height: int, counts: Counter[str]) -> list[Box]:
+        if not self.has_boxes:
             return []
         if width <= 0 or height <= 0:
             # Boxes are normalised by the image size; without one they cannot be placed.
             counts["images_without_size"] += 1
             return []
-        if image_id not in self._instances.imgs:
+        if not listed:
             counts["images_missing_from_instances"] += 1
-        anns = self._instances.imgToAnns.get(image_id, [])
         if not anns:
             counts["images_without_boxes"] += 1
         boxes = []
-        for ann in anns:
-            if ann.get("iscrowd"):
+        for annotation_id, category_id, bbox, crowd in anns:
+            if crowd:
                 # A crowd box covers many objects; shown as one "person" it would teach a wrong count.
                 counts["boxes_crowd_skipped"] += 1
                 continue
-            name = self._categories.get(ann["category_id"])
+            name = self._categories.get(category_id)
             if name is None:
                 counts["boxes_unknown_category"] += 1
                 continue
-            bbox = ann["bbox"]
             if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
                 counts["boxes_degenerate_skipped"] += 1
                 continue
             corners, clipped = normalised_box(bbox, width, height)
             if clipped:
                 counts["boxes_clipped"] += 1
-            boxes.append(Box(annotation_id=ann["id"], category=name, x1=corners[0], y1=corners[1], x2=corners[2], y2=corners[3]))
+            boxes.append(Box(annotation_id=annotation_id, category=name, x1=corners[0], y1=corners[1], x2=corners[2], y2=corners[3]))
         return boxes
 
     def images(self, image_ids: list[int] | None = None) -> Iterator[ImageAnnotations]:

@@ -35,6 +35,7 @@ from datagen.teacher import DEFAULT_BASE_URL, MockTeacher, OpenAITeacher, Retrya
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
 CACHE_FILE = "cache.sqlite"
+SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
 
 
 class GenerateOptions(BaseModel):
@@ -124,7 +125,7 @@ class Run:
         self.packs: dict[str, PromptPack] = {task: load_pack(options.prompts, task) for task in options.tasks}
         self.detail_instructions: InstructionList = load_instructions("detail", options.prompts)
         self.teacher: Teacher = make_teacher(options)
-        self.source = CocoSource(options.captions, options.instances)
+        self.source = CocoSource(options.captions, options.instances, snapshot=options.out / SOURCE_SNAPSHOT_FILE)
         self.sampling = SamplingSettings(
             model=self.teacher.info.model,
             temperature=options.temperature,
