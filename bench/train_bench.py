@@ -23,7 +23,7 @@ from datagen.train import synthetic  # noqa: E402
 from datagen.train.cache import FeatureCache, vision_fingerprint  # noqa: E402
 from datagen.train.checkpoint import apply_stage  # noqa: E402
 from datagen.train.data import Collator, LengthGroupedSampler, SupervisedDataset  # noqa: E402
-from datagen.train.model import LlavaStep, build_base, num_image_tokens  # noqa: E402
+from datagen.train.model import LlavaStep, build_base, image_processor_class, num_image_tokens  # noqa: E402
 
 WORDS = ("the a man woman dog bus street red blue table people standing next to near large small white "
          "picture shows several two sitting holding looking while there is are of on in with and").split()
@@ -155,9 +155,7 @@ def main():
     rows.append(("Stage-1 model step only: vision tower + projector + frozen LM / cached", f"{mp * 1e3:.1f} ms / {mc * 1e3:.1f} ms ({mp / mc:.2f}x)"))
 
     # 4. Data-loader throughput at real scale: COCO-like 640x480 JPEGs -> CLIP 336 px, vicuna_v1 tokenising.
-    from transformers import CLIPImageProcessor
-
-    proc336 = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    proc336 = image_processor_class()(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     (work / "coco").mkdir()
     for i in range(64):
         arr = torch.randint(0, 256, (480, 640, 3), dtype=torch.uint8).numpy()

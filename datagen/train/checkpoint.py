@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration
+from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
 
-from .model import PARTS, TINY, build_base, set_projector
+from .model import PARTS, TINY, build_base, image_processor_class, set_projector
 
 log = logging.getLogger("datagen.train")
 META = "datagen_checkpoint.json"
@@ -103,7 +103,7 @@ def load_checkpoint(path: str, dtype=torch.float32):
     """Rebuild the model a checkpoint describes. Returns (model, tokenizer, image_processor, meta)."""
     meta = read_meta(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    processor = CLIPImageProcessor.from_pretrained(path)
+    processor = image_processor_class().from_pretrained(path)
     if meta["base"] is None:
         llava = LlavaForConditionalGeneration(LlavaConfig.from_pretrained(path)).to(dtype)
         set_projector(llava, meta["projector"])

@@ -36,19 +36,28 @@ DeepSpeed = Annotated[Optional[str], Opt("--deepspeed", help="DeepSpeed json, e.
 ImageAspect = Annotated[Optional[str], Opt("--image-aspect", help="pad (v1.5) or crop (v1).")]
 
 
+def _fail(error: Exception):
+    """Bad input: one line naming the file or flag, exit code 2, no traceback."""
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2) from None
+
+
 def _run(stage: str, config: Optional[Path], flags: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    from .checkpoint import CheckpointError
     from .config import ConfigError, make_config
+
+    try:
+        cfg = make_config(stage, str(config) if config else None, flags)
+    except ConfigError as e:
+        _fail(e)
+    from .checkpoint import CheckpointError
     from .data import DataError
     from .loop import train
 
     try:
-        cfg = make_config(stage, str(config) if config else None, flags)
         out = train(cfg)
     except (ConfigError, DataError, CheckpointError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        _fail(e)
     typer.echo(f"checkpoint written to {out}")
 
 
@@ -66,8 +75,6 @@ def pretrain(
     image_aspect: ImageAspect = None,
 ):
     """Stage 1: train only the projector on alignment records; saves projector + model config."""
-    if projector is not None and projector not in ("linear", "mlp2x_gelu"):
-        raise typer.BadParameter("choose linear or mlp2x_gelu", param_hint="--projector")
     flags = dict(locals())
     _run("pretrain", flags.pop("config"), flags)
 
@@ -100,8 +107,7 @@ def _load(ckpt: str):
     try:
         return load_checkpoint(ckpt)
     except CheckpointError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        _fail(e)
 
 
 @train_app.command("export-hf")
@@ -116,8 +122,7 @@ def export_hf(
     try:
         run_export(ckpt, out)
     except CheckpointError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        _fail(e)
     typer.echo(f"exported to {out}")
 
 

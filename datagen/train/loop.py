@@ -8,9 +8,8 @@ import importlib.util
 import json
 import logging
 import os
-from pathlib import Path
-
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader

@@ -11,7 +11,6 @@ from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    CLIPImageProcessor,
     CLIPVisionConfig,
     CLIPVisionModel,
     LlamaConfig,
@@ -119,11 +118,21 @@ def load_tokenizer(llm: str):
     return prepare_tokenizer(AutoTokenizer.from_pretrained(llm))
 
 
-def image_processor_for(vision_tower: str, config: CLIPVisionConfig) -> CLIPImageProcessor:
+def image_processor_class():
+    """CLIP's default image processor needs torchvision; without it, take the PIL one it would fall
+    back to anyway (same pixels, same saved config) and skip the warning on every start."""
+    import importlib.util
+
+    import transformers
+
+    return transformers.CLIPImageProcessor if importlib.util.find_spec("torchvision") else transformers.CLIPImageProcessorPil
+
+
+def image_processor_for(vision_tower: str, config: CLIPVisionConfig):
     if vision_tower == TINY:
         side = config.image_size
-        return CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-    return CLIPImageProcessor.from_pretrained(vision_tower)
+        return image_processor_class()(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    return image_processor_class().from_pretrained(vision_tower)
 
 
 def num_image_tokens(config: LlavaConfig) -> int:

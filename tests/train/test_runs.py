@@ -105,13 +105,13 @@ def local_models(tmp_path_factory):
     """A vision tower and an LLM saved like hub models (the path real runs take), with a tokenizer
     that has neither <image> nor a pad token, as Vicuna's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import CLIPVisionModel, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from datagen.train.model import tiny_text_config, tiny_vision_config
+    from datagen.train.model import image_processor_class, tiny_text_config, tiny_vision_config
 
     root = tmp_path_factory.mktemp("hub")
     CLIPVisionModel(tiny_vision_config()).save_pretrained(root / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(root / "clip")
+    image_processor_class()(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(root / "clip")
     specials = ["<unk>", "<s>", "</s>"]
     core = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))},
                                 merges=[], unk_token="<unk>"))
