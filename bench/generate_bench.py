@@ -7,6 +7,7 @@ from the first request the server sees to the client's exit, so start-up is repo
 
     .venv/bin/python bench/generate_bench.py            # everything, medians of 3 (~8 min)
     .venv/bin/python bench/generate_bench.py --quick    # one repeat, fewer requests, no full-size runs
+    .venv/bin/python bench/generate_bench.py --full-only  # only the full-size runs; the rest of --out is kept
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ BIN = Path(sys.executable).parent
 TASK = "detail"  # captions+boxes: the heaviest context to build, and a real validator path
 CLIENT_ENV = {**os.environ, "OPENAI_API_KEY": "bench-key", "PYTHONUNBUFFERED": "1"}
 TICKS = os.sysconf("SC_CLK_TCK")
+FULL_SECTION = "## Full-size input (synthetic train2017 shape: bench/synth_coco.py)"
 
 
 # -- the mock server, in its own process --------------------------------------------------------
@@ -383,7 +385,9 @@ def report(args: argparse.Namespace, rows: list[dict], full: dict | None, took: 
         resume = full["resume"]
         lines += [
             "",
-            "## Full-size input (synthetic train2017 shape: bench/synth_coco.py)",
+            FULL_SECTION,
+            "",
+            f"`{' '.join(['bench/generate_bench.py', *sys.argv[1:]])}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
             "",
             "Files: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in full["sizes_mb"].items())
             + f" ({synth_coco.TRAIN2017_IMAGES:,} images, ~591K captions, ~860K boxes with segmentations).",
@@ -410,6 +414,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per run at 0 ms (fewer at 200 ms)")
     parser.add_argument("--seconds", type=float, default=8.0, help="target steady-state seconds per run at 200 ms")
     parser.add_argument("--no-full", action="store_true", help="skip the full-size start-up and resume runs")
+    parser.add_argument("--full-only", action="store_true", help="only the full-size runs: replaces that section of --out")
     parser.add_argument("--start-repeats", type=int, default=2)
     parser.add_argument("--resume-images", type=int, default=6000)
     parser.add_argument("--resume-latency", type=float, default=50)
@@ -433,6 +438,12 @@ def main() -> None:
         args.repeats, args.requests, args.no_full = 1, 800, True
     started = time.monotonic()
     work = synth_coco.WORK
+    if args.full_only:
+        text = report(args, [], full_size(args, work), time.monotonic() - started)
+        kept = args.out.read_text().split(FULL_SECTION)[0]
+        args.out.write_text(kept + text[text.index(FULL_SECTION) :])
+        print(f"wrote {args.out}")
+        return
     captions, instances = synth_coco.write(max(args.requests, 2000))
     rows = throughput(args, captions, instances, work)
     full = None if args.no_full else full_size(args, work)
