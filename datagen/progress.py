@@ -84,3 +84,6 @@ class ProgressDisplay:
             f"tokens: {manifest.usage.prompt_tokens:,} prompt + {manifest.usage.completion_tokens:,} completion"
             f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}"
         )
+        if manifest.source.hard_cases:
+            handled = ", ".join(f"{case.replace('_', ' ')} {n}" for case, n in manifest.source.hard_cases.items())
+            console.print(f"source: {manifest.source.images:,} images; handled {handled}")
