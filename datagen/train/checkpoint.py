@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
 
+from datagen.errors import InputError
+
 from .model import PARTS, TINY, build_base, image_processor_class, set_projector
 
 log = logging.getLogger("datagen.train")
@@ -25,7 +27,7 @@ STAGE_TRAINS = {"pretrain": ("projector",), "finetune": ("projector", "language_
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """Unusable checkpoint path; the CLI prints it as one line and exits 2."""
 
 

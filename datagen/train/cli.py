@@ -44,19 +44,19 @@ def _fail(error: Exception):
 
 def _run(stage: str, config: Optional[Path], flags: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    from .config import ConfigError, make_config
+    from datagen.errors import InputError
+
+    from .config import make_config
 
     try:
         cfg = make_config(stage, str(config) if config else None, flags)
-    except ConfigError as e:
+    except InputError as e:
         _fail(e)
-    from .checkpoint import CheckpointError
-    from .data import DataError
     from .loop import train
 
     try:
         out = train(cfg)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except InputError as e:  # bad config, data or checkpoint: the train package's errors all derive from it
         _fail(e)
     typer.echo(f"checkpoint written to {out}")
 

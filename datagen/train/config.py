@@ -5,8 +5,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datagen.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError, ValueError):
     """Bad user input; the CLI prints it as one line and exits 2."""
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from datagen.errors import InputError
+
 from .model import IMAGE_TOKEN
 
 log = logging.getLogger("datagen.train")
@@ -25,7 +27,7 @@ VICUNA_SYSTEM = (
 ROLES = {"human": "user", "gpt": "assistant"}
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """Unusable data file; the CLI prints it as one line and exits 2."""
 
 
