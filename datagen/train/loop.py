@@ -101,6 +101,16 @@ def check_ranks_in_sync(model) -> None:
     log.info("trainable weights identical across %d ranks (sha1 %s)", len(digests), digests[0][:12])
 
 
+def release_process_group() -> None:
+    """Tear the process group down once all ranks are done: a gloo group still alive at interpreter exit
+    can abort a rank ("terminate called without an active exception") after its work was saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_model(cfg: TrainConfig, dtype):
     if cfg.stage == "pretrain":
         llava, tok, proc = build_base(cfg.vision_tower, cfg.llm, cfg.projector, cfg.seed, dtype)
@@ -163,6 +173,7 @@ def train(cfg: TrainConfig) -> str:
     trainer.save_model(cfg.out)
     trainer.save_state()
     check_ranks_in_sync(model)
+    release_process_group()
     if ds.skipped:
         log.warning("records skipped in this run: %s", ds.skipped)
     return cfg.out
