@@ -3,6 +3,7 @@ exact resume and TensorBoard/W&B logging; we supply the model step, the sampler 
 checkpoint format."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import json
@@ -107,7 +108,6 @@ def release_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -173,6 +173,10 @@ def train(cfg: TrainConfig) -> str:
     trainer.save_model(cfg.out)
     trainer.save_state()
     check_ranks_in_sync(model)
+    # DDP's reducer holds the process group; freed first, the group then dies in release_process_group with no
+    # collective pending, instead of in the reducer's destructor or at interpreter exit (both can hang or abort).
+    del trainer
+    gc.collect()
     release_process_group()
     if ds.skipped:
         log.warning("records skipped in this run: %s", ds.skipped)
