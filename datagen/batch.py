@@ -112,8 +112,7 @@ class BatchIngestRun(Run):
             if reason is None:
                 yield image, task
             else:
-                self.skipped[task][reason] += 1
-                self.on_progress(task, reason)
+                self.skip(task, reason)
 
 
 class BatchJob:

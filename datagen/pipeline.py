@@ -284,8 +284,7 @@ class Run:
             image = self.source.image(image_id)
             for task in todo:
                 if image is None:
-                    self.skipped[task]["no_usable_caption"] += 1
-                    self.on_progress(task, None)
+                    self.skip(task, "no_usable_caption")
                 else:
                     yield image, task
 
@@ -301,8 +300,7 @@ class Run:
                 reply = await self.teacher.complete(request)
         except RetryableError:
             # Not written anywhere: a rerun asks again, after the transient trouble has passed.
-            self.skipped[task]["request_failed"] += 1
-            self.on_progress(task, "request_failed")
+            self.skip(task, "request_failed")
             return
         self.usage = self.usage + reply.usage
         meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
@@ -310,22 +308,25 @@ class Run:
             content = parse_answer(task, reply.text, reply.finish_reason)
             record = build_record(image, task, content, meta, self.detail_instructions, self.sampling.seed)
         except Rejected as rejection:
-            self.rejects.append(build_reject(image, task, rejection.reason, rejection.detail, reply, meta))
-            self.outcomes[(image.image_id, task)] = rejection.reason
-            self.on_progress(task, rejection.reason)
+            reason, detail = rejection.reason, rejection.detail
+        except ValidationError as error:  # an answer that parsed but breaks the LLaVA record rules
+            reason, detail = "unparseable", error.errors()[0]["msg"]
+        else:
+            self.writers[task].append(record)
+            self.outcomes[(image.image_id, task)] = "written"
+            self.on_progress("written")
             return
-        except ValidationError as error:
-            detail = error.errors()[0]["msg"]
-            self.rejects.append(build_reject(image, task, "unparseable", detail, reply, meta))
-            self.outcomes[(image.image_id, task)] = "unparseable"
-            self.on_progress(task, "unparseable")
-            return
-        self.writers[task].append(record)
-        self.outcomes[(image.image_id, task)] = "written"
-        self.on_progress(task, None)
+        self.rejects.append(build_reject(image, task, reason, detail, reply, meta))
+        self.outcomes[(image.image_id, task)] = reason
+        self.on_progress("rejected")
 
-    def on_progress(self, task: str, problem: str | None) -> None:
-        """Replaced by the progress display; a plain run needs no callback."""
+    def skip(self, task: str, reason: str) -> None:
+        """An item left for a later run (counted per reason in the manifest), not written anywhere now."""
+        self.skipped[task][reason] += 1
+        self.on_progress("skipped")
+
+    def on_progress(self, outcome: str) -> None:
+        """Called with "written", "rejected" or "skipped" per item; replaced by the progress display."""
 
     async def run_items(self) -> None:
         items = self.pending()

@@ -49,10 +49,10 @@ class ProgressDisplay:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
-    def advance(self, task: str, problem: str | None) -> None:
-        if problem == "request_failed" or problem == "no_usable_caption":
+    def advance(self, outcome: str) -> None:
+        if outcome == "skipped":
             self.skipped += 1
-        elif problem is not None:
+        elif outcome == "rejected":
             self.rejects += 1
         if not self.enabled:
             return
