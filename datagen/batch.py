@@ -20,12 +20,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from datagen.cache import ResponseCache
 from datagen.errors import InputError, TeacherFatalError
 from datagen.output import write_json_atomic
-from datagen.pipeline import GenerateOptions, Run, execute
+from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
 from datagen.records import Manifest, TeacherInfo
 from datagen.tasks import build_request
-from datagen.teacher import ChatReply, ChatRequest, RetryableError, parse_completion, redact_url
+from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, one_line, parse_completion, redact_url
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
@@ -62,6 +63,76 @@ def parse_custom_id(value: str) -> tuple[int, str, str]:
     return int(image_id), task, key
 
 
+def input_line(cid: str, request: ChatRequest) -> bytes:
+    """One line of an OpenAI Batch input file: the exact body the live path would send."""
+    return (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": request.body()}, ensure_ascii=False) + "\n").encode()
+
+
+def plan_requests(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> dict[str, ChatRequest]:
+    """custom_id -> the request whose answer the cache still lacks, for every pending item of `run`."""
+    needed: dict[str, ChatRequest] = {}
+    for image, task in run.pending():
+        request = build_request(image, task, run.packs[task], run.sampling)
+        reply = cache.get(request.key()) if cache is not None else None
+        if reply is not None and reply.finish_reason == "length" and (retry_tokens or 0) > request.max_tokens:
+            # The live run would ask again with room to finish (Run.process); so does the next batch.
+            request = request.model_copy(update={"max_tokens": retry_tokens})
+            reply = cache.get(request.key())
+        if reply is None:
+            needed[custom_id(image.image_id, task, request.key())] = request
+    return needed
+
+
+class BatchResults(BaseModel):
+    """What one Batch-format results file says about the requests it was expected to answer."""
+
+    answers: dict[str, ChatReply] = {}  # request key -> the reply
+    refused: dict[str, str] = {}  # request key -> the server's message, for requests refused per item (4xx)
+    first_error: str | None = None
+    unreadable: int = 0  # lines that are not JSON objects
+    foreign: int = 0  # lines whose custom_id names no request expected here
+
+
+def _refused_per_item(status: object) -> bool:
+    # As on the live path: auth, unknown model and throttling are about the run, any other 4xx about the item.
+    return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)
+
+
+def read_results(data: bytes, expected: dict[str, str]) -> BatchResults:
+    """Parse a Batch output (or error) file; `expected` maps each custom_id sent to its request key."""
+    results = BatchResults()
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            cid = line.get("custom_id")
+        except (ValueError, AttributeError):
+            results.unreadable += 1  # a broken line answers nothing; its item stays pending
+            continue
+        if cid not in expected:
+            results.foreign += 1  # never cache an answer under a key we did not send
+            continue
+        response = line.get("response") or {}
+        status = response.get("status_code")
+        body = response.get("body")
+        if status == 200 and not line.get("error"):
+            try:
+                # The same parsing as a live answer, so a batch reply and a live one are indistinguishable.
+                results.answers[expected[cid]] = parse_completion(body)
+                continue
+            except RetryableError as error:
+                message = str(error)
+        else:
+            error = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+            message = f"HTTP {status}: {one_line(str(error.get('message', 'no message') if isinstance(error, dict) else error))}"
+            if _refused_per_item(status):
+                results.refused[expected[cid]] = message
+        if results.first_error is None:
+            results.first_error = message
+    return results
+
+
 def state_path(folder: Path) -> Path:
     return folder / BATCH_DIR / STATE_FILE
 
@@ -85,13 +156,22 @@ def _reason(status: str) -> str:
 
 
 class CacheOnlyTeacher:
-    """Beneath the cache in the ingest run: nothing goes out live, so a miss stays pending for the next run."""
+    """Beneath the cache in the ingest run: nothing goes out live, so a miss stays pending for the next run.
 
-    def __init__(self, info: TeacherInfo) -> None:
+    `refused` (request key -> message) holds requests a batch engine refused per item: they become rejects,
+    as they would live.
+    """
+
+    def __init__(self, info: TeacherInfo, refused: dict[str, str] | None = None, base_url: str | None = None) -> None:
         self.info = info
+        self.refused = refused or {}
+        self.base_url = base_url
         self.stats: Counter[str] = Counter()
 
     async def complete(self, request: ChatRequest) -> ChatReply:
+        message = self.refused.get(request.key())
+        if message is not None:
+            raise RequestRefused(message)
         raise RetryableError("no batch answered this request")
 
     async def aclose(self) -> None:
@@ -101,9 +181,8 @@ class CacheOnlyTeacher:
 class BatchIngestRun(Run):
     """The normal pipeline over the cache; items no batch answered are counted as skipped, not asked live."""
 
-    def __init__(self, options: GenerateOptions, unanswered: dict[tuple[int, str], str]) -> None:
-        super().__init__(options)
-        self.teacher = CacheOnlyTeacher(self.teacher.info)
+    def __init__(self, options: GenerateOptions, unanswered: dict[tuple[int, str], str], teacher: CacheOnlyTeacher | None = None) -> None:
+        super().__init__(options, teacher=teacher or CacheOnlyTeacher(teacher_info(options)))
         self.unanswered = unanswered
 
     def pending(self):
@@ -135,6 +214,7 @@ class BatchJob:
         self.folder = options.out / BATCH_DIR
         self.folder.mkdir(exist_ok=True)
         self.failed: dict[str, str] = {}  # request key -> skip reason, for answers a batch of this invocation did not give
+        self.refused: dict[str, str] = {}  # request key -> the server's message, for requests refused per item
         self._client = None
 
     @property
@@ -188,26 +268,14 @@ class BatchJob:
     # -- planning ---------------------------------------------------------------------------------
 
     def plan(self) -> dict[str, ChatRequest]:
-        """custom_id -> the request whose answer the cache still lacks, for every pending item."""
-        retry_tokens = self.options.length_retry_max_tokens or 0
-        needed: dict[str, ChatRequest] = {}
-        for image, task in self.planner.pending():
-            request = build_request(image, task, self.planner.packs[task], self.planner.sampling)
-            reply = self.cache.get(request.key())
-            if reply is not None and reply.finish_reason == "length" and retry_tokens > request.max_tokens:
-                # The live run would ask again with room to finish (Run.process); so does the next batch.
-                request = request.model_copy(update={"max_tokens": retry_tokens})
-                reply = self.cache.get(request.key())
-            if reply is None:
-                needed[custom_id(image.image_id, task, request.key())] = request
-        return needed
+        return plan_requests(self.planner, self.cache, self.options.length_retry_max_tokens)
 
     def chunks(self, needed: dict[str, ChatRequest]) -> Iterator[tuple[list[str], bytes]]:
         ids: list[str] = []
         lines: list[bytes] = []
         size = 0
         for cid, request in needed.items():
-            line = (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": request.body()}, ensure_ascii=False) + "\n").encode()
+            line = input_line(cid, request)
             if ids and (len(ids) >= self.options.batch_size or size + len(line) > MAX_INPUT_BYTES):
                 yield ids, b"".join(lines)
                 ids, lines, size = [], [], 0
@@ -278,26 +346,12 @@ class BatchJob:
             with self.api(f"download the {kind} file of {batch.id}"):
                 data = self.client.files.content(file_id).content
             self._write(stored.input_file.replace("input", kind), data)
-            for raw in data.splitlines():
-                try:
-                    line = json.loads(raw)
-                    cid = line.get("custom_id")
-                except (ValueError, AttributeError):
-                    continue  # a broken line answers nothing; its item stays pending
-                if cid not in expected:
-                    continue  # never cache an answer under a key we did not send in this batch
-                response = line.get("response") or {}
-                if response.get("status_code") == 200 and not line.get("error"):
-                    try:
-                        # The same parsing as a live answer, so a batch reply and a live one are indistinguishable.
-                        reply = parse_completion(response.get("body"))
-                    except RetryableError:
-                        continue
-                    self.cache.put(expected[cid], reply)
-                    answered.add(cid)
-                elif first_error is None:
-                    error = line.get("error") or (response.get("body") or {}).get("error") or {}
-                    first_error = f"HTTP {response.get('status_code')}: {error.get('message', 'no message')}"
+            results = read_results(data, expected)
+            for key, reply in results.answers.items():
+                self.cache.put(key, reply)
+            self.refused.update(results.refused)
+            answered.update(cid for cid, key in expected.items() if key in results.answers or key in results.refused)
+            first_error = first_error or results.first_error
         missing = [cid for cid in stored.custom_ids if cid not in answered]
         for cid in missing:
             self.failed[expected[cid]] = _reason(batch.status)
@@ -319,13 +373,15 @@ class BatchJob:
         self.settle()
         while True:
             # A second round happens only for --retry-length answers cut short in the first.
-            needed = {cid: request for cid, request in self.plan().items() if request.key() not in self.failed}
+            needed = {cid: request for cid, request in self.plan().items() if request.key() not in self.failed and request.key() not in self.refused}
             if not needed:
                 break
             self.submit(needed)
             self.settle()
         unanswered = {}
         for cid, request in self.plan().items():
+            if request.key() in self.refused:
+                continue  # becomes a request_refused reject in the ingest run
             image_id, task, _ = parse_custom_id(cid)
             unanswered[(image_id, task)] = self.failed.get(request.key(), "batch_unanswered")
         return unanswered
@@ -337,7 +393,8 @@ def generate_batch(options: GenerateOptions) -> Manifest:
         unanswered = job.run()
     finally:
         job.close()
-    return execute(BatchIngestRun(options, unanswered))
+    teacher = CacheOnlyTeacher(job.planner.teacher.info, refused=job.refused, base_url=job.base_url)
+    return execute(BatchIngestRun(options, unanswered, teacher))
 
 
 def status_rows(folder: Path, base_url: str | None = None) -> tuple[list[dict], list[str]]:

@@ -48,6 +48,15 @@ class CachingTeacher:
         self.info = inner.info
         self.stats: Counter[str] = inner.stats
 
+    # Provenance and the last error belong to the server beneath; the manifest reads them through this wrapper.
+    @property
+    def base_url(self) -> str | None:
+        return getattr(self.inner, "base_url", None)
+
+    @property
+    def last_error(self) -> str | None:
+        return getattr(self.inner, "last_error", None)
+
     async def complete(self, request: ChatRequest) -> ChatReply:
         key = request.key()
         cached = self.cache.get(key)

@@ -98,8 +98,8 @@ def generate(
     out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
     tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
-    teacher: str = typer.Option("openai", help="openai (any OpenAI-compatible server) or mock (offline, labelled)"),
-    model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai)"),
+    teacher: str = typer.Option("openai", help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment) or mock (offline, labelled)"),
+    model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai; the deployment with azure)"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
     prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
     concurrency: int = typer.Option(16, min=1, help="Requests in flight at most"),
@@ -107,6 +107,11 @@ def generate(
     seed: int = typer.Option(0, help="Seeds every per-item choice and the teacher's sampling"),
     temperature: float = typer.Option(0.7, min=0.0, max=2.0),
     max_tokens: int = typer.Option(1024, min=1),
+    max_completion_tokens: Optional[int] = typer.Option(
+        None, min=1, help="Send max_completion_tokens=N instead of max_tokens (reasoning models need it)"
+    ),
+    omit_params: Optional[str] = typer.Option(None, help="Comma-separated request fields to leave out: seed,temperature"),
+    extra_body: Optional[str] = typer.Option(None, help="JSON object merged into every request body (top_k, chat_template_kwargs...)"),
     retry_length: Optional[int] = typer.Option(
         None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
     ),
@@ -125,10 +130,24 @@ def generate(
     ),
     poll_interval: float = typer.Option(30.0, min=0.001, help="Seconds between batch status checks (--batch)"),
     batch_size: int = typer.Option(50_000, min=1, max=50_000, help="Requests per batch at most (--batch; OpenAI allows 50,000)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request count and estimated tokens; send nothing (no API key needed)"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for --dry-run's cost estimate"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens, for --dry-run's cost estimate"),
+    requests_out: Optional[Path] = typer.Option(None, help="Write the pending requests as an OpenAI Batch input file; send nothing"),
+    results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.pipeline import GenerateOptions, generate as run_generate
     from datagen.prompts import BUNDLED_PROMPTS
+    from datagen.request_shape import parse_extra_body, parse_omit_params
+
+    offline = [flag for flag, on in (("--dry-run", dry_run), ("--requests-out", requests_out), ("--results-in", results_in), ("--batch", batch)) if on]
+    if len(offline) > 1:
+        raise InputError(f"{offline[0]} and {offline[1]} do not go together; pick one")
+    if force and offline[:1] in (["--dry-run"], ["--requests-out"]):
+        raise InputError(f"--force with {offline[0]}: nothing is set aside when nothing is sent; drop --force or pick a fresh --out")
+    if (requests_out or results_in) and teacher != "openai":
+        raise InputError(f"{offline[0]} needs --teacher openai (the requests name --model for an OpenAI-compatible batch engine)")
 
     options = GenerateOptions(
         captions=captions,
@@ -159,8 +178,28 @@ def generate(
         batch=batch,
         poll_interval=poll_interval,
         batch_size=batch_size,
+        max_completion_tokens=max_completion_tokens,
+        omit_params=parse_omit_params(omit_params),
+        extra_body=parse_extra_body(extra_body),
+        dry_run=dry_run,
+        price_in=price_in,
+        price_out=price_out,
+        requests_out=requests_out,
+        results_in=results_in,
     )
+    if dry_run:
+        from datagen.estimate import describe, estimate
+
+        typer.echo(describe(estimate(options)))
+        return
+    if requests_out is not None:
+        from datagen.handoff import write_requests
+
+        typer.echo(f"wrote {write_requests(options)} requests to {requests_out} (OpenAI Batch input format); nothing was sent")
+        return
     manifest = run_generate(options)
+    if manifest.status == "failed" and manifest.failure:
+        raise fail(manifest.failure, code=1)
     if manifest.status != "completed":
         raise typer.Exit(1)
 

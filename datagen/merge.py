@@ -20,7 +20,7 @@ from datagen.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.output import write_json_atomic
 from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
-from datagen.records import Manifest, TaskCounts, Usage
+from datagen.records import Manifest, TaskCounts, UsageTotals
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -154,7 +154,7 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
     first = manifests[0]
     parts = {**first.settings["fingerprint_parts"], "shard": None}
     statuses = [manifest.status for manifest in manifests]
-    usage = Usage()
+    usage = UsageTotals()
     hard_cases: Counter[str] = Counter()
     for manifest in manifests:
         usage = usage + manifest.usage

@@ -31,10 +31,23 @@ _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
 
 
-def check_answer(text: str, finish_reason: str | None) -> str:
-    """Checks every task shares; returns the answer stripped."""
+# The ways a server says the answer ended naturally; None from servers that send no finish_reason at all.
+NATURAL_FINISH = frozenset({"stop", "eos", "eos_token", None})
+
+
+def check_finish_reason(finish_reason: str | None) -> None:
+    """Anything but a natural end means the answer was cut or withheld: a reject named after the reason."""
     if finish_reason == "length":
         raise Rejected("truncated", "the teacher hit max_tokens (finish_reason=length)")
+    if finish_reason == "content_filter":
+        raise Rejected("content_filter", "the server's content filter cut or withheld the answer (finish_reason=content_filter)")
+    if finish_reason not in NATURAL_FINISH:
+        raise Rejected("unfinished", f"the answer did not end naturally (finish_reason={finish_reason})")
+
+
+def check_answer(text: str, finish_reason: str | None) -> str:
+    """Checks every task shares; returns the answer stripped."""
+    check_finish_reason(finish_reason)
     stripped = text.strip()
     if not stripped:
         raise Rejected("empty", "the teacher returned no text")

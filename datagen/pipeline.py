@@ -23,14 +23,16 @@ from datagen import __version__
 from datagen.cache import CachingTeacher, ResponseCache
 from datagen.coco import CocoSource, ImageAnnotations
 from datagen.context import DEFAULT_CONTEXT, ContextKind
+from datagen.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
 from datagen.ratelimit import RateLimiter
-from datagen.records import Manifest, SourceStats, Task, TaskCounts, Usage
+from datagen.records import Manifest, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.request_shape import RequestShape
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.teacher import DEFAULT_BASE_URL, MockTeacher, OpenAITeacher, RetryableError, Teacher, redact_url
+from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line, redact_url
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -52,6 +54,10 @@ class GenerateOptions(BaseModel):
     seed: int = 0
     temperature: float = 0.7
     max_tokens: int = 1024
+    # Request shaping (datagen/request_shape.py): reasoning models, servers that refuse seed, vLLM's extra fields.
+    max_completion_tokens: int | None = None
+    omit_params: tuple[str, ...] = ()
+    extra_body: dict[str, object] = {}
     timeout: float = 120.0
     max_retries: int = 6
     contexts: dict[str, ContextKind] = dict(DEFAULT_CONTEXT)
@@ -68,6 +74,16 @@ class GenerateOptions(BaseModel):
     batch: bool = False
     poll_interval: float = 30.0
     batch_size: int = 50_000
+    # Nothing sent live: estimate (datagen/estimate.py), or hand the requests to another engine (datagen/handoff.py).
+    dry_run: bool = False
+    price_in: float | None = None
+    price_out: float | None = None
+    requests_out: Path | None = None
+    results_in: Path | None = None
+
+    def request_shape(self) -> RequestShape:
+        limit_field = "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
+        return RequestShape(token_limit_field=limit_field, omit=self.omit_params, extra_body=self.extra_body)
 
 
 def _utc_now() -> str:
@@ -81,25 +97,26 @@ def fingerprint(parts: dict[str, object]) -> str:
 def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ) -> Teacher:
     if options.teacher == "mock":
         return MockTeacher()
-    if options.teacher != "openai":
-        raise InputError(f"--teacher {options.teacher}: unknown teacher; use mock or openai")
-    if not options.model:
-        raise InputError("--model is required with --teacher openai; pass the model name your endpoint serves")
-    api_key = environ.get("OPENAI_API_KEY")
-    if not api_key:
-        raise InputError(
-            "OPENAI_API_KEY is not set; export it (local servers that ignore keys accept any value), or use --teacher mock for offline test data"
-        )
+    base_url, api_key = resolve_endpoint(options.teacher, options.model, options.base_url, environ)
     limiter = RateLimiter(rpm=options.rpm, tpm=options.tpm, concurrency=options.concurrency)
     return OpenAITeacher(
         model=options.model,
         api_key=api_key,
-        base_url=options.base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        base_url=base_url,
         timeout=options.timeout,
         max_retries=options.max_retries,
         concurrency=options.concurrency,
         limiter=limiter,
+        kind=options.teacher,
     )
+
+
+def teacher_info(options: GenerateOptions, environ: dict[str, str] = os.environ) -> TeacherInfo:
+    """What a run's records will say about their teacher, checked like make_teacher's but with no key needed."""
+    if options.teacher == "mock":
+        return MockTeacher().info
+    resolve_endpoint(options.teacher, options.model, options.base_url, environ, need_key=False)
+    return TeacherInfo(kind=options.teacher, model=options.model, mock=False)
 
 
 def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit: int | None) -> list[int]:
@@ -113,7 +130,7 @@ def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit:
 class Run:
     """One invocation of `generate` over an output folder."""
 
-    def __init__(self, options: GenerateOptions) -> None:
+    def __init__(self, options: GenerateOptions, teacher: Teacher | None = None) -> None:
         self.options = options
         self.out = options.out
         needs_boxes = [task for task in options.tasks if options.contexts[task] == "captions+boxes"]
@@ -124,20 +141,22 @@ class Run:
             )
         self.packs: dict[str, PromptPack] = {task: load_pack(options.prompts, task) for task in options.tasks}
         self.detail_instructions: InstructionList = load_instructions("detail", options.prompts)
-        self.teacher: Teacher = make_teacher(options)
+        self.teacher: Teacher = teacher or make_teacher(options)
         self.source = CocoSource(options.captions, options.instances, snapshot=options.out / SOURCE_SNAPSHOT_FILE)
         self.sampling = SamplingSettings(
             model=self.teacher.info.model,
             temperature=options.temperature,
-            max_tokens=options.max_tokens,
+            max_tokens=options.max_completion_tokens or options.max_tokens,
             seed=options.seed,
             contexts={task: options.contexts[task] for task in options.tasks},
+            shape=options.request_shape(),
         )
         self.fingerprint_parts = self._fingerprint_parts()
         self.started_at = _utc_now()
         self.outcomes: dict[tuple[int, str], str] = {}  # (image_id, task) -> "written" or a reject reason
         self.skipped: dict[str, Counter[str]] = {task: Counter() for task in options.tasks}
-        self.usage = Usage()
+        self.usage = UsageTotals()
+        self.done_before = 0  # items the folder held when this invocation started
 
     def _fingerprint_parts(self) -> dict[str, object]:
         parts: dict[str, object] = {
@@ -151,6 +170,7 @@ class Run:
             "seed": self.sampling.seed,
             "detail_instructions": self.detail_instructions.sha256,
             "shard": list(self.options.shard) if self.options.shard else None,
+            "request_shape": self.sampling.shape.model_dump(mode="json"),
         }
         for task in self.options.tasks:
             parts[f"prompt_pack:{task}"] = self.packs[task].sha256
@@ -186,6 +206,7 @@ class Run:
         for line in self._read_outputs(self.out / REJECTS_FILE):
             if line["task"] in self.options.tasks:
                 self._count_existing(line, line["task"], line["reason"])
+        self.done_before = len(self.outcomes)
 
     def _count_existing(self, line: dict, task: str, outcome: str) -> None:
         self.outcomes[(line["meta"]["image_id"], task)] = outcome
@@ -206,7 +227,21 @@ class Run:
             if (self.out / name).exists():
                 shutil.move(str(self.out / name), aside / name)
 
-    def manifest(self, status: str) -> Manifest:
+    def failure(self) -> str | None:
+        """Why a run that ended without an error still failed: no answer came back, or no record exists."""
+        last_error = getattr(self.teacher, "last_error", None)
+        because = f"; the teacher's last error: {one_line(last_error)}" if last_error else ""
+        failed = sum(counts["request_failed"] for counts in self.skipped.values())
+        if failed and len(self.outcomes) == self.done_before:
+            return f"every request failed ({failed} items left for a rerun){because}"
+        if self.selected and not any(outcome == "written" for (image_id, _), outcome in self.outcomes.items() if image_id in self.selected):
+            reasons = Counter(outcome for (image_id, _), outcome in self.outcomes.items() if image_id in self.selected)
+            reasons.update(reason for counts in self.skipped.values() for reason in counts.elements())
+            summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "nothing was asked"
+            return f"no record could be written ({summary}){because}"
+        return None
+
+    def manifest(self, status: str, failure: str | None = None) -> Manifest:
         counts: dict[str, TaskCounts] = {}
         for task in self.options.tasks:
             counts[task] = TaskCounts(skipped=dict(self.skipped[task]))
@@ -261,10 +296,12 @@ class Run:
             usage=self.usage,
             requests_sent=self.teacher.stats["requests"],
             cache_hits=self.teacher.stats["cache_hits"],
+            last_error=getattr(self.teacher, "last_error", None),
+            failure=failure,
         )
 
-    def write_manifest(self, status: str) -> Manifest:
-        manifest = self.manifest(status)
+    def write_manifest(self, status: str, failure: str | None = None) -> Manifest:
+        manifest = self.manifest(status, failure)
         write_json_atomic(self.out / MANIFEST_FILE, manifest.model_dump(mode="json"))
         return manifest
 
@@ -302,9 +339,17 @@ class Run:
             # Not written anywhere: a rerun asks again, after the transient trouble has passed.
             self.skip(task, "request_failed")
             return
+        except RequestRefused as refused:
+            # A reject, so a rerun does not ask again: the server would refuse this item the same way.
+            reply = ChatReply(text="", finish_reason=None, usage=Usage(prompt_tokens=0, completion_tokens=0))
+            meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
+            self.reject(image, task, "request_refused", str(refused), reply, meta)
+            return
         self.usage = self.usage + reply.usage
         meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
         try:
+            if reply.refusal is not None:
+                raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
             content = parse_answer(task, reply.text, reply.finish_reason)
             record = build_record(image, task, content, meta, self.detail_instructions, self.sampling.seed)
         except Rejected as rejection:
@@ -316,6 +361,9 @@ class Run:
             self.outcomes[(image.image_id, task)] = "written"
             self.on_progress("written")
             return
+        self.reject(image, task, reason, detail, reply, meta)
+
+    def reject(self, image: ImageAnnotations, task: str, reason: str, detail: str, reply: ChatReply, meta) -> None:
         self.rejects.append(build_reject(image, task, reason, detail, reply, meta))
         self.outcomes[(image.image_id, task)] = reason
         self.on_progress("rejected")
@@ -363,6 +411,10 @@ def generate(options: GenerateOptions) -> Manifest:
         from datagen.batch import generate_batch
 
         return generate_batch(options)
+    if options.results_in is not None:
+        from datagen.handoff import ingest_results
+
+        return ingest_results(options)
     return execute(Run(options))
 
 
@@ -387,12 +439,16 @@ def execute(run: Run) -> Manifest:
         finally:
             await run.close()
 
+    failure = None
     try:
         asyncio.run(main())
-        status = "completed"
+        failure = run.failure()
+        status = "completed" if failure is None else "failed"
     finally:
         if sys.exc_info()[0] is KeyboardInterrupt:
             status = "interrupted"
-        manifest = run.write_manifest(status)
+        if isinstance(sys.exc_info()[1], TeacherFatalError):
+            failure = str(sys.exc_info()[1])
+        manifest = run.write_manifest(status, failure)
     display.summary(manifest)
     return manifest

@@ -80,10 +80,16 @@ class ProgressDisplay:
             skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.skipped.items())) or "0"
             table.add_row(task, str(counts.requested), str(counts.written), rejected, skipped)
         console.print(table)
+        usage = manifest.usage
+        cached = f" ({usage.cached_tokens:,} cached)" if usage.cached_tokens else ""
+        unreported = f" | {usage.unreported} answers without usage" if usage.unreported else ""
         console.print(
-            f"tokens: {manifest.usage.prompt_tokens:,} prompt + {manifest.usage.completion_tokens:,} completion"
-            f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}"
+            f"tokens: {usage.prompt_tokens:,} prompt{cached} + {usage.completion_tokens:,} completion{unreported}"
+            f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}",
+            markup=False,
         )
+        if manifest.last_error:
+            console.print(f"teacher's last error: {manifest.last_error}", markup=False)
         if manifest.source.hard_cases:
             handled = ", ".join(f"{case.replace('_', ' ')} {n}" for case, n in manifest.source.hard_cases.items())
             console.print(f"source: {manifest.source.images:,} images; handled {handled}")

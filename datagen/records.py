@@ -15,12 +15,15 @@ IMAGE_TOKEN = "<image>"
 
 RejectReason = Literal[
     "truncated",  # finish_reason == "length": the teacher ran out of tokens mid-answer
-    "refusal",
+    "content_filter",  # finish_reason == "content_filter": the server cut or withheld the answer
+    "unfinished",  # any other finish_reason that is not a natural end (tool_calls, ...); the detail names it
+    "refusal",  # a refusal in the text, or a structured one (`refusal` set, `content` null)
     "reveals_text_source",  # mentions captions, boxes or coordinates: the student would learn to hallucinate them
     "empty",
     "unparseable",
     "wrong_turn_count",
     "request_failed",  # retries exhausted on transient errors
+    "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
 ]
 
 
@@ -68,18 +71,34 @@ class InstructRecord(BaseModel):
 
 
 class Usage(BaseModel):
+    """One answer's tokens as the server reported them; None where it reported nothing (unknown, not zero)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = Field(None, description="Prompt tokens the server served from its prompt cache (usage.prompt_tokens_details)")
+
+
+class UsageTotals(BaseModel):
+    """Tokens summed over answers; answers without reported usage are counted, not summed as zeros."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    unreported: int = Field(0, description="Answers whose server reported no token usage; their tokens are not in the sums")
 
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
+    def __add__(self, other: Usage | UsageTotals) -> UsageTotals:
+        if isinstance(other, UsageTotals):
+            return UsageTotals(**{name: getattr(self, name) + getattr(other, name) for name in UsageTotals.model_fields})
+        return UsageTotals(
+            prompt_tokens=self.prompt_tokens + (other.prompt_tokens or 0),
+            completion_tokens=self.completion_tokens + (other.completion_tokens or 0),
+            cached_tokens=self.cached_tokens + (other.cached_tokens or 0),
+            unreported=self.unreported + (other.prompt_tokens is None or other.completion_tokens is None),
         )
 
 
 class TeacherInfo(BaseModel):
-    kind: Literal["mock", "openai"]
+    kind: Literal["mock", "openai", "azure"]
     model: str
     mock: bool = Field(description="True when the answers come from the offline mock teacher, not a language model")
 
@@ -95,6 +114,7 @@ class RecordMeta(BaseModel):
     box_ids: list[int]
     usage: Usage
     request_key: str = Field(description="Hash of the exact request; the response cache key")
+    finish_reason: str | None = Field(None, description="Why the teacher stopped, as the server said (stop, length, content_filter...)")
 
 
 class GeneratedRecord(InstructRecord):
@@ -156,6 +176,8 @@ class Manifest(BaseModel):
     prompt_hashes: dict[str, str]
     source: SourceStats
     counts: dict[str, TaskCounts]
-    usage: Usage
+    usage: UsageTotals
     requests_sent: int = Field(0, description="HTTP requests sent to the teacher by this invocation, retries included")
     cache_hits: int = 0
+    last_error: str | None = Field(None, description="The teacher's last error message (one line), when a request failed")
+    failure: str | None = Field(None, description="Why the run failed (status failed), in one line")

@@ -11,6 +11,7 @@ from datagen.coco import ImageAnnotations
 from datagen.context import ContextKind, render_context
 from datagen.prompts import InstructionList, PromptPack, build_messages
 from datagen.records import IMAGE_TOKEN, GeneratedRecord, RecordMeta, Reject, TeacherInfo, Turn, record_id
+from datagen.request_shape import RequestShape
 from datagen.teacher import ChatReply, ChatRequest
 
 
@@ -26,6 +27,7 @@ class SamplingSettings(BaseModel):
     max_tokens: int
     seed: int
     contexts: dict[str, ContextKind]
+    shape: RequestShape = RequestShape()
 
 
 def build_request(image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings) -> ChatRequest:
@@ -36,6 +38,7 @@ def build_request(image: ImageAnnotations, task: str, pack: PromptPack, sampling
         temperature=sampling.temperature,
         max_tokens=sampling.max_tokens,
         seed=item_seed(sampling.seed, image.image_id, task, "teacher"),
+        shape=sampling.shape,
     )
 
 
@@ -52,6 +55,7 @@ def build_meta(
         box_ids=[box.annotation_id for box in image.boxes] if shows_boxes else [],
         usage=reply.usage,
         request_key=request.key(),
+        finish_reason=reply.finish_reason,
     )
 
 
@@ -84,7 +88,7 @@ def build_reject(image: ImageAnnotations, task: str, reason: str, detail: str, r
         task=task,
         reason=reason,
         detail=detail,
-        raw=reply.text,
+        raw=reply.text or reply.refusal or "",
         finish_reason=reply.finish_reason,
         meta=meta,
     )

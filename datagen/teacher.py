@@ -10,6 +10,7 @@ import email.utils
 import hashlib
 import json
 import random
+import re
 import time
 from collections import Counter
 from typing import Protocol
@@ -18,12 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from datagen.endpoints import DEFAULT_BASE_URL
 from datagen.errors import TeacherFatalError
 from datagen.ratelimit import RateLimiter
 from datagen.records import TeacherInfo, Usage
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
+from datagen.request_shape import RequestShape, fix_for_refused_field
 
 class ChatRequest(BaseModel):
     # Frozen: the serialised form below is kept, so a changed request must be a new one (model_copy).
@@ -32,12 +32,21 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[dict[str, str]]
     temperature: float
-    max_tokens: int
+    max_tokens: int  # the token limit, sent under the field name the shape says
     seed: int
+    shape: RequestShape = RequestShape()
     _encoded: tuple[bytes, str] | None = PrivateAttr(default=None)
 
     def body(self) -> dict:
-        return self.model_dump()
+        """The JSON body as sent; the default shape gives the fields (hence the cache keys) datagen always sent."""
+        body: dict[str, object] = {"model": self.model, "messages": self.messages}
+        if "temperature" not in self.shape.omit:
+            body["temperature"] = self.temperature
+        body[self.shape.token_limit_field] = self.max_tokens
+        if "seed" not in self.shape.omit:
+            body["seed"] = self.seed
+        body.update(self.shape.extra_body)
+        return body
 
     def encoded(self) -> bytes:
         """The body as sent: canonical JSON (sorted keys, compact, UTF-8), serialised once per request."""
@@ -49,8 +58,7 @@ class ChatRequest(BaseModel):
 
     def _canonical(self) -> tuple[bytes, str]:
         if self._encoded is None:
-            body = {name: getattr(self, name) for name in type(self).model_fields}  # model_dump() would copy every message
-            data = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+            data = json.dumps(self.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
             self._encoded = (data, hashlib.sha256(data).hexdigest())
         return self._encoded
 
@@ -64,6 +72,7 @@ class ChatReply(BaseModel):
     text: str
     finish_reason: str | None
     usage: Usage
+    refusal: str | None = None  # a structured refusal (`message.refusal`); `text` is then usually empty
 
 
 class Teacher(Protocol):
@@ -86,7 +95,7 @@ class MockTeacher:
         from datagen.mock_teacher import estimate_tokens, mock_answer
 
         self.stats["requests"] += 1
-        text = mock_answer(request.messages, request.seed)
+        text = mock_answer(request.messages, request.body().get("seed"))
         finish_reason = "stop"
         completion_tokens = estimate_tokens(text)
         if completion_tokens > request.max_tokens:
@@ -103,6 +112,20 @@ class RetryableError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RequestRefused(Exception):
+    """The server refused this one request (too long, too large...) after it had accepted the run's first one."""
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """A server's message as one line (newlines collapsed), short enough for a summary or a log."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# A 4xx that names this item's size, not the request's shape: refusing the item lets the run go on.
+_ITEM_TOO_BIG = re.compile(r"context.length|context.window|maximum context|too many tokens|too long|too large|exceeds the", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -147,18 +170,56 @@ def _wait_for(state: RetryCallState) -> float:
     return _BACKOFF(state) if delay is None else delay
 
 
+def _token_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse_usage(usage: object) -> Usage:
+    """Usage as reported; what the server left out stays unknown (None) rather than becoming 0."""
+    if not isinstance(usage, dict):
+        return Usage()
+    details = usage.get("prompt_tokens_details")
+    return Usage(
+        prompt_tokens=_token_count(usage.get("prompt_tokens")),
+        completion_tokens=_token_count(usage.get("completion_tokens")),
+        cached_tokens=_token_count(details.get("cached_tokens")) if isinstance(details, dict) else None,
+    )
+
+
+def _content_text(content: object) -> str:
+    """`content` as a string, or as a list of parts (gateways, reasoning models): the text parts joined."""
+    if isinstance(content, list):
+        return "".join(part["text"] for part in content if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str))
+    if content is None or isinstance(content, str):
+        return content or ""
+    raise TypeError("content is neither text nor a list of parts")
+
+
 def parse_completion(data: object) -> ChatReply:
     """A chat.completion object, live or from a Batch API output line, as a reply."""
+    if isinstance(data, dict) and "error" in data and "choices" not in data:
+        # Some servers and gateways answer HTTP 200 with an error object: a transient failure, not an answer.
+        raise RetryableError(f"HTTP 200 with an error body: {one_line(_message_of(data))}")
     try:
         choice = data["choices"][0]
-        usage = data.get("usage") or {}
+        message = choice["message"]
+        refusal = message.get("refusal")
         return ChatReply(
-            text=choice["message"].get("content") or "",
+            text=_content_text(message.get("content")),
             finish_reason=choice.get("finish_reason"),
-            usage=Usage(prompt_tokens=usage.get("prompt_tokens") or 0, completion_tokens=usage.get("completion_tokens") or 0),
+            usage=parse_usage(data.get("usage")),
+            refusal=refusal if isinstance(refusal, str) and refusal.strip() else None,
         )
     except (KeyError, IndexError, TypeError, AttributeError):
         raise RetryableError("malformed response body") from None
+
+
+def _message_of(data: object) -> str:
+    """The message of an OpenAI-style error object (`{"error": {"message": ...}}`, or a bare string)."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or error)
+    return str(error if error is not None else data)
 
 
 class OpenAITeacher:
@@ -166,6 +227,7 @@ class OpenAITeacher:
 
     The openai SDK spends ~4 ms of CPU per request on this machine, our whole per-record budget; the wire
     format is the same, so we send the request ourselves and keep the SDK for the Batch API's file calls.
+    `kind="azure"` sends the key in an `api-key` header, as Azure OpenAI deployments expect.
     """
 
     def __init__(
@@ -177,10 +239,16 @@ class OpenAITeacher:
         max_retries: int = 6,
         concurrency: int = 16,
         limiter: RateLimiter | None = None,
+        kind: str = "openai",
     ) -> None:
-        self.info = TeacherInfo(kind="openai", model=model, mock=False)
+        self.info = TeacherInfo(kind=kind, model=model, mock=False)
         self.base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url)
+        # The query string stays a query string (Azure's api-version lives there), after the added path.
+        self.chat_url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
         self._api_key = api_key
+        self._key_header = {"api-key": api_key} if kind == "azure" else {"Authorization": f"Bearer {api_key}"}
+        self._key_variable = "AZURE_OPENAI_API_KEY" if kind == "azure" else "OPENAI_API_KEY"
         self._timeout = timeout
         self._max_retries = max_retries
         self._concurrency = concurrency
@@ -190,6 +258,7 @@ class OpenAITeacher:
         self._probe_lock = asyncio.Lock()
         self._fatal: TeacherFatalError | None = None
         self.stats: Counter[str] = Counter()
+        self.last_error: str | None = None
 
     def _client(self):
         if self._session is None:
@@ -198,7 +267,7 @@ class OpenAITeacher:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
-                headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
+                headers={**self._key_header, "Content-Type": "application/json"},
                 json_serialize=json.dumps,
             )
         return self._session
@@ -206,6 +275,7 @@ class OpenAITeacher:
     async def complete(self, request: ChatRequest) -> ChatReply:
         if not self._verified.is_set():
             # One request goes first: a wrong key or model then costs one request, not `concurrency` of them.
+            # Only an answer verifies; an item refused for its size leaves the next request to go first.
             async with self._probe_lock:
                 if self._fatal is not None:
                     raise self._fatal
@@ -214,6 +284,7 @@ class OpenAITeacher:
                         reply = await self._complete_with_retries(request)
                     except TeacherFatalError as error:
                         self._fatal = error
+                        self.last_error = str(error)
                         raise
                     self._verified.set()
                     return reply
@@ -241,6 +312,10 @@ class OpenAITeacher:
                 return await self._send(request)
         raise AssertionError("unreachable: tenacity returns the reply or reraises the last error")
 
+    def _transient(self, message: str, retry_after: float | None = None) -> RetryableError:
+        self.last_error = message
+        return RetryableError(message, retry_after)
+
     async def _send(self, request: ChatRequest) -> ChatReply:
         import aiohttp
 
@@ -248,45 +323,63 @@ class OpenAITeacher:
         async with self.limiter.slot(estimated_tokens) as outcome:
             self.stats["requests"] += 1
             try:
-                async with self._client().post(self.base_url + "/chat/completions", data=request.encoded()) as response:
+                async with self._client().post(self.chat_url, data=request.encoded()) as response:
                     status = response.status
                     raw = await response.read()
                     headers = response.headers
             except (asyncio.TimeoutError, aiohttp.ClientError) as error:
                 self.stats["connection_errors"] += 1
-                raise RetryableError(f"{type(error).__name__}: {error}") from None
+                raise self._transient(f"{type(error).__name__}: {error}") from None
             self.stats[f"http_{status}"] += 1
             if status == 200:
                 reply = self._parse(raw)
                 outcome.ok = True
                 return reply
             outcome.throttled = status == 429
-            message = self._error_message(raw)
+            message, code, param = self._error_details(raw)
         if status in (408, 409, 429) or status >= 500:
-            raise RetryableError(f"HTTP {status}: {message}", parse_retry_after(headers))
+            raise self._transient(f"HTTP {status}: {message}", parse_retry_after(headers))
         where = redact_url(self.base_url)
         if status in (401, 403):
             raise TeacherFatalError(
-                f"the teacher at {where} rejected the API key (HTTP {status}); set OPENAI_API_KEY to a valid key for it"
+                f"the teacher at {where} rejected the API key (HTTP {status}); set {self._key_variable} to a valid key for it"
             )
         if status == 404:
+            what = "deployment" if self.info.kind == "azure" else "model"
             raise TeacherFatalError(
-                f"the teacher at {where} answered 404 for model {self.info.model!r}: {message}; check --model and --base-url"
+                f"the teacher at {where} answered 404 for {what} {self.info.model!r}: {message}; check --model and --base-url"
             )
-        raise TeacherFatalError(f"the teacher at {where} refused the request (HTTP {status}): {message}")
+        if self._verified.is_set() or status == 413 or code == "context_length_exceeded" or _ITEM_TOO_BIG.search(message):
+            # After the run's first answer the request's shape is known good: this item alone is at fault.
+            self.stats["refused"] += 1
+            self.last_error = f"HTTP {status}: {message}"
+            raise RequestRefused(self.last_error)
+        fix = fix_for_refused_field(message, param, request.shape)
+        raise TeacherFatalError(f"the teacher at {where} refused the request (HTTP {status}): {message}" + (f"; {fix}" if fix else ""))
 
     def _parse(self, raw: bytes) -> ChatReply:
         try:
             return parse_completion(json.loads(raw))
-        except (ValueError, RetryableError):
+        except ValueError:
             self.stats["malformed"] += 1
-            raise RetryableError("malformed response body") from None
+            raise self._transient("malformed response body") from None
+        except RetryableError as error:
+            self.stats["error_body" if str(error).startswith("HTTP 200") else "malformed"] += 1
+            raise self._transient(self._hide_key(str(error))) from None
 
-    def _error_message(self, raw: bytes) -> str:
+    def _error_details(self, raw: bytes) -> tuple[str, str | None, object]:
+        """The error's message (one line, the key hidden), code and param, from a JSON error body or plain text."""
+        code = param = None
         try:
-            message = str(json.loads(raw)["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = raw[:200].decode("utf-8", "replace")
+            data = json.loads(raw)
+            message = _message_of(data)
+            if isinstance(data.get("error"), dict):
+                code, param = data["error"].get("code"), data["error"].get("param")
+        except (ValueError, AttributeError):
+            message = raw[:300].decode("utf-8", "replace")
+        return self._hide_key(one_line(message)), code if isinstance(code, str) else None, param
+
+    def _hide_key(self, message: str) -> str:
         # Some servers quote part of the key they were given; never pass it on.
         return message.replace(self._api_key, "***") if self._api_key else message
 

@@ -393,9 +393,9 @@ def test_safe_argv_redacts_key_anywhere_and_url_credentials(monkeypatch) -> None
 
 def test_truncated_answers_become_rejects_and_are_counted(tmp_path: Path) -> None:
     out = tmp_path / "short"
-    run_generate(out, "--max-tokens", "30", "--limit", "4")
+    run_generate(out, "--max-tokens", "80", "--limit", "4")
     rejects = read_jsonl(out / "rejects.jsonl")
-    assert rejects, "a 30-token budget must cut some mock answers"
+    assert rejects, "an 80-token budget must cut some mock answers (and leave some whole: a run that writes nothing fails)"
     for row in rejects:
         reject = Reject.model_validate(row)
         assert reject.reason == "truncated" and reject.finish_reason == "length" and reject.raw
@@ -407,7 +407,7 @@ def test_truncated_answers_become_rejects_and_are_counted(tmp_path: Path) -> Non
         assert counts["written"] == len(read_jsonl(out / f"{task}.jsonl"))
         assert counts["requested"] == 4 == counts["written"] + len(mine) + sum(counts["skipped"].values())
     # A rerun keeps rejects as done: no new requests, no duplicate reject lines.
-    run_generate(out, "--max-tokens", "30", "--limit", "4")
+    run_generate(out, "--max-tokens", "80", "--limit", "4")
     assert manifest(out)["requests_sent"] == 0 and len(read_jsonl(out / "rejects.jsonl")) == len(rejects)
 
 

@@ -1,0 +1,47 @@
+"""Which server a run talks to and with which key: any OpenAI-compatible base URL, or an Azure OpenAI deployment.
+
+Azure settings are read the way the openai SDK's `AzureOpenAI` reads them: AZURE_OPENAI_ENDPOINT (the
+resource, e.g. https://NAME.openai.azure.com), AZURE_OPENAI_API_KEY and OPENAI_API_VERSION; `--model` is the
+deployment name. Requests then go to /openai/deployments/NAME/chat/completions?api-version=... with the key in
+an `api-key` header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote, urlencode
+
+from datagen.errors import InputError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+TEACHERS = ("mock", "openai", "azure")
+
+
+def azure_base_url(endpoint: str, deployment: str, api_version: str) -> str:
+    return f"{endpoint.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}?{urlencode({'api-version': api_version})}"
+
+
+def resolve_endpoint(
+    teacher: str, model: str | None, base_url: str | None, environ: Mapping[str, str], need_key: bool = True
+) -> tuple[str, str | None]:
+    """(base URL, API key) for an HTTP teacher; the key is None when not needed (nothing will be sent)."""
+    if teacher not in TEACHERS or teacher == "mock":
+        raise InputError(f"--teacher {teacher}: unknown teacher; use mock, openai or azure")
+    if not model:
+        what = "deployment name" if teacher == "azure" else "model name your endpoint serves"
+        raise InputError(f"--model is required with --teacher {teacher}; pass the {what}")
+    if teacher == "azure":
+        endpoint = base_url or environ.get("AZURE_OPENAI_ENDPOINT")
+        if not endpoint:
+            raise InputError("AZURE_OPENAI_ENDPOINT is not set; export your resource's URL (https://NAME.openai.azure.com) or pass --base-url")
+        api_version = environ.get("OPENAI_API_VERSION")
+        if not api_version:
+            raise InputError("OPENAI_API_VERSION is not set; export the Azure OpenAI API version your deployment takes, e.g. 2024-10-21")
+        key_variable, url = "AZURE_OPENAI_API_KEY", azure_base_url(endpoint, model, api_version)
+    else:
+        key_variable, url = "OPENAI_API_KEY", base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    api_key = environ.get(key_variable)
+    if need_key and not api_key:
+        hint = " (local servers that ignore keys accept any value)" if teacher == "openai" else ""
+        raise InputError(f"{key_variable} is not set; export it{hint}, or use --teacher mock for offline test data")
+    return url, api_key

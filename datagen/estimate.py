@@ -1,0 +1,57 @@
+"""`generate --dry-run`: how many requests a run would send and roughly how many tokens, sending nothing.
+
+Prompt tokens are estimated at about four characters per token plus a few per message for the chat framing
+(real tokenizers differ by some tens of percent); completion tokens at the length of the prompt pack's own
+example answers, capped at the token limit, with the limit itself as the upper bound.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from datagen.handoff import planned_requests
+from datagen.mock_teacher import estimate_tokens
+from datagen.pipeline import GenerateOptions
+from datagen.prompts import load_pack
+
+MESSAGE_FRAMING_TOKENS = 4  # role and separators around each chat message
+
+
+class Estimate(BaseModel):
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    completion_tokens_max: int
+    cost: float | None = None
+    cost_max: float | None = None
+
+
+def estimate(options: GenerateOptions) -> Estimate:
+    needed = planned_requests(options)
+    typical = {}
+    for task in options.tasks:
+        shots = load_pack(options.prompts, task).shots
+        typical[task] = sum(estimate_tokens(shot.response) for shot in shots) // max(1, len(shots))
+    prompt = completion = completion_max = 0
+    for cid, request in needed.items():
+        task = cid.split(":")[1]
+        prompt += sum(estimate_tokens(message["content"]) + MESSAGE_FRAMING_TOKENS for message in request.messages)
+        completion += min(typical[task] or request.max_tokens, request.max_tokens)
+        completion_max += request.max_tokens
+    result = Estimate(requests=len(needed), prompt_tokens=prompt, completion_tokens=completion, completion_tokens_max=completion_max)
+    if options.price_in is not None or options.price_out is not None:
+        price_in, price_out = (options.price_in or 0.0) / 1e6, (options.price_out or 0.0) / 1e6
+        result.cost = prompt * price_in + completion * price_out
+        result.cost_max = prompt * price_in + completion_max * price_out
+    return result
+
+
+def describe(result: Estimate) -> str:
+    lines = [
+        f"dry run: {result.requests} requests would be sent (nothing was sent)",
+        f"estimated tokens: {result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion"
+        f" (at most {result.completion_tokens_max:,} completion)",
+    ]
+    if result.cost is not None:
+        lines.append(f"estimated cost: {result.cost:,.2f} (at most {result.cost_max:,.2f}) before any prompt-cache discount")
+    return "\n".join(lines)
