@@ -296,11 +296,17 @@ def mock_server_command(
     model: list[str] = typer.Option(["mock-teacher"], "--model", help="Model name listed by /v1/models (repeatable)."),
     only_listed_models: bool = typer.Option(False, "--only-listed-models", help="Answer 404 for models not listed."),
     batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
+    quirk: list[str] = typer.Option(
+        [], "--quirk", help="NAME or NAME=RATE, repeatable: parts, refusal, error200, context_length, too_large, content_filter,"
+        " no_usage, cached, null_finish, reasoning, no_seed (see datagen/mock_server.py QUIRKS)."
+    ),
+    context_window: int = typer.Option(4096, "--context-window", min=1, help="Tokens of prompt + limit allowed (--quirk context_length)."),
+    max_body_bytes: int = typer.Option(65536, "--max-body-bytes", min=1, help="Largest request body accepted (--quirk too_large)."),
 ) -> None:
     """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
     import asyncio
 
-    from datagen.mock_server import MockServerConfig, serve
+    from datagen.mock_server import MockServerConfig, parse_quirk, serve
 
     try:
         config = MockServerConfig(
@@ -322,6 +328,9 @@ def mock_server_command(
             models=tuple(model),
             accept_any_model=not only_listed_models,
             batch_delay_s=batch_delay_s,
+            quirks=dict(parse_quirk(value) for value in quirk),
+            context_window=context_window,
+            max_body_bytes=max_body_bytes,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

@@ -3,12 +3,16 @@
 It speaks enough of the OpenAI HTTP API (chat completions, models, files and batches) for the
 official SDK and our pipeline to run against it offline, and injects the failures real servers
 produce (rate limits, 5xx, hangs, dropped connections, broken JSON, truncation, refusals) at chosen
-rates, so retry and validation logic can be tested and benchmarked reproducibly.
+rates, so retry and validation logic can be tested and benchmarked reproducibly. Quirks (`QUIRKS`) switch
+on the ways real endpoints differ from OpenAI's own: content as parts, structured refusals, errors inside
+a 200, context-length and size limits, content filters, missing usage, reasoning-model parameter rules,
+and Azure's deployment paths.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import itertools
 import json
@@ -27,9 +31,27 @@ from datagen.mock_teacher import estimate_tokens, mock_answer
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 CHAT_ENDPOINT = "/v1/chat/completions"
+AZURE_CHAT_ENDPOINT = "/openai/deployments/{deployment}/chat/completions"
+
+# Quirk -> what it does. Per-item quirks pick the same requests every time (drawn from the body's hash), so a
+# rerun meets them again; error200 is transient (drawn from the fault sequence), so a retry may get through.
+QUIRKS = {
+    "parts": "content as a list of text parts instead of a string",
+    "refusal": "a structured refusal: content null, the text in `refusal`",
+    "error200": "HTTP 200 whose body is an error object (transient), its message over two lines",
+    "context_length": "HTTP 400 context_length_exceeded when prompt + token limit exceed --context-window",
+    "too_large": "HTTP 413 (a proxy's HTML page) for bodies over --max-body-bytes",
+    "content_filter": "the answer cut in half with finish_reason content_filter",
+    "no_usage": "no `usage` in the answer",
+    "cached": "usage.prompt_tokens_details.cached_tokens: every message but the last counted as cached",
+    "null_finish": "finish_reason null",
+    "reasoning": "a reasoning model's rules: HTTP 400 for max_tokens (takes max_completion_tokens) and for any temperature but 1",
+    "no_seed": "HTTP 400 for a `seed` field",
+}
+_TRANSIENT_QUIRKS = frozenset({"error200"})
 
 # Every outcome a chat request can have; /_stats always lists them, zeros included.
-OUTCOMES = ("ok", "length", "refusal", "429", "500", "hang", "drop", "malformed", "401", "400", "404")
+OUTCOMES = ("ok", "length", "refusal", "429", "500", "hang", "drop", "malformed", "401", "400", "404", "413", *QUIRKS)
 
 _BROKEN_JSON = b'{"id": "chatcmpl-mock", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assis'
 _SERVER_ERRORS = (500, 502, 503)
@@ -69,12 +91,21 @@ class MockServerConfig:
     models: tuple[str, ...] = ("mock-teacher",)
     accept_any_model: bool = True
     batch_delay_s: float = 0.05
+    quirks: Optional[dict[str, float]] = None  # quirk name -> share of requests it applies to
+    context_window: int = 4096
+    max_body_bytes: int = 65536
 
     def __post_init__(self) -> None:
         rates = self.fault_rates()
         if any(not 0.0 <= p <= 1.0 for p in rates.values()) or sum(rates.values()) > 1.0 + 1e-9:
             raise ValueError(f"fault probabilities must lie in [0, 1] and sum to at most 1, got {rates}")
         self.models = tuple(self.models)
+        self.quirks = dict(self.quirks or {})
+        unknown = sorted(set(self.quirks) - set(QUIRKS))
+        if unknown:
+            raise ValueError(f"unknown quirk {', '.join(unknown)}; choose from {', '.join(QUIRKS)}")
+        if any(not 0.0 <= rate <= 1.0 for rate in self.quirks.values()):
+            raise ValueError(f"quirk rates must lie in [0, 1], got {self.quirks}")
 
     def fault_rates(self) -> dict[str, float]:
         return {
@@ -86,6 +117,15 @@ class MockServerConfig:
             "length": self.p_length,
             "refusal": self.p_refusal,
         }
+
+
+def parse_quirk(value: str) -> tuple[str, float]:
+    """`NAME` (every request) or `NAME=RATE` (that share of requests)."""
+    name, _, rate = value.partition("=")
+    try:
+        return name.strip(), float(rate) if rate else 1.0
+    except ValueError:
+        raise ValueError(f"--quirk {value}: write NAME or NAME=RATE with RATE in [0, 1]") from None
 
 
 def _fault_table(rates: dict[str, float]) -> list[tuple[float, str]]:
@@ -100,6 +140,10 @@ def _fault_table(rates: dict[str, float]) -> list[tuple[float, str]]:
 
 def _json_response(payload: object, status: int = 200, headers: Optional[dict] = None) -> web.Response:
     return web.Response(body=json.dumps(payload).encode(), status=status, headers=headers, content_type="application/json")
+
+
+def _error(status: int, message: str, code: Optional[str] = None, param: Optional[str] = None, kind: str = "invalid_request_error") -> web.Response:
+    return _json_response({"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status)
 
 
 def _error_body(status: int) -> dict:
@@ -142,6 +186,8 @@ class MockBackend:
     def reset(self) -> None:
         """Zero the counters and restart the fault sequence (RNG and --fail-first countdown)."""
         self.counts = dict.fromkeys(("total",) + OUTCOMES, 0)
+        # The last chat requests as received (path, query, how the key came, body), for tests to check.
+        self.requests: collections.deque[dict] = collections.deque(maxlen=2000)
         self._body_hashes: set[bytes] = set()
         self._rng = random.Random(self.config.seed)
         self._failures_left = self.config.fail_first
@@ -156,19 +202,40 @@ class MockBackend:
     # --- lifecycle ---
 
     def app(self) -> web.Application:
-        middlewares = [self._require_api_key] if self.config.api_key is not None else []
+        middlewares = [self._json_errors] + ([self._require_api_key] if self.config.api_key is not None else [])
         app = web.Application(middlewares=middlewares, client_max_size=256 * 1024**2)
         app.router.add_post(CHAT_ENDPOINT, self.chat_completions)
+        app.router.add_post(AZURE_CHAT_ENDPOINT, self.azure_chat_completions)
         app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model}", self.retrieve_model)
+        app.router.add_get("/v1/files", self.list_files)
         app.router.add_post("/v1/files", self.create_file)
         app.router.add_get("/v1/files/{file_id}", self.retrieve_file)
+        app.router.add_delete("/v1/files/{file_id}", self.delete_file)
         app.router.add_get("/v1/files/{file_id}/content", self.file_content)
+        app.router.add_get("/v1/batches", self.list_batches)
         app.router.add_post("/v1/batches", self.create_batch)
         app.router.add_get("/v1/batches/{batch_id}", self.retrieve_batch)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel_batch)
         app.router.add_get("/_stats", self.stats_endpoint)
+        app.router.add_get("/_requests", self.requests_endpoint)
         app.router.add_post("/_reset", self.reset_endpoint)
         return app
+
+    @web.middleware
+    async def _json_errors(self, request: web.Request, handler):
+        # Unknown routes and wrong methods answer as the API does, in JSON, not aiohttp's plain-text pages.
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return _error(404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
+        except web.HTTPMethodNotAllowed as error:
+            allowed = ", ".join(sorted(error.allowed_methods))
+            return _json_response(
+                {"error": {"message": f"{request.method} is not allowed on {request.path}; use {allowed}.", "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}},
+                status=405,
+                headers={"Allow": allowed},
+            )
 
     async def start(self) -> str:
         self._closing = asyncio.Event()
@@ -196,14 +263,78 @@ class MockBackend:
 
     @web.middleware
     async def _require_api_key(self, request: web.Request, handler):
-        if request.path.startswith("/v1/") and request.headers.get("Authorization") != f"Bearer {self.config.api_key}":
-            if request.path == CHAT_ENDPOINT:
+        # Azure deployments take the key in an `api-key` header; OpenAI's API as a bearer token.
+        if request.path.startswith("/openai/"):
+            given = request.headers.get("api-key")
+        elif request.path.startswith("/v1/"):
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        else:
+            return await handler(request)
+        if given != self.config.api_key:
+            if request.path.endswith("/chat/completions"):
                 self._count("total")
                 self._count("401")
             return _json_response(_error_body(401), status=401)
         return await handler(request)
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def azure_chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if "api-version" not in request.query:
+            self._count("total")
+            self._count("404")
+            return _error(404, "Resource not found", code="404")
+        deployment = request.match_info["deployment"]
+        if not self.config.accept_any_model and deployment not in self.config.models:
+            self._count("total")
+            self._count("404")
+            return _error(404, "The API deployment for this resource does not exist.", code="DeploymentNotFound")
+        return await self.chat_completions(request, deployment=deployment)
+
+    def _record(self, request: web.Request, body: object) -> None:
+        if "api-key" in request.headers:
+            auth = "api-key"
+        elif request.headers.get("Authorization", "").startswith("Bearer "):
+            auth = "bearer"
+        else:
+            auth = None
+        self.requests.append({"path": request.path, "query": dict(request.query), "auth": auth, "body": body})
+
+    def _applies(self, quirk: str, identity: bytes) -> bool:
+        rate = self.config.quirks.get(quirk, 0.0)
+        if rate <= 0.0:
+            return False
+        if quirk in _TRANSIENT_QUIRKS:
+            return self._rng.random() < rate
+        digest = hashlib.blake2b(quirk.encode() + b"\0" + identity, digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < rate
+
+    def _refuse_fields(self, body: dict) -> Optional[web.Response]:
+        """The 400s of servers that do not take every field we might send (reasoning models, no seed, no stream)."""
+        if body.get("stream"):
+            self._count("400")
+            return _error(400, "This mock server does not stream; send stream=false.", code="unsupported_parameter", param="stream")
+        if "reasoning" in self.config.quirks:
+            if "max_tokens" in body:
+                self._count("reasoning")
+                return _error(
+                    400,
+                    "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                    code="unsupported_parameter",
+                    param="max_tokens",
+                )
+            if body.get("temperature", 1) != 1:
+                self._count("reasoning")
+                return _error(
+                    400,
+                    f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the default (1) value is supported.",
+                    code="unsupported_value",
+                    param="temperature",
+                )
+        if "no_seed" in self.config.quirks and "seed" in body:
+            self._count("no_seed")
+            return _error(400, "Unrecognized request argument supplied: seed", param="seed")
+        return None
+
+    async def chat_completions(self, request: web.Request, deployment: Optional[str] = None) -> web.StreamResponse:
         self.counts["total"] += 1
         raw = await request.read()
         self._body_hashes.add(hashlib.blake2b(raw, digest_size=16).digest())
@@ -212,16 +343,44 @@ class MockBackend:
         if self._failures_left > 0:
             self._failures_left -= 1
             return self._failure(self.config.fail_status)
+        if "too_large" in self.config.quirks and len(raw) > self.config.max_body_bytes:
+            self._count("413")
+            self._count("too_large")
+            page = b"<html><head><title>413 Request Entity Too Large</title></head><body><center><h1>413 Request Entity Too Large</h1></center></body></html>"
+            return web.Response(body=page, status=413, content_type="text/html")
         try:
             body = json.loads(raw)
             messages = body["messages"]
         except (ValueError, KeyError, TypeError):
             self._count("400")
             return _json_response(_error_body(400), status=400)
-        model = body.get("model") or self.config.models[0]
-        if not self.config.accept_any_model and model not in self.config.models:
+        self._record(request, body)
+        # Per-item quirks hash the body's content, not its bytes: the same request picks the same quirks
+        # however a client serialises it (our canonical JSON, a batch engine's).
+        identity = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        refused = self._refuse_fields(body)
+        if refused is not None:
+            return refused
+        model = deployment or body.get("model") or self.config.models[0]
+        if deployment is None and not self.config.accept_any_model and model not in self.config.models:
             self._count("404")
             return _json_response(_error_body(404), status=404)
+        if "context_length" in self.config.quirks:
+            prompt = sum(estimate_tokens(m["content"]) for m in messages if isinstance(m.get("content"), str))
+            wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+            if wanted > self.config.context_window:
+                self._count("context_length")
+                # vLLM's wording, with OpenAI's code.
+                return _error(
+                    400,
+                    f"This model's maximum context length is {self.config.context_window} tokens. However, you requested {wanted}"
+                    f" tokens ({prompt} in the messages, {wanted - prompt} in the completion). Please reduce the length of the messages or completion.",
+                    code="context_length_exceeded",
+                    param="messages",
+                )
+        if self._applies("error200", identity):
+            self._count("error200")
+            return _error(200, "The engine is currently overloaded.\nPlease try again later.", kind="server_error", code="overloaded")
 
         outcome = self._draw(self._chat_faults)
         if outcome == "429":
@@ -240,7 +399,35 @@ class MockBackend:
             return web.Response(body=_BROKEN_JSON, content_type="application/json")
         completion, outcome = self._completion(body, messages, model, outcome)
         self._count(outcome)
+        self._apply_answer_quirks(completion, identity, messages)
         return _json_response(completion)
+
+    def _apply_answer_quirks(self, completion: dict, identity: bytes, messages: list) -> None:
+        choice = completion["choices"][0]
+        message = choice["message"]
+        content = message["content"]
+        if self._applies("content_filter", identity):
+            self._count("content_filter")
+            message["content"] = content = _truncate(content, max(1, len(content) // 2))
+            choice["finish_reason"] = "content_filter"
+        if self._applies("refusal", identity):
+            self._count("refusal")
+            message["content"], message["refusal"] = None, "I'm sorry, I can't help with that request."
+        elif self._applies("parts", identity):
+            self._count("parts")
+            cut = content.find(" ", len(content) // 2)
+            cut = cut if cut > 0 else len(content)
+            message["content"] = [{"type": "text", "text": content[:cut]}, {"type": "text", "text": content[cut:]}]
+        if self._applies("null_finish", identity):
+            self._count("null_finish")
+            choice["finish_reason"] = None
+        if self._applies("cached", identity):
+            self._count("cached")
+            cached = sum(estimate_tokens(m["content"]) for m in messages[:-1] if isinstance(m.get("content"), str))
+            completion["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+        if self._applies("no_usage", identity):
+            self._count("no_usage")
+            del completion["usage"]
 
     def _draw(self, table: list[tuple[float, str]]) -> str:
         if not table:
@@ -305,6 +492,28 @@ class MockBackend:
     async def list_models(self, request: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "datagen"} for name in self.config.models]
         return _json_response({"object": "list", "data": data})
+
+    async def retrieve_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if name not in self.config.models and not self.config.accept_any_model:
+            return _error(404, f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+        return _json_response({"id": name, "object": "model", "created": 0, "owned_by": "datagen"})
+
+    async def list_files(self, request: web.Request) -> web.Response:
+        purpose = request.query.get("purpose")
+        data = [meta for meta, _ in self._files.values() if purpose is None or meta["purpose"] == purpose]
+        return _json_response({"object": "list", "data": data, "has_more": False})
+
+    async def delete_file(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        if self._files.pop(file_id, None) is None:
+            return _json_response(_error_body(404), status=404)
+        return _json_response({"id": file_id, "object": "file", "deleted": True})
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        data = list(self._batches.values())
+        return _json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                               "last_id": data[-1]["id"] if data else None, "has_more": False})
 
     # --- files ---
 
@@ -486,6 +695,9 @@ class MockBackend:
 
     async def stats_endpoint(self, request: web.Request) -> web.Response:
         return _json_response(self.stats())
+
+    async def requests_endpoint(self, request: web.Request) -> web.Response:
+        return _json_response(list(self.requests))
 
     async def reset_endpoint(self, request: web.Request) -> web.Response:
         self.reset()
