@@ -142,8 +142,12 @@ def _json_response(payload: object, status: int = 200, headers: Optional[dict] =
     return web.Response(body=json.dumps(payload).encode(), status=status, headers=headers, content_type="application/json")
 
 
+def _error_payload(message: str, code: Optional[str] = None, param: Optional[str] = None, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 def _error(status: int, message: str, code: Optional[str] = None, param: Optional[str] = None, kind: str = "invalid_request_error") -> web.Response:
-    return _json_response({"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status)
+    return _json_response(_error_payload(message, code, param, kind), status=status)
 
 
 def _error_body(status: int) -> dict:
@@ -307,31 +311,35 @@ class MockBackend:
         digest = hashlib.blake2b(quirk.encode() + b"\0" + identity, digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64 < rate
 
-    def _refuse_fields(self, body: dict) -> Optional[web.Response]:
-        """The 400s of servers that do not take every field we might send (reasoning models, no seed, no stream)."""
+    def _refusal(self, body: dict, messages: list) -> Optional[tuple[int, dict]]:
+        """(status, error body) when this server refuses the request as a whole: a field it does not take
+        (stream, a reasoning model's max_tokens or temperature, seed) or, with context_length, its size."""
         if body.get("stream"):
             self._count("400")
-            return _error(400, "This mock server does not stream; send stream=false.", code="unsupported_parameter", param="stream")
+            return 400, _error_payload("This mock server does not stream; send stream=false.", code="unsupported_parameter", param="stream")
         if "reasoning" in self.config.quirks:
             if "max_tokens" in body:
                 self._count("reasoning")
-                return _error(
-                    400,
-                    "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-                    code="unsupported_parameter",
-                    param="max_tokens",
-                )
+                message = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+                return 400, _error_payload(message, code="unsupported_parameter", param="max_tokens")
             if body.get("temperature", 1) != 1:
                 self._count("reasoning")
-                return _error(
-                    400,
-                    f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the default (1) value is supported.",
-                    code="unsupported_value",
-                    param="temperature",
-                )
+                message = f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the default (1) value is supported."
+                return 400, _error_payload(message, code="unsupported_value", param="temperature")
         if "no_seed" in self.config.quirks and "seed" in body:
             self._count("no_seed")
-            return _error(400, "Unrecognized request argument supplied: seed", param="seed")
+            return 400, _error_payload("Unrecognized request argument supplied: seed", param="seed")
+        if "context_length" in self.config.quirks:
+            prompt = sum(estimate_tokens(m["content"]) for m in messages if isinstance(m.get("content"), str))
+            wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+            if wanted > self.config.context_window:
+                self._count("context_length")
+                # vLLM's wording, with OpenAI's code.
+                message = (
+                    f"This model's maximum context length is {self.config.context_window} tokens. However, you requested {wanted}"
+                    f" tokens ({prompt} in the messages, {wanted - prompt} in the completion). Please reduce the length of the messages or completion."
+                )
+                return 400, _error_payload(message, code="context_length_exceeded", param="messages")
         return None
 
     async def chat_completions(self, request: web.Request, deployment: Optional[str] = None) -> web.StreamResponse:
@@ -358,26 +366,13 @@ class MockBackend:
         # Per-item quirks hash the body's content, not its bytes: the same request picks the same quirks
         # however a client serialises it (our canonical JSON, a batch engine's).
         identity = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        refused = self._refuse_fields(body)
-        if refused is not None:
-            return refused
         model = deployment or body.get("model") or self.config.models[0]
         if deployment is None and not self.config.accept_any_model and model not in self.config.models:
             self._count("404")
             return _json_response(_error_body(404), status=404)
-        if "context_length" in self.config.quirks:
-            prompt = sum(estimate_tokens(m["content"]) for m in messages if isinstance(m.get("content"), str))
-            wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
-            if wanted > self.config.context_window:
-                self._count("context_length")
-                # vLLM's wording, with OpenAI's code.
-                return _error(
-                    400,
-                    f"This model's maximum context length is {self.config.context_window} tokens. However, you requested {wanted}"
-                    f" tokens ({prompt} in the messages, {wanted - prompt} in the completion). Please reduce the length of the messages or completion.",
-                    code="context_length_exceeded",
-                    param="messages",
-                )
+        refused = self._refusal(body, messages)
+        if refused is not None:
+            return _json_response(refused[1], status=refused[0])
         if self._applies("error200", identity):
             self._count("error200")
             return _error(200, "The engine is currently overloaded.\nPlease try again later.", kind="server_error", code="overloaded")
@@ -678,11 +673,16 @@ class MockBackend:
     def _batch_line(self, item: dict) -> tuple[dict, bool]:
         body = item["body"]
         outcome = self._draw(self._batch_faults)
-        if outcome == "500":
+        refused = self._refusal(body, body["messages"])
+        if refused is not None:
+            status, response_body = refused
+        elif outcome == "500":
             status, response_body = 500, _error_body(500)
         else:
             status = 200
             response_body, _ = self._completion(body, body["messages"], body.get("model") or self.config.models[0], outcome)
+            identity = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            self._apply_answer_quirks(response_body, identity, body["messages"])
         line = {
             "id": _new_id("batch_req_"),
             "custom_id": item["custom_id"],

@@ -464,3 +464,18 @@ def test_mock_server_cli_refuses_an_unknown_quirk(cli):
     result = cli("mock-server", "--quirk", "sparkles")
     assert result.exit_code == 2
     assert "sparkles" in result.output and "parts" in result.output
+
+
+def test_the_batch_path_turns_per_item_refusals_into_the_same_rejects(cli, coco, tmp_path):
+    with MockServer() as server:
+        assert generate(cli, server, coco, tmp_path / "sizes").exit_code == 0
+    prompts = sorted(row["meta"]["usage"]["prompt_tokens"] for row in records(tmp_path / "sizes"))
+    quirks = MockServerConfig(quirks={"context_length": 1.0}, context_window=prompts[len(prompts) // 2] + 1024, batch_delay_s=0.0)
+    with MockServer(quirks) as server:
+        assert generate(cli, server, coco, tmp_path / "live").exit_code == 0
+        batched = generate(cli, server, coco, tmp_path / "batched", "--batch", "--poll-interval", "0.01")
+        assert batched.exit_code == 0, batched.output
+        again = generate(cli, server, coco, tmp_path / "batched", "--batch", "--poll-interval", "0.01")
+        assert again.exit_code == 0 and len(server.backend._batches) == 1  # refused items are done: nothing resubmitted
+    assert outputs(tmp_path / "batched") == outputs(tmp_path / "live")
+    assert any(row["reason"] == "request_refused" for row in read(tmp_path / "batched" / "rejects.jsonl"))
