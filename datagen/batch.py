@@ -98,6 +98,17 @@ def _refused_per_item(status: object) -> bool:
     return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)
 
 
+def _line_error(line: dict, body: object) -> str:
+    """A failed line's message: OpenAI puts the error object in the body, vLLM's run_batch in `error`
+    (an error response, or a plain string)."""
+    error = line.get("error") or (body.get("error") if isinstance(body, dict) else None)
+    if isinstance(error, dict) and isinstance(error.get("error"), dict):
+        error = error["error"]
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "no message")
+    return str(error) if error else "no message"
+
+
 def read_results(data: bytes, expected: dict[str, str]) -> BatchResults:
     """Parse a Batch output (or error) file; `expected` maps each custom_id sent to its request key."""
     results = BatchResults()
@@ -124,8 +135,7 @@ def read_results(data: bytes, expected: dict[str, str]) -> BatchResults:
             except RetryableError as error:
                 message = str(error)
         else:
-            error = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
-            message = f"HTTP {status}: {one_line(str(error.get('message', 'no message') if isinstance(error, dict) else error))}"
+            message = f"HTTP {status}: {one_line(_line_error(line, body))}"
             if _refused_per_item(status):
                 results.refused[expected[cid]] = message
         if results.first_error is None:

@@ -479,3 +479,22 @@ def test_the_batch_path_turns_per_item_refusals_into_the_same_rejects(cli, coco,
         assert again.exit_code == 0 and len(server.backend._batches) == 1  # refused items are done: nothing resubmitted
     assert outputs(tmp_path / "batched") == outputs(tmp_path / "live")
     assert any(row["reason"] == "request_refused" for row in read(tmp_path / "batched" / "rejects.jsonl"))
+
+
+def test_results_lines_in_vllm_and_openai_error_shapes():
+    from datagen.batch import read_results
+
+    expected = {"1:detail:a": "a", "2:detail:b": "b", "3:detail:c": "c", "4:detail:d": "d"}
+    lines = [
+        {"custom_id": "1:detail:a", "response": {"status_code": 400, "body": None},
+         "error": {"error": {"message": "maximum context length is 4096 tokens", "code": 400}}},
+        {"custom_id": "2:detail:b", "response": {"status_code": 400, "body": None}, "error": "prompt too long\nfor this model"},
+        {"custom_id": "3:detail:c", "response": {"status_code": 500, "body": {"error": {"message": "engine died"}}}, "error": None},
+        {"custom_id": "4:detail:d", "response": {"status_code": 200, "body": completion({"content": "A bus."}, usage={"prompt_tokens": 5, "completion_tokens": 2})}},
+        {"custom_id": "9:detail:z", "response": {"status_code": 200, "body": {}}},
+    ]
+    results = read_results(("\n".join(json.dumps(line) for line in lines) + "\nnot json\n").encode(), expected)
+    assert results.refused == {"a": "HTTP 400: maximum context length is 4096 tokens", "b": "HTTP 400: prompt too long for this model"}
+    assert list(results.answers) == ["d"] and results.answers["d"].text == "A bus."
+    assert results.first_error == "HTTP 400: maximum context length is 4096 tokens"
+    assert (results.foreign, results.unreadable) == (1, 1)
