@@ -29,7 +29,7 @@ from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
 from datagen.ratelimit import RateLimiter
-from datagen.records import Manifest, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.records import Manifest, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.request_shape import RequestShape
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
 from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line, redact_url
@@ -363,7 +363,7 @@ class Run:
             return
         self.reject(image, task, reason, detail, reply, meta)
 
-    def reject(self, image: ImageAnnotations, task: str, reason: str, detail: str, reply: ChatReply, meta) -> None:
+    def reject(self, image: ImageAnnotations, task: str, reason: str, detail: str, reply: ChatReply, meta: RecordMeta) -> None:
         self.rejects.append(build_reject(image, task, reason, detail, reply, meta))
         self.outcomes[(image.image_id, task)] = reason
         self.on_progress("rejected")
