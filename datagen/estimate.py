@@ -53,5 +53,10 @@ def describe(result: Estimate) -> str:
         f" (at most {result.completion_tokens_max:,} completion)",
     ]
     if result.cost is not None:
-        lines.append(f"estimated cost: {result.cost:,.2f} (at most {result.cost_max:,.2f}) before any prompt-cache discount")
+        lines.append(f"estimated cost: {_money(result.cost)} (at most {_money(result.cost_max)}) before any prompt-cache discount")
     return "\n".join(lines)
+
+
+def _money(amount: float) -> str:
+    # Small runs cost fractions of a cent; two decimals would print them all as 0.00.
+    return f"{amount:,.2f}" if amount >= 1 else f"{amount:.4f}"

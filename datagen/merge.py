@@ -182,5 +182,7 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "usage": usage,
             "requests_sent": sum(manifest.requests_sent for manifest in manifests),
             "cache_hits": sum(manifest.cache_hits for manifest in manifests),
+            "last_error": next((manifest.last_error for manifest in reversed(manifests) if manifest.last_error), None),
+            "failure": next((manifest.failure for manifest in manifests if manifest.failure), None),
         }
     )
