@@ -89,7 +89,7 @@ class ProgressDisplay:
             markup=False,
         )
         if manifest.last_error:
-            console.print(f"teacher's last error: {manifest.last_error}", markup=False)
+            console.print(f"teacher's last error: {manifest.last_error}", markup=False, soft_wrap=True)  # one line, however long
         if manifest.source.hard_cases:
             handled = ", ".join(f"{case.replace('_', ' ')} {n}" for case, n in manifest.source.hard_cases.items())
             console.print(f"source: {manifest.source.images:,} images; handled {handled}")

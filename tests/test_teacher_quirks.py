@@ -135,6 +135,7 @@ def test_error_bodies_on_200_fail_the_run_with_the_message_on_one_line(cli, coco
     data = manifest(out)
     assert data["status"] == "failed" and data["failure"] == line.removeprefix("error: ")
     assert data["last_error"] == "HTTP 200 with an error body: The engine is currently overloaded. Please try again later."
+    assert f"teacher's last error: {data['last_error']}\n" in result.output  # the summary shows it, on one line
 
 
 def test_transient_error_bodies_are_retried_and_the_last_message_kept(cli, coco, tmp_path):
