@@ -155,6 +155,10 @@ def _error_body(status: int) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
+def _identity(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _truncate(text: str, max_chars: int) -> str:
     """Cut at a word boundary, as a token limit would, keeping at least one character."""
     if len(text) <= max_chars:
@@ -365,7 +369,7 @@ class MockBackend:
         self._record(request, body)
         # Per-item quirks hash the body's content, not its bytes: the same request picks the same quirks
         # however a client serialises it (our canonical JSON, a batch engine's).
-        identity = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        identity = _identity(body) if self.config.quirks else b""
         model = deployment or body.get("model") or self.config.models[0]
         if deployment is None and not self.config.accept_any_model and model not in self.config.models:
             self._count("404")
@@ -681,7 +685,7 @@ class MockBackend:
         else:
             status = 200
             response_body, _ = self._completion(body, body["messages"], body.get("model") or self.config.models[0], outcome)
-            identity = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            identity = _identity(body) if self.config.quirks else b""
             self._apply_answer_quirks(response_body, identity, body["messages"])
         line = {
             "id": _new_id("batch_req_"),
