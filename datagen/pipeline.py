@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -23,19 +24,24 @@ from datagen import __version__
 from datagen.cache import CachingTeacher, ResponseCache
 from datagen.coco import CocoSource, ImageAnnotations
 from datagen.context import DEFAULT_CONTEXT, ContextKind
-from datagen.errors import InputError, TeacherFatalError
-from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
+from datagen.errors import InputError, leading_error
+from datagen.folder_lock import lock_folder
+from datagen.output import JsonlAppender, write_json_atomic
+from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
 from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, SourceStats, Task, TaskCounts, Usage
+from datagen.storage_errors import StorageError
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.teacher import DEFAULT_BASE_URL, MockTeacher, OpenAITeacher, RetryableError, Teacher, redact_url
+from datagen.redaction import redact_url, url_has_credentials
+from datagen.teacher import DEFAULT_BASE_URL, MockTeacher, OpenAITeacher, RetryableError, Teacher
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
 CACHE_FILE = "cache.sqlite"
 SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
+OUTPUT_FILES = (*(f"{task}.jsonl" for task in ("conversation", "detail", "complex_reasoning")), REJECTS_FILE)
 
 
 class GenerateOptions(BaseModel):
@@ -90,11 +96,16 @@ def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ)
         raise InputError(
             "OPENAI_API_KEY is not set; export it (local servers that ignore keys accept any value), or use --teacher mock for offline test data"
         )
+    base_url = options.base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if url_has_credentials(base_url):
+        # aiohttp refuses userinfo beside the Authorization header, and the password would be one more secret to keep.
+        flag = "--base-url" if options.base_url else "OPENAI_BASE_URL"
+        raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and put the key in OPENAI_API_KEY")
     limiter = RateLimiter(rpm=options.rpm, tpm=options.tpm, concurrency=options.concurrency)
     return OpenAITeacher(
         model=options.model,
         api_key=api_key,
-        base_url=options.base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        base_url=base_url,
         timeout=options.timeout,
         max_retries=options.max_retries,
         concurrency=options.concurrency,
@@ -162,6 +173,16 @@ class Run:
     def prepare_output(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         manifest_path = self.out / MANIFEST_FILE
+        orphans = [name for name in OUTPUT_FILES if (self.out / name).is_file() and (self.out / name).stat().st_size]
+        if orphans and not manifest_path.exists():
+            # Records without the manifest that says how they were made (a --force or merge killed midway):
+            # adopting them would pass them off as this run's.
+            if not self.options.force:
+                raise InputError(
+                    f"--out {self.out}: holds {', '.join(orphans)} but no {MANIFEST_FILE}, so what made them is unknown; "
+                    "pass --force to set them aside, or pick another --out"
+                )
+            self._set_aside()
         if manifest_path.exists():
             try:
                 previous = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -181,28 +202,24 @@ class Run:
             if changed:
                 self._set_aside()
         for task in self.options.tasks:
-            for line in self._read_outputs(self.out / f"{task}.jsonl"):
-                self._count_existing(line, task, "written")
-        for line in self._read_outputs(self.out / REJECTS_FILE):
-            if line["task"] in self.options.tasks:
-                self._count_existing(line, line["task"], line["reason"])
+            for line in read_done_items(self.out / f"{task}.jsonl"):
+                self._count_existing(line.image_id, task, "written", line.usage)
+        for line in read_done_items(self.out / REJECTS_FILE, reject=True):
+            if line.task in self.options.tasks:
+                self._count_existing(line.image_id, line.task, line.reason, line.usage)
 
-    def _count_existing(self, line: dict, task: str, outcome: str) -> None:
-        self.outcomes[(line["meta"]["image_id"], task)] = outcome
+    def _count_existing(self, image_id: int, task: str, outcome: str, usage: Usage) -> None:
+        self.outcomes[(image_id, task)] = outcome
         # The manifest's usage covers every answer the folder holds, as its counts do, not only this invocation's.
-        self.usage = self.usage + Usage.model_validate(line["meta"]["usage"])
-
-    @staticmethod
-    def _read_outputs(path: Path) -> Iterator[dict]:
-        if path.exists():
-            JsonlAppender(path).close()  # repairs a torn last line before reading
-            yield from iter_jsonl(path)
+        self.usage = self.usage + usage
 
     def _set_aside(self) -> None:
-        """--force keeps the old outputs, moved into a dated sub-folder, instead of deleting paid-for data."""
-        aside = self.out / f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        aside.mkdir()
-        for name in [MANIFEST_FILE, REJECTS_FILE, *(f"{task}.jsonl" for task in ("conversation", "detail", "complex_reasoning"))]:
+        """--force keeps the old outputs, moved into a dated sub-folder, instead of deleting paid-for data.
+
+        The manifest goes last: a kill midway leaves it in place, still describing the old settings, so the
+        next run refuses the folder instead of adopting the records left behind as its own."""
+        aside = unique_folder(self.out, f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+        for name in [*OUTPUT_FILES, MANIFEST_FILE]:
             if (self.out / name).exists():
                 shutil.move(str(self.out / name), aside / name)
 
@@ -359,11 +376,12 @@ class Run:
 
 
 def generate(options: GenerateOptions) -> Manifest:
-    if options.batch:
-        from datagen.batch import generate_batch
+    with lock_folder(options.out, "generate"):  # a second generate into the same --out is refused at once
+        if options.batch:
+            from datagen.batch import generate_batch
 
-        return generate_batch(options)
-    return execute(Run(options))
+            return generate_batch(options)
+        return execute(Run(options))
 
 
 def execute(run: Run) -> Manifest:
@@ -380,10 +398,7 @@ def execute(run: Run) -> Manifest:
             with display:
                 await run.run_items()
         except ExceptionGroup as group:
-            fatal = [error for error in group.exceptions if isinstance(error, TeacherFatalError)]
-            if fatal:
-                raise fatal[0] from None
-            raise
+            raise leading_error(group) from None
         finally:
             await run.close()
 
@@ -391,8 +406,15 @@ def execute(run: Run) -> Manifest:
         asyncio.run(main())
         status = "completed"
     finally:
-        if sys.exc_info()[0] is KeyboardInterrupt:
+        failure = sys.exc_info()[0]
+        if failure is KeyboardInterrupt:
             status = "interrupted"
-        manifest = run.write_manifest(status)
+        try:
+            manifest = run.write_manifest(status)
+        except (OSError, sqlite3.Error, StorageError):
+            if failure is None:
+                raise
+            # The disk that stopped the run may refuse the manifest too: it stays as it was, and the error that
+            # stopped the run is the one reported.
     display.summary(manifest)
     return manifest

@@ -13,7 +13,6 @@ import random
 import time
 from collections import Counter
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -21,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from datagen.errors import TeacherFatalError
 from datagen.ratelimit import RateLimiter
 from datagen.records import TeacherInfo, Usage
+from datagen.redaction import redact_secrets, redact_url
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -103,15 +103,6 @@ class RetryableError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def redact_url(url: str) -> str:
-    """Drop user:password and the query string (Azure-style keys travel there) before a URL is logged or saved."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_retry_after(headers) -> float | None:
@@ -286,9 +277,9 @@ class OpenAITeacher:
         try:
             message = str(json.loads(raw)["error"]["message"])
         except (ValueError, KeyError, TypeError):
-            message = raw[:200].decode("utf-8", "replace")
-        # Some servers quote part of the key they were given; never pass it on.
-        return message.replace(self._api_key, "***") if self._api_key else message
+            message = raw.decode("utf-8", "replace")
+        # Some servers echo the key or the headers they were given: mask the whole body, then cut it.
+        return redact_secrets(message, [self._api_key], limit=200)
 
     async def aclose(self) -> None:
         if self._session is not None:
