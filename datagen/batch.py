@@ -178,7 +178,7 @@ class BatchJob:
     @staticmethod
     def _message(error) -> str:
         body = error.body if isinstance(error.body, dict) else {}
-        return redact_secrets(str(body.get("message") or error.message), environment_secrets(), limit=200)
+        return redact_secrets(str(body.get("message") or error.message), environment_secrets(), limit=200, one_line=True)
 
     def save(self) -> None:
         write_json_atomic(self.folder / STATE_FILE, self.state.model_dump(mode="json"), indent=None)
@@ -303,7 +303,7 @@ class BatchJob:
         self.save()
         left = f", {len(missing)} left pending for the next run" if missing else ""
         if first_error:  # the server's words, which may quote what it was sent
-            left += f" (first error: {redact_secrets(first_error, environment_secrets(), limit=200)})"
+            left += f" (first error: {redact_secrets(first_error, environment_secrets(), limit=200, one_line=True)})"
         self.say(f"{batch.id} {batch.status}: {len(answered)} answers into the cache{left}")
 
     def _write(self, name: str, data: bytes) -> None:

@@ -88,9 +88,11 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
         with temporary.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise with_path(error, path) from None
         raise
 
 

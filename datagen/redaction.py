@@ -69,11 +69,14 @@ def _mask_prefixes(text: str, form: str) -> str:
     return "".join(out) + text[position:]
 
 
-def redact_secrets(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
-    """`text` with every secret masked (plain, base64-encoded, or cut short), then cut to `limit` characters."""
+def redact_secrets(text: str, secrets: Iterable[str | None], limit: int | None = None, one_line: bool = False) -> str:
+    """`text` with every secret masked (plain, base64-encoded, or cut short), then, in this order, its whitespace
+    runs made single spaces (`one_line`, for a body quoted in an error line) and the whole cut to `limit`."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         for form in _forms(secret):
             text = _mask_prefixes(text, form)
+    if one_line:
+        text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         text = text[:limit] + "..."
     return text

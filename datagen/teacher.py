@@ -279,7 +279,7 @@ class OpenAITeacher:
         except (ValueError, KeyError, TypeError):
             message = raw.decode("utf-8", "replace")
         # Some servers echo the key or the headers they were given: mask the whole body, then cut it.
-        return redact_secrets(message, [self._api_key], limit=200)
+        return redact_secrets(message, [self._api_key], limit=200, one_line=True)
 
     async def aclose(self) -> None:
         if self._session is not None:
