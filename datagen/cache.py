@@ -27,6 +27,8 @@ class ResponseCache:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
         except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorname", "") == "SQLITE_FULL":
+                raise cache_failure(path, error) from None
             raise InputError(f"--cache {path}: cannot open as a SQLite cache ({error}); pass another path or --no-cache") from None
 
     # The file is checked when opened, but it can be damaged (or its disk fill up) while the run goes.

@@ -37,7 +37,7 @@ def read_task_records(path: Path) -> list[GeneratedRecord]:
         except ValidationError as error:
             raise InputError(f"{path} line {number}: {error.errors()[0]['msg']}; regenerate it or remove the line") from None
         if record.id in seen:
-            raise InputError(f"{path}: id {record.id} appears twice; remove one (ids are unique within a task)")
+            raise InputError(f"{path} line {number}: id {record.id} appears twice; remove one (ids are unique within a task)")
         seen.add(record.id)
         records.append(record)
     return records

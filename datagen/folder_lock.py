@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datagen.errors import InputError
+from datagen.storage_errors import with_path
 
 LOCK_FILE = ".datagen.lock"
 
@@ -71,8 +72,11 @@ def lock_folder(folder: Path, what: str, shared: bool = False) -> Iterator[Path]
     fd = _open_locked(path, folder, what, shared)
     try:
         # A shared holder overwrites another reader's line; any live holder is a fair name for the refusal.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+        except OSError as error:  # a full disk, already
+            raise with_path(error, path) from None
         yield folder
     finally:
         try:

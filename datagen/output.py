@@ -91,8 +91,8 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise with_path(error, path) from None
+        if isinstance(error, OSError):  # named after the file being written, not its temporary twin
+            raise type(error)(error.errno, error.strerror, str(path)) from None
         raise
 
 
