@@ -11,6 +11,7 @@ Readers (`export`, the shards of a `merge`) take the lock shared: they exclude w
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -34,10 +35,16 @@ def _holder(fd: int) -> str:
     return "another datagen process"
 
 
-def _open_locked(path: Path, folder: Path, what: str, shared: bool) -> int:
-    """An fd holding the lock on the file now at `path` (not on one a releasing holder just unlinked)."""
+def _open_locked(path: Path, folder: Path, what: str, shared: bool) -> int | None:
+    """An fd holding the lock on the file now at `path` (not on one a releasing holder just unlinked); None for
+    a reader of a folder it cannot write to (a read-only copy of a dataset), which it reads unlocked."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if shared and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return None
+            raise
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,6 +77,9 @@ def lock_folder(folder: Path, what: str, shared: bool = False) -> Iterator[Path]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     fd = _open_locked(path, folder, what, shared)
+    if fd is None:
+        yield folder
+        return
     try:
         # A shared holder overwrites another reader's line; any live holder is a fair name for the refusal.
         try:

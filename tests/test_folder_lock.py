@@ -45,7 +45,7 @@ def written_lines(out: Path) -> int:
 def test_a_second_generate_on_the_same_folder_is_refused_at_once(tmp_path):
     captions, instances = write_coco(tmp_path, images=20)
     out = tmp_path / "out"
-    with MockServer(MockServerConfig(latency_ms=60)) as server:
+    with MockServer(MockServerConfig(latency_ms=250)) as server:  # ~8 s of work: room for the second start under load
         first = subprocess.Popen(generate_command(captions, instances, out, "--concurrency", "2"), env=environment(server),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -137,3 +137,25 @@ def test_generate_merge_and_export_refuse_a_held_folder(generate_mock, cli, tmp_
         assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file() and path.name != LOCK_FILE} == before
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "merged").exists()
     assert cli("export", out, "--out", tmp_path / "x.json").exit_code == 0
+
+
+def test_a_reader_of_a_read_only_folder_reads_unlocked(tmp_path, monkeypatch):
+    import errno
+
+    import datagen.folder_lock
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    real_open = os.open
+
+    def read_only_open(path, flags, *args):
+        if str(path).endswith(LOCK_FILE):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(datagen.folder_lock.os, "open", read_only_open)
+    with lock_folder(folder, "export", shared=True):
+        pass
+    with pytest.raises(OSError):
+        with lock_folder(folder, "generate"):
+            pass
