@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -22,9 +21,10 @@ from pydantic import BaseModel, ValidationError
 
 from datagen.cache import ResponseCache
 from datagen.errors import InputError, TeacherFatalError
-from datagen.output import write_json_atomic
+from datagen.output import atomic_file, write_json_atomic
 from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
 from datagen.records import Manifest, TeacherInfo
+from datagen.redaction import environment_secrets, redact_secrets
 from datagen.tasks import build_request
 from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, one_line, parse_completion, redact_url
 
@@ -268,9 +268,7 @@ class BatchJob:
     @staticmethod
     def _message(error) -> str:
         body = error.body if isinstance(error.body, dict) else {}
-        message = str(body.get("message") or error.message)
-        secret = os.environ.get("OPENAI_API_KEY")
-        return message.replace(secret, "***") if secret else message
+        return redact_secrets(str(body.get("message") or error.message), environment_secrets(), limit=200, one_line=True)
 
     def save(self) -> None:
         write_json_atomic(self.folder / STATE_FILE, self.state.model_dump(mode="json"), indent=None)
@@ -368,13 +366,13 @@ class BatchJob:
         stored.answered, stored.failed, stored.ingested = len(answered), len(missing), True
         self.save()
         left = f", {len(missing)} left pending for the next run" if missing else ""
-        self.say(f"{batch.id} {batch.status}: {len(answered)} answers into the cache{left}" + (f" (first error: {first_error})" if first_error else ""))
+        if first_error:  # the server's words, which may quote what it was sent
+            left += f" (first error: {redact_secrets(first_error, environment_secrets(), limit=200, one_line=True)})"
+        self.say(f"{batch.id} {batch.status}: {len(answered)} answers into the cache{left}")
 
     def _write(self, name: str, data: bytes) -> None:
-        path = self.folder / name
-        temporary = path.with_name(f".{name}.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        with atomic_file(self.folder / name, "wb") as handle:
+            handle.write(data)
 
     # -- the whole path ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from datagen.errors import InputError
+from datagen.storage_errors import cache_failure
 from datagen.teacher import ChatReply, ChatRequest, Teacher
 
 
@@ -26,17 +27,33 @@ class ResponseCache:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
         except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorname", "") == "SQLITE_FULL":
+                raise cache_failure(path, error) from None
             raise InputError(f"--cache {path}: cannot open as a SQLite cache ({error}); pass another path or --no-cache") from None
 
+    # The file is checked when opened, but it can be damaged (or its disk fill up) while the run goes.
+
     def get(self, key: str) -> ChatReply | None:
-        row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        return ChatReply.model_validate_json(row[0]) if row else None
+        try:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as error:
+            raise cache_failure(self.path, error) from None
+        try:
+            return ChatReply.model_validate_json(row[0]) if row else None
+        except ValueError as error:  # a row that is not a stored reply: the file was written over
+            raise cache_failure(self.path, error) from None
 
     def put(self, key: str, reply: ChatReply) -> None:
-        self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply.model_dump_json()))
+        try:
+            self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply.model_dump_json()))
+        except sqlite3.Error as error:
+            raise cache_failure(self.path, error) from None
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except sqlite3.Error as error:
+            raise cache_failure(self.path, error) from None
 
 
 class CachingTeacher:

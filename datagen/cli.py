@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from datagen.errors import InputError, TeacherFatalError
+from datagen.storage_errors import StorageError, explain_os_error
 from datagen.records import TASKS
 
 app = typer.Typer(
@@ -35,6 +36,13 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except (InputError, TeacherFatalError) as error:
             raise fail(str(error)) from None
+        except StorageError as error:
+            raise fail(str(error), error.exit_code) from None
+        except OSError as error:  # a full disk, a read-only folder, a folder where a file belongs, ...
+            explained = explain_os_error(error)
+            raise fail(str(explained), explained.exit_code) from None
+        except sqlite3.Error as error:
+            raise fail(f"a SQLite file of the run failed ({error}); move the damaged file aside and rerun", 1) from None
         except typer.BadParameter as error:
             # A flag checked inside the command (--tasks, --shard, --context): one line too, not a usage panel.
             raise fail(error.format_message()) from None
@@ -78,17 +86,9 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 def safe_argv() -> list[str]:
     """The command as typed, with anything secret taken out before it reaches the manifest."""
-    from datagen.teacher import redact_url
+    from datagen.redaction import environment_secrets, redact_argv
 
-    secret = os.environ.get("OPENAI_API_KEY")
-    argv = []
-    for arg in sys.argv:
-        if secret and secret in arg:
-            arg = arg.replace(secret, "***")
-        if "://" in arg:
-            arg = redact_url(arg)
-        argv.append(arg)
-    return argv
+    return redact_argv(sys.argv, environment_secrets())
 
 
 @app.command()

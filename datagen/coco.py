@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import marshal
-import os
 import re
 import struct
 import sys
@@ -27,6 +26,7 @@ from pycocotools.coco import COCO
 from pydantic import BaseModel
 
 from datagen.errors import InputError
+from datagen.output import atomic_file
 
 
 class Box(BaseModel):
@@ -219,11 +219,9 @@ def _write_snapshot(path: Path, inputs: list, state: dict) -> None:
     body = marshal.dumps(state)
     header = marshal.dumps({"format": _SNAPSHOT_FORMAT, "inputs": inputs, "body_size": len(body), "body_crc32": zlib.crc32(body)})
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
+    with atomic_file(path, "wb") as handle:  # a reader sees the old snapshot or the whole new one, never half of it
         handle.write(_MAGIC + _SIZE.pack(len(header)) + header)
         handle.write(body)
-    os.replace(temporary, path)  # a reader sees the old snapshot or the whole new one, never half of it
 
 
 _NO_CASES: Counter[str] = Counter()  # shared by the many images with none; only ever read

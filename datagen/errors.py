@@ -1,4 +1,6 @@
-"""The two ways a run ends early on purpose; the CLI turns both into one line and an exit code."""
+"""The ways a run ends early on purpose; the CLI turns each into one line and an exit code."""
+
+from datagen.storage_errors import StorageError
 
 
 class InputError(Exception):
@@ -7,3 +9,18 @@ class InputError(Exception):
 
 class TeacherFatalError(Exception):
     """The teacher refused in a way no retry can fix (bad key, unknown model, malformed request)."""
+
+
+def leading_error(group: BaseExceptionGroup) -> BaseException:
+    """The one failure worth reporting from a TaskGroup's group: the first that explains itself (a fatal teacher
+    answer, bad input, a failed disk), else the first; the others are mostly its echoes in sibling tasks."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[:0] = error.exceptions
+        else:
+            leaves.append(error)
+    explained = (TeacherFatalError, InputError, StorageError, OSError)
+    return next((error for error in leaves if isinstance(error, explained)), leaves[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -11,7 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from datagen.coco import CocoSource
 from datagen.errors import InputError
-from datagen.output import iter_jsonl, write_json_atomic
+from datagen.folder_lock import lock_folder
+from datagen.output import atomic_file, iter_numbered_jsonl, write_json_atomic
 from datagen.prompts import load_instructions
 from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id
 from datagen.tasks import item_seed, place_image_token
@@ -24,22 +24,20 @@ def write_records(records: list[BaseModel], out: Path, jsonl: bool, keep_meta: b
     if not jsonl:
         write_json_atomic(out, rows, indent=None)
         return
-    temporary = out.with_name(f".{out.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
+    with atomic_file(out) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(temporary, out)
 
 
 def read_task_records(path: Path) -> list[GeneratedRecord]:
     records, seen = [], set()
-    for number, row in enumerate(iter_jsonl(path), 1):
+    for number, row in iter_numbered_jsonl(path):
         try:
             record = GeneratedRecord.model_validate(row)
         except ValidationError as error:
-            raise InputError(f"{path} record {number}: {error.errors()[0]['msg']}; regenerate it or remove the line") from None
+            raise InputError(f"{path} line {number}: {error.errors()[0]['msg']}; regenerate it or remove the line") from None
         if record.id in seen:
-            raise InputError(f"{path}: id {record.id} appears twice; remove one (ids are unique within a task)")
+            raise InputError(f"{path} line {number}: id {record.id} appears twice; remove one (ids are unique within a task)")
         seen.add(record.id)
         records.append(record)
     return records
@@ -50,13 +48,14 @@ def export(folder: Path, out: Path, tasks: list[str], jsonl: bool, keep_meta: bo
         raise InputError(f"{folder}: not a folder; pass the --out folder of a `datagen generate` run")
     merged: list[GeneratedRecord] = []
     counts: dict[str, int] = {}
-    for task in tasks:
-        path = folder / f"{task}.jsonl"
-        if not path.exists():
-            raise InputError(f"{path}: not found; generate task {task} first or drop it from --tasks")
-        records = sorted(read_task_records(path), key=lambda record: record.id)
-        counts[task] = len(records)
-        merged += records
+    with lock_folder(folder, "export", shared=True):  # never read a folder a generate is writing
+        for task in tasks:
+            path = folder / f"{task}.jsonl"
+            if not path.exists():
+                raise InputError(f"{path}: not found; generate task {task} first or drop it from --tasks")
+            records = sorted(read_task_records(path), key=lambda record: record.id)
+            counts[task] = len(records)
+            merged += records
     if shuffle:
         random.Random(seed).shuffle(merged)
     write_records(merged, out, jsonl, keep_meta)

@@ -1,11 +1,13 @@
 """`datagen merge`: join the output folders of `generate --shard i/n` runs into the folder one unsharded run writes.
 
 Shards must come from one run's settings (every fingerprint part but `shard` equal) and must not share an
-item; the merged folder is built beside its target and renamed into place, so it is never seen half-written.
+item; the merged files are built in a staging folder inside the target, which the merge holds locked
+(datagen/folder_lock.py), and renamed into place with the manifest last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,9 +20,12 @@ from pydantic import ValidationError
 
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
+from datagen.folder_lock import LOCK_FILE, lock_folder
 from datagen.output import write_json_atomic
 from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
 from datagen.records import Manifest, TaskCounts, UsageTotals
+
+STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -56,9 +61,13 @@ def _lines(path: Path) -> list[tuple[dict, bytes]]:
             if not raw.strip():
                 continue
             try:
-                lines.append((json.loads(raw), raw if raw.endswith(b"\n") else raw + b"\n"))
-            except json.JSONDecodeError:
+                row = json.loads(raw)
+            except ValueError:  # not JSON, or not UTF-8
                 raise InputError(f"{path} line {number}: not valid JSON; rerun generate into {path.parent} to repair it, then merge") from None
+            needed = ("id", "meta", "task") if path.name == REJECTS_FILE else ("id", "meta")
+            if not (isinstance(row, dict) and all(key in row for key in needed) and isinstance(row["meta"], dict) and "image_id" in row["meta"]):
+                raise InputError(f"{path} line {number}: not a datagen record (needs {', '.join(needed)} and meta.image_id); restore it or delete the line")
+            lines.append((row, raw if raw.endswith(b"\n") else raw + b"\n"))
     return lines
 
 
@@ -112,8 +121,18 @@ def merge_caches(sources: list[Path], target: Path) -> None:
 def merge(folders: list[Path], out: Path, merge_cache: bool = True, command: list[str] | None = None) -> Manifest:
     if len(set(map(Path.resolve, folders))) != len(folders):
         raise InputError("merge: a folder is named twice; pass each shard's --out folder once")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {out}: exists and is not empty; pick a new folder for the merged output")
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(lock_folder(out, "merge"))
+        if any(path.name != LOCK_FILE and not path.name.startswith(STAGING_PREFIX) for path in out.iterdir()):
+            raise InputError(f"--out {out}: exists and is not empty; pick a new folder for the merged output")
+        for stale in out.glob(f"{STAGING_PREFIX}*"):  # left by a killed merge: we hold the folder, nobody else uses it
+            shutil.rmtree(stale)
+        for folder in folders:
+            locks.enter_context(lock_folder(folder, "merge", shared=True))
+        return _merge_into(folders, out, merge_cache, command or [])
+
+
+def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list[str]) -> Manifest:
     manifests = [read_manifest(folder) for folder in folders]
     check_one_run(folders, manifests)
     tasks: list[str] = manifests[0].settings["tasks"]
@@ -132,17 +151,19 @@ def merge(folders: list[Path], out: Path, merge_cache: bool = True, command: lis
             _claim(owners, reject["meta"]["image_id"], reject["task"], folder)
             outputs[REJECTS_FILE].append(((reject["id"], reject["task"]), raw))
 
-    staging = out.parent / f".{out.name}.merging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}"
+    staging.mkdir()
     try:
         for name, lines in outputs.items():
             (staging / name).write_bytes(b"".join(raw for _, raw in sorted(lines, key=lambda line: line[0])))
         if merge_cache:
             merge_caches(_cache_files(folders, manifests), staging / CACHE_FILE)
-        manifest = merged_manifest(folders, manifests, out / CACHE_FILE if merge_cache else None, command or [])
+        manifest = merged_manifest(folders, manifests, out / CACHE_FILE if merge_cache else None, command)
         write_json_atomic(staging / MANIFEST_FILE, manifest.model_dump(mode="json"))
-        os.replace(staging, out)
+        # The manifest last: a kill midway leaves records without one, which generate and merge both refuse.
+        for path in sorted(staging.iterdir(), key=lambda path: path.name == MANIFEST_FILE):
+            os.replace(path, out / path.name)
+        staging.rmdir()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

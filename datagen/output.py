@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from pydantic import BaseModel
 
 from datagen.errors import InputError
+from datagen.storage_errors import with_path
 
 
 def repair_torn_tail(path: Path) -> bool:
@@ -36,15 +39,23 @@ def repair_torn_tail(path: Path) -> bool:
         return True
 
 
-def iter_jsonl(path: Path) -> Iterator[dict]:
+def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed line) for each non-blank line; a line that is not UTF-8 JSON is an InputError naming it."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                yield number, json.loads(line)
+            except UnicodeDecodeError:
+                raise InputError(f"{path} line {number}: not UTF-8 text; delete that line and rerun (its item is redone)") from None
+            except ValueError:
                 raise InputError(f"{path} line {number}: not valid JSON; delete that line and rerun (its item is redone)") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    for _, row in iter_numbered_jsonl(path):
+        yield row
 
 
 class JsonlAppender:
@@ -57,17 +68,35 @@ class JsonlAppender:
 
     def append(self, record: BaseModel) -> None:
         data = (record.model_dump_json(by_alias=True) + "\n").encode()
-        while data:
-            data = data[os.write(self._fd, data):]
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as error:  # disk full mid-line: the torn tail is cut by the next run's repair
+            raise with_path(error, self.path) from None
 
     def close(self) -> None:
         os.close(self._fd)
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file written beside `path` and renamed over it when the block ends, so a reader or a kill never sees
+    half a file; when the block or the write fails (a full disk) the partial file is removed and `path` is
+    left as it was."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):  # named after the file being written, not its temporary twin
+            raise type(error)(error.errno, error.strerror, str(path)) from None
+        raise
+
+
 def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
-    """Write beside the target and rename over it, so a reader or a kill never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         json.dump(data, handle, ensure_ascii=False, indent=indent)
         handle.write("\n")
-    os.replace(temporary, path)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -24,20 +25,25 @@ from datagen.cache import CachingTeacher, ResponseCache
 from datagen.coco import CocoSource, ImageAnnotations
 from datagen.context import DEFAULT_CONTEXT, ContextKind
 from datagen.endpoints import resolve_endpoint
-from datagen.errors import InputError, TeacherFatalError
-from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
+from datagen.errors import InputError, TeacherFatalError, leading_error
+from datagen.folder_lock import lock_folder
+from datagen.output import JsonlAppender, write_json_atomic
+from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
 from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.redaction import redact_url, url_has_credentials
 from datagen.request_shape import RequestShape
+from datagen.storage_errors import StorageError
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line, redact_url
+from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
 CACHE_FILE = "cache.sqlite"
 SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
+OUTPUT_FILES = (*(f"{task}.jsonl" for task in ("conversation", "detail", "complex_reasoning")), REJECTS_FILE)
 
 
 class GenerateOptions(BaseModel):
@@ -98,6 +104,10 @@ def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ)
     if options.teacher == "mock":
         return MockTeacher()
     base_url, api_key = resolve_endpoint(options.teacher, options.model, options.base_url, environ)
+    if url_has_credentials(base_url):
+        # aiohttp refuses userinfo beside the key header, and the password would be one more secret to keep.
+        flag = "--base-url" if options.base_url else ("AZURE_OPENAI_ENDPOINT" if options.teacher == "azure" else "OPENAI_BASE_URL")
+        raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and pass the key in the API key variable")
     limiter = RateLimiter(rpm=options.rpm, tpm=options.tpm, concurrency=options.concurrency)
     return OpenAITeacher(
         model=options.model,
@@ -182,6 +192,16 @@ class Run:
     def prepare_output(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         manifest_path = self.out / MANIFEST_FILE
+        orphans = [name for name in OUTPUT_FILES if (self.out / name).is_file() and (self.out / name).stat().st_size]
+        if orphans and not manifest_path.exists():
+            # Records without the manifest that says how they were made (a --force or merge killed midway):
+            # adopting them would pass them off as this run's.
+            if not self.options.force:
+                raise InputError(
+                    f"--out {self.out}: holds {', '.join(orphans)} but no {MANIFEST_FILE}, so what made them is unknown; "
+                    "pass --force to set them aside, or pick another --out"
+                )
+            self._set_aside()
         if manifest_path.exists():
             try:
                 previous = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -201,29 +221,25 @@ class Run:
             if changed:
                 self._set_aside()
         for task in self.options.tasks:
-            for line in self._read_outputs(self.out / f"{task}.jsonl"):
-                self._count_existing(line, task, "written")
-        for line in self._read_outputs(self.out / REJECTS_FILE):
-            if line["task"] in self.options.tasks:
-                self._count_existing(line, line["task"], line["reason"])
+            for line in read_done_items(self.out / f"{task}.jsonl"):
+                self._count_existing(line.image_id, task, "written", line.usage)
+        for line in read_done_items(self.out / REJECTS_FILE, reject=True):
+            if line.task in self.options.tasks:
+                self._count_existing(line.image_id, line.task, line.reason, line.usage)
         self.done_before = len(self.outcomes)
 
-    def _count_existing(self, line: dict, task: str, outcome: str) -> None:
-        self.outcomes[(line["meta"]["image_id"], task)] = outcome
+    def _count_existing(self, image_id: int, task: str, outcome: str, usage: Usage) -> None:
+        self.outcomes[(image_id, task)] = outcome
         # The manifest's usage covers every answer the folder holds, as its counts do, not only this invocation's.
-        self.usage = self.usage + Usage.model_validate(line["meta"]["usage"])
-
-    @staticmethod
-    def _read_outputs(path: Path) -> Iterator[dict]:
-        if path.exists():
-            JsonlAppender(path).close()  # repairs a torn last line before reading
-            yield from iter_jsonl(path)
+        self.usage = self.usage + usage
 
     def _set_aside(self) -> None:
-        """--force keeps the old outputs, moved into a dated sub-folder, instead of deleting paid-for data."""
-        aside = self.out / f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        aside.mkdir()
-        for name in [MANIFEST_FILE, REJECTS_FILE, *(f"{task}.jsonl" for task in ("conversation", "detail", "complex_reasoning"))]:
+        """--force keeps the old outputs, moved into a dated sub-folder, instead of deleting paid-for data.
+
+        The manifest goes last: a kill midway leaves it in place, still describing the old settings, so the
+        next run refuses the folder instead of adopting the records left behind as its own."""
+        aside = unique_folder(self.out, f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+        for name in [*OUTPUT_FILES, MANIFEST_FILE]:
             if (self.out / name).exists():
                 shutil.move(str(self.out / name), aside / name)
 
@@ -407,15 +423,16 @@ class Run:
 
 
 def generate(options: GenerateOptions) -> Manifest:
-    if options.batch:
-        from datagen.batch import generate_batch
+    with lock_folder(options.out, "generate"):  # a second generate into the same --out is refused at once
+        if options.batch:
+            from datagen.batch import generate_batch
 
-        return generate_batch(options)
-    if options.results_in is not None:
-        from datagen.handoff import ingest_results
+            return generate_batch(options)
+        if options.results_in is not None:
+            from datagen.handoff import ingest_results
 
-        return ingest_results(options)
-    return execute(Run(options))
+            return ingest_results(options)
+        return execute(Run(options))
 
 
 def execute(run: Run) -> Manifest:
@@ -432,10 +449,7 @@ def execute(run: Run) -> Manifest:
             with display:
                 await run.run_items()
         except ExceptionGroup as group:
-            fatal = [error for error in group.exceptions if isinstance(error, TeacherFatalError)]
-            if fatal:
-                raise fatal[0] from None
-            raise
+            raise leading_error(group) from None
         finally:
             await run.close()
 
@@ -445,10 +459,17 @@ def execute(run: Run) -> Manifest:
         failure = run.failure()
         status = "completed" if failure is None else "failed"
     finally:
-        if sys.exc_info()[0] is KeyboardInterrupt:
+        error = sys.exc_info()[1]
+        if isinstance(error, KeyboardInterrupt):
             status = "interrupted"
-        if isinstance(sys.exc_info()[1], TeacherFatalError):
-            failure = str(sys.exc_info()[1])
-        manifest = run.write_manifest(status, failure)
+        if isinstance(error, TeacherFatalError):
+            failure = str(error)
+        try:
+            manifest = run.write_manifest(status, failure)
+        except (OSError, sqlite3.Error, StorageError):
+            if error is None:
+                raise
+            # The disk that stopped the run may refuse the manifest too: it stays as it was, and the error that
+            # stopped the run is the one reported.
     display.summary(manifest)
     return manifest

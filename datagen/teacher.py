@@ -23,7 +23,9 @@ from datagen.endpoints import DEFAULT_BASE_URL
 from datagen.errors import TeacherFatalError
 from datagen.ratelimit import RateLimiter
 from datagen.records import TeacherInfo, Usage
+from datagen.redaction import redact_secrets, redact_url
 from datagen.request_shape import RequestShape, fix_for_refused_field
+
 
 class ChatRequest(BaseModel):
     # Frozen: the serialised form below is kept, so a changed request must be a new one (model_copy).
@@ -126,15 +128,6 @@ def one_line(message: str, limit: int = 300) -> str:
 
 # A 4xx that names this item's size, not the request's shape: refusing the item lets the run go on.
 _ITEM_TOO_BIG = re.compile(r"context.length|context.window|maximum context|too many tokens|too long|too large|exceeds the", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """Drop user:password and the query string (Azure-style keys travel there) before a URL is logged or saved."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_retry_after(headers) -> float | None:
@@ -376,12 +369,12 @@ class OpenAITeacher:
             if isinstance(data.get("error"), dict):
                 code, param = data["error"].get("code"), data["error"].get("param")
         except (ValueError, AttributeError):
-            message = raw[:300].decode("utf-8", "replace")
-        return self._hide_key(one_line(message)), code if isinstance(code, str) else None, param
+            message = raw.decode("utf-8", "replace")
+        return self._hide_key(message), code if isinstance(code, str) else None, param
 
     def _hide_key(self, message: str) -> str:
-        # Some servers quote part of the key they were given; never pass it on.
-        return message.replace(self._api_key, "***") if self._api_key else message
+        # Some servers echo the key or the headers they were given: mask the whole text, then fold and cut it.
+        return redact_secrets(message, [self._api_key], limit=300, one_line=True)
 
     async def aclose(self) -> None:
         if self._session is not None:

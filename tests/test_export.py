@@ -179,7 +179,7 @@ def test_invalid_record_names_file(generated: Path, tmp_path: Path) -> None:
     rows[0]["conversations"][0]["value"] = rows[0]["conversations"][0]["value"].replace("<image>", "")
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     result = invoke("export", folder, "--out", tmp_path / "x.json", expect=2)
-    assert str(path) in result.output and "record 1" in result.output
+    assert str(path) in result.output and "line 1" in result.output
 
 
 def test_duplicate_id_within_a_task_refused(generated: Path, tmp_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""Reading back what an output folder already holds (for a resume), and room beside it for set-aside files.
+
+A line may have been edited by hand: anything that is not one of our records stops the run with one line
+naming the file and line number, before anything in the folder is changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from datagen.errors import InputError
+from datagen.output import iter_numbered_jsonl, repair_torn_tail
+from datagen.records import Usage
+
+
+class DoneItem(NamedTuple):
+    """What a resume needs from a written record or reject."""
+
+    image_id: int
+    task: str | None  # rejects only: records are per task file
+    reason: str | None
+    usage: Usage
+
+
+def _field(row: object, *names: str) -> object:
+    value = row
+    for depth, name in enumerate(names):
+        if not isinstance(value, dict):
+            where = ".".join(names[:depth]) or "the line"
+            raise ValueError(f"{where} is a JSON {type(value).__name__}, not an object")
+        if name not in value:
+            raise ValueError(f"no {'.'.join(names[: depth + 1])}")
+        value = value[name]
+    return value
+
+
+def _done_item(row: object, reject: bool) -> DoneItem:
+    image_id = _field(row, "meta", "image_id")
+    if not isinstance(image_id, int) or isinstance(image_id, bool):
+        raise ValueError("meta.image_id is not an integer")
+    try:
+        usage = Usage.model_validate(_field(row, "meta", "usage"))
+    except ValidationError as error:
+        raise ValueError(f"meta.usage: {error.errors()[0]['msg']}") from None
+    task = reason = None
+    if reject:
+        task, reason = _field(row, "task"), _field(row, "reason")
+        if not isinstance(task, str) or not isinstance(reason, str):
+            raise ValueError("task and reason must be strings")
+    return DoneItem(image_id, task, reason, usage)
+
+
+def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:
+    """Each line of a task file (or, with `reject`, the rejects file), after cutting a torn last line."""
+    if not path.exists():
+        return
+    repair_torn_tail(path)  # only a kill's half-written tail; any other bad line is the user's to fix
+    for number, row in iter_numbered_jsonl(path):
+        try:
+            yield _done_item(row, reject)
+        except ValueError as error:
+            raise InputError(
+                f"{path} line {number}: not a datagen {'reject' if reject else 'record'} ({error}); "
+                "restore it, or delete the line and rerun (its item is redone)"
+            ) from None
+
+
+def unique_folder(parent: Path, name: str) -> Path:
+    """A new folder `parent/name`, or `name-2`, `name-3`, ... when two runs pick the same name in one second."""
+    candidate, number = parent / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = parent / f"{name}-{number}"
