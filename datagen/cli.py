@@ -120,6 +120,9 @@ def generate(
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
     progress: bool = typer.Option(True, help="Show the live progress bar"),
+    reject_unsupported: bool = typer.Option(
+        False, "--reject-unsupported", help="Reject records naming an object neither the boxes nor the captions show (default: flag in meta.grounding)"
+    ),
     batch: bool = typer.Option(
         False, "--batch", help="Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill"
     ),
@@ -154,6 +157,7 @@ def generate(
         rpm=rpm,
         tpm=tpm,
         length_retry_max_tokens=retry_length,
+        reject_unsupported=reject_unsupported,
         progress=progress and sys.stderr.isatty(),
         command=safe_argv(),
         batch=batch,

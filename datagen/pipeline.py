@@ -24,11 +24,12 @@ from datagen.cache import CachingTeacher, ResponseCache
 from datagen.coco import CocoSource, ImageAnnotations
 from datagen.context import DEFAULT_CONTEXT, ContextKind
 from datagen.errors import InputError, TeacherFatalError
+from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
 from datagen.ratelimit import RateLimiter
-from datagen.records import Manifest, SourceStats, Task, TaskCounts, Usage
+from datagen.records import Grounding, Manifest, QualityStats, SourceStats, Task, TaskCounts, Usage
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
 from datagen.teacher import DEFAULT_BASE_URL, MockTeacher, OpenAITeacher, RetryableError, Teacher, redact_url
 
@@ -62,6 +63,7 @@ class GenerateOptions(BaseModel):
     rpm: float | None = None
     tpm: float | None = None
     length_retry_max_tokens: int | None = None
+    reject_unsupported: bool = False
     progress: bool = True
     command: list[str] = []
     # The Batch API path (datagen/batch.py): answers arrive in the cache first, then this pipeline runs over them.
@@ -136,6 +138,7 @@ class Run:
         self.fingerprint_parts = self._fingerprint_parts()
         self.started_at = _utc_now()
         self.outcomes: dict[tuple[int, str], str] = {}  # (image_id, task) -> "written" or a reject reason
+        self.groundings: dict[tuple[int, str], Grounding] = {}  # of the written records, for the manifest's quality
         self.skipped: dict[str, Counter[str]] = {task: Counter() for task in options.tasks}
         self.usage = Usage()
 
@@ -148,6 +151,7 @@ class Run:
             "temperature": self.sampling.temperature,
             "max_tokens": self.sampling.max_tokens,
             "length_retry_max_tokens": self.options.length_retry_max_tokens,
+            "reject_unsupported": self.options.reject_unsupported,
             "seed": self.sampling.seed,
             "detail_instructions": self.detail_instructions.sha256,
             "shard": list(self.options.shard) if self.options.shard else None,
@@ -183,6 +187,7 @@ class Run:
         for task in self.options.tasks:
             for line in self._read_outputs(self.out / f"{task}.jsonl"):
                 self._count_existing(line, task, "written")
+                self.groundings[(line["meta"]["image_id"], task)] = stored_grounding(line, self.source)
         for line in self._read_outputs(self.out / REJECTS_FILE):
             if line["task"] in self.options.tasks:
                 self._count_existing(line, line["task"], line["reason"])
@@ -217,6 +222,10 @@ class Run:
                 counts[task].written += 1
             else:
                 counts[task].rejected[outcome] = counts[task].rejected.get(outcome, 0) + 1
+        quality = {task: QualityStats() for task in self.options.tasks}
+        for (image_id, task), grounding in self.groundings.items():
+            if image_id in self.selected and task in quality:
+                quality[task].add(grounding)
         for task_counts in counts.values():
             task_counts.requested = len(self.selected)
             # Items neither answered nor skipped for a reason: the run stopped (Ctrl-C, a fatal teacher error) first.
@@ -258,6 +267,7 @@ class Run:
                 hard_cases=dict(sorted(hard_cases.items())),
             ),
             counts=counts,
+            quality=quality,
             usage=self.usage,
             requests_sent=self.teacher.stats["requests"],
             cache_hits=self.teacher.stats["cache_hits"],
@@ -307,6 +317,7 @@ class Run:
         try:
             content = parse_answer(task, reply.text, reply.finish_reason)
             record = build_record(image, task, content, meta, self.detail_instructions, self.sampling.seed)
+            ground_record(record, image, self.options.reject_unsupported)
         except Rejected as rejection:
             reason, detail = rejection.reason, rejection.detail
         except ValidationError as error:  # an answer that parsed but breaks the LLaVA record rules
@@ -314,6 +325,7 @@ class Run:
         else:
             self.writers[task].append(record)
             self.outcomes[(image.image_id, task)] = "written"
+            self.groundings[(image.image_id, task)] = record.meta.grounding
             self.on_progress("written")
             return
         self.rejects.append(build_reject(image, task, reason, detail, reply, meta))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 Task = Literal["conversation", "detail", "complex_reasoning"]
 TASKS: tuple[Task, ...] = ("conversation", "detail", "complex_reasoning")
@@ -21,6 +21,7 @@ RejectReason = Literal[
     "unparseable",
     "wrong_turn_count",
     "request_failed",  # retries exhausted on transient errors
+    "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
 ]
 
 
@@ -84,6 +85,13 @@ class TeacherInfo(BaseModel):
     mock: bool = Field(description="True when the answers come from the offline mock teacher, not a language model")
 
 
+class Grounding(BaseModel):
+    """The COCO categories a record's answers claim, and those the image's boxes and captions do not show."""
+
+    mentioned: list[str]
+    unsupported: list[str]
+
+
 class RecordMeta(BaseModel):
     """Provenance; `datagen export` drops it unless asked to keep it."""
 
@@ -95,6 +103,7 @@ class RecordMeta(BaseModel):
     box_ids: list[int]
     usage: Usage
     request_key: str = Field(description="Hash of the exact request; the response cache key")
+    grounding: Grounding | None = Field(default=None, description="Objects the answers name, checked against the annotations")
 
 
 class GeneratedRecord(InstructRecord):
@@ -129,6 +138,39 @@ class TaskCounts(BaseModel):
         return sum(self.skipped.values())
 
 
+class QualityStats(BaseModel):
+    """Object hallucination over the written records, as CHAIR (Rohrbach et al. 2018) counts it."""
+
+    records: int = 0
+    records_with_unsupported: int = 0
+    mentions: int = Field(0, description="Categories mentioned, once per record")
+    unsupported_mentions: int = 0
+
+    @computed_field(description="Share of mentioned objects that the image does not show")
+    @property
+    def chair_i(self) -> float | None:
+        return round(self.unsupported_mentions / self.mentions, 4) if self.mentions else None
+
+    @computed_field(description="Share of records that name at least one object the image does not show")
+    @property
+    def chair_s(self) -> float | None:
+        return round(self.records_with_unsupported / self.records, 4) if self.records else None
+
+    def add(self, grounding: Grounding) -> None:
+        self.records += 1
+        self.records_with_unsupported += bool(grounding.unsupported)
+        self.mentions += len(grounding.mentioned)
+        self.unsupported_mentions += len(grounding.unsupported)
+
+    def __add__(self, other: QualityStats) -> QualityStats:
+        return QualityStats(
+            records=self.records + other.records,
+            records_with_unsupported=self.records_with_unsupported + other.records_with_unsupported,
+            mentions=self.mentions + other.mentions,
+            unsupported_mentions=self.unsupported_mentions + other.unsupported_mentions,
+        )
+
+
 class SourceStats(BaseModel):
     captions_file: str
     instances_file: str | None
@@ -156,6 +198,9 @@ class Manifest(BaseModel):
     prompt_hashes: dict[str, str]
     source: SourceStats
     counts: dict[str, TaskCounts]
+    quality: dict[str, QualityStats] = Field(
+        default_factory=dict, description="Per task: objects named by the written records and not shown by the annotations"
+    )
     usage: Usage
     requests_sent: int = Field(0, description="HTTP requests sent to the teacher by this invocation, retries included")
     cache_hits: int = 0

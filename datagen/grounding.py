@@ -1,0 +1,160 @@
+"""Grounding: which COCO objects an answer claims, and which of them the image's annotations do not support.
+
+An object is supported when the image has a box of its category or one of its captions mentions it. A mention is
+a claim unless it is negated ("no dogs", "there aren't any cars or trucks") or generic in a hypothetical ("an
+umbrella can protect people from the sun", "passengers may need to hurry", "a bench for people to rest"). The
+figures follow CHAIR (Rohrbach et al. 2018): per record, each category counts once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from datagen.coco import CocoSource, ImageAnnotations
+from datagen.object_words import PERSON_MODIFIERS, categories_of, mention_pattern
+from datagen.parse import Rejected
+from datagen.records import GeneratedRecord, Grounding, Turn
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
+_CLAUSE_BREAK = re.compile(
+    r"[,;:()\u2014\u2013]|\b(?:but|although|though|while|whereas|yet|except|however|whether|if|that|which|who|where|when"
+    r"|because|since|so|only|just|instead|rather|and(?=\s+(?:there|the|a|an)\b))\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[\w'’]+")
+_NEGATIONS = frozenset({"no", "not", "never", "without", "nor", "neither", "none", "nobody", "cannot", "lack", "lacks", "absence"})
+_NOT_NEGATING_AFTER_NO = frozenset({"longer", "matter", "doubt"})
+_NEGATION_REACH = 6  # words between a negation and the noun it still governs ("no sign of any other dogs")
+# Another noun of a negated list: "no cars, trucks or buses".
+_LIST_CONTINUES = re.compile(r"^[\s,]*(?:(?:or|nor|and)\s+)?(?:any\s+|other\s+)?$", re.IGNORECASE)
+
+# Words before a noun that make it a particular, countable thing in the picture, not a kind of thing.
+_SPECIFIC = frozenset(
+    "the this these those his her their its my our your both each several few another couple pair group herd flock "
+    "team crowd lone single one two three four five six seven eight nine ten eleven twelve dozen".split()
+)
+_DETERMINER_REACH = 3
+# Sentence markers of hypothetical, purpose or habit: a bare plural in such a sentence names a kind, not an object.
+_HYPOTHETICAL = re.compile(
+    r"\b(?:may|might|could|would|should|can|cannot|must|will|shall|if|unless|whether|potential(?:ly)?|possibly|perhaps"
+    r"|often|usually|typically|generally|commonly|tend to|likely to|designed|intended|meant|ideal|perfect|suitable"
+    r"|popular|convenient|important|essential|useful|helpful|safe|dangerous"
+    r"|(?:help|allow|enable|protect|attract|ensure|encourage|invite|provide|offer|serve|shield|warn|prevent|remind"
+    r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
+    re.IGNORECASE,
+)
+_CONDITIONAL = re.compile(r"\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Mention:
+    text: str
+    categories: tuple[str, ...]  # more than one for words such as "bike" (bicycle or motorcycle)
+    claimed: bool
+
+
+def _clause_before(sentence: str, start: int) -> str:
+    before = sentence[:start]
+    breaks = list(_CLAUSE_BREAK.finditer(before))
+    return before[breaks[-1].end():] if breaks else before
+
+
+def _negated(words: list[str]) -> bool:
+    reach = words[-_NEGATION_REACH:]
+    for index, word in enumerate(reach):
+        following = reach[index + 1] if index + 1 < len(reach) else ""
+        if word in _NEGATIONS and not (word == "no" and following in _NOT_NEGATING_AFTER_NO):
+            return True
+        if word.endswith(("n't", "n’t")):
+            return True
+    return False
+
+
+def _generic(words: list[str], sentence: str) -> bool:
+    """A kind of thing, not a thing in the picture: "people may...", "for visitors", "if a dog were to..."."""
+    near = words[-_DETERMINER_REACH:]
+    if any(word in _SPECIFIC or word.isdigit() or word.endswith(("'s", "’s")) for word in near):
+        return False
+    if near and near[-1] == "for":
+        return True
+    if near and near[-1] in ("a", "an"):
+        return _CONDITIONAL.search(sentence) is not None or (len(near) > 1 and near[-2] in ("for", "to"))
+    return _HYPOTHETICAL.search(sentence) is not None
+
+
+def mentions(text: str) -> list[Mention]:
+    """Every object word in `text`, in order, each marked claimed or not (negated or generic)."""
+    found: list[Mention] = []
+    for sentence in _SENTENCE_END.split(text):
+        matches = list(mention_pattern().finditer(sentence))
+        previous: tuple[re.Match[str], bool] | None = None  # the last object match and whether it was negated
+        for index, match in enumerate(matches):
+            categories = categories_of(match.group())
+            if not categories:
+                previous = None
+                continue
+            following = matches[index + 1] if index + 1 < len(matches) else None
+            if match.group().lower() in PERSON_MODIFIERS and following and not sentence[match.end():following.start()].strip():
+                continue  # "baby elephant": an adjective here
+            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, match.start()))]
+            negated = _negated(words) or (
+                previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0].end():match.start()]) is not None
+            )
+            claimed = not negated and not _generic(words, sentence)
+            found.append(Mention(match.group(), categories, claimed))
+            previous = (match, negated)
+    return found
+
+
+def claimed_categories(texts: Iterable[str]) -> list[tuple[str, ...]]:
+    return [mention.categories for text in texts for mention in mentions(text) if mention.claimed]
+
+
+def supported_categories(image: ImageAnnotations) -> set[str]:
+    supported = {box.category for box in image.boxes}
+    for categories in claimed_categories(image.captions):
+        supported.update(categories)
+    return supported
+
+
+def ground(texts: Iterable[str], image: ImageAnnotations) -> Grounding:
+    """The categories the texts claim, and those of them neither a box nor a caption of `image` shows."""
+    supported = supported_categories(image)
+    mentioned: set[str] = set()
+    unsupported: set[str] = set()
+    for categories in claimed_categories(texts):
+        present = [category for category in categories if category in supported]
+        if present:
+            mentioned.add(present[0])
+        else:
+            mentioned.add(categories[0])
+            unsupported.add(categories[0])
+    return Grounding(mentioned=sorted(mentioned), unsupported=sorted(unsupported))
+
+
+def answers(turns: Iterable[Turn]) -> list[str]:
+    """Only the gpt turns make claims; a question may ask about something absent."""
+    return [turn.value for turn in turns if turn.speaker == "gpt"]
+
+
+def ground_record(record: GeneratedRecord, image: ImageAnnotations, reject_unsupported: bool) -> None:
+    """Sets `record.meta.grounding`; with `reject_unsupported`, a record naming an absent object is refused."""
+    record.meta.grounding = ground(answers(record.conversations), image)
+    if reject_unsupported and record.meta.grounding.unsupported:
+        raise Rejected(
+            "unsupported_object",
+            f"names {', '.join(record.meta.grounding.unsupported)}, which neither the boxes nor the captions of the image show",
+        )
+
+
+def stored_grounding(line: dict, source: CocoSource) -> Grounding:
+    """A written record's grounding as stored; one written before records carried it is grounded now."""
+    if line["meta"].get("grounding") is not None:
+        return Grounding.model_validate(line["meta"]["grounding"])
+    image = source.image(line["meta"]["image_id"], Counter())
+    turns = [Turn.model_validate(turn) for turn in line["conversations"]]
+    return ground(answers(turns), image) if image is not None else Grounding(mentioned=[], unsupported=[])
