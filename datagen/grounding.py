@@ -57,8 +57,9 @@ class Mention:
     claimed: bool
 
 
-def _clause_before(sentence: str, start: int) -> str:
-    before = sentence[:start]
+def _clause_before(sentence: str, start: int, after: int) -> str:
+    """The words of `sentence` leading up to a noun, back to the last clause break or the previous noun."""
+    before = sentence[after:start]
     breaks = list(_CLAUSE_BREAK.finditer(before))
     return before[breaks[-1].end():] if breaks else before
 
@@ -82,7 +83,7 @@ def _generic(words: list[str], sentence: str) -> bool:
     if near and near[-1] == "for":
         return True
     if near and near[-1] in ("a", "an"):
-        return _CONDITIONAL.search(sentence) is not None or (len(near) > 1 and near[-2] in ("for", "to"))
+        return _CONDITIONAL.search(sentence) is not None or (len(near) > 1 and near[-2] == "for")
     return _HYPOTHETICAL.search(sentence) is not None
 
 
@@ -92,15 +93,17 @@ def mentions(text: str) -> list[Mention]:
     for sentence in _SENTENCE_END.split(text):
         matches = list(mention_pattern().finditer(sentence))
         previous: tuple[re.Match[str], bool] | None = None  # the last object match and whether it was negated
+        previous_end = 0  # a noun's determiners and negation lie after the previous noun
         for index, match in enumerate(matches):
             categories = categories_of(match.group())
+            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, match.start(), previous_end))]
+            previous_end = match.end()
             if not categories:
                 previous = None
                 continue
             following = matches[index + 1] if index + 1 < len(matches) else None
             if match.group().lower() in PERSON_MODIFIERS and following and not sentence[match.end():following.start()].strip():
                 continue  # "baby elephant": an adjective here
-            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, match.start()))]
             negated = _negated(words) or (
                 previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0].end():match.start()]) is not None
             )
