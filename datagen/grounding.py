@@ -40,14 +40,15 @@ _SPECIFIC = frozenset(
 _DETERMINER_REACH = 3
 # Sentence markers of hypothetical, purpose or habit: a bare plural in such a sentence names a kind, not an object.
 _HYPOTHETICAL = re.compile(
-    r"\b(?:may|might|could|would|should|can|cannot|must|will|shall|if|unless|whether|potential(?:ly)?|possibly|perhaps"
+    r"(?<!\bas )(?<!\beven )\b(?:may|might|could|would|should|can|cannot|must|will|shall|if|unless|whether|potential(?:ly)?"
+    r"|possibly|perhaps|likely|probably"
     r"|often|usually|typically|generally|commonly|tend to|likely to|designed|intended|meant|ideal|perfect|suitable"
     r"|popular|convenient|important|essential|useful|helpful|safe|dangerous"
     r"|(?:help|allow|enable|protect|attract|ensure|encourage|invite|provide|offer|serve|shield|warn|prevent|remind"
     r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
     re.IGNORECASE,
 )
-_CONDITIONAL = re.compile(r"\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE)
+_CONDITIONAL = re.compile(r"(?<!\bas )(?<!\beven )\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,17 @@ def _negated(words: list[str]) -> bool:
     return False
 
 
-def _generic(words: list[str], sentence: str) -> bool:
+def _generic(words: list[str], sentence: str, before: str) -> bool:
     """A kind of thing, not a thing in the picture: "people may...", "for visitors", "if a dog were to..."."""
     near = words[-_DETERMINER_REACH:]
     if any(word in _SPECIFIC or word.isdigit() or word.endswith(("'s", "’s")) for word in near):
         return False
     if near and near[-1] == "for":
         return True
-    if near and near[-1] in ("a", "an"):
-        return _CONDITIONAL.search(sentence) is not None or (len(near) > 1 and near[-2] == "for")
+    if "a" in near or "an" in near:
+        # One thing: hypothetical only inside a condition ("if a child runs...") or a purpose ("for a person").
+        article = max(index for index, word in enumerate(near) if word in ("a", "an"))
+        return _CONDITIONAL.search(before) is not None or (article > 0 and near[article - 1] == "for")
     return _HYPOTHETICAL.search(sentence) is not None
 
 
@@ -107,7 +110,7 @@ def mentions(text: str) -> list[Mention]:
             negated = _negated(words) or (
                 previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0].end():match.start()]) is not None
             )
-            claimed = not negated and not _generic(words, sentence)
+            claimed = not negated and not _generic(words, sentence, sentence[: match.start()])
             found.append(Mention(match.group(), categories, claimed))
             previous = (match, negated)
     return found

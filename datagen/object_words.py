@@ -6,7 +6,10 @@ Choices for ambiguous words (they decide what counts as a mention, so they shape
   "glove" (ski and winter gloves), "baseball"/"football"/"basketball" (the sport as often as the ball),
   "coach" (a person or a bus), "pitcher" (a player or a jug), "fan" (a person or a ceiling fan), "desk".
 - "orange" counts only as "oranges": the singular is mostly a colour.
-- "baby", "adults", "mother", "father" and "passenger" name a person unless another category word follows ("baby elephant").
+- "mother", "father" and "passenger" name a person unless another category word follows ("passenger jet"); "baby"
+  and "adult" are left out of the person words and "calf" out of the cow words: they name young and grown animals
+  of any kind ("two adults and one baby" in a herd of elephants, "elephant calves").
+- "owner", "user" and "resident" are left out: answers infer them ("the owner likely...") more than they see them.
 - "remote" counts unless a place noun follows ("a remote area"); "bat" unless it is "at bat" (batting);
   "tie" unless it is a verb ("to tie", "tie up"); "mouse" always maps to the computer mouse (the animal is
   no COCO category and rare in COCO images); "sink" always maps to the basin.
@@ -26,16 +29,16 @@ from functools import lru_cache
 # category -> words naming it (singular; plurals are derived, irregular ones are listed in _PLURALS)
 CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
     "person": (
-        "person", "people", "persons", "man", "woman", "boy", "girl", "child", "kid", "baby", "toddler", "infant",
-        "teenager", "teen", "adults", "guy", "lady", "gentleman", "humans", "individuals", "someone", "somebody",
+        "person", "people", "persons", "man", "woman", "boy", "girl", "child", "kid", "toddler", "infant",
+        "teenager", "teen", "guy", "lady", "gentleman", "humans", "individuals", "someone", "somebody",
         "player", "skier", "snowboarder", "surfer", "skateboarder", "skater", "cyclist", "bicyclist", "biker",
         "motorcyclist", "rider", "horseman", "jockey", "cowboy", "driver", "pedestrian", "passenger", "commuter",
         "traveler", "traveller", "tourist", "visitor", "customer", "shopper", "buyer", "diner", "guest", "vendor",
         "worker", "chef", "baker", "waiter", "waitress", "bartender", "officer", "policeman", "policewoman",
         "soldier", "student", "teacher", "athlete", "batter", "catcher", "umpire", "referee", "spectator",
         "onlooker", "audience", "crowd", "friend", "couple", "father", "mother", "dad", "mom", "son",
-        "daughter", "brother", "sister", "husband", "wife", "bride", "groom", "owner", "hiker", "runner",
-        "swimmer", "fisherman", "farmer", "herder", "shepherd", "resident", "user", "operator",
+        "daughter", "brother", "sister", "husband", "wife", "bride", "groom", "hiker", "runner",
+        "swimmer", "fisherman", "farmer", "herder", "shepherd", "operator",
     ),
     "bicycle": ("bicycle", "bmx bike", "mountain bike", "road bike", "racing bike"),
     "car": ("car", "sedan", "taxi", "suv", "hatchback", "jeep", "minivan", "automobile", "police car", "race car", "sports car"),
@@ -58,7 +61,7 @@ CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
     "dog": ("dog", "puppy", "pup", "doggy"),
     "horse": ("horse", "pony", "foal", "stallion", "mare"),
     "sheep": ("sheep", "lamb"),
-    "cow": ("cow", "cattle", "bull", "calf", "ox"),
+    "cow": ("cow", "cattle", "bull", "ox"),
     "elephant": ("elephant",),
     "bear": ("bear", "polar bear", "grizzly"),
     "zebra": ("zebra",),
@@ -79,7 +82,10 @@ CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
     "surfboard": ("surfboard", "surf board"),
     "tennis racket": ("tennis racket", "racket", "racquet", "tennis racquet"),
     "bottle": ("bottle",),
-    "wine glass": ("wine glass", "wineglass", "champagne glass", "glass of wine", "glasses of wine", "glass of champagne"),
+    "wine glass": (
+        "wine glass", "wineglass", "champagne glass", "glass of wine", "glass of red wine", "glass of white wine",
+        "glass of champagne",
+    ),
     "cup": ("cup", "mug", "teacup", "coffee cup"),
     "fork": ("fork",),
     "knife": ("knife",),
@@ -142,7 +148,7 @@ NON_OBJECT_PHRASES: tuple[str, ...] = (
     "bike rack", "dog park", "cat walk", "bed sheet", "tv stand", "phone booth", "teddy bear picnic",
     "remote area", "remote location", "remote region", "remote place", "remote village", "remote island",
     "remote spot", "remote part", "remote road", "remote beach", "remote town", "at bat", "cup holder",
-    "table of contents", "couple of", "sink into", "sinks into", "chair lift", "jet ski", "to train",
+    "table of contents", "couple of", "in a ball", "into a ball", "tight ball", "ball of yarn", "sink into", "sinks into", "chair lift", "jet ski", "to train",
     "to tie", "tie up", "ties up", "tie their", "tie his", "tie her", "tie the",
 )
 
@@ -152,8 +158,9 @@ _PLURALS = {
     "child": "children", "mouse": "mice", "knife": "knives", "sheep": "sheep", "cattle": "cattle", "goose": "geese",
     "calf": "calves", "ox": "oxen", "scissors": "scissors", "skis": "skis", "broccoli": "broccoli",
     "luggage": "luggage", "baggage": "baggage", "aircraft": "aircraft", "oranges": "oranges", "audience": "audiences",
-    "adults": "adults", "humans": "humans", "individuals": "individuals",
-    "glass of wine": "glasses of wine", "glass of champagne": "glasses of champagne", "pair of skis": "pairs of skis",
+    "humans": "humans", "individuals": "individuals",
+    "glass of wine": "glasses of wine", "glass of champagne": "glasses of champagne",
+    "glass of red wine": "glasses of red wine", "glass of white wine": "glasses of white wine", "pair of skis": "pairs of skis",
     "pair of scissors": "pairs of scissors", "bus": "buses", "double-decker": "double-deckers",
     "lady": "ladies", "baby": "babies", "family": "families", "puppy": "puppies", "pony": "ponies",
     "kitty": "kitties", "doggy": "doggies", "teddy": "teddies", "crowd": "crowds", "bmx bike": "bmx bikes",
@@ -198,7 +205,7 @@ def _forms() -> dict[str, tuple[str, ...]]:
 
 FORMS: dict[str, tuple[str, ...]] = _forms()
 # Person words that are adjectives when a category word follows them ("baby elephant", "mother duck").
-PERSON_MODIFIERS = frozenset({"baby", "babies", "adults", "mother", "father", "passenger"})
+PERSON_MODIFIERS = frozenset({"mother", "father", "passenger"})
 
 
 @lru_cache(maxsize=1)
