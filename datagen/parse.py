@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from datagen.checks import Finding, check_pairs
+from datagen.checks import Finding, check_lead, check_pairs
 from datagen.records import RejectReason
 
 
@@ -74,7 +74,7 @@ def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[
         pairs = parse_qa_pairs(answer)
     except Rejected:
         # A reply that is all refusal, or opens with chat talk before its first block, says more than 'unparseable'.
-        _raise_first(check_pairs(task, [("", _before_first_question(answer))]))
+        _raise_first(check_lead(_before_first_question(answer)))
         raise
     if not pairs:
         raise Rejected("unparseable", "no Question/Answer pair found")

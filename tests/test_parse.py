@@ -136,7 +136,7 @@ def test_empty(task: str, text: str) -> None:
         "Answer:\nA dog.\n===\nQuestion:\nWhat is it?",  # wrong order
         "Question:\nWhat is it?\n===\nAnswer:\n",  # empty answer
         "Question:\n\n===\nAnswer:\nA dog.",  # empty question
-        "Here are some questions about the picture.",  # no blocks at all
+        "The picture shows a dog on a lawn.",  # no blocks at all
         "What is it? A dog.",
     ],
 )
