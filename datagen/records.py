@@ -15,8 +15,16 @@ IMAGE_TOKEN = "<image>"
 
 RejectReason = Literal[
     "truncated",  # finish_reason == "length": the teacher ran out of tokens mid-answer
+    # Content rules of datagen/checks.py, one reason each (a test keeps the two lists equal).
+    "control_string",  # chat-template tokens such as </s> or USER: that a trainer would mistake for structure
+    "image_token_echo",  # '<image>' in teacher text: the record would hold the image token twice
     "refusal",
-    "reveals_text_source",  # mentions captions, boxes or coordinates: the student would learn to hallucinate them
+    "ai_disclaimer",  # "as an AI language model...": talk about itself instead of the picture
+    "chat_preamble",  # "Sure! Here's a detailed description:"
+    "chat_closing",  # "Let me know if you have other questions!"
+    "reveals_text_source",  # mentions captions, descriptions, lists or boxes: the student would learn to hallucinate them
+    "box_coordinates",  # numbers only the normalised box corners hold, e.g. "x=0.12" or "(0.12, 0.40, 0.50, 0.90)"
+    "incomplete_sentence",  # the answer stops mid-sentence although the teacher said it was done
     "empty",
     "unparseable",
     "wrong_turn_count",

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from datagen.mock_teacher import estimate_tokens, mock_answer
-from datagen.parse import check_answer, parse_answer, parse_qa_pairs
+from datagen.parse import parse_answer, parse_qa_pairs
 
 CONVERSATION_SHOT = (
     "Question:\nWhat is the man holding?\n===\nAnswer:\nHe is holding an umbrella.\n===\n"
@@ -12,6 +12,7 @@ CONVERSATION_SHOT = (
 )
 REASONING_SHOT = "Question:\nWhy might the man carry an umbrella?\n===\nAnswer:\nThe sky is overcast, so he expects rain."
 DETAIL_SHOT = "A man walks along a wet street holding an umbrella.\n\nShops line the road behind him."
+TASK_OF_SHOT = {CONVERSATION_SHOT: "conversation", REASONING_SHOT: "complex_reasoning", DETAIL_SHOT: "detail"}
 
 CONTEXT = (
     "A man riding a bike down a busy street.\n"
@@ -96,16 +97,14 @@ def test_answers_never_reveal_the_text_source(shot):
     for seed in range(30):
         answer = mock_answer(request(shot, leaky), seed=seed)
         assert not FORBIDDEN.search(answer), answer
-        check_answer(answer, "stop")
+        parse_answer(TASK_OF_SHOT[shot], answer, "stop")
 
 
 @pytest.mark.parametrize("shot", [CONVERSATION_SHOT, REASONING_SHOT, DETAIL_SHOT])
 def test_caption_only_and_empty_contexts(shot):
     for context in ("A dog sleeps on a red couch.", ""):
         answer = mock_answer(request(shot, context), seed=1)
-        check_answer(answer, "stop")
-        if shot is not DETAIL_SHOT:
-            parse_qa_pairs(answer)
+        parse_answer(TASK_OF_SHOT[shot], answer, "stop")
 
 
 def test_non_ascii_captions_are_kept_intact():

@@ -84,8 +84,6 @@ def test_refusal_with_typographic_apostrophe(text: str) -> None:
         "The bounding box of the dog covers the left half.",
         "Judging by the bounding-boxes, the cat is small.",
         "The coordinates show the bus on the left.",
-        "The dog is at [0.12, 0.4, 0.5, 0.9].",
-        "The dog is at [0.12, 0.4",
         "The box coordinates put it near the top.",
         "Based on the given description, it is a kitchen.",
         "The annotations mark three people.",
@@ -93,6 +91,11 @@ def test_refusal_with_typographic_apostrophe(text: str) -> None:
 )
 def test_reveals_text_source(text: str) -> None:
     assert rejected("detail", text) == "reveals_text_source"
+
+
+@pytest.mark.parametrize("text", ["The dog is at [0.12, 0.4, 0.5, 0.9].", "The dog is at [0.12, 0.4"])
+def test_box_coordinates(text: str) -> None:
+    assert rejected("detail", text) == "box_coordinates"
 
 
 def test_reveals_text_source_inside_a_conversation_answer() -> None:
@@ -133,7 +136,7 @@ def test_empty(task: str, text: str) -> None:
         "Answer:\nA dog.\n===\nQuestion:\nWhat is it?",  # wrong order
         "Question:\nWhat is it?\n===\nAnswer:\n",  # empty answer
         "Question:\n\n===\nAnswer:\nA dog.",  # empty question
-        "Here are some questions about the picture.",  # no blocks at all
+        "The picture shows a dog on a lawn.",  # no blocks at all
         "What is it? A dog.",
     ],
 )
