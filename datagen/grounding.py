@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from datagen.coco import CocoSource, ImageAnnotations
-from datagen.object_words import PERSON_MODIFIERS, categories_of, mention_pattern
+from datagen.object_words import PERSON_MODIFIERS, find_forms
 from datagen.parse import Rejected
 from datagen.records import GeneratedRecord, Grounding, Turn
 
@@ -94,25 +94,25 @@ def mentions(text: str) -> list[Mention]:
     """Every object word in `text`, in order, each marked claimed or not (negated or generic)."""
     found: list[Mention] = []
     for sentence in _SENTENCE_END.split(text):
-        matches = list(mention_pattern().finditer(sentence))
-        previous: tuple[re.Match[str], bool] | None = None  # the last object match and whether it was negated
+        forms = find_forms(sentence)
+        previous: tuple[int, bool] | None = None  # where the last object word ended and whether it was negated
         previous_end = 0  # a noun's determiners and negation lie after the previous noun
-        for index, match in enumerate(matches):
-            categories = categories_of(match.group())
-            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, match.start(), previous_end))]
-            previous_end = match.end()
+        for index, (start, end, categories) in enumerate(forms):
+            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, start, previous_end))]
+            previous_end = end
             if not categories:
                 previous = None
                 continue
-            following = matches[index + 1] if index + 1 < len(matches) else None
-            if match.group().lower() in PERSON_MODIFIERS and following and not sentence[match.end():following.start()].strip():
-                continue  # "baby elephant": an adjective here
+            surface = sentence[start:end]
+            following = forms[index + 1] if index + 1 < len(forms) else None
+            if surface.lower() in PERSON_MODIFIERS and following and not sentence[end : following[0]].strip():
+                continue  # "passenger jet": an adjective here
             negated = _negated(words) or (
-                previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0].end():match.start()]) is not None
+                previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None
             )
-            claimed = not negated and not _generic(words, sentence, sentence[: match.start()])
-            found.append(Mention(match.group(), categories, claimed))
-            previous = (match, negated)
+            claimed = not negated and not _generic(words, sentence, sentence[:start])
+            found.append(Mention(surface, categories, claimed))
+            previous = (end, negated)
     return found
 
 

@@ -24,7 +24,6 @@ Choices for ambiguous words (they decide what counts as a mention, so they shape
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 # category -> words naming it (singular; plurals are derived, irregular ones are listed in _PLURALS)
 CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
@@ -208,17 +207,36 @@ FORMS: dict[str, tuple[str, ...]] = _forms()
 PERSON_MODIFIERS = frozenset({"mother", "father", "passenger"})
 
 
-@lru_cache(maxsize=1)
-def mention_pattern() -> re.Pattern[str]:
-    """One alternation, longest form first, so "hot dog" wins over "dog" and "dining table" over "table"."""
-
-    def spelled(form: str) -> str:
-        return r"[\s\-]+".join(re.escape(word).replace("'", "['’]") for word in form.split(" "))
-
-    alternatives = sorted(FORMS, key=len, reverse=True)
-    return re.compile(r"(?<![\w\-])(?:" + "|".join(spelled(form) for form in alternatives) + r")(?![\w\-])", re.IGNORECASE)
+_TOKEN = re.compile(r"\w+(?:['’]\w+)*")
+_JOINER = re.compile(r"[\s\-]+")  # what may stand between the words of one name: "hot dog", "hot-dog"
+# first word of a form -> the most words a form starting with it has; most words of a text start none
+_STARTS: dict[str, int] = {}
+for _form in FORMS:
+    _first, *_rest = _form.split(" ")
+    _STARTS[_first] = max(_STARTS.get(_first, 0), 1 + len(_rest))
 
 
-def categories_of(surface: str) -> tuple[str, ...]:
-    """The categories a matched text may name; () for a phrase that names no object."""
-    return FORMS.get(_key(surface), ())
+def find_forms(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
+    """(start, end, categories) of each listed form in `text`, left to right, the longest form at each place
+    first, so "hot dog" wins over "dog" and "dining table" over "table"; () marks a phrase naming no object."""
+    tokens = [(match.start(), match.end(), match.group().lower().replace("’", "'")) for match in _TOKEN.finditer(text)]
+    found = []
+    index = 0
+    while index < len(tokens):
+        first = tokens[index][2]
+        longest = max(_STARTS.get(first, 0), _STARTS.get(first[:-2], 0) if first.endswith("'s") else 0)
+        for length in range(min(longest, len(tokens) - index), 0, -1):
+            span = tokens[index : index + length]
+            if any(not _JOINER.fullmatch(text[left[1] : right[0]]) for left, right in zip(span, span[1:])):
+                continue
+            key = " ".join(word for _, _, word in span)
+            categories = FORMS.get(key)
+            if categories is None and key.endswith("'s"):
+                categories = FORMS.get(key[:-2])  # possessive: "the dog's collar"
+            if categories is not None:
+                found.append((span[0][0], span[-1][1], categories))
+                index += length
+                break
+        else:
+            index += 1
+    return found
