@@ -204,6 +204,28 @@ def align(
     typer.echo(f"wrote {count} alignment records to {out}")
 
 
+@app.command()
+@friendly_errors
+def audit(
+    file: Path = typer.Argument(..., help="LLaVA-format records: a JSON array (llava_instruct_150k.json...) or JSONL (ours)"),
+    captions: Path = typer.Option(..., help="COCO captions file of the images the records are about"),
+    instances: Path = typer.Option(..., help="COCO instances file (boxes) of those images"),
+    out: Optional[Path] = typer.Option(None, help="Folder for findings.jsonl and summary.json; default FILE-STEM-audit/"),
+    task: Optional[str] = typer.Option(None, help="Task of records without meta.task; inferred from their turns otherwise"),
+    max_chair_s: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records naming an absent object exceeds this"),
+    max_flagged: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records with check findings exceeds this"),
+) -> None:
+    """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
+    from datagen.audit import audit as run_audit, format_summary
+
+    if task is not None and task not in TASKS:
+        raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
+    summary = run_audit(file, captions, instances, out or Path(f"{file.stem}-audit"), task, max_chair_s, max_flagged)
+    typer.echo(format_summary(summary))
+    if summary.failures:
+        raise typer.Exit(1)
+
+
 # -- production runs: Batch API status and merging shards (datagen/batch.py, datagen/merge.py) --------
 
 batch_app = typer.Typer(help="Inspect the batches of `generate --batch` runs", no_args_is_help=True)
