@@ -9,6 +9,7 @@ Three measurements over the bundled sample data (data/, 22 images):
    crowd and degenerate ones included) nor among the objects its captions mention by our reading (DOG_BEACH);
    the grounder should flag those pairs and no others.
 3. The mock teacher's output for all sample images: the manifest's quality block (CHAIR_i, CHAIR_s).
+4. `datagen audit` throughput (checks + grounding) over the mock's records repeated to AUDIT_RECORDS records.
 
     .venv/bin/python bench/grounding_bench.py     # writes bench/results_grounding.md (a few seconds)
 """
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from datagen.audit import audit  # noqa: E402
 from datagen.coco import CocoSource  # noqa: E402
 from datagen.grounding import ground  # noqa: E402
 
@@ -38,6 +40,7 @@ CASES = ROOT / "tests" / "data" / "grounding_cases.jsonl"
 RESULTS = HERE / "results_grounding.md"
 # Objects only the captions show: 100117 is absent from instances.json; its captions name a woman and her dog.
 CAPTION_ONLY = {100117: {"person", "dog"}}
+AUDIT_RECORDS = 3000
 
 
 def annotated_objects() -> dict[int, set[str]]:
@@ -116,7 +119,21 @@ def swapped_image(cases: list[dict], source: CocoSource, truth: dict[int, set[st
     return lines, {"recall": caught / positives, "false_flag_rate": false_flags / max(1, negatives)}
 
 
-def mock_teacher() -> list[str]:
+def audit_speed(records: list[dict], folder: Path) -> list[str]:
+    file = folder / "repeated.jsonl"
+    repeated = [records[index % len(records)] for index in range(AUDIT_RECORDS)]
+    file.write_text("".join(json.dumps(record) + "\n" for record in repeated), encoding="utf-8")
+    characters = sum(len(turn["value"]) for record in repeated for turn in record["conversations"])
+    started = time.perf_counter()
+    audit(file, CAPTIONS, INSTANCES, folder / "audit")
+    seconds = time.perf_counter() - started
+    return [
+        f"- {AUDIT_RECORDS} records ({characters / AUDIT_RECORDS:.0f} characters each on average) in {seconds:.1f} s: "
+        f"**{AUDIT_RECORDS / seconds:.0f} records/s** on one core, annotation loading included",
+    ]
+
+
+def mock_teacher() -> tuple[list[str], list[str]]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out"
         command = [sys.executable, "-m", "datagen.cli", "generate", "--teacher", "mock", "--captions", str(CAPTIONS),
@@ -129,13 +146,15 @@ def mock_teacher() -> list[str]:
             for record in map(json.loads, (out / f"{task}.jsonl").read_text().splitlines())
             if record["meta"]["grounding"]["unsupported"]
         ]
+        records = [json.loads(line) for task in quality for line in (out / f"{task}.jsonl").read_text().splitlines()]
+        speed = audit_speed(records, Path(folder))
     lines = ["| task | records | flagged | mentions | unsupported | CHAIR_s | CHAIR_i |", "|---|---|---|---|---|---|---|"]
     for task, stats in quality.items():
         lines.append(
             f"| {task} | {stats['records']} | {stats['records_with_unsupported']} | {stats['mentions']} | "
             f"{stats['unsupported_mentions']} | {stats['chair_s']:.1%} | {stats['chair_i']:.1%} |"
         )
-    return lines + ["", "Flagged records (id, task: objects the image lacks):", *(f"- {flag}" for flag in flags)]
+    return lines + ["", "Flagged records (id, task: objects the image lacks):", *(f"- {flag}" for flag in flags)], speed
 
 
 def main() -> None:
@@ -145,7 +164,7 @@ def main() -> None:
     cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
     right_lines, right = right_image(cases, source, truth)
     swap_lines, swap = swapped_image(cases, source, truth)
-    mock_lines = mock_teacher()
+    mock_lines, speed_lines = mock_teacher()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join(
         [
@@ -166,6 +185,10 @@ def main() -> None:
             "## The mock teacher's records for all sample images (manifest `quality`)",
             "",
             *mock_lines,
+            "",
+            "## `datagen audit` throughput",
+            "",
+            *speed_lines,
             "",
             f"Targets: swapped-image catch rate {swap['recall']:.1%} (target >= 90%); right-image flag rate "
             f"{right['flag_rate']:.1%}, of which wrong {right['false_flag_rate']:.1%} (target: low, real GPT-4 answers ~2-5% CHAIR_s).",

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from datagen.coco import CocoSource, ImageAnnotations
 from datagen.object_words import PERSON_MODIFIERS, find_forms
@@ -120,11 +121,14 @@ def claimed_categories(texts: Iterable[str]) -> list[tuple[str, ...]]:
     return [mention.categories for text in texts for mention in mentions(text) if mention.claimed]
 
 
+@lru_cache(maxsize=4096)
+def _caption_support(captions: tuple[str, ...]) -> frozenset[str]:
+    # Cached: the three tasks of an image, and an audited file's several records per image, share captions.
+    return frozenset(category for categories in claimed_categories(captions) for category in categories)
+
+
 def supported_categories(image: ImageAnnotations) -> set[str]:
-    supported = {box.category for box in image.boxes}
-    for categories in claimed_categories(image.captions):
-        supported.update(categories)
-    return supported
+    return {box.category for box in image.boxes} | _caption_support(tuple(image.captions))
 
 
 def ground(texts: Iterable[str], image: ImageAnnotations) -> Grounding:

@@ -219,7 +219,10 @@ for _form in FORMS:
 def find_forms(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
     """(start, end, categories) of each listed form in `text`, left to right, the longest form at each place
     first, so "hot dog" wins over "dog" and "dining table" over "table"; () marks a phrase naming no object."""
-    tokens = [(match.start(), match.end(), match.group().lower().replace("’", "'")) for match in _TOKEN.finditer(text)]
+    lowered = text.lower().replace("’", "'")
+    if len(lowered) != len(text):  # a few characters change length when lowered ("İ"): keep positions exact
+        lowered = "".join(character.lower()[:1] for character in text).replace("’", "'")
+    tokens = [(match.start(), match.end(), match.group()) for match in _TOKEN.finditer(lowered)]
     found = []
     index = 0
     while index < len(tokens):
