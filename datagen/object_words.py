@@ -16,7 +16,8 @@ Choices for ambiguous words (they decide what counts as a mention, so they shape
 - Some words may name either of two categories: a mention of "bike" is supported by a bicycle or a
   motorcycle, "van" by a car or a truck, "monitor"/"computer" by a tv or a laptop.
 - Phrases that contain a category word without naming the object ("bird's-eye view", "bus stop", "train
-  station", "flower bed", "ski slope", "table tennis") are matched first and name nothing.
+  station", "flower bed", "ski slope", "table tennis", "DVD player", "toy car", "the sun sinks behind") are
+  matched first and name nothing.
 - People: the everyday words for a person and the roles people are shown in (player, skier, rider,
   customer, passenger...). Not "viewer" or "photographer": they are outside the picture.
 """
@@ -149,6 +150,9 @@ NON_OBJECT_PHRASES: tuple[str, ...] = (
     "remote spot", "remote part", "remote road", "remote beach", "remote town", "at bat", "cup holder",
     "table of contents", "couple of", "in a ball", "into a ball", "tight ball", "ball of yarn", "sink into", "sinks into", "chair lift", "jet ski", "to train",
     "to tie", "tie up", "ties up", "tie their", "tie his", "tie her", "tie the",
+    "cd player", "dvd player", "record player", "music player", "mp3 player", "media player", "toy car", "toy train",
+    "toy truck", "toy airplane", "bear in mind", "fork in the road", "to ski", "ski down",
+    "sink below", "sink behind", "sink beneath", "sink toward", "sink towards", "sink low", "sink slowly", "sink down",
 )
 
 _PLURALS = {
@@ -164,6 +168,9 @@ _PLURALS = {
     "lady": "ladies", "baby": "babies", "family": "families", "puppy": "puppies", "pony": "ponies",
     "kitty": "kitties", "doggy": "doggies", "teddy": "teddies", "crowd": "crowds", "bmx bike": "bmx bikes",
     "couple of": "couple of", "at bat": "at bat", "to train": "to train", "to tie": "to tie", "tie up": "tie up",
+    "bear in mind": "bears in mind", "fork in the road": "forks in the road", "to ski": "to ski", "ski down": "skis down",
+    "sink below": "sinks below", "sink behind": "sinks behind", "sink beneath": "sinks beneath", "sink toward": "sinks toward",
+    "sink towards": "sinks towards", "sink low": "sinks low", "sink slowly": "sinks slowly", "sink down": "sinks down",
 }
 
 

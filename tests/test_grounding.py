@@ -61,6 +61,7 @@ def test_multi_word_names_win_over_their_words() -> None:
 def test_phrases_that_name_no_object() -> None:
     assert claimed("A bird's-eye view of the bus stop and the train station, near a remote area.") == []
     assert claimed("The remote is on the table.") == ["remote", "dining table"]
+    assert claimed("The sun sinks behind the hills; a DVD player sits under the TV.") == ["tv"]
     assert claimed("The batter is at bat; the bat is wooden.") == ["person", "baseball bat"]
 
 
@@ -246,3 +247,34 @@ def test_reject_unsupported_is_part_of_the_fingerprint(generate_mock, tmp_path: 
     generate_mock(out, "--tasks", "conversation", "--limit", "2", "--reject-unsupported")
     result = generate_mock(out, "--tasks", "conversation", "--limit", "2", expect=2)
     assert "reject_unsupported" in result.output
+
+
+# -- the hand-written corpus (bench/grounding_bench.py reports the full figures) ---------------------------
+
+CASES = Path(__file__).parent / "data" / "grounding_cases.jsonl"
+
+
+def test_hand_written_answers_right_and_swapped_image() -> None:
+    """Right image: flags only where the labels say an object is absent, but for at most one answer.
+    Each answer against the next sample image: nearly every answer naming an object that image lacks is caught."""
+    from datagen.coco import CocoSource
+
+    source = CocoSource(CAPTIONS, INSTANCES)
+    instances = json.loads(INSTANCES.read_text())
+    names = {category["id"]: category["name"] for category in instances["categories"]}
+    present: dict[int, set[str]] = {image_id: set() for image_id in source.image_ids}
+    for annotation in instances["annotations"]:
+        present[annotation["image_id"]].add(names[annotation["category_id"]])
+    present[100117] |= {"person", "dog"}  # named by its captions only
+    cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines()]
+
+    def flagged(case: dict, image_id: int) -> set[str]:
+        return set(ground([case["answer"]], source.image(image_id)).unsupported)
+
+    wrong_flags = sum(1 for case in cases if not flagged(case, case["image_id"]) <= set(case["objects"]) - present[case["image_id"]])
+    assert wrong_flags <= 1
+    ids = source.image_ids
+    swapped = [(case, ids[(ids.index(case["image_id"]) + 1) % len(ids)]) for case in cases]
+    lacking = [(case, other) for case, other in swapped if set(case["objects"]) - present[other]]
+    caught = sum(bool(flagged(case, other)) for case, other in lacking)
+    assert len(lacking) >= 60 and caught >= 0.9 * len(lacking)
