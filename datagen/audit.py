@@ -33,16 +33,20 @@ SUMMARY_FILE = "summary.json"
 TaskSource = Literal["meta", "flag", "inferred"]
 Status = Literal["checked", "not_in_annotations", "malformed"]
 
-# A single question asking for the picture to be described, in any wording: a description verb or noun, and the
-# picture as its object. "Describe the risks the cyclist faces" has no picture in it and stays complex reasoning.
+# A single question asking for the picture to be described, in any wording: a description verb or noun, or
+# "in detail" / "what is happening", with the picture in it. "Describe the risks the cyclist faces" has no picture
+# in it and stays complex reasoning; "explain" and "analyze" count only with the picture as their object, since
+# "explain why the man in the image..." is reasoning.
 _DESCRIPTION_WORDS = re.compile(
-    r"\b(?:describ\w*|descriptions?|detail\w*|elaborat\w*|depict\w*|narrat\w*|portray\w*|characteri[sz]e|rundown"
-    r"|walk (?:me )?through|break down|explain|analy[sz]e|examine|illustrate|what (?:do you see|is happening|'s happening"
-    r"|is going on|do you think is going on)|key elements|main features|visual content|thorough\w*|comprehensive\w*|exhaustive)\b",
+    r"\b(?:describe|description|depict|portray|narrate|characteri[sz]e|rundown|walk (?:me )?through|break down|elaborate on"
+    r"|in (?:great |full |rich |fine )?detail|detailed|thorough(?:ly)?|comprehensive(?:ly)?|exhaustive"
+    r"|what(?:'s| is) (?:happening|going on)|what do you (?:see|think is going on)|key elements|main features|visual content)\b",
     re.IGNORECASE,
 )
-_PICTURE_WORDS = re.compile(
-    r"\b(?:image|picture|photo|photograph|scene|snapshot|shown|displayed|presented|you see|before you|here)\b", re.IGNORECASE
+_PICTURE_WORDS = re.compile(r"\b(?:image|picture|photo|photograph|scene|snapshot|shown|displayed|presented|you see|here)\b", re.IGNORECASE)
+_PICTURE_AS_OBJECT = re.compile(
+    r"\b(?:explain|analy[sz]e|examine|illustrate|clarify)\s+(?:the |this )?(?:visual )?(?:contents?|image|picture|photo|scene|elements)\b",
+    re.IGNORECASE,
 )
 _DIGITS = re.compile(r"\d+")
 
@@ -150,6 +154,8 @@ def qa_pairs(record: object) -> list[tuple[str, str]]:
 def is_description_request(question: str, instructions: frozenset[str]) -> bool:
     if question.strip().casefold() in instructions:
         return True
+    if _PICTURE_AS_OBJECT.search(question):
+        return True
     return bool(_DESCRIPTION_WORDS.search(question) and _PICTURE_WORDS.search(question))
 
 
@@ -210,6 +216,8 @@ def audit(
     max_chair_s: float | None = None,
     max_flagged: float | None = None,
 ) -> AuditSummary:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder; pick a folder for findings.jsonl and summary.json")
     source = CocoSource(captions, instances)
     known = set(source.image_ids)
     instructions = frozenset(line.casefold() for line in load_instructions("detail").lines)

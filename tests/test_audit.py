@@ -159,4 +159,28 @@ def test_bad_input(cli, llava_file: Path, tmp_path: Path) -> None:
     elsewhere = write_json(tmp_path / "elsewhere.json", [LLAVA_RECORDS[4]])
     one_line_error(run_audit(cli, elsewhere, out), "none of its 1 records matched")
     one_line_error(run_audit(cli, llava_file, out, "--task", "chat"), "--task")
+    one_line_error(run_audit(cli, llava_file, out / "findings.jsonl"), "--out", "not a folder")
     assert (out / "findings.jsonl").read_bytes() == before  # a failed audit leaves the last good one alone
+
+
+@pytest.mark.parametrize(
+    ("question", "detail"),
+    [
+        ("Describe this photo in detail.", True),
+        ("What's happening in this scene?", True),
+        ("Could you give me a thorough account of the picture?", True),
+        ("Explain the visual content of the image.", True),
+        ("What do you see in this snapshot?", True),
+        ("Walk me through everything you can see in this picture.", True),  # one of our own detail instructions
+        ("Why might the man in the image be holding an umbrella?", False),
+        ("Explain why the dogs in the picture are running.", False),
+        ("Describe the risks a cyclist faces on this road.", False),
+        ("What details suggest that it is winter?", False),
+    ],
+)
+def test_description_requests_are_told_from_reasoning_questions(question: str, detail: bool) -> None:
+    from datagen.audit import is_description_request
+    from datagen.prompts import load_instructions
+
+    instructions = frozenset(line.casefold() for line in load_instructions("detail").lines)
+    assert is_description_request(question, instructions) is detail
