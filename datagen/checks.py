@@ -148,7 +148,12 @@ _REFUSALS = (
         _I,
     ),
     _when("beyond|outside", r"\b(?:beyond|outside) (?:my|the) (?:current )?(?:capabilities|abilities|capacity)\b", _I),
-    _when("access|way to see|ability to see|seeing", rf"\b(?:without|no) (?:(?:direct |visual )?access to|(?:a |any )?way to see|the ability to see|seeing) (?:the|this|your|an|any) (?:actual )?{_IMAGE_WORD}", _I),
+    _when(
+        "access|way to see|ability to see|seeing|viewing|without",
+        rf"\b(?:without|no) (?:(?:direct |visual )?access to|(?:a |any )?way to see|the ability to see|seeing|viewing|having|being able to see"
+        rf"|looking at) (?:the|this|your|an|any) (?:actual )?{_IMAGE_WORD}|\bwithout (?:the|an|any) (?:actual|real|original) {_IMAGE_WORD}",
+        _I,
+    ),
     _when("provided|attached|shared|uploaded|included|available|please|haven|have not|did not|didn", 
         rf"\b(?:there is no|there{_A}s no|no) {_IMAGE_WORD} (?:was |has been |is )?(?:provided|attached|shared|uploaded|included|available)\b"
         rf"|\byou (?:have not|haven{_A}?t|did not|didn{_A}?t) (?:provide|provided|share|shared|upload|uploaded|attach|attached|include|included) (?:an|the|any|a) {_IMAGE_WORD}"
@@ -209,6 +214,7 @@ def _find_preamble(text: str, task: str) -> Span | None:
 _CLOSINGS = (
     _when("hope|let me know|feel free|hesitate|if you|anything else|would you like|to help", 
         rf"\b(?:I )?hope (?:this|that|it|the above|my \w+) (?:helps|is helpful|was helpful|answers|gives|provides|clarifies)"
+        rf"|\b(?:I )?hope you (?:find|found|enjoy|enjoyed|like|liked) (?:this|that|it|the|my)\b"
         rf"|\b(?:please )?let me know if\b|\bfeel free to (?:ask|reach|let)\b|\bdon{_A}?t hesitate to\b|\bdo not hesitate to\b"
         rf"|\bif you (?:have|need|want) (?:any )?(?:more|other|further|additional)\b(?:\s+\w+)?\s+(?:questions|help|details|information|assistance)"
         rf"|\bis there anything else\b|\bwould you like (?:me to|to know more|more (?:details|information))\b"
@@ -349,10 +355,11 @@ _BOX_NUMBERS = (
 _LOOSE_BOX_NUMBERS = (
     re.compile(rf"{_NUMBER}0?\.\d{{1,3}}\s*(?:-|–|—|to|and)\s*{_NORM}(?!\d)(?!{_UNIT})", _I),
     re.compile(rf"{_NUMBER}0?\.\d{{2,3}}(?![\d.,]\d)(?!{_UNIT})", _I),
+    re.compile(rf"{_NUMBER}{_NORM}\s*,\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6"
 )
 _WRITTEN_IN_PICTURE = re.compile(
     r"\b(?:price[sd]?|cost|costs|tags?|signs?|menu|labels?|board|screen|display|displays|scoreboard|reads|says|shows|written|printed"
-    r"|sells?|sold|fare|average|chart|graph|odometer|meter|gauge|thermometer|scale|dial)\b",
+    r"|sells?|sold|fare|average|percentage|stats|rate|ratio|odds|chart|graph|odometer|meter|gauge|thermometer|scale|dial)\b",
     _I,
 )
 _DECIMAL = re.compile(r"\.\d")
