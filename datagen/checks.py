@@ -60,12 +60,13 @@ def _in_quotes(text: str, position: int) -> bool:
     return opened > closed
 
 
-# Words after a match that put the text on a physical thing in the picture: "the description on the
-# plaque", "the items listed on the menu", "notes pinned to the board".
+# Words after a match that put the text on a physical thing in the picture or give it a source there:
+# "the description on the plaque", "the items listed on the menu", "information provided by the guide".
 _ON_SOMETHING = re.compile(
     r"\s*(?:\w+\s+){0,3}?(?:on|onto|upon|under|underneath|beneath|below|beside|next to|along|across|at|inside|"
     r"printed|written|painted|posted|displayed|engraved|etched|attached|inscribed|stenciled|stencilled|"
-    r"scrawled|taped|pinned|stuck|hanging|chalked|handwritten)\b",
+    r"scrawled|taped|pinned|stuck|hanging|chalked|handwritten)\b"
+    r"|\s+by\s+(?:the|a|an|its|their|his|her|this|some|many)\s+(?!descri|caption|sentence|annot|text|information|data|notes?\b|context|prompt|user)",
     _I,
 )
 
@@ -225,7 +226,7 @@ _CLOSINGS = (
 
 # --- reveals_text_source: the answer talks about the text it was given, not about a picture ---
 _SOURCE_NOUN = r"(?:descriptions?|captions?|sentences?|annotations?|bounding[\s-]*box(?:es)?|coordinates|metadata)"
-_WEAK_NOUN = r"(?:information|info|data|text|notes|lists?|details|context|input|prompt|labels|boxes|objects? list)"
+_WEAK_NOUN = r"(?:information|info|data|text|notes|lists?|details|context|input|prompt|objects? list)"
 _REPORTING = (
     r"(?:say|says|said|mention|mentions|mentioned|describe|describes|described|state|states|stated|note|notes|noted|agree|agrees"
     r"|agreed|disagree|disagrees|confirm|confirms|specify|specifies|specified|tell|tells|refer|refers|list|lists|listed|place|places"
@@ -243,7 +244,7 @@ _TEXT_SOURCE_STRONG = (
     _when("bounding|box ", r"\bbounding[\s-]*box(?:es)?\b|\bbox (?:coordinates|annotations?|positions?|data|labels?|values)\b", _I),
     _when("descri|caption|annot|metadata", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata)\b", _I),
     _when("descri|caption|annot", rf"\b(?:descriptions?|captions?|annotations?) (?:of|for|about) (?:the|this) (?:image|picture|photo|scene)\b", _I),
-    _when("detected|annotated|listed|described|mentioned|given|provided|specified", r"\b(?:detected|annotated|listed|described|mentioned|given|provided|specified) (?:objects?|items?|scene|image|picture|setting|categories|entities|people|persons|elements)\b", _I),
+    _when("detected|annotated|listed|described|mentioned|given|provided|specified", r"\b(?:(?:detected|annotated|listed|described|mentioned|specified) (?:objects?|items?|people|persons|elements|entities)|(?:detected|annotated|listed|described|mentioned|specified) (?:scene|image|picture|setting)|(?:given|provided) (?:categories|entities|elements))\b", _I),
     _when("object |category |class ", r"\b(?:object|category|class) (?:labels?|names|categories|list)\b", _I),
     _when("you", rf"\byou(?:{_A}ve| have)? (?:provided|given|gave|supplied|shared|described|listed)\b", _I),
     _when("i was|i've|i’ve|i have|i'm|i’m|i am", rf"\bI(?: was|{_A}ve been| have been|{_A}m| am)(?: not| only)? (?:given|provided|told|shown|sent)\b", _I),
@@ -257,30 +258,43 @@ _TEXT_SOURCE_STRONG = (
     _when("annotated", r"\bannotated as\b", _I),
     _when("descri", rf"\bthis (?:image |scene )?description\b", _I),
 )
+_WHICH_WERE = rf"(?:(?:that|which)\s+(?:were|was|are|is|I was|I{_A}ve been|you)\s+|I was\s+|you\s+)?"
 _TEXT_SOURCE_ABOUT_SOMETHING = (
     # "provided description", "given information"
-    _when("provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|following|available|textual", 
-        r"\b(?:provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|following|available|textual)\s+"
+    _when("provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|available|textual",
+        r"\b(?:provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|available|textual)\s+"
         rf"(?:(?:image|scene|photo|object|box|caption|text)\s+)?(?:{_SOURCE_NOUN}|{_WEAK_NOUN})\b",
         _I,
     ),
     # "the information provided", "the objects listed", "details that were given"
-    _when("provided|given|supplied|listed|mentioned|described|specified|annotated", 
-        rf"\b(?:{_SOURCE_NOUN}|{_WEAK_NOUN}|objects?|items?|elements|entities|categories|things|people|persons|animals)\s+"
-        rf"(?:(?:that|which)\s+(?:were|was|are|is|I was|I{_A}ve been|you)\s+|I was\s+|you\s+)?(?:provided|given|supplied|listed|mentioned|described|specified|annotated)\b",
+    _when(
+        "provided|given|supplied|listed|mentioned|described|specified|annotated",
+        rf"\b(?:{_SOURCE_NOUN}|{_WEAK_NOUN})\s+{_WHICH_WERE}(?:provided|given|supplied|listed|mentioned|described|specified|annotated)\b",
+        _I,
+    ),
+    # ...but "the items provided by the hotel", "people given blankets"
+    _when(
+        "listed|mentioned|described|specified|annotated",
+        rf"\b(?:objects?|items?|elements|entities|categories|things|people|persons|animals)\s+{_WHICH_WERE}(?:listed|mentioned|described|specified|annotated)\b",
         _I,
     ),
     # "what's written" (but "what is written on the sign")
-    _when("written|described|stated|mentioned|listed|given|provided|told", rf"\bwhat(?:{_A}s| is| was| has been| I{_A}ve been| I was)? (?:written|described|stated|mentioned|listed|given|provided|told)\b", _I),
+    _when(
+        "written|described|stated|mentioned|listed|given|provided|told",
+        rf"\bwhat(?:{_A}s| is| was| has been| I{_A}ve been| I was)? (?:written|described|stated|mentioned|listed|given|provided|told)\b"
+        r"(?!\s*(?:in|inside|there|here|across|along|under|below|above|at|\?))",
+        _I,
+    ),
     # "as described", "as was mentioned"
     _when("described|mentioned|stated|listed|noted|specified|indicated|annotated|provided|given|detailed|outlined", 
-        r"\bas (?:(?:was|is|were|are|previously|already|clearly|explicitly|I was)\s+)?(?:described|mentioned|stated|listed|noted|specified"
-        r"|indicated|annotated|provided|given|detailed|outlined)\b(?!\s+(?:earlier|before|previously|by you|in (?:my|the) (?:previous|earlier|last) answer))",
+        # "as mentioned earlier/above" points back into the answer itself, which is fine
+        r"\bas (?:(?:was|is|were|are|clearly|explicitly|I was)\s+)?(?:described|mentioned|stated|listed|noted|specified"
+        r"|indicated|annotated|provided|given|detailed|outlined)\b(?!\s+(?:as\b|earlier|before|previously|above|in (?:my|the) (?:previous|earlier|last) answer))",
         _I,
     ),
     # "it was mentioned", "is not described", "are listed" (but "are listed on the menu")
     _when("described|mentioned|stated|listed|specified|annotated", 
-        rf"\b(?:is|are|was|were|been|being|be)(?:n{_A}t|\s+not|\s+also|\s+only|\s+clearly|\s+explicitly|\s+specifically)*\s+"
+        rf"\b(?:is|are|was|were|been|being)(?:n{_A}t|\s+not|\s+also|\s+only|\s+clearly|\s+explicitly|\s+specifically)*\s+"
         r"(?:described|mentioned|stated|listed|specified|annotated)\b(?!\s+(?:as\s+)?(?:earlier|before|previously))",
         _I,
     ),
@@ -330,7 +344,7 @@ _text_source_about_something = _finder(*_TEXT_SOURCE_ABOUT_SOMETHING, unless_on_
 # --- box_coordinates: numbers only the normalised box corners can have produced ---
 _NORM = r"(?:0?\.\d{1,3}|1\.0{1,3})"  # a 0..1 value with a decimal point, as the context writes corners
 _UNIT = (
-    r"\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|in|ft"
+    r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|in|ft"
     r"|feet|seconds?|secs?|s|ct|carats?|dollars?|cents?|euros?|pounds?|points?|pts|stars?|x|times|ounces?|grams?|meters?|metres?"
     r"|kilometers?|kilometres?|hours?|hrs?|minutes?|mins?|volts?|v|amps?|mpg|acres?|each|apiece|a piece|per|a pound|a dozen|/)(?![a-z])"
 )
