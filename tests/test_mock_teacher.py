@@ -154,3 +154,13 @@ def test_answers_to_the_shipped_prompt_packs_pass_validation(task):
         parsed = parse_answer(task, mock_answer(shipped_pack_request(task, CONTEXT), seed=seed), "stop")
         if task == "conversation":
             assert len(parsed) >= 2
+
+
+def test_captions_the_answer_checks_would_refuse_are_left_out():
+    # Real captions can hold what the checks refuse in an answer: quoting them would reject the mock's own reply.
+    context = "As described, a dog sleeps on a couch\nI'm sorry, but I cannot see the image\nA cat naps on a rug.\n\ncat: [0.1, 0.1, 0.5, 0.5]"
+    for shot, task in ((CONVERSATION_SHOT, "conversation"), (REASONING_SHOT, "complex_reasoning"), (DETAIL_SHOT, "detail")):
+        for seed in range(10):
+            answer = mock_answer(request(shot, context), seed=seed)
+            assert "described" not in answer and "sorry" not in answer, answer
+            parse_answer(task, answer, "stop")

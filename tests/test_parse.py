@@ -153,3 +153,29 @@ def test_question_answer_blocks_in_detail_are_unparseable(text: str) -> None:
 def test_check_order_truncation_wins_over_content() -> None:
     # A cut answer is reported as truncated even when its text would also fail other checks.
     assert rejected("detail", "I'm sorry, the caption", "length") == "truncated"
+
+
+def test_refusal_inside_a_later_answer() -> None:
+    text = qa(("What food is on the table?", "A hamburger and fries."), ("What brand is the ketchup?", "I'm sorry, but as an AI I cannot see images."))
+    with pytest.raises(Rejected) as error:
+        parse_answer("conversation", text, "stop")
+    assert error.value.reason == "refusal"
+    assert "answer 2" in error.value.detail
+
+
+@pytest.mark.parametrize("task", ["conversation", "complex_reasoning"])
+def test_a_whole_reply_that_refuses_is_a_refusal_not_unparseable(task: str) -> None:
+    assert rejected(task, "I'm sorry, but I can't see the image you are describing.") == "refusal"
+
+
+def test_chat_talk_before_the_first_question_is_a_preamble() -> None:
+    text = "Sure! Here's a conversation about the image:\n\n" + qa(("What is she doing?", "Reading a book."))
+    assert rejected("conversation", text) == "chat_preamble"
+
+
+def test_checks_run_after_the_turn_count() -> None:
+    assert rejected("complex_reasoning", qa(("Q1?", "As described, A1."), ("Q2?", "A2."))) == "wrong_turn_count"
+
+
+def test_an_image_token_in_a_later_question_is_named() -> None:
+    assert rejected("conversation", qa(("What is it?", "A dog."), ("<image>\nWhat color?", "Brown."))) == "image_token_echo"
