@@ -39,11 +39,13 @@ _SPECIFIC = frozenset(
     "team crowd lone single one two three four five six seven eight nine ten eleven twelve dozen".split()
 )
 _DETERMINER_REACH = 3
+# Right before a noun these presuppose it is there, negation or not: "the dog is not chasing the cat".
+_DEFINITE = frozenset("the this that these those his her their its my our your".split())
 # Sentence markers of hypothetical, purpose or habit: a bare plural in such a sentence names a kind, not an object.
 _HYPOTHETICAL = re.compile(
     r"(?<!\bas )(?<!\beven )\b(?:may|might|could|would|should|can|cannot|must|will|shall|if|unless|whether|potential(?:ly)?"
     r"|possibly|perhaps|likely|probably"
-    r"|often|usually|typically|generally|commonly|tend to|likely to|designed|intended|meant|ideal|perfect|suitable"
+    r"|often|usually|typically|generally|commonly|tend to|designed|intended|meant|ideal|perfect|suitable"
     r"|popular|convenient|important|essential|useful|helpful|safe|dangerous"
     r"|(?:help|allow|enable|protect|attract|ensure|encourage|invite|provide|offer|serve|shield|warn|prevent|remind"
     r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
@@ -108,7 +110,8 @@ def mentions(text: str) -> list[Mention]:
             following = forms[index + 1] if index + 1 < len(forms) else None
             if surface.lower() in PERSON_MODIFIERS and following and not sentence[end : following[0]].strip():
                 continue  # "passenger jet": an adjective here
-            negated = _negated(words) or (
+            presupposed = any(word in _DEFINITE or word.endswith(("'s", "’s")) for word in words[-2:])
+            negated = (_negated(words) and not presupposed) or (
                 previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None
             )
             claimed = not negated and not _generic(words, sentence, sentence[:start])

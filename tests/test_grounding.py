@@ -120,6 +120,7 @@ def test_negation_stops_at_the_clause() -> None:
     assert claimed("There is no traffic, just a bus and a car.") == ["bus", "car"]
     assert claimed("There are no cars, but a dog sleeps on the road.") == ["dog"]
     assert claimed("It is not clear whether the man owns the dog.") == ["person", "dog"]
+    assert claimed("The dog is not chasing the cat, and neither the man nor his son is watching.") == ["dog", "cat", "person", "person"]
 
 
 # -- support: boxes or captions ----------------------------------------------------------------------
