@@ -72,6 +72,7 @@ class TaskSummary(BaseModel):
     flagged_by_checks: int = Field(0, description="Checked records with at least one finding")
     findings: dict[str, int] = Field(default_factory=dict, description="Per rule: checked records it fired on")
     quality: QualityStats = Field(default_factory=QualityStats)
+    unsupported_objects: dict[str, int] = Field(default_factory=dict, description="Per category: records naming it unsupported")
 
     @computed_field
     @property
@@ -90,6 +91,8 @@ class TaskSummary(BaseModel):
             self.findings[rule] = self.findings.get(rule, 0) + 1
         if record.grounding is not None:
             self.quality.add(record.grounding)
+            for category in record.grounding.unsupported:
+                self.unsupported_objects[category] = self.unsupported_objects.get(category, 0) + 1
 
 
 class AuditSummary(BaseModel):
@@ -290,5 +293,8 @@ def format_summary(summary: AuditSummary) -> str:
         if part.findings:
             reasons = ", ".join(f"{rule} {count}" for rule, count in sorted(part.findings.items(), key=lambda item: (-item[1], item[0])))
             lines.append(f"{name} findings: {reasons}")
+    if summary.total.unsupported_objects:
+        common = sorted(summary.total.unsupported_objects.items(), key=lambda item: (-item[1], item[0]))[:10]
+        lines.append("objects named but not in the image: " + ", ".join(f"{category} {count}" for category, count in common))
     lines += [f"FAIL: {failure}" for failure in summary.failures]
     return "\n".join(lines)

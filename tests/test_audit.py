@@ -100,6 +100,8 @@ def test_audits_a_llava_release_file(cli, llava_file: Path, tmp_path: Path) -> N
     assert summary["tasks"]["conversation"]["flagged_by_checks"] == 1
     assert set(summary["tasks"]["conversation"]["findings"]) == refusal
     assert summary["failures"] == []
+    assert summary["total"]["unsupported_objects"] == {"dog": 1, "frisbee": 1}
+    assert "objects named but not in the image: dog 1, frisbee 1" in result.output
     assert "complex_reasoning" in result.output and "25.0%" in result.output  # the printed table
 
 
