@@ -446,7 +446,9 @@ def check_text(text: str, role: Role, turn: int = 0, task: str = "conversation")
 def check_pairs(task: str, pairs: list[tuple[str, str]]) -> list[Finding]:
     """Findings over every question and answer of a reply, most serious rule first, then by turn.
 
-    For `detail`, pairs is [(instruction, description)]; an empty question is skipped.
+    Questions as the teacher wrote them: without the `<image>` token a record adds to its first turn
+    (strip it before checking a finished LLaVA record). For `detail`, pairs is [(instruction,
+    description)]; an empty question is skipped.
     """
     findings: list[Finding] = []
     for turn, (question, answer) in enumerate(pairs):
