@@ -261,8 +261,8 @@ _TEXT_SOURCE_STRONG = (
 _WHICH_WERE = rf"(?:(?:that|which)\s+(?:were|was|are|is|I was|I{_A}ve been|you)\s+|I was\s+|you\s+)?"
 _TEXT_SOURCE_ABOUT_SOMETHING = (
     # "provided description", "given information"
-    _when("provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|available|textual",
-        r"\b(?:provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|available|textual)\s+"
+    _when("provided|given|supplied|accompanying|preceding|included|attached|listed|available|textual",
+        r"\b(?:provided|given|supplied|accompanying|preceding|included|attached|listed|available|textual)\s+"
         rf"(?:(?:image|scene|photo|object|box|caption|text)\s+)?(?:{_SOURCE_NOUN}|{_WEAK_NOUN})\b",
         _I,
     ),
