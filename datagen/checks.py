@@ -261,8 +261,8 @@ _TEXT_SOURCE_STRONG = (
 _WHICH_WERE = rf"(?:(?:that|which)\s+(?:were|was|are|is|I was|I{_A}ve been|you)\s+|I was\s+|you\s+)?"
 _TEXT_SOURCE_ABOUT_SOMETHING = (
     # "provided description", "given information"
-    _when("provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|available|textual",
-        r"\b(?:provided|given|supplied|accompanying|preceding|aforementioned|included|attached|listed|available|textual)\s+"
+    _when("provided|given|supplied|accompanying|preceding|included|attached|listed|available|textual",
+        r"\b(?:provided|given|supplied|accompanying|preceding|included|attached|listed|available|textual)\s+"
         rf"(?:(?:image|scene|photo|object|box|caption|text)\s+)?(?:{_SOURCE_NOUN}|{_WEAK_NOUN})\b",
         _I,
     ),
@@ -446,7 +446,9 @@ def check_text(text: str, role: Role, turn: int = 0, task: str = "conversation")
 def check_pairs(task: str, pairs: list[tuple[str, str]]) -> list[Finding]:
     """Findings over every question and answer of a reply, most serious rule first, then by turn.
 
-    For `detail`, pairs is [(instruction, description)]; an empty question is skipped.
+    Questions as the teacher wrote them: without the `<image>` token a record adds to its first turn
+    (strip it before checking a finished LLaVA record). For `detail`, pairs is [(instruction,
+    description)]; an empty question is skipped.
     """
     findings: list[Finding] = []
     for turn, (question, answer) in enumerate(pairs):
