@@ -125,6 +125,9 @@ def generate(
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
     progress: bool = typer.Option(True, help="Show the live progress bar"),
+    reject_unsupported: bool = typer.Option(
+        False, "--reject-unsupported", help="Reject records naming an object neither the boxes nor the captions show (default: flag in meta.grounding)"
+    ),
     batch: bool = typer.Option(
         False, "--batch", help="Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill"
     ),
@@ -173,6 +176,7 @@ def generate(
         rpm=rpm,
         tpm=tpm,
         length_retry_max_tokens=retry_length,
+        reject_unsupported=reject_unsupported,
         progress=progress and sys.stderr.isatty(),
         command=safe_argv(),
         batch=batch,
@@ -237,6 +241,28 @@ def align(
 
     count = run_align(captions, out, limit, seed, jsonl, prompts)
     typer.echo(f"wrote {count} alignment records to {out}")
+
+
+@app.command()
+@friendly_errors
+def audit(
+    file: Path = typer.Argument(..., help="LLaVA-format records: a JSON array (llava_instruct_150k.json...) or JSONL (ours)"),
+    captions: Path = typer.Option(..., help="COCO captions file of the images the records are about"),
+    instances: Path = typer.Option(..., help="COCO instances file (boxes) of those images"),
+    out: Optional[Path] = typer.Option(None, help="Folder for findings.jsonl and summary.json; default FILE-STEM-audit/"),
+    task: Optional[str] = typer.Option(None, help="Task of records without meta.task; inferred from their turns otherwise"),
+    max_chair_s: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records naming an absent object exceeds this"),
+    max_flagged: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records with check findings exceeds this"),
+) -> None:
+    """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
+    from datagen.audit import audit as run_audit, format_summary
+
+    if task is not None and task not in TASKS:
+        raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
+    summary = run_audit(file, captions, instances, out or Path(f"{file.stem}-audit"), task, max_chair_s, max_flagged)
+    typer.echo(format_summary(summary))
+    if summary.failures:
+        raise typer.Exit(1)
 
 
 # -- production runs: Batch API status and merging shards (datagen/batch.py, datagen/merge.py) --------

@@ -23,7 +23,7 @@ from datagen.errors import InputError
 from datagen.folder_lock import LOCK_FILE, lock_folder
 from datagen.output import write_json_atomic
 from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
-from datagen.records import Manifest, TaskCounts, UsageTotals
+from datagen.records import Manifest, QualityStats, TaskCounts, UsageTotals
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
 
@@ -88,6 +88,14 @@ def _sum_counts(all_counts: list[dict[str, TaskCounts]]) -> dict[str, TaskCounts
                 total.rejected[reason] = total.rejected.get(reason, 0) + n
             for reason, n in part.skipped.items():
                 total.skipped[reason] = total.skipped.get(reason, 0) + n
+    return merged
+
+
+def _sum_quality(manifests: list[Manifest]) -> dict[str, QualityStats]:
+    merged: dict[str, QualityStats] = {}
+    for manifest in manifests:
+        for task, part in manifest.quality.items():
+            merged[task] = merged.get(task, QualityStats()) + part
     return merged
 
 
@@ -199,6 +207,7 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "settings": settings,
             "fingerprint": fingerprint(parts),
             "counts": _sum_counts([manifest.counts for manifest in manifests]),
+            "quality": _sum_quality(manifests),
             "source": first.source.model_copy(update={"hard_cases": dict(sorted(hard_cases.items()))}),
             "usage": usage,
             "requests_sent": sum(manifest.requests_sent for manifest in manifests),

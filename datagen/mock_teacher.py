@@ -12,6 +12,8 @@ import random
 import re
 from functools import lru_cache
 
+from datagen.checks import check_text
+
 QA_SEPARATOR = "\n===\n"
 
 # The validator rejects answers that betray a text-reading teacher; captions or category names that
@@ -32,8 +34,16 @@ def _reveals_reading(text: str) -> bool:
         and "box" not in lowered
         and "coord" not in lowered
     ):
-        return False
-    return _REVEALING.search(text) is not None
+        return _fails_answer_checks(text)
+    return _REVEALING.search(text) is not None or _fails_answer_checks(text)
+
+
+@lru_cache(maxsize=4096)
+def _fails_answer_checks(text: str) -> bool:
+    """Would the validator refuse an answer quoting this caption (a refusal, chat talk or a leak in it)?
+
+    Captions are stored without their final full stop, so how a sentence ends is not judged here."""
+    return any(finding.rule != "incomplete_sentence" for finding in check_text(text, "answer"))
 
 
 @lru_cache(maxsize=4096)

@@ -24,6 +24,7 @@ class DoneItem(NamedTuple):
     task: str | None  # rejects only: records are per task file
     reason: str | None
     usage: Usage
+    row: dict  # the whole line, for what only some readers need (a record's stored grounding)
 
 
 def _field(row: object, *names: str) -> object:
@@ -51,7 +52,7 @@ def _done_item(row: object, reject: bool) -> DoneItem:
         task, reason = _field(row, "task"), _field(row, "reason")
         if not isinstance(task, str) or not isinstance(reason, str):
             raise ValueError("task and reason must be strings")
-    return DoneItem(image_id, task, reason, usage)
+    return DoneItem(image_id, task, reason, usage, row)
 
 
 def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from datagen.checks import Finding, check_lead, check_pairs
 from datagen.records import RejectReason
 
 
@@ -14,19 +15,6 @@ class Rejected(Exception):
         self.detail = detail
 
 
-# Answers must read as if the teacher saw the picture; these phrases show it read our text instead.
-_TEXT_SOURCE = re.compile(
-    r"\bcaptions?\b|\bbounding[\s-]+box(?:es)?\b|\bcoordinates?\b|\bbox(?:es)? (?:coordinates|annotations?)\b"
-    r"|\b(?:given|provided) (?:description|text|annotations?)\b|\bannotations?\b"
-    r"|\[\s*-?\d*\.\d+\s*,\s*-?\d*\.\d+",
-    re.IGNORECASE,
-)
-_REFUSAL = re.compile(
-    # ASCII and typographic apostrophes alike: chat models often write I’m / can’t.
-    r"^\s*(?:I['’]?m sorry|I am sorry|I apologi[sz]e|Sorry, (?:but )?I|I can(?:no|'|’)t (?:help|assist|provide|comply|see|view)"
-    r"|I am (?:unable|not able)|I['’]m (?:unable|not able)|As an AI\b)",
-    re.IGNORECASE,
-)
 _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
 
@@ -46,17 +34,18 @@ def check_finish_reason(finish_reason: str | None) -> None:
 
 
 def check_answer(text: str, finish_reason: str | None) -> str:
-    """Checks every task shares; returns the answer stripped."""
+    """Checks that need no parsing; returns the answer stripped."""
     check_finish_reason(finish_reason)
     stripped = text.strip()
     if not stripped:
         raise Rejected("empty", "the teacher returned no text")
-    if _REFUSAL.search(stripped):
-        raise Rejected("refusal", f"refusal: {stripped[:80]!r}")
-    leak = _TEXT_SOURCE.search(stripped)
-    if leak:
-        raise Rejected("reveals_text_source", f"mentions {leak.group(0)!r}, which an image cannot show")
     return stripped
+
+
+def _raise_first(findings: list[Finding]) -> None:
+    if findings:
+        first = findings[0]
+        raise Rejected(first.rule, f"{first.role} {first.turn + 1}: {first.excerpt!r}")  # type: ignore[arg-type]
 
 
 def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
@@ -83,15 +72,31 @@ def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[str, str]] | str:
-    """Validated content: Q/A pairs for conversation and complex reasoning, the paragraph text for detail."""
+    """Validated content: Q/A pairs for conversation and complex reasoning, the paragraph text for detail.
+
+    The reply is parsed first, then every question and answer goes through `check_pairs`; the most
+    serious finding becomes the reject reason.
+    """
     answer = check_answer(text, finish_reason)
     if task == "detail":
         if _LABEL.match(answer):
             raise Rejected("unparseable", "a detail description must be plain paragraphs, not Question/Answer blocks")
+        _raise_first(check_pairs(task, [("", answer)]))
         return answer
-    pairs = parse_qa_pairs(answer)
+    try:
+        pairs = parse_qa_pairs(answer)
+    except Rejected:
+        # A reply that is all refusal, or opens with chat talk before its first block, says more than 'unparseable'.
+        _raise_first(check_lead(_before_first_question(answer)))
+        raise
     if not pairs:
         raise Rejected("unparseable", "no Question/Answer pair found")
     if task == "complex_reasoning" and len(pairs) != 1:
         raise Rejected("wrong_turn_count", f"complex reasoning needs exactly one Question/Answer pair, got {len(pairs)}")
+    _raise_first(check_pairs(task, pairs))
     return pairs
+
+
+def _before_first_question(text: str) -> str:
+    match = re.search(r"^\s*Question\s*:", text, re.IGNORECASE | re.MULTILINE)
+    return text[: match.start()] if match else text

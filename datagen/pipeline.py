@@ -27,12 +27,13 @@ from datagen.context import DEFAULT_CONTEXT, ContextKind
 from datagen.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.folder_lock import lock_folder
+from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
 from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
 from datagen.ratelimit import RateLimiter
-from datagen.records import Manifest, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.redaction import redact_url, url_has_credentials
 from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
@@ -74,6 +75,7 @@ class GenerateOptions(BaseModel):
     rpm: float | None = None
     tpm: float | None = None
     length_retry_max_tokens: int | None = None
+    reject_unsupported: bool = False
     progress: bool = True
     command: list[str] = []
     # The Batch API path (datagen/batch.py): answers arrive in the cache first, then this pipeline runs over them.
@@ -164,6 +166,7 @@ class Run:
         self.fingerprint_parts = self._fingerprint_parts()
         self.started_at = _utc_now()
         self.outcomes: dict[tuple[int, str], str] = {}  # (image_id, task) -> "written" or a reject reason
+        self.groundings: dict[tuple[int, str], Grounding] = {}  # of the written records, for the manifest's quality
         self.skipped: dict[str, Counter[str]] = {task: Counter() for task in options.tasks}
         self.usage = UsageTotals()
         self.done_before = 0  # items the folder held when this invocation started
@@ -177,6 +180,7 @@ class Run:
             "temperature": self.sampling.temperature,
             "max_tokens": self.sampling.max_tokens,
             "length_retry_max_tokens": self.options.length_retry_max_tokens,
+            "reject_unsupported": self.options.reject_unsupported,
             "seed": self.sampling.seed,
             "detail_instructions": self.detail_instructions.sha256,
             "shard": list(self.options.shard) if self.options.shard else None,
@@ -223,6 +227,7 @@ class Run:
         for task in self.options.tasks:
             for line in read_done_items(self.out / f"{task}.jsonl"):
                 self._count_existing(line.image_id, task, "written", line.usage)
+                self.groundings[(line.image_id, task)] = stored_grounding(line.row, self.source)
         for line in read_done_items(self.out / REJECTS_FILE, reject=True):
             if line.task in self.options.tasks:
                 self._count_existing(line.image_id, line.task, line.reason, line.usage)
@@ -268,6 +273,10 @@ class Run:
                 counts[task].written += 1
             else:
                 counts[task].rejected[outcome] = counts[task].rejected.get(outcome, 0) + 1
+        quality = {task: QualityStats() for task in self.options.tasks}
+        for (image_id, task), grounding in self.groundings.items():
+            if image_id in self.selected and task in quality:
+                quality[task].add(grounding)
         for task_counts in counts.values():
             task_counts.requested = len(self.selected)
             # Items neither answered nor skipped for a reason: the run stopped (Ctrl-C, a fatal teacher error) first.
@@ -309,6 +318,7 @@ class Run:
                 hard_cases=dict(sorted(hard_cases.items())),
             ),
             counts=counts,
+            quality=quality,
             usage=self.usage,
             requests_sent=self.teacher.stats["requests"],
             cache_hits=self.teacher.stats["cache_hits"],
@@ -368,6 +378,7 @@ class Run:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
             content = parse_answer(task, reply.text, reply.finish_reason)
             record = build_record(image, task, content, meta, self.detail_instructions, self.sampling.seed)
+            ground_record(record, image, self.options.reject_unsupported)
         except Rejected as rejection:
             reason, detail = rejection.reason, rejection.detail
         except ValidationError as error:  # an answer that parsed but breaks the LLaVA record rules
@@ -375,6 +386,7 @@ class Run:
         else:
             self.writers[task].append(record)
             self.outcomes[(image.image_id, task)] = "written"
+            self.groundings[(image.image_id, task)] = record.meta.grounding
             self.on_progress("written")
             return
         self.reject(image, task, reason, detail, reply, meta)

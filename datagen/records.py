@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 Task = Literal["conversation", "detail", "complex_reasoning"]
 TASKS: tuple[Task, ...] = ("conversation", "detail", "complex_reasoning")
@@ -17,13 +17,22 @@ RejectReason = Literal[
     "truncated",  # finish_reason == "length": the teacher ran out of tokens mid-answer
     "content_filter",  # finish_reason == "content_filter": the server cut or withheld the answer
     "unfinished",  # any other finish_reason that is not a natural end (tool_calls, ...); the detail names it
+    # Content rules of datagen/checks.py, one reason each (a test keeps the two lists equal).
+    "control_string",  # chat-template tokens such as </s> or USER: that a trainer would mistake for structure
+    "image_token_echo",  # '<image>' in teacher text: the record would hold the image token twice
     "refusal",  # a refusal in the text, or a structured one (`refusal` set, `content` null)
-    "reveals_text_source",  # mentions captions, boxes or coordinates: the student would learn to hallucinate them
+    "ai_disclaimer",  # "as an AI language model...": talk about itself instead of the picture
+    "chat_preamble",  # "Sure! Here's a detailed description:"
+    "chat_closing",  # "Let me know if you have other questions!"
+    "reveals_text_source",  # mentions captions, descriptions, lists or boxes: the student would learn to hallucinate them
+    "box_coordinates",  # numbers only the normalised box corners hold, e.g. "x=0.12" or "(0.12, 0.40, 0.50, 0.90)"
+    "incomplete_sentence",  # the answer stops mid-sentence although the teacher said it was done
     "empty",
     "unparseable",
     "wrong_turn_count",
     "request_failed",  # retries exhausted on transient errors
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
+    "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
 ]
 
 
@@ -103,6 +112,13 @@ class TeacherInfo(BaseModel):
     mock: bool = Field(description="True when the answers come from the offline mock teacher, not a language model")
 
 
+class Grounding(BaseModel):
+    """The COCO categories a record's answers claim, and those the image's boxes and captions do not show."""
+
+    mentioned: list[str]
+    unsupported: list[str]
+
+
 class RecordMeta(BaseModel):
     """Provenance; `datagen export` drops it unless asked to keep it."""
 
@@ -115,6 +131,7 @@ class RecordMeta(BaseModel):
     usage: Usage
     request_key: str = Field(description="Hash of the exact request; the response cache key")
     finish_reason: str | None = Field(None, description="Why the teacher stopped, as the server said (stop, length, content_filter...)")
+    grounding: Grounding | None = Field(default=None, description="Objects the answers name, checked against the annotations")
 
 
 class GeneratedRecord(InstructRecord):
@@ -149,6 +166,39 @@ class TaskCounts(BaseModel):
         return sum(self.skipped.values())
 
 
+class QualityStats(BaseModel):
+    """Object hallucination over the written records, as CHAIR (Rohrbach et al. 2018) counts it."""
+
+    records: int = 0
+    records_with_unsupported: int = 0
+    mentions: int = Field(0, description="Categories mentioned, once per record")
+    unsupported_mentions: int = 0
+
+    @computed_field(description="Share of mentioned objects that the image does not show")
+    @property
+    def chair_i(self) -> float | None:
+        return round(self.unsupported_mentions / self.mentions, 4) if self.mentions else None
+
+    @computed_field(description="Share of records that name at least one object the image does not show")
+    @property
+    def chair_s(self) -> float | None:
+        return round(self.records_with_unsupported / self.records, 4) if self.records else None
+
+    def add(self, grounding: Grounding) -> None:
+        self.records += 1
+        self.records_with_unsupported += bool(grounding.unsupported)
+        self.mentions += len(grounding.mentioned)
+        self.unsupported_mentions += len(grounding.unsupported)
+
+    def __add__(self, other: QualityStats) -> QualityStats:
+        return QualityStats(
+            records=self.records + other.records,
+            records_with_unsupported=self.records_with_unsupported + other.records_with_unsupported,
+            mentions=self.mentions + other.mentions,
+            unsupported_mentions=self.unsupported_mentions + other.unsupported_mentions,
+        )
+
+
 class SourceStats(BaseModel):
     captions_file: str
     instances_file: str | None
@@ -176,6 +226,9 @@ class Manifest(BaseModel):
     prompt_hashes: dict[str, str]
     source: SourceStats
     counts: dict[str, TaskCounts]
+    quality: dict[str, QualityStats] = Field(
+        default_factory=dict, description="Per task: objects named by the written records and not shown by the annotations"
+    )
     usage: UsageTotals
     requests_sent: int = Field(0, description="HTTP requests sent to the teacher by this invocation, retries included")
     cache_hits: int = 0

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from datagen.mock_teacher import estimate_tokens, mock_answer
-from datagen.parse import check_answer, parse_answer, parse_qa_pairs
+from datagen.parse import parse_answer, parse_qa_pairs
 
 CONVERSATION_SHOT = (
     "Question:\nWhat is the man holding?\n===\nAnswer:\nHe is holding an umbrella.\n===\n"
@@ -12,6 +12,7 @@ CONVERSATION_SHOT = (
 )
 REASONING_SHOT = "Question:\nWhy might the man carry an umbrella?\n===\nAnswer:\nThe sky is overcast, so he expects rain."
 DETAIL_SHOT = "A man walks along a wet street holding an umbrella.\n\nShops line the road behind him."
+TASK_OF_SHOT = {CONVERSATION_SHOT: "conversation", REASONING_SHOT: "complex_reasoning", DETAIL_SHOT: "detail"}
 
 CONTEXT = (
     "A man riding a bike down a busy street.\n"
@@ -96,16 +97,14 @@ def test_answers_never_reveal_the_text_source(shot):
     for seed in range(30):
         answer = mock_answer(request(shot, leaky), seed=seed)
         assert not FORBIDDEN.search(answer), answer
-        check_answer(answer, "stop")
+        parse_answer(TASK_OF_SHOT[shot], answer, "stop")
 
 
 @pytest.mark.parametrize("shot", [CONVERSATION_SHOT, REASONING_SHOT, DETAIL_SHOT])
 def test_caption_only_and_empty_contexts(shot):
     for context in ("A dog sleeps on a red couch.", ""):
         answer = mock_answer(request(shot, context), seed=1)
-        check_answer(answer, "stop")
-        if shot is not DETAIL_SHOT:
-            parse_qa_pairs(answer)
+        parse_answer(TASK_OF_SHOT[shot], answer, "stop")
 
 
 def test_non_ascii_captions_are_kept_intact():
@@ -155,3 +154,13 @@ def test_answers_to_the_shipped_prompt_packs_pass_validation(task):
         parsed = parse_answer(task, mock_answer(shipped_pack_request(task, CONTEXT), seed=seed), "stop")
         if task == "conversation":
             assert len(parsed) >= 2
+
+
+def test_captions_the_answer_checks_would_refuse_are_left_out():
+    # Real captions can hold what the checks refuse in an answer: quoting them would reject the mock's own reply.
+    context = "As described, a dog sleeps on a couch\nI'm sorry, but I cannot see the image\nA cat naps on a rug.\n\ncat: [0.1, 0.1, 0.5, 0.5]"
+    for shot, task in ((CONVERSATION_SHOT, "conversation"), (REASONING_SHOT, "complex_reasoning"), (DETAIL_SHOT, "detail")):
+        for seed in range(10):
+            answer = mock_answer(request(shot, context), seed=seed)
+            assert "described" not in answer and "sorry" not in answer, answer
+            parse_answer(task, answer, "stop")

@@ -84,8 +84,6 @@ def test_refusal_with_typographic_apostrophe(text: str) -> None:
         "The bounding box of the dog covers the left half.",
         "Judging by the bounding-boxes, the cat is small.",
         "The coordinates show the bus on the left.",
-        "The dog is at [0.12, 0.4, 0.5, 0.9].",
-        "The dog is at [0.12, 0.4",
         "The box coordinates put it near the top.",
         "Based on the given description, it is a kitchen.",
         "The annotations mark three people.",
@@ -93,6 +91,11 @@ def test_refusal_with_typographic_apostrophe(text: str) -> None:
 )
 def test_reveals_text_source(text: str) -> None:
     assert rejected("detail", text) == "reveals_text_source"
+
+
+@pytest.mark.parametrize("text", ["The dog is at [0.12, 0.4, 0.5, 0.9].", "The dog is at [0.12, 0.4"])
+def test_box_coordinates(text: str) -> None:
+    assert rejected("detail", text) == "box_coordinates"
 
 
 def test_reveals_text_source_inside_a_conversation_answer() -> None:
@@ -133,7 +136,7 @@ def test_empty(task: str, text: str) -> None:
         "Answer:\nA dog.\n===\nQuestion:\nWhat is it?",  # wrong order
         "Question:\nWhat is it?\n===\nAnswer:\n",  # empty answer
         "Question:\n\n===\nAnswer:\nA dog.",  # empty question
-        "Here are some questions about the picture.",  # no blocks at all
+        "The picture shows a dog on a lawn.",  # no blocks at all
         "What is it? A dog.",
     ],
 )
@@ -150,3 +153,29 @@ def test_question_answer_blocks_in_detail_are_unparseable(text: str) -> None:
 def test_check_order_truncation_wins_over_content() -> None:
     # A cut answer is reported as truncated even when its text would also fail other checks.
     assert rejected("detail", "I'm sorry, the caption", "length") == "truncated"
+
+
+def test_refusal_inside_a_later_answer() -> None:
+    text = qa(("What food is on the table?", "A hamburger and fries."), ("What brand is the ketchup?", "I'm sorry, but as an AI I cannot see images."))
+    with pytest.raises(Rejected) as error:
+        parse_answer("conversation", text, "stop")
+    assert error.value.reason == "refusal"
+    assert "answer 2" in error.value.detail
+
+
+@pytest.mark.parametrize("task", ["conversation", "complex_reasoning"])
+def test_a_whole_reply_that_refuses_is_a_refusal_not_unparseable(task: str) -> None:
+    assert rejected(task, "I'm sorry, but I can't see the image you are describing.") == "refusal"
+
+
+def test_chat_talk_before_the_first_question_is_a_preamble() -> None:
+    text = "Sure! Here's a conversation about the image:\n\n" + qa(("What is she doing?", "Reading a book."))
+    assert rejected("conversation", text) == "chat_preamble"
+
+
+def test_checks_run_after_the_turn_count() -> None:
+    assert rejected("complex_reasoning", qa(("Q1?", "As described, A1."), ("Q2?", "A2."))) == "wrong_turn_count"
+
+
+def test_an_image_token_in_a_later_question_is_named() -> None:
+    assert rejected("conversation", qa(("What is it?", "A dog."), ("<image>\nWhat color?", "Brown."))) == "image_token_echo"

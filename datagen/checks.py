@@ -1,0 +1,465 @@
+"""Answer checks: every rule that refuses a teacher answer by its content, in one place.
+
+Each rule has a name, which is the reject reason (`RejectReason` in records.py), and looks at one
+question or one answer at a time, so a refusal in the third answer of a conversation is as visible
+as one at the start of the reply. The rules are written against realistic teacher text: they fire on
+talk about the text the teacher was given ("based on the provided information", "x=0.12") and stay
+quiet on what a photo can legitimately show (signs, menus, prices, "annotations" on a diagram, a
+quoted "Sorry, we're closed").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+Role = Literal["question", "answer"]
+Span = tuple[int, int]
+
+
+class Finding(BaseModel):
+    """One rule that fired on one question or answer of a reply."""
+
+    rule: str
+    turn: int  # index of the question/answer pair; 0 for a detail description
+    role: Role
+    excerpt: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    roles: frozenset[str]
+    find: Callable[[str, str], Span | None]  # (text, task) -> where the rule fires, or None
+    summary: str
+
+
+_I = re.IGNORECASE
+_M = re.MULTILINE
+_A = "['’]"  # ASCII and typographic apostrophes alike: chat models often write I’m / can’t
+
+
+_OPENING_SINGLE = re.compile(r"(?:^|(?<=[\s(\[]))['‘](?=\S)")
+_CLOSING_SINGLE = re.compile(r"(?<=\S)['’](?=[\s.,;:!?)\]]|$)")
+
+
+def _in_quotes(text: str, position: int) -> bool:
+    """Inside a quotation: signs, cards and T-shirts may legitimately say "Sorry, we're closed".
+
+    Single quotes count only where they open before a word or close after one, so the apostrophes
+    of "I'm" and "dogs' toys" are not taken for quotation marks."""
+    before = text[:position]
+    if before.count('"') % 2 == 1 or before.count("“") > before.count("”"):
+        return True
+    opened = sum(1 for mark in _OPENING_SINGLE.finditer(text) if mark.start() < position)
+    closed = sum(1 for mark in _CLOSING_SINGLE.finditer(text) if mark.start() < position)
+    return opened > closed
+
+
+# Words after a match that put the text on a physical thing in the picture or give it a source there:
+# "the description on the plaque", "the items listed on the menu", "information provided by the guide".
+_ON_SOMETHING = re.compile(
+    r"\s*(?:\w+\s+){0,3}?(?:on|onto|upon|under|underneath|beneath|below|beside|next to|along|across|at|inside|"
+    r"printed|written|painted|posted|displayed|engraved|etched|attached|inscribed|stenciled|stencilled|"
+    r"scrawled|taped|pinned|stuck|hanging|chalked|handwritten)\b"
+    r"|\s+by\s+(?:the|a|an|its|their|his|her|this|some|many)\s+(?!descri|caption|sentence|annot|text|information|data|notes?\b|context|prompt|user)",
+    _I,
+)
+
+
+@dataclass(frozen=True)
+class _Gated:
+    """A pattern and the lowercase words one of which any match contains: a substring test skips the
+    regex on the many answers that lack them all, which keeps checking a reply well under a millisecond."""
+
+    triggers: tuple[str, ...]
+    pattern: re.Pattern[str]
+
+    def may_match(self, lowered: str) -> bool:
+        return not self.triggers or any(word in lowered for word in self.triggers)
+
+
+def _when(triggers: str, pattern: str, flags: int = 0) -> _Gated:
+    return _Gated(tuple(triggers.split("|")), re.compile(pattern, flags))
+
+
+def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = False, unless_quoted: bool = True,
+            unless_before: re.Pattern[str] | None = None) -> Callable[[str, str], Span | None]:
+    """First match of any pattern that is not inside a quotation (or, when asked, not about a thing
+    in the picture, or not preceded closely by `unless_before`)."""
+    gated = [p if isinstance(p, _Gated) else _Gated((), p) for p in patterns]
+
+    def find(text: str, task: str) -> Span | None:
+        lowered = text.lower()
+        for candidate in gated:
+            if not candidate.may_match(lowered):
+                continue
+            for match in candidate.pattern.finditer(text):
+                if unless_quoted and _in_quotes(text, match.start()):
+                    continue
+                after = text[match.end():match.end() + 60]
+                if unless_on_something and _ON_SOMETHING.match(after):
+                    continue
+                if unless_before is not None and unless_before.search(text[max(0, match.start() - 40):match.start()]):
+                    continue
+                return match.span()
+        return None
+
+    return find
+
+
+# --- control_string: chat-template tokens; LLaVA's trainer masks a record holding them, ours would learn them ---
+_CONTROL = (
+    _when("<|[", r"</?s>|<\|[A-Za-z_]{1,30}\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>|<(?:bos|eos|pad|unk)>"),
+    _when(":", r"^[ \t]*(?:#{2,3}[ \t]*)?(?:USER|ASSISTANT|SYSTEM|Human|Assistant|User|System|GPT|Instruction|Response)[ \t]*:", _M),
+)
+
+# --- image_token_echo: the image token belongs once in the first human turn, put there by us ---
+_IMAGE_TOKEN = _when("<", r"<\s*/?\s*(?:image|img)(?:[\s_-]*\d+)?\s*/?\s*>", _I)
+
+# --- refusal: the teacher declines, apologises, or says it cannot see the picture ---
+_IMAGE_WORD = r"(?:images?|pictures?|photos?|photographs?|visuals?|visual (?:content|input|data|information)|attachments?|media|files?)"
+_I_CANNOT = (
+    rf"\bI(?: (?:cannot|can{_A}?t|can not|could not|couldn{_A}?t|am unable to|am not able to|am not capable of|won{_A}t be able to"
+    rf"|will not be able to|have no (?:way|means|ability) (?:to|of)|do not|don{_A}?t)|{_A}m (?:unable to|not able to|not capable of))"
+)
+_REFUSALS = (
+    _when("sorry|apolog", rf"\bI(?:{_A}m| am)(?: (?:so|very|really|truly|afraid))? sorry\b|\bI apologi[sz]e\b|(?:^|(?<=[.!?]\s))(?:My )?apologies\b", _I | _M),
+    _when("sorry", rf"(?:^|(?<=[.!?]\s))Sorry,? (?:but )?(?:I|as an|there is no|the image|this image|no image)\b", _I | _M),
+    # Perceiving the picture at all, not a detail of it: "I can't see his face" is a fair thing to say.
+    _when("cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t", 
+        rf"{_I_CANNOT}\s+(?:actually |directly |physically |currently )?(?:see|view|look at|access|open|analy[sz]e|process|perceive"
+        rf"|display|load|interpret|examine|inspect|describe|watch|receive|seeing|viewing|looking at|accessing|opening|analy[sz]ing)(?:\s+(?:or|and|,)\s+\w+(?: at)?)*"
+        rf"\s+(?:(?:the|this|that|your|any|an|a|these|those|actual|provided|attached|uploaded|shared|given|specific|referenced"
+        rf"|real|original|such)\s+)*{_IMAGE_WORD}\b",
+        _I,
+    ),
+    _when("cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t", rf"{_I_CANNOT}\s+(?:view|access|open|load|process|analy[sz]e|display|receive)\s+(?:it|them)\b", _I),
+    _when("cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t", 
+        rf"{_I_CANNOT}\s+(?:help(?! but\b)(?:\s+(?:you|with))?|assist|comply|fulfil+|provide (?:a |an |any )?(?:description|answer|response|assistance|help))\b",
+        _I,
+    ),
+    _when("do not|don't|don’t|did not|didn't|didn’t", 
+        rf"\bI (?:do not|don{_A}?t|did not|didn{_A}?t) (?:have|possess) (?:the ability|the capability|the capacity|any way|a way|the means"
+        rf"|(?:any |direct |visual )?access|eyes|vision|visual (?:capabilities|abilities|perception))\b",
+        _I,
+    ),
+    _when("beyond|outside", r"\b(?:beyond|outside) (?:my|the) (?:current )?(?:capabilities|abilities|capacity)\b", _I),
+    _when(
+        "access|way to see|ability to see|seeing|viewing|without",
+        rf"\b(?:without|no) (?:(?:direct |visual )?access to|(?:a |any )?way to see|the ability to see|seeing|viewing|having|being able to see"
+        rf"|looking at) (?:the|this|your|an|any) (?:actual )?{_IMAGE_WORD}|\bwithout (?:the|an|any) (?:actual|real|original) {_IMAGE_WORD}",
+        _I,
+    ),
+    _when("provided|attached|shared|uploaded|included|available|please|haven|have not|did not|didn", 
+        rf"\b(?:there is no|there{_A}s no|no) {_IMAGE_WORD} (?:was |has been |is )?(?:provided|attached|shared|uploaded|included|available)\b"
+        rf"|\byou (?:have not|haven{_A}?t|did not|didn{_A}?t) (?:provide|provided|share|shared|upload|uploaded|attach|attached|include|included) (?:an|the|any|a) {_IMAGE_WORD}"
+        rf"|\bplease (?:provide|upload|share|attach|send) (?:an|the|a) {_IMAGE_WORD}",
+        _I,
+    ),
+)
+
+# --- ai_disclaimer: talk about itself as a model instead of about the picture ---
+_MODEL_WORD = (
+    r"(?:AI|A\.I\.|artificial intelligence|(?:large )?language model|LLM|chatbot|text[- ]based (?:model|AI|assistant|system)"
+    r"|text[- ]only (?:model|AI|assistant|system)|(?:AI|virtual|digital|visual AI) (?:language )?(?:model|assistant|system))"
+)
+_AI_DISCLAIMERS = (
+    _when(" ai| a.i.|intelligence|model|llm|chatbot|assistant|system", rf"\bas (?:an?|the|your) (?:\w+ )?{_MODEL_WORD}\b", _I),
+    _when(" ai| a.i.|intelligence|model|llm|chatbot|assistant|system", rf"\b(?:I{_A}m|I am|being|since I{_A}m|since I am) (?:just |only |merely |simply )?(?:an?|a) (?:\w+ )?{_MODEL_WORD}\b", _I),
+    _when("my training|my knowledge|my programming", r"\bmy (?:training data|knowledge cut-?off|programming|training)\b", _I),
+    _when("only|just", rf"\bI (?:can only|only|just) (?:process|read|understand|work with|handle|respond to|see) (?:text|textual|written|words)\b", _I),
+)
+
+# --- chat_preamble: chat talk to the requester before the content ---
+_PREAMBLE_START = (
+    rf"^\s*(?:(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great|No problem)\b[!.,:]*\s*)?"
+)
+_PREAMBLES = (
+    re.compile(
+        _PREAMBLE_START + rf"(?:here{_A}?s|here is|here are|below is|below are|the following is)\b(?:\s+[\w-]+){{0,5}}?\s+"
+        r"(?:description|conversation|answer|response|questions?|question-answer|Q&A|analysis|breakdown|overview|summary|version"
+        r"|dialogue|explanation|paragraph|reasoning|set|take|look|attempt)\b",
+        _I,
+    ),
+    re.compile(
+        _PREAMBLE_START + rf"(?:here goes|here we go|here{_A}?s what|here is what)\b",
+        _I,
+    ),
+    re.compile(_PREAMBLE_START + rf"(?:I{_A}d|I would|I will|I{_A}ll|I{_A}m) (?:be )?(?:happy|glad|delighted) to\b", _I),
+    re.compile(_PREAMBLE_START + r"(?:Let me|I will|I'll|I’ll) (?:describe|provide|create|generate|write|break|walk|paint|analy[sz]e|take a look|give)\b", _I),
+    re.compile(r"^\s*(?:#+\s*)?\**(?:Detailed |Image |Scene |Final )?(?:Description|Response|Conversation|Output)\**\s*:", _I),
+    re.compile(r"^\s*Great question\b", _I),
+)
+# A whole reply that is a description opens with the picture, never with "Sure," - a conversation answer may.
+_BARE_OPENER = re.compile(r"^\s*(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great)\b\s*[!,.:]", _I)
+
+
+def _find_preamble(text: str, task: str) -> Span | None:
+    for pattern in _PREAMBLES:
+        match = pattern.match(text)
+        if match:
+            return match.span()
+    if task == "detail":
+        match = _BARE_OPENER.match(text)
+        if match:
+            return match.span()
+    return None
+
+
+# --- chat_closing: chat talk to the requester after the content ---
+_CLOSINGS = (
+    _when("hope|let me know|feel free|hesitate|if you|anything else|would you like|to help", 
+        rf"\b(?:I )?hope (?:this|that|it|the above|my \w+) (?:helps|is helpful|was helpful|answers|gives|provides|clarifies)"
+        rf"|\b(?:I )?hope you (?:find|found|enjoy|enjoyed|like|liked) (?:this|that|it|the|my)\b"
+        rf"|\b(?:please )?let me know if\b|\bfeel free to (?:ask|reach|let)\b|\bdon{_A}?t hesitate to\b|\bdo not hesitate to\b"
+        rf"|\bif you (?:have|need|want) (?:any )?(?:more|other|further|additional)\b(?:\s+\w+)?\s+(?:questions|help|details|information|assistance)"
+        rf"|\bis there anything else\b|\bwould you like (?:me to|to know more|more (?:details|information))\b"
+        rf"|\b(?:happy|glad) to help (?:further|more|with)\b",
+        _I,
+    ),
+)
+
+# --- reveals_text_source: the answer talks about the text it was given, not about a picture ---
+_SOURCE_NOUN = r"(?:descriptions?|captions?|sentences?|annotations?|bounding[\s-]*box(?:es)?|coordinates|metadata)"
+_WEAK_NOUN = r"(?:information|info|data|text|notes|lists?|details|context|input|prompt|objects? list)"
+_REPORTING = (
+    r"(?:say|says|said|mention|mentions|mentioned|describe|describes|described|state|states|stated|note|notes|noted|agree|agrees"
+    r"|agreed|disagree|disagrees|confirm|confirms|specify|specifies|specified|tell|tells|refer|refers|list|lists|listed|place|places"
+    r"|put|puts|position|positions|imply|implies|talk|talks|provide|provides|give|gives|differ|differs|vary|varies|conflict|conflicts"
+    r"|match|matches|focus|focuses|emphasi[sz]es?|suggest|suggests|indicate|indicates|call|calls|claim|claims)"
+)
+_HEDGE = rf"(?:(?:also|all|both|only|clearly|explicitly|specifically|do not|does not|don{_A}?t|doesn{_A}?t|never|just)\s+)?"
+# The noun "coordinates" (not the verb: "her scarf and hat coordinate"), unless a map or GPS shows them.
+_COORDINATES = (
+    _when("coordinat", r"\b(?:normali[sz]ed|relative|pixel|spatial|object|box|xy|x-y|\(x, ?y\)|x and y)[\s-]+coordinates?\b|\bcoordinate (?:values?|pairs?|system|data)\b", _I),
+    _when("coordinat", r"\b(?:the|its|their|these|those|given|provided|whose|listed|with|by) coordinates\b|\bcoordinates (?:of|for|show|suggest|indicate|place|put|given|provided|are|were|range)\b|\bcoordinates\s*[(\[:=]", _I),
+)
+_MAP_WORDS = re.compile(r"\b(?:GPS|map|maps|navigation|navigator|latitude|longitude|geographic|compass|satnav)\b", _I)
+_TEXT_SOURCE_STRONG = (
+    _when("bounding|box ", r"\bbounding[\s-]*box(?:es)?\b|\bbox (?:coordinates|annotations?|positions?|data|labels?|values)\b", _I),
+    _when("descri|caption|annot|metadata", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata)\b", _I),
+    _when("descri|caption|annot", rf"\b(?:descriptions?|captions?|annotations?) (?:of|for|about) (?:the|this) (?:image|picture|photo|scene)\b", _I),
+    _when("detected|annotated|listed|described|mentioned|given|provided|specified", r"\b(?:(?:detected|annotated|listed|described|mentioned|specified) (?:objects?|items?|people|persons|elements|entities)|(?:detected|annotated|listed|described|mentioned|specified) (?:scene|image|picture|setting)|(?:given|provided) (?:categories|entities|elements))\b", _I),
+    _when("object |category |class ", r"\b(?:object|category|class) (?:labels?|names|categories|list)\b", _I),
+    _when("you", rf"\byou(?:{_A}ve| have)? (?:provided|given|gave|supplied|shared|described|listed)\b", _I),
+    _when("i was|i've|i’ve|i have|i'm|i’m|i am", rf"\bI(?: was|{_A}ve been| have been|{_A}m| am)(?: not| only)? (?:given|provided|told|shown|sent)\b", _I),
+    _when(
+        "i received|i got|i have|i was sent",
+        r"\b(?:text|descriptions?|captions?|information|data|notes|details|input|prompt|sentences?)\s+(?:that\s+)?I\s+(?:received|got|have|was sent)\b",
+        _I,
+    ),
+    _when("your ", r"\byour (?:words|descriptions?|text|captions?|sentences|notes|list|input|prompt|message|summary)\b", _I),
+    _when("mention", r"\b(?:no|any|without) mention of\b|\bnot mentioned\b", _I),
+    _when("annotated", r"\bannotated as\b", _I),
+    _when("descri", rf"\bthis (?:image |scene )?description\b", _I),
+)
+_WHICH_WERE = rf"(?:(?:that|which)\s+(?:were|was|are|is|I was|I{_A}ve been|you)\s+|I was\s+|you\s+)?"
+_TEXT_SOURCE_ABOUT_SOMETHING = (
+    # "provided description", "given information"
+    _when("provided|given|supplied|accompanying|preceding|included|attached|listed|available|textual",
+        r"\b(?:provided|given|supplied|accompanying|preceding|included|attached|listed|available|textual)\s+"
+        rf"(?:(?:image|scene|photo|object|box|caption|text)\s+)?(?:{_SOURCE_NOUN}|{_WEAK_NOUN})\b",
+        _I,
+    ),
+    # "the information provided", "the objects listed", "details that were given"
+    _when(
+        "provided|given|supplied|listed|mentioned|described|specified|annotated",
+        rf"\b(?:{_SOURCE_NOUN}|{_WEAK_NOUN})\s+{_WHICH_WERE}(?:provided|given|supplied|listed|mentioned|described|specified|annotated)\b",
+        _I,
+    ),
+    # ...but "the items provided by the hotel", "people given blankets"
+    _when(
+        "listed|mentioned|described|specified|annotated",
+        rf"\b(?:objects?|items?|elements|entities|categories|things|people|persons|animals)\s+{_WHICH_WERE}(?:listed|mentioned|described|specified|annotated)\b",
+        _I,
+    ),
+    # "what's written" (but "what is written on the sign")
+    _when(
+        "written|described|stated|mentioned|listed|given|provided|told",
+        rf"\bwhat(?:{_A}s| is| was| has been| I{_A}ve been| I was)? (?:written|described|stated|mentioned|listed|given|provided|told)\b"
+        r"(?!\s*(?:in|inside|there|here|across|along|under|below|above|at|\?))",
+        _I,
+    ),
+    # "as described", "as was mentioned"
+    _when("described|mentioned|stated|listed|noted|specified|indicated|annotated|provided|given|detailed|outlined", 
+        # "as mentioned earlier/above" points back into the answer itself, which is fine
+        r"\bas (?:(?:was|is|were|are|clearly|explicitly|I was)\s+)?(?:described|mentioned|stated|listed|noted|specified"
+        r"|indicated|annotated|provided|given|detailed|outlined)\b(?!\s+(?:as\b|earlier|before|previously|above|in (?:my|the) (?:previous|earlier|last) answer))",
+        _I,
+    ),
+    # "it was mentioned", "is not described", "are listed" (but "are listed on the menu")
+    _when("described|mentioned|stated|listed|specified|annotated", 
+        rf"\b(?:is|are|was|were|been|being)(?:n{_A}t|\s+not|\s+also|\s+only|\s+clearly|\s+explicitly|\s+specifically)*\s+"
+        r"(?:described|mentioned|stated|listed|specified|annotated)\b(?!\s+(?:as\s+)?(?:earlier|before|previously))",
+        _I,
+    ),
+    _when("provided|given|specified|included", rf"\b(?:is|are|was|were)(?:n{_A}t|\s+not)\s+(?:provided|given|specified|included)\b", _I),
+    # "according to the description", "from the captions", "in the sentences"
+    _when("descri|caption|sentence|annot|bounding|coordinat|metadata", 
+        r"\b(?:according to|based on|from|in|per|judging (?:by|from)|going by|as per|relying on|given)\s+"
+        rf"(?:the|these|those|this|that|my|your|all|each|every|both|its|our|one of the|some of the)\s+(?:[\w-]+\s+){{0,2}}?{_SOURCE_NOUN}\b",
+        _I,
+    ),
+    _when(
+        "the information|the info|the data|the text|the notes|the list|these notes|those notes|my notes|your notes|all the"
+        "|the available|the limited|my text|your text|my list|your list|my data|your data|my information|your information",
+
+        r"\b(?:according to|based on|from|in|per|judging (?:by|from)|going by|as per|relying on|given)\s+"
+        r"(?:the|these|those|all|my|your)\s+(?:available\s+|limited\s+)?(?:information|info|data|text|notes|list)\b"
+        r"(?!\s+(?:\w+\s+){0,2}?(?:in|from|of|within|about|visible|shown|seen)\s+(?:the|this)\s+(?:image|picture|photo|scene|photograph))",
+        _I,
+    ),
+    # "the captions say", "all five sentences agree"
+    _when("descri|caption|sentence|coordinat|information|data|listing", 
+        r"\b(?:the|these|those|this|that|each|every|all|both|one|another|other|first|second|third|fourth|fifth|last|final|two|three"
+        rf"|four|five|several|multiple|some|most|no|my|your)\s+(?:[\w-]+\s+)?(?:descriptions?|captions?|sentences?|coordinates|information|data|listing)\s+{_HEDGE}{_REPORTING}\b",
+        _I,
+    ),
+    _when("annot", rf"\b(?:the|these|those|my|your|all|both)\s+annotations?\s+{_HEDGE}(?:say|says|mention|mentions|list|lists|describe|describes|state|states|agree|place|places|put|puts|specify|specifies|mark|marks|label|labels|identify|identifies)\b", _I),
+    # "one of the captions", "the first sentence", "all five descriptions"
+    _when("descri|caption|sentence|annot", 
+        r"\b(?:one|some|none|each|all|both|two|three|four|five|six|most|several|many|any|either|neither|half|majority) of (?:the|these|those|my|your) "
+        r"(?:[\w-]+\s+)?(?:descriptions|captions|sentences|annotations)\b",
+        _I,
+    ),
+    _when("descri|caption|sentence", r"\b(?:first|second|third|fourth|fifth|last|final|other|previous|remaining) (?:descriptions?|captions?|sentences?)\b", _I),
+    _when("captions|sentences", r"\b(?:the|these|those|all|both|multiple|several|different|various|other|given|two|three|four|five|six)\s+(?:[\w-]+\s+)?(?:captions|sentences)\b(?! contest)", _I),
+    _when("descriptions", r"\b(?:all|both|multiple|several|two|three|four|five|six) (?:of the )?descriptions\b", _I),
+)
+
+
+def _find_text_source(text: str, task: str) -> Span | None:
+    return _strong_text_source(text, task) or _coordinates(text, task) or _text_source_about_something(text, task)
+
+
+_strong_text_source = _finder(*_TEXT_SOURCE_STRONG)
+_coordinates = _finder(*_COORDINATES, unless_before=_MAP_WORDS)
+_text_source_about_something = _finder(*_TEXT_SOURCE_ABOUT_SOMETHING, unless_on_something=True)
+
+# --- box_coordinates: numbers only the normalised box corners can have produced ---
+_NORM = r"(?:0?\.\d{1,3}|1\.0{1,3})"  # a 0..1 value with a decimal point, as the context writes corners
+_UNIT = (
+    r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|in|ft"
+    r"|feet|seconds?|secs?|s|ct|carats?|dollars?|cents?|euros?|pounds?|points?|pts|stars?|x|times|ounces?|grams?|meters?|metres?"
+    r"|kilometers?|kilometres?|hours?|hrs?|minutes?|mins?|volts?|v|amps?|mpg|acres?|each|apiece|a piece|per|a pound|a dozen|/)(?![a-z])"
+)
+_NUMBER = r"(?<![\w.$€£¥,/:])"  # a number of its own, not the tail of 10.52, $0.99 or 3:45
+_BOX_NUMBERS = (
+    # "x=0.12", "width: 0.3", "from x 0.2"
+    re.compile(
+        rf"\b(?:x|y|x1|y1|x2|y2|x_?min|y_?min|x_?max|y_?max|w|h|cx|cy|left|top|right|bottom|width|height)\s*(?:=|:|≈|~)\s*{_NORM}(?!\d)"
+        rf"|(?<!\d )\b[xy] {_NORM}(?!\d)(?!{_UNIT})",
+        _I,
+    ),
+    # "(0.12, 0.40, ...", "[0.1, 0.2"
+    re.compile(rf"[(\[]\s*(?:{_NORM}\s*,\s*(?:{_NORM}|[01])|[01]\s*,\s*{_NORM})(?!\d)"),
+    # "0.3 of the image width", "0.2 from the left"
+    re.compile(
+        rf"{_NUMBER}{_NORM}\s+(?:of the (?:image|frame|picture|photo|width|height|scene|way)|across|from the (?:left|right|top|bottom)"
+        r"|horizontally|vertically|along the [xy])\b",
+        _I,
+    ),
+)
+# Looser shapes that signs, price tags and scoreboards also show: "0.42-0.88", a bare "0.55".
+_LOOSE_BOX_NUMBERS = (
+    re.compile(rf"{_NUMBER}0?\.\d{{1,3}}\s*(?:-|–|—|to|and)\s*{_NORM}(?!\d)(?!{_UNIT})", _I),
+    re.compile(rf"{_NUMBER}0?\.\d{{2,3}}(?![\d.,]\d)(?!{_UNIT})", _I),
+    re.compile(rf"{_NUMBER}{_NORM}\s*,\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6"
+)
+_WRITTEN_IN_PICTURE = re.compile(
+    r"\b(?:price[sd]?|cost|costs|tags?|signs?|menu|labels?|board|screen|display|displays|scoreboard|reads|says|shows|written|printed"
+    r"|sells?|sold|fare|average|percentage|stats|rate|ratio|odds|chart|graph|odometer|meter|gauge|thermometer|scale|dial)\b",
+    _I,
+)
+_DECIMAL = re.compile(r"\.\d")
+_find_box_numbers_strict = _finder(*_BOX_NUMBERS)
+_find_box_numbers_loose = _finder(*_LOOSE_BOX_NUMBERS, unless_before=_WRITTEN_IN_PICTURE)
+
+
+def _find_box_numbers(text: str, task: str) -> Span | None:
+    if _DECIMAL.search(text) is None:  # every shape below holds a decimal point followed by a digit
+        return None
+    return _find_box_numbers_strict(text, task) or _find_box_numbers_loose(text, task)
+
+
+# --- incomplete_sentence: cut mid-sentence although the teacher reported a normal stop ---
+_END_OK = ".!?…)\"”»"
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
+_CLOSING_MARKUP = "*_` \t\n'’]"
+
+
+def _find_incomplete(text: str, task: str) -> Span | None:
+    body = text.rstrip()
+    ending = body.rstrip(_CLOSING_MARKUP)
+    if not ending or ending[-1] in _END_OK or len(body.split()) <= 3:
+        return None
+    if not ending[-1].isascii() and not ending[-1].isalnum():  # an emoji or other symbol ends a sentence too
+        return None
+    if _LIST_ITEM.match(body.splitlines()[-1]):
+        return None
+    start = max(body.rfind(". "), body.rfind("\n")) + 1
+    return start, len(body)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("control_string", frozenset({"question", "answer"}), _finder(*_CONTROL, unless_quoted=False), "chat-template tokens such as </s>, [INST] or a USER: line"),
+    Rule("image_token_echo", frozenset({"question", "answer"}), _finder(_IMAGE_TOKEN, unless_quoted=False), "an <image> token in the teacher's text"),
+    Rule("refusal", frozenset({"answer"}), _finder(*_REFUSALS), "declines, apologises or says it cannot see the image"),
+    Rule("ai_disclaimer", frozenset({"answer"}), _finder(*_AI_DISCLAIMERS), "talks about itself as an AI or language model"),
+    Rule("chat_preamble", frozenset({"answer"}), _find_preamble, "opens with chat talk: 'Sure! Here's a detailed description:'"),
+    Rule("chat_closing", frozenset({"answer"}), _finder(*_CLOSINGS), "ends with chat talk: 'Let me know if you have questions'"),
+    Rule(
+        "reveals_text_source",
+        frozenset({"question", "answer"}),
+        _find_text_source,
+        "refers to the captions, descriptions, lists or boxes the teacher was given",
+    ),
+    Rule("box_coordinates", frozenset({"question", "answer"}), _find_box_numbers, "quotes numbers that only the normalised box corners contain"),
+    Rule("incomplete_sentence", frozenset({"answer"}), _find_incomplete, "stops mid-sentence although the teacher said it was done"),
+)
+RULE_NAMES: tuple[str, ...] = tuple(rule.name for rule in RULES)
+_PRIORITY = {name: index for index, name in enumerate(RULE_NAMES)}
+_ENDING_RULES = frozenset({"incomplete_sentence"})
+
+
+def _excerpt(text: str, span: Span, margin: int = 30) -> str:
+    start, end = max(0, span[0] - margin), min(len(text), span[1] + margin)
+    return ("…" if start else "") + text[start:end].replace("\n", " ") + ("…" if end < len(text) else "")
+
+
+def check_text(text: str, role: Role, turn: int = 0, task: str = "conversation") -> list[Finding]:
+    """Every rule that fires on one question or answer, in rule order."""
+    findings = []
+    for rule in RULES:
+        if role in rule.roles:
+            span = rule.find(text, task)
+            if span is not None:
+                findings.append(Finding(rule=rule.name, turn=turn, role=role, excerpt=_excerpt(text, span)))
+    return findings
+
+
+def check_pairs(task: str, pairs: list[tuple[str, str]]) -> list[Finding]:
+    """Findings over every question and answer of a reply, most serious rule first, then by turn.
+
+    Questions as the teacher wrote them: without the `<image>` token a record adds to its first turn
+    (strip it before checking a finished LLaVA record). For `detail`, pairs is [(instruction,
+    description)]; an empty question is skipped.
+    """
+    findings: list[Finding] = []
+    for turn, (question, answer) in enumerate(pairs):
+        if question.strip():
+            findings.extend(check_text(question, "question", turn, task))
+        findings.extend(check_text(answer, "answer", turn, task))
+    return sorted(findings, key=lambda finding: (_PRIORITY[finding.rule], finding.turn, finding.role != "question"))
+
+
+def check_lead(text: str) -> list[Finding]:
+    """Findings on text a Question/Answer reply holds before its first `Question:` (or instead of any):
+    judged like a free-text reply, since no such text belongs there; its ending is not judged."""
+    findings = check_text(text, "answer", 0, "detail")
+    return [finding for finding in findings if finding.rule not in _ENDING_RULES]
