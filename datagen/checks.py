@@ -407,19 +407,19 @@ def _find_incomplete(text: str, task: str) -> Span | None:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("control_string", frozenset({"question", "answer"}), _finder(*_CONTROL, unless_quoted=False), "chat-template tokens such as </s>, [INST] or a USER: line"),
-    Rule("image_token_echo", frozenset({"question", "answer"}), _finder(_IMAGE_TOKEN, unless_quoted=False), "an <image> token in the teacher's text"),
+    Rule("control_string", frozenset({"question", "answer"}), _finder(*_CONTROL, unless_quoted=False), "holds chat-template tokens such as `</s>`, `[INST]` or a `USER:` line"),
+    Rule("image_token_echo", frozenset({"question", "answer"}), _finder(_IMAGE_TOKEN, unless_quoted=False), "holds the `<image>` token"),
     Rule("refusal", frozenset({"answer"}), _finder(*_REFUSALS), "declines, apologises or says it cannot see the image"),
     Rule("ai_disclaimer", frozenset({"answer"}), _finder(*_AI_DISCLAIMERS), "talks about itself as an AI or language model"),
-    Rule("chat_preamble", frozenset({"answer"}), _find_preamble, "opens with chat talk: 'Sure! Here's a detailed description:'"),
-    Rule("chat_closing", frozenset({"answer"}), _finder(*_CLOSINGS), "ends with chat talk: 'Let me know if you have questions'"),
+    Rule("chat_preamble", frozenset({"answer"}), _find_preamble, "opens with chat talk (\"Sure! Here's a detailed description:\")"),
+    Rule("chat_closing", frozenset({"answer"}), _finder(*_CLOSINGS), "ends with chat talk (\"Let me know if you have questions\")"),
     Rule(
         "reveals_text_source",
         frozenset({"question", "answer"}),
         _find_text_source,
         "refers to the captions, descriptions, lists or boxes the teacher was given",
     ),
-    Rule("box_coordinates", frozenset({"question", "answer"}), _find_box_numbers, "quotes numbers that only the normalised box corners contain"),
+    Rule("box_coordinates", frozenset({"question", "answer"}), _find_box_numbers, "quotes numbers only the normalised box corners hold"),
     Rule("incomplete_sentence", frozenset({"answer"}), _find_incomplete, "stops mid-sentence although the teacher said it was done"),
 )
 RULE_NAMES: tuple[str, ...] = tuple(rule.name for rule in RULES)
