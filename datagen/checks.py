@@ -210,6 +210,8 @@ _PREAMBLES = (
     ),
     re.compile(r"^\s*(?:#+\s*)?\**(?:Detailed |Image |Scene |Final )?(?:Description|Response|Conversation|Output)\**\s*:", _I),
     re.compile(r"^\s*Great question\b", _I),
+    # A heading line ("## Detailed Description", "**Scene overview**"): answers in this data are plain prose.
+    re.compile(r"^\s*(?:#{1,6}[ \t]+[^\n]+|\*\*[^*\n]{1,60}\*\*:?)[ \t]*\n"),
 )
 # A whole reply that is a description opens with the picture, never with "Sure," - a conversation answer may.
 _BARE_OPENER = re.compile(r"^\s*(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great)\b\s*[!,.:]", _I)

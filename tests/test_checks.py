@@ -55,6 +55,7 @@ POSITIVE = [
     ("chat_preamble", "I'd be happy to help with that. The image shows a dog."),
     ("chat_preamble", "Description: The picture shows a living room."),
     ("chat_preamble", "Let me describe the image for you. A woman reads."),
+    ("chat_preamble", "## Detailed Description\n\nThe image shows a dog on a mat."),
     ("chat_closing", "The sun is shining. Let me know if you'd like more details!"),
     ("chat_closing", "He plays a saxophone. I hope this helps!"),
     ("chat_closing", "A glass of cola. Feel free to ask if you have other questions."),
