@@ -164,6 +164,7 @@ _REFUSALS = (
     ),
     _when("provided|attached|shared|uploaded|included|available|please|haven|have not|did not|didn",
         rf"\b(?:there is no|there{_A}s no|no) {_IMAGE_WORD} (?:was |has been |is )?(?:provided|attached|shared|uploaded|included|available)\b"
+        rf"|\b(?:the|an|any) {_IMAGE_WORD} (?:was|is|has|were)(?: not|n{_A}t)(?: been)? (?:provided|attached|shared|uploaded|included)\b"
         rf"|\byou (?:have not|haven{_A}?t|did not|didn{_A}?t) (?:provide|provided|share|shared|upload|uploaded|attach|attached|include|included)"
         rf" (?:an|the|any|a) {_IMAGE_WORD}"
         rf"|\bplease (?:provide|upload|share|attach|send) (?:an|the|a) {_IMAGE_WORD}",
@@ -270,7 +271,8 @@ _COORDINATES = (
 _MAP_WORDS = re.compile(r"\b(?:GPS|map|maps|navigation|navigator|latitude|longitude|geographic|compass|satnav)\b", _I)
 _TEXT_SOURCE_STRONG = (
     _when("bounding|box ", r"\bbounding[\s-]*box(?:es)?\b|\bbox (?:coordinates|annotations?|positions?|data|labels?|values)\b", _I),
-    _when("descri|caption|annot|metadata", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata)\b", _I),
+    _when("descri|caption|annot|metadata|detail|data|summar|info", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata|data|summary|summaries|information|info)\b"
+        rf"|\b(?:image|scene|photo|picture) details\s+(?:do not|don{_A}?t|does not|doesn{_A}?t|you|I|{_REPORTING}|include|includes)\b", _I),
     _when("descri|caption|annot", rf"\b(?:descriptions?|captions?|annotations?) (?:of|for|about) (?:the|this) (?:image|picture|photo|scene)\b", _I),
     # "the detected objects", "the described scene" (but "in the provided image" is how a user talks about a picture)
     _when(
@@ -289,6 +291,9 @@ _TEXT_SOURCE_STRONG = (
     ),
     _when("your ", r"\byour (?:words|descriptions?|text|captions?|sentences|notes|list|input|prompt|message|summary)\b", _I),
     _when("mention", r"\b(?:no|any|without) mention of\b|\bnot mentioned\b", _I),
+    _when("entr", r"\b(?:person|people|object|box|bounding box|category|annotation|caption|list|data) entr(?:y|ies)\b", _I),
+    # "the text indicates" (a sign's text "says" or "reads")
+    _when("text", rf"\b(?:the|this|that|my|your)\s+text\s+{_HEDGE}(?:mentions?|indicates?|suggests?|describes?|states?|specif(?:y|ies)|implies)\b", _I),
     _when("annotated", r"\bannotated as\b", _I),
     _when("descri", rf"\bthis (?:image |scene )?description\b", _I),
 )
@@ -391,7 +396,7 @@ _text_source_about_something = _finder(*_TEXT_SOURCE_ABOUT_SOMETHING, unless_on_
 # --- box_coordinates: numbers only the normalised box corners can have produced ---
 _NORM = r"(?:0?\.\d{1,3}|1\.0{1,3})"  # a 0..1 value with a decimal point, as the context writes corners
 _UNIT = (
-    r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|in|ft"
+    r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|ft"
     r"|feet|seconds?|secs?|s|ct|carats?|dollars?|cents?|euros?|pounds?|points?|pts|stars?|x|times|ounces?|grams?|meters?|metres?"
     r"|kilometers?|kilometres?|hours?|hrs?|minutes?|mins?|volts?|v|amps?|mpg|acres?|each|apiece|a piece|per|a pound|a dozen|/)(?![a-z])"
 )
@@ -416,7 +421,7 @@ _BOX_NUMBERS = (
 _LOOSE_BOX_NUMBERS = (
     re.compile(rf"{_NUMBER}0?\.\d{{1,3}}\s*(?:-|–|—|to|and)\s*{_NORM}(?!\d)(?!{_UNIT})", _I),
     re.compile(rf"{_NUMBER}0?\.\d{{2,3}}(?![\d.,]\d)(?!{_UNIT})", _I),
-    re.compile(rf"{_NUMBER}{_NORM}\s*,\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6"
+    re.compile(rf"{_NUMBER}{_NORM}\s*[,/]\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6", "0.8/0.7"
 )
 _WRITTEN_IN_PICTURE = re.compile(
     r"\b(?:price[sd]?|cost|costs|tags?|signs?|menu|labels?|board|screen|display|displays|scoreboard|reads|says|shows|written|printed"
