@@ -15,7 +15,7 @@ IMAGE_TOKEN = "<image>"
 
 RejectReason = Literal[
     "truncated",  # finish_reason == "length": the teacher ran out of tokens mid-answer
-    # Content rules of datagen/checks.py, one reason each (a test keeps the two lists equal).
+    # Content rules of datagen/checks.py, one reason each (a test checks every rule name is listed here).
     "control_string",  # chat-template tokens such as </s> or USER: that a trainer would mistake for structure
     "image_token_echo",  # '<image>' in teacher text: the record would hold the image token twice
     "refusal",
