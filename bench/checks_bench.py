@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from datagen.checks import RULE_NAMES  # noqa: E402  (run as a script from the repository)
+from datagen.checks import RULES  # noqa: E402  (run as a script from the repository)
 from datagen.parse import Rejected, parse_answer  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "answer_corpus.jsonl"
@@ -46,13 +46,15 @@ def ratio(part: int, whole: int) -> str:
 
 
 def rule_table(outcomes: list[tuple[dict, str | None]]) -> list[str]:
-    lines = ["| rule | bad replies | recall | refused for it | precision |", "|---|---|---|---|---|"]
-    for rule in RULE_NAMES:
-        expected = [got for row, got in outcomes if row["rule"] == rule]
-        refused = [row for row, got in outcomes if got == rule]
-        hits = sum(got == rule for got in expected)
-        correct = sum(row["rule"] == rule for row in refused)
-        lines.append(f"| `{rule}` | {len(expected)} | {ratio(hits, len(expected))} | {len(refused)} | {ratio(correct, len(refused))} |")
+    lines = ["| rule | refuses an answer that | bad replies | recall | refused for it | precision |", "|---|---|---|---|---|---|"]
+    for rule in RULES:
+        expected = [got for row, got in outcomes if row["rule"] == rule.name]
+        refused = [row for row, got in outcomes if got == rule.name]
+        hits = sum(got == rule.name for got in expected)
+        correct = sum(row["rule"] == rule.name for row in refused)
+        lines.append(
+            f"| `{rule.name}` | {rule.summary} | {len(expected)} | {ratio(hits, len(expected))} | {len(refused)} | {ratio(correct, len(refused))} |"
+        )
     return lines
 
 

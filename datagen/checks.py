@@ -127,23 +127,30 @@ _I_CANNOT = (
     rf"\bI(?: (?:cannot|can{_A}?t|can not|could not|couldn{_A}?t|am unable to|am not able to|am not capable of|won{_A}t be able to"
     rf"|will not be able to|have no (?:way|means|ability) (?:to|of)|do not|don{_A}?t)|{_A}m (?:unable to|not able to|not capable of))"
 )
+_CANNOT_WORDS = "cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t"
 _REFUSALS = (
-    _when("sorry|apolog", rf"\bI(?:{_A}m| am)(?: (?:so|very|really|truly|afraid))? sorry\b|\bI apologi[sz]e\b|(?:^|(?<=[.!?]\s))(?:My )?apologies\b", _I | _M),
+    _when(
+        "sorry|apolog",
+        rf"\bI(?:{_A}m| am)(?: (?:so|very|really|truly|afraid))? sorry\b|\bI apologi[sz]e\b|(?:^|(?<=[.!?]\s))(?:My )?apologies\b",
+        _I | _M,
+    ),
     _when("sorry", rf"(?:^|(?<=[.!?]\s))Sorry,? (?:but )?(?:I|as an|there is no|the image|this image|no image)\b", _I | _M),
     # Perceiving the picture at all, not a detail of it: "I can't see his face" is a fair thing to say.
-    _when("cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t", 
+    _when(_CANNOT_WORDS,
         rf"{_I_CANNOT}\s+(?:actually |directly |physically |currently )?(?:see|view|look at|access|open|analy[sz]e|process|perceive"
-        rf"|display|load|interpret|examine|inspect|describe|watch|receive|seeing|viewing|looking at|accessing|opening|analy[sz]ing)(?:\s+(?:or|and|,)\s+\w+(?: at)?)*"
+        rf"|display|load|interpret|examine|inspect|describe|watch|receive|seeing|viewing|looking at|accessing|opening|analy[sz]ing)"
+        rf"(?:\s+(?:or|and|,)\s+\w+(?: at)?)*"
         rf"\s+(?:(?:the|this|that|your|any|an|a|these|those|actual|provided|attached|uploaded|shared|given|specific|referenced"
         rf"|real|original|such)\s+)*{_IMAGE_WORD}\b",
         _I,
     ),
-    _when("cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t", rf"{_I_CANNOT}\s+(?:view|access|open|load|process|analy[sz]e|display|receive)\s+(?:it|them)\b", _I),
-    _when("cannot|can't|can’t|can not|could not|couldn't|couldn’t|unable|not able|not capable|be able|no way|no means|no ability|do not|don't|don’t", 
-        rf"{_I_CANNOT}\s+(?:help(?! but\b)(?:\s+(?:you|with))?|assist|comply|fulfil+|provide (?:a |an |any )?(?:description|answer|response|assistance|help))\b",
+    _when(_CANNOT_WORDS, rf"{_I_CANNOT}\s+(?:view|access|open|load|process|analy[sz]e|display|receive)\s+(?:it|them)\b", _I),
+    _when(_CANNOT_WORDS,
+        rf"{_I_CANNOT}\s+(?:help(?! but\b)(?:\s+(?:you|with))?|assist|comply|fulfil+"
+        r"|provide (?:a |an |any )?(?:description|answer|response|assistance|help))\b",
         _I,
     ),
-    _when("do not|don't|don’t|did not|didn't|didn’t", 
+    _when("do not|don't|don’t|did not|didn't|didn’t",
         rf"\bI (?:do not|don{_A}?t|did not|didn{_A}?t) (?:have|possess) (?:the ability|the capability|the capacity|any way|a way|the means"
         rf"|(?:any |direct |visual )?access|eyes|vision|visual (?:capabilities|abilities|perception))\b",
         _I,
@@ -155,9 +162,11 @@ _REFUSALS = (
         rf"|looking at) (?:the|this|your|an|any) (?:actual )?{_IMAGE_WORD}|\bwithout (?:the|an|any) (?:actual|real|original) {_IMAGE_WORD}",
         _I,
     ),
-    _when("provided|attached|shared|uploaded|included|available|please|haven|have not|did not|didn", 
+    _when("provided|attached|shared|uploaded|included|available|please|haven|have not|did not|didn",
         rf"\b(?:there is no|there{_A}s no|no) {_IMAGE_WORD} (?:was |has been |is )?(?:provided|attached|shared|uploaded|included|available)\b"
-        rf"|\byou (?:have not|haven{_A}?t|did not|didn{_A}?t) (?:provide|provided|share|shared|upload|uploaded|attach|attached|include|included) (?:an|the|any|a) {_IMAGE_WORD}"
+        rf"|\b(?:the|an|any) {_IMAGE_WORD} (?:was|is|has|were)(?: not|n{_A}t)(?: been)? (?:provided|attached|shared|uploaded|included)\b"
+        rf"|\byou (?:have not|haven{_A}?t|did not|didn{_A}?t) (?:provide|provided|share|shared|upload|uploaded|attach|attached|include|included)"
+        rf" (?:an|the|any|a) {_IMAGE_WORD}"
         rf"|\bplease (?:provide|upload|share|attach|send) (?:an|the|a) {_IMAGE_WORD}",
         _I,
     ),
@@ -168,9 +177,14 @@ _MODEL_WORD = (
     r"(?:AI|A\.I\.|artificial intelligence|(?:large )?language model|LLM|chatbot|text[- ]based (?:model|AI|assistant|system)"
     r"|text[- ]only (?:model|AI|assistant|system)|(?:AI|virtual|digital|visual AI) (?:language )?(?:model|assistant|system))"
 )
+_MODEL_WORDS = " ai| a.i.|intelligence|model|llm|chatbot|assistant|system"
 _AI_DISCLAIMERS = (
-    _when(" ai| a.i.|intelligence|model|llm|chatbot|assistant|system", rf"\bas (?:an?|the|your) (?:\w+ )?{_MODEL_WORD}\b", _I),
-    _when(" ai| a.i.|intelligence|model|llm|chatbot|assistant|system", rf"\b(?:I{_A}m|I am|being|since I{_A}m|since I am) (?:just |only |merely |simply )?(?:an?|a) (?:\w+ )?{_MODEL_WORD}\b", _I),
+    _when(_MODEL_WORDS, rf"\bas (?:an?|the|your) (?:\w+ )?{_MODEL_WORD}\b", _I),
+    _when(
+        _MODEL_WORDS,
+        rf"\b(?:I{_A}m|I am|being|since I{_A}m|since I am) (?:just |only |merely |simply )?(?:an?|a) (?:\w+ )?{_MODEL_WORD}\b",
+        _I,
+    ),
     _when("my training|my knowledge|my programming", r"\bmy (?:training data|knowledge cut-?off|programming|training)\b", _I),
     _when("only|just", rf"\bI (?:can only|only|just) (?:process|read|understand|work with|handle|respond to|see) (?:text|textual|written|words)\b", _I),
 )
@@ -191,9 +205,14 @@ _PREAMBLES = (
         _I,
     ),
     re.compile(_PREAMBLE_START + rf"(?:I{_A}d|I would|I will|I{_A}ll|I{_A}m) (?:be )?(?:happy|glad|delighted) to\b", _I),
-    re.compile(_PREAMBLE_START + r"(?:Let me|I will|I'll|I’ll) (?:describe|provide|create|generate|write|break|walk|paint|analy[sz]e|take a look|give)\b", _I),
+    re.compile(
+        _PREAMBLE_START + r"(?:Let me|I will|I'll|I’ll) (?:describe|provide|create|generate|write|break|walk|paint|analy[sz]e|take a look|give)\b",
+        _I,
+    ),
     re.compile(r"^\s*(?:#+\s*)?\**(?:Detailed |Image |Scene |Final )?(?:Description|Response|Conversation|Output)\**\s*:", _I),
     re.compile(r"^\s*Great question\b", _I),
+    # A heading line ("## Detailed Description", "**Scene overview**"): answers in this data are plain prose.
+    re.compile(r"^\s*(?:#{1,6}[ \t]+[^\n]+|\*\*[^*\n]{1,60}\*\*:?)[ \t]*\n"),
 )
 # A whole reply that is a description opens with the picture, never with "Sure," - a conversation answer may.
 _BARE_OPENER = re.compile(r"^\s*(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great)\b\s*[!,.:]", _I)
@@ -213,7 +232,7 @@ def _find_preamble(text: str, task: str) -> Span | None:
 
 # --- chat_closing: chat talk to the requester after the content ---
 _CLOSINGS = (
-    _when("hope|let me know|feel free|hesitate|if you|anything else|would you like|to help", 
+    _when("hope|let me know|feel free|hesitate|if you|anything else|would you like|to help",
         rf"\b(?:I )?hope (?:this|that|it|the above|my \w+) (?:helps|is helpful|was helpful|answers|gives|provides|clarifies)"
         rf"|\b(?:I )?hope you (?:find|found|enjoy|enjoyed|like|liked) (?:this|that|it|the|my)\b"
         rf"|\b(?:please )?let me know if\b|\bfeel free to (?:ask|reach|let)\b|\bdon{_A}?t hesitate to\b|\bdo not hesitate to\b"
@@ -236,15 +255,32 @@ _REPORTING = (
 _HEDGE = rf"(?:(?:also|all|both|only|clearly|explicitly|specifically|do not|does not|don{_A}?t|doesn{_A}?t|never|just)\s+)?"
 # The noun "coordinates" (not the verb: "her scarf and hat coordinate"), unless a map or GPS shows them.
 _COORDINATES = (
-    _when("coordinat", r"\b(?:normali[sz]ed|relative|pixel|spatial|object|box|xy|x-y|\(x, ?y\)|x and y)[\s-]+coordinates?\b|\bcoordinate (?:values?|pairs?|system|data)\b", _I),
-    _when("coordinat", r"\b(?:the|its|their|these|those|given|provided|whose|listed|with|by) coordinates\b|\bcoordinates (?:of|for|show|suggest|indicate|place|put|given|provided|are|were|range)\b|\bcoordinates\s*[(\[:=]", _I),
+    _when(
+        "coordinat",
+        r"\b(?:normali[sz]ed|relative|pixel|spatial|object|box|xy|x-y|\(x, ?y\)|x and y)[\s-]+coordinates?\b"
+        r"|\bcoordinate (?:values?|pairs?|system|data)\b",
+        _I,
+    ),
+    _when(
+        "coordinat",
+        r"\b(?:the|its|their|these|those|given|provided|whose|listed|with|by) coordinates\b"
+        r"|\bcoordinates (?:of|for|show|suggest|indicate|place|put|given|provided|are|were|range)\b|\bcoordinates\s*[(\[:=]",
+        _I,
+    ),
 )
 _MAP_WORDS = re.compile(r"\b(?:GPS|map|maps|navigation|navigator|latitude|longitude|geographic|compass|satnav)\b", _I)
 _TEXT_SOURCE_STRONG = (
     _when("bounding|box ", r"\bbounding[\s-]*box(?:es)?\b|\bbox (?:coordinates|annotations?|positions?|data|labels?|values)\b", _I),
-    _when("descri|caption|annot|metadata", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata)\b", _I),
+    _when("descri|caption|annot|metadata|detail|data|summar|info", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata|data|summary|summaries|information|info)\b"
+        rf"|\b(?:image|scene|photo|picture) details\s+(?:do not|don{_A}?t|does not|doesn{_A}?t|you|I|{_REPORTING}|include|includes)\b", _I),
     _when("descri|caption|annot", rf"\b(?:descriptions?|captions?|annotations?) (?:of|for|about) (?:the|this) (?:image|picture|photo|scene)\b", _I),
-    _when("detected|annotated|listed|described|mentioned|given|provided|specified", r"\b(?:(?:detected|annotated|listed|described|mentioned|specified) (?:objects?|items?|people|persons|elements|entities)|(?:detected|annotated|listed|described|mentioned|specified) (?:scene|image|picture|setting)|(?:given|provided) (?:categories|entities|elements))\b", _I),
+    # "the detected objects", "the described scene" (but "in the provided image" is how a user talks about a picture)
+    _when(
+        "detected|annotated|listed|described|mentioned|given|provided|specified",
+        r"\b(?:(?:detected|annotated|listed|described|mentioned|specified) (?:objects?|items?|people|persons|elements|entities|scene|image|picture"
+        r"|setting)|(?:given|provided) (?:categories|entities|elements))\b",
+        _I,
+    ),
     _when("object |category |class ", r"\b(?:object|category|class) (?:labels?|names|categories|list)\b", _I),
     _when("you", rf"\byou(?:{_A}ve| have)? (?:provided|given|gave|supplied|shared|described|listed)\b", _I),
     _when("i was|i've|i’ve|i have|i'm|i’m|i am", rf"\bI(?: was|{_A}ve been| have been|{_A}m| am)(?: not| only)? (?:given|provided|told|shown|sent)\b", _I),
@@ -255,6 +291,9 @@ _TEXT_SOURCE_STRONG = (
     ),
     _when("your ", r"\byour (?:words|descriptions?|text|captions?|sentences|notes|list|input|prompt|message|summary)\b", _I),
     _when("mention", r"\b(?:no|any|without) mention of\b|\bnot mentioned\b", _I),
+    _when("entr", r"\b(?:person|people|object|box|bounding box|category|annotation|caption|list|data) entr(?:y|ies)\b", _I),
+    # "the text indicates" (a sign's text "says" or "reads")
+    _when("text", rf"\b(?:the|this|that|my|your)\s+text\s+{_HEDGE}(?:mentions?|indicates?|suggests?|describes?|states?|specif(?:y|ies)|implies)\b", _I),
     _when("annotated", r"\bannotated as\b", _I),
     _when("descri", rf"\bthis (?:image |scene )?description\b", _I),
 )
@@ -286,21 +325,22 @@ _TEXT_SOURCE_ABOUT_SOMETHING = (
         _I,
     ),
     # "as described", "as was mentioned"
-    _when("described|mentioned|stated|listed|noted|specified|indicated|annotated|provided|given|detailed|outlined", 
+    _when("described|mentioned|stated|listed|noted|specified|indicated|annotated|provided|given|detailed|outlined",
         # "as mentioned earlier/above" points back into the answer itself, which is fine
         r"\bas (?:(?:was|is|were|are|clearly|explicitly|I was)\s+)?(?:described|mentioned|stated|listed|noted|specified"
-        r"|indicated|annotated|provided|given|detailed|outlined)\b(?!\s+(?:as\b|earlier|before|previously|above|in (?:my|the) (?:previous|earlier|last) answer))",
+        r"|indicated|annotated|provided|given|detailed|outlined)\b"
+        r"(?!\s+(?:as\b|earlier|before|previously|above|in (?:my|the) (?:previous|earlier|last) answer))",
         _I,
     ),
     # "it was mentioned", "is not described", "are listed" (but "are listed on the menu")
-    _when("described|mentioned|stated|listed|specified|annotated", 
+    _when("described|mentioned|stated|listed|specified|annotated",
         rf"\b(?:is|are|was|were|been|being)(?:n{_A}t|\s+not|\s+also|\s+only|\s+clearly|\s+explicitly|\s+specifically)*\s+"
         r"(?:described|mentioned|stated|listed|specified|annotated)\b(?!\s+(?:as\s+)?(?:earlier|before|previously))",
         _I,
     ),
     _when("provided|given|specified|included", rf"\b(?:is|are|was|were)(?:n{_A}t|\s+not)\s+(?:provided|given|specified|included)\b", _I),
     # "according to the description", "from the captions", "in the sentences"
-    _when("descri|caption|sentence|annot|bounding|coordinat|metadata", 
+    _when("descri|caption|sentence|annot|bounding|coordinat|metadata",
         r"\b(?:according to|based on|from|in|per|judging (?:by|from)|going by|as per|relying on|given)\s+"
         rf"(?:the|these|those|this|that|my|your|all|each|every|both|its|our|one of the|some of the)\s+(?:[\w-]+\s+){{0,2}}?{_SOURCE_NOUN}\b",
         _I,
@@ -315,20 +355,32 @@ _TEXT_SOURCE_ABOUT_SOMETHING = (
         _I,
     ),
     # "the captions say", "all five sentences agree"
-    _when("descri|caption|sentence|coordinat|information|data|listing", 
+    _when("descri|caption|sentence|coordinat|information|data|listing",
         r"\b(?:the|these|those|this|that|each|every|all|both|one|another|other|first|second|third|fourth|fifth|last|final|two|three"
-        rf"|four|five|several|multiple|some|most|no|my|your)\s+(?:[\w-]+\s+)?(?:descriptions?|captions?|sentences?|coordinates|information|data|listing)\s+{_HEDGE}{_REPORTING}\b",
+        rf"|four|five|several|multiple|some|most|no|my|your)\s+(?:[\w-]+\s+)?(?:descriptions?|captions?|sentences?|coordinates|information|data|listing)"
+        rf"\s+{_HEDGE}{_REPORTING}\b",
         _I,
     ),
-    _when("annot", rf"\b(?:the|these|those|my|your|all|both)\s+annotations?\s+{_HEDGE}(?:say|says|mention|mentions|list|lists|describe|describes|state|states|agree|place|places|put|puts|specify|specifies|mark|marks|label|labels|identify|identifies)\b", _I),
+    # Narrower verbs than the other nouns: "the annotations show the route" is said of a diagram too.
+    _when(
+        "annot",
+        rf"\b(?:the|these|those|my|your|all|both)\s+annotations?\s+{_HEDGE}(?:say|says|mention|mentions|list|lists|describe|describes|state|states"
+        r"|agree|place|places|put|puts|specify|specifies|mark|marks|label|labels|identify|identifies)\b",
+        _I,
+    ),
     # "one of the captions", "the first sentence", "all five descriptions"
-    _when("descri|caption|sentence|annot", 
+    _when("descri|caption|sentence|annot",
         r"\b(?:one|some|none|each|all|both|two|three|four|five|six|most|several|many|any|either|neither|half|majority) of (?:the|these|those|my|your) "
         r"(?:[\w-]+\s+)?(?:descriptions|captions|sentences|annotations)\b",
         _I,
     ),
     _when("descri|caption|sentence", r"\b(?:first|second|third|fourth|fifth|last|final|other|previous|remaining) (?:descriptions?|captions?|sentences?)\b", _I),
-    _when("captions|sentences", r"\b(?:the|these|those|all|both|multiple|several|different|various|other|given|two|three|four|five|six)\s+(?:[\w-]+\s+)?(?:captions|sentences)\b(?! contest)", _I),
+    _when(
+        "captions|sentences",
+        r"\b(?:the|these|those|all|both|multiple|several|different|various|other|given|two|three|four|five|six)\s+(?:[\w-]+\s+)?"
+        r"(?:captions|sentences)\b(?! contest)",
+        _I,
+    ),
     _when("descriptions", r"\b(?:all|both|multiple|several|two|three|four|five|six) (?:of the )?descriptions\b", _I),
 )
 
@@ -344,7 +396,7 @@ _text_source_about_something = _finder(*_TEXT_SOURCE_ABOUT_SOMETHING, unless_on_
 # --- box_coordinates: numbers only the normalised box corners can have produced ---
 _NORM = r"(?:0?\.\d{1,3}|1\.0{1,3})"  # a 0..1 value with a decimal point, as the context writes corners
 _UNIT = (
-    r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|in|ft"
+    r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|ft"
     r"|feet|seconds?|secs?|s|ct|carats?|dollars?|cents?|euros?|pounds?|points?|pts|stars?|x|times|ounces?|grams?|meters?|metres?"
     r"|kilometers?|kilometres?|hours?|hrs?|minutes?|mins?|volts?|v|amps?|mpg|acres?|each|apiece|a piece|per|a pound|a dozen|/)(?![a-z])"
 )
@@ -369,7 +421,7 @@ _BOX_NUMBERS = (
 _LOOSE_BOX_NUMBERS = (
     re.compile(rf"{_NUMBER}0?\.\d{{1,3}}\s*(?:-|–|—|to|and)\s*{_NORM}(?!\d)(?!{_UNIT})", _I),
     re.compile(rf"{_NUMBER}0?\.\d{{2,3}}(?![\d.,]\d)(?!{_UNIT})", _I),
-    re.compile(rf"{_NUMBER}{_NORM}\s*,\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6"
+    re.compile(rf"{_NUMBER}{_NORM}\s*[,/]\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6", "0.8/0.7"
 )
 _WRITTEN_IN_PICTURE = re.compile(
     r"\b(?:price[sd]?|cost|costs|tags?|signs?|menu|labels?|board|screen|display|displays|scoreboard|reads|says|shows|written|printed"
@@ -406,21 +458,23 @@ def _find_incomplete(text: str, task: str) -> Span | None:
     return start, len(body)
 
 
+_BOTH = frozenset({"question", "answer"})
+_ANSWERS = frozenset({"answer"})
 RULES: tuple[Rule, ...] = (
-    Rule("control_string", frozenset({"question", "answer"}), _finder(*_CONTROL, unless_quoted=False), "chat-template tokens such as </s>, [INST] or a USER: line"),
-    Rule("image_token_echo", frozenset({"question", "answer"}), _finder(_IMAGE_TOKEN, unless_quoted=False), "an <image> token in the teacher's text"),
-    Rule("refusal", frozenset({"answer"}), _finder(*_REFUSALS), "declines, apologises or says it cannot see the image"),
-    Rule("ai_disclaimer", frozenset({"answer"}), _finder(*_AI_DISCLAIMERS), "talks about itself as an AI or language model"),
-    Rule("chat_preamble", frozenset({"answer"}), _find_preamble, "opens with chat talk: 'Sure! Here's a detailed description:'"),
-    Rule("chat_closing", frozenset({"answer"}), _finder(*_CLOSINGS), "ends with chat talk: 'Let me know if you have questions'"),
+    Rule("control_string", _BOTH, _finder(*_CONTROL, unless_quoted=False), "holds chat-template tokens such as `</s>`, `[INST]` or a `USER:` line"),
+    Rule("image_token_echo", _BOTH, _finder(_IMAGE_TOKEN, unless_quoted=False), "holds the `<image>` token"),
+    Rule("refusal", _ANSWERS, _finder(*_REFUSALS), "declines, apologises or says it cannot see the image"),
+    Rule("ai_disclaimer", _ANSWERS, _finder(*_AI_DISCLAIMERS), "talks about itself as an AI or language model"),
+    Rule("chat_preamble", _ANSWERS, _find_preamble, "opens with chat talk (\"Sure! Here's a detailed description:\")"),
+    Rule("chat_closing", _ANSWERS, _finder(*_CLOSINGS), "ends with chat talk (\"Let me know if you have questions\")"),
     Rule(
         "reveals_text_source",
-        frozenset({"question", "answer"}),
+        _BOTH,
         _find_text_source,
         "refers to the captions, descriptions, lists or boxes the teacher was given",
     ),
-    Rule("box_coordinates", frozenset({"question", "answer"}), _find_box_numbers, "quotes numbers that only the normalised box corners contain"),
-    Rule("incomplete_sentence", frozenset({"answer"}), _find_incomplete, "stops mid-sentence although the teacher said it was done"),
+    Rule("box_coordinates", _BOTH, _find_box_numbers, "quotes numbers only the normalised box corners hold"),
+    Rule("incomplete_sentence", _ANSWERS, _find_incomplete, "stops mid-sentence although the teacher said it was done"),
 )
 RULE_NAMES: tuple[str, ...] = tuple(rule.name for rule in RULES)
 _PRIORITY = {name: index for index, name in enumerate(RULE_NAMES)}

@@ -17,6 +17,7 @@ class Rejected(Exception):
 
 _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
+_FIRST_QUESTION = re.compile(r"^\s*Question\s*:", re.IGNORECASE | re.MULTILINE)
 
 
 # The ways a server says the answer ended naturally; None from servers that send no finish_reason at all.
@@ -98,5 +99,5 @@ def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[
 
 
 def _before_first_question(text: str) -> str:
-    match = re.search(r"^\s*Question\s*:", text, re.IGNORECASE | re.MULTILINE)
+    match = _FIRST_QUESTION.search(text)
     return text[: match.start()] if match else text

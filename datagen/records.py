@@ -17,7 +17,7 @@ RejectReason = Literal[
     "truncated",  # finish_reason == "length": the teacher ran out of tokens mid-answer
     "content_filter",  # finish_reason == "content_filter": the server cut or withheld the answer
     "unfinished",  # any other finish_reason that is not a natural end (tool_calls, ...); the detail names it
-    # Content rules of datagen/checks.py, one reason each (a test keeps the two lists equal).
+    # Content rules of datagen/checks.py, one reason each (a test checks every rule name is listed here).
     "control_string",  # chat-template tokens such as </s> or USER: that a trainer would mistake for structure
     "image_token_echo",  # '<image>' in teacher text: the record would hold the image token twice
     "refusal",  # a refusal in the text, or a structured one (`refusal` set, `content` null)
