@@ -91,6 +91,14 @@ def safe_argv() -> list[str]:
     return argv
 
 
+def write_card(folder: Path, write) -> None:
+    """The README.md dataset card beside the data (datagen/dataset_card.py); someone else's README is left alone."""
+    from datagen import dataset_card
+
+    if write(dataset_card) is None:
+        typer.echo(f"note: {folder / dataset_card.CARD_FILE} was not written by datagen; left it alone (no dataset card)", err=True)
+
+
 @app.command()
 @friendly_errors
 def generate(
@@ -161,6 +169,7 @@ def generate(
         batch_size=batch_size,
     )
     manifest = run_generate(options)
+    write_card(out, lambda card: card.write_run_card(out))
     if manifest.status != "completed":
         raise typer.Exit(1)
 
@@ -180,6 +189,7 @@ def export(
     from datagen.export import export as run_export
 
     counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed)
+    write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
     typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
 
 
@@ -229,6 +239,7 @@ def merge(
     from datagen.merge import merge as run_merge
 
     manifest = run_merge(folders, out, merge_cache=cache, command=safe_argv())
+    write_card(out, lambda card: card.write_run_card(out))
     written = ", ".join(f"{task} {counts.written}" for task, counts in manifest.counts.items())
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
 
