@@ -210,6 +210,25 @@ def align(
     typer.echo(f"wrote {count} alignment records to {out}")
 
 
+@app.command()
+@friendly_errors
+def report(
+    folders: list[Path] = typer.Argument(..., help="--out folders of generate runs, shown side by side (e.g. one per teacher)"),
+    out: Path = typer.Option(..., help="HTML file to write (self-contained: plots embedded, no network)"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for the cost rows"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
+) -> None:
+    """Compare output folders: outcomes, grounding (CHAIR), lengths, question types, diversity, tokens and cost."""
+    from datagen.report import Prices, print_summary, write_report
+
+    if (price_in is None) != (price_out is None):
+        raise typer.BadParameter("pass both --price-in and --price-out, or neither", param_hint="--price-in/--price-out")
+    prices = Prices(price_in, price_out) if price_in is not None and price_out is not None else None
+    runs = write_report(folders, out, prices)
+    print_summary(runs, prices)
+    typer.echo(f"wrote {out}")
+
+
 # -- production runs: Batch API status and merging shards (datagen/batch.py, datagen/merge.py) --------
 
 batch_app = typer.Typer(help="Inspect the batches of `generate --batch` runs", no_args_is_help=True)
