@@ -218,6 +218,11 @@ def _write(folder: Path, run: dict | None, exports: list[dict]) -> Path | None:
     return path
 
 
+def _has_data(path: Path) -> bool:
+    # datasets refuses a split whose files hold no rows, so a task with nothing written is left out.
+    return path.is_file() and path.stat().st_size > 0
+
+
 def _config_name(file_name: str) -> str:
     return re.sub(r"[^\w-]+", "_", Path(file_name).stem) or "export"
 
@@ -225,10 +230,11 @@ def _config_name(file_name: str) -> str:
 def card_header(folder: Path, run: dict | None, exports: list[dict]) -> dict:
     configs, infos = [], []
     if run is not None:
-        tasks = [task for task in TASKS if (folder / f"{task}.jsonl").is_file()]
-        configs.append({"config_name": "default", "data_files": [{"split": task, "path": f"{task}.jsonl"} for task in tasks]})
-        infos.append({"config_name": "default", "features": features_of(GeneratedRecord)})
-        if (folder / REJECTS_FILE).is_file() and (folder / REJECTS_FILE).stat().st_size:
+        tasks = [task for task in TASKS if _has_data(folder / f"{task}.jsonl")]
+        if tasks:
+            configs.append({"config_name": "default", "data_files": [{"split": task, "path": f"{task}.jsonl"} for task in tasks]})
+            infos.append({"config_name": "default", "features": features_of(GeneratedRecord)})
+        if _has_data(folder / REJECTS_FILE):
             configs.append({"config_name": "rejects", "data_files": [{"split": "train", "path": REJECTS_FILE}]})
             infos.append({"config_name": "rejects", "features": features_of(Reject)})
     for entry in exports:
@@ -260,7 +266,9 @@ def render_card(folder: Path, run: dict | None, exports: list[dict]) -> str:
         "",
     ]
     if run is not None:
-        lines += _loading_run(header) + _provenance(run, heading="## How it was made")
+        if header["configs"] and header["configs"][0]["config_name"] == "default":
+            lines += _loading_run(header)
+        lines += _provenance(run, heading="## How it was made")
     for entry in exports:
         lines += _export_section(entry, header, with_provenance=run is None)
     state = json.dumps({"exports": exports}, ensure_ascii=False).replace("--", "\\u002d\\u002d")

@@ -193,6 +193,18 @@ def test_rejects_get_their_own_config(run_folder: Path, tmp_path: Path, cli) -> 
     assert loaded.features["meta"]["box_ids"] == datasets.List(datasets.Value("int64"))
 
 
+def test_a_task_with_nothing_written_is_left_out_of_the_splits(run_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from datagen.dataset_card import write_run_card
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_folder, folder)
+    (folder / "detail.jsonl").write_text("")  # every detail answer rejected: datasets refuses an empty split
+    write_run_card(folder)
+    assert set(load(folder, tmp_path / "cache")) == {"conversation", "complex_reasoning"}
+
+
 # -- export -----------------------------------------------------------------------------------------
 
 
