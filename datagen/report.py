@@ -101,26 +101,32 @@ class DistinctNGrams:
 def near_duplicate_count(questions: Iterable[str], threshold: float = NEAR_DUPLICATE_JACCARD) -> int:
     """How many of these distinct questions have another whose word set has Jaccard similarity >= threshold.
 
-    Exact, without comparing every pair: with words ranked rarest first, two sets that similar must share a
-    word among the first |set| - ceil(threshold * |set|) + 1 of each (prefix filtering, as in all-pairs
-    similarity joins), so only questions sharing such a word are compared.
+    Exact, without comparing every pair (the AllPairs similarity join): with words ranked rarest first, two
+    sets that similar share a word among the first |set| - ceil(threshold * |set|) + 1 of each, so only
+    questions sharing such a word are compared; taken smallest first, a set can only match one at least
+    threshold times its size, so shorter ones drop out of the word lists for good.
     """
-    sets = [frozenset(question.split()) for question in dict.fromkeys(questions)]
+    sets = sorted({frozenset(question.split()) for question in questions}, key=len)
+    repeats = Counter(frozenset(question.split()) for question in dict.fromkeys(questions))
     frequency = Counter(token for tokens in sets for token in tokens)
     index: dict[str, list[int]] = defaultdict(list)
-    has_partner = [False] * len(sets)
+    start: Counter[str] = Counter()  # per word, where its list's entries stop being too short
+    has_partner = [repeats[tokens] > 1 for tokens in sets]  # different wording, same words: Jaccard 1
     for number, tokens in enumerate(sets):
         ranked = sorted(tokens, key=lambda token: (frequency[token], token))
-        prefix = len(ranked) - math.ceil(threshold * len(ranked) - 1e-9) + 1
+        needed = math.ceil(threshold * len(ranked) - 1e-9)
         candidates: set[int] = set()
-        for token in ranked[:prefix]:
-            candidates.update(index[token])
-            index[token].append(number)
+        for token in ranked[: len(ranked) - needed + 1]:
+            entries = index[token]
+            while start[token] < len(entries) and len(sets[entries[start[token]]]) < needed:
+                start[token] += 1
+            candidates.update(entries[start[token] :])
+            entries.append(number)
         for other in candidates:
             shared = len(tokens & sets[other])
             if shared / (len(tokens) + len(sets[other]) - shared) >= threshold:
                 has_partner[number] = has_partner[other] = True
-    return sum(has_partner)
+    return sum(repeats[tokens] for tokens, partnered in zip(sets, has_partner) if partnered)
 
 
 # -- one run --------------------------------------------------------------------------------------------
@@ -379,7 +385,7 @@ def task_rows(stats: TaskStats, prices: Prices | None, shared: int | None) -> li
 
 def _png(figure) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=96)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
