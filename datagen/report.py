@@ -361,7 +361,7 @@ def task_rows(stats: TaskStats, prices: Prices | None, shared: int | None) -> li
         ("rejected", _reasons(counts.get("rejected"))),
         ("skipped", _reasons(counts.get("skipped"))),
         ("records read", _count(stats.records)),
-        ("written for images every run wrote", _count(shared) if shared is not None else "n/a (one run)"),
+        ("images written by every run", _count(shared) if shared is not None else "n/a (one run)"),
         ("CHAIR_i (unsupported mentions)", _rate(chair_i)),
         ("CHAIR_s (answers with one)", _rate(chair_s)),
         ("CHAIR from", chair_source),

@@ -201,7 +201,7 @@ def test_page_numbers_match_the_manifests(two_runs, rendered) -> None:
             assert rows["answer words"][column].startswith(f"mean {sum(answers) / len(answers):.1f}, ")
             assert rows["CHAIR_s (answers with one)"][column] == "n/a"  # the mock run measured no grounding
     # Both runs wrote every image: the comparison is over the same 22.
-    assert section(page, "detail")["written for images every run wrote"] == ["22", "22"]
+    assert section(page, "detail")["images written by every run"] == ["22", "22"]
 
 
 def test_terminal_summary(rendered) -> None:
