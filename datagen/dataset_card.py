@@ -241,6 +241,8 @@ def card_header(folder: Path, run: dict | None, exports: list[dict]) -> dict:
         name = _config_name(entry["file"])
         if run is None and not configs:
             name = "default"  # an export alone in its folder is what load_dataset(folder) should give
+        while name in {config["config_name"] for config in configs}:  # e.g. an export named rejects.json
+            name += "_export"
         configs.append({"config_name": name, "data_files": [{"split": "train", "path": entry["file"]}]})
         infos.append({"config_name": name, "features": features_of(GeneratedRecord if entry.get("meta") else InstructRecord)})
     teachers = {(entry.get("run") or {}).get("teacher", {}).get("model") for entry in exports} | ({run["teacher"].get("model")} if run else set())
@@ -270,7 +272,8 @@ def render_card(folder: Path, run: dict | None, exports: list[dict]) -> str:
             lines += _loading_run(header)
         lines += _provenance(run, heading="## How it was made")
     for entry in exports:
-        lines += _export_section(entry, header, with_provenance=run is None)
+        # An export of another folder's run brings its own provenance; one of this folder's run shares it.
+        lines += _export_section(entry, header, with_provenance=run is None or entry.get("run") is not None)
     state = json.dumps({"exports": exports}, ensure_ascii=False).replace("--", "\\u002d\\u002d")
     lines += ["", f"{_STATE_OPEN}{state}{_STATE_CLOSE}", ""]
     return "\n".join(lines)

@@ -241,6 +241,10 @@ def test_export_into_the_run_folder_adds_a_config_and_survives_a_rerun(run_folde
     exported = load(folder, tmp_path / "cache", "llava_instruct", split="train")
     assert len(exported) == len(tasks["detail"])
     assert "## Export `llava_instruct.json`" in (folder / "README.md").read_text(encoding="utf-8")
+    # A file named like a config already there gets a name of its own rather than shadowing the run's splits.
+    assert cli("export", folder, "--out", folder / "default.json").exit_code == 0
+    assert [config["config_name"] for config in card_header(folder)["configs"]] == ["default", "llava_instruct", "default_export"]
+    assert set(load(folder, tmp_path / "cache")) == set(TASKS)
 
 
 def test_someone_elses_readme_is_left_alone(tmp_path: Path, cli) -> None:
