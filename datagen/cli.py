@@ -95,7 +95,13 @@ def write_card(folder: Path, write) -> None:
     """The README.md dataset card beside the data (datagen/dataset_card.py); someone else's README is left alone."""
     from datagen import dataset_card
 
-    if write(dataset_card) is None:
+    try:
+        written = write(dataset_card)
+    except dataset_card.UntypeableField as error:
+        # The data is already safe on disk; a record field the card cannot type must not fail the command.
+        typer.echo(f"note: no dataset card written: {error}", err=True)
+        return
+    if written is None:
         typer.echo(f"note: {folder / dataset_card.CARD_FILE} was not written by datagen; left it alone (no dataset card)", err=True)
 
 

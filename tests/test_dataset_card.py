@@ -120,6 +120,19 @@ def test_a_free_form_mapping_is_refused_by_name() -> None:
         features_of(Loose)
 
 
+def test_an_untypeable_record_field_costs_the_card_not_the_run(tmp_path: Path, cli, monkeypatch) -> None:
+    import datagen.dataset_card as card
+
+    def untypeable(model):
+        raise UntypeableField("RecordMeta.extra: has no fixed column type")
+
+    monkeypatch.setattr(card, "features_of", untypeable)
+    result = cli("generate", "--teacher", "mock", "--captions", CAPTIONS, "--tasks", "conversation", "--limit", "2", "--out", tmp_path / "o", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "note: no dataset card written: RecordMeta.extra" in result.output
+    assert (tmp_path / "o" / "conversation.jsonl").exists() and not (tmp_path / "o" / "README.md").exists()
+
+
 def test_yaml_quotes_what_would_change_meaning() -> None:
     text = "\n".join(to_yaml({"a": "yes", "b": "x: y", "c": ["no", 3, True, None], "d": "plain_name.jsonl", "e": []}))
     assert yaml.safe_load(text) == {"a": "yes", "b": "x: y", "c": ["no", 3, True, None], "d": "plain_name.jsonl", "e": []}
