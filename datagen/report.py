@@ -148,6 +148,7 @@ class TaskStats:
     usage: Counter = field(default_factory=Counter)
     finish_reasons: Counter = field(default_factory=Counter)
     ids: set = field(default_factory=set)
+    unsupported_objects: Counter = field(default_factory=Counter)
     grounded_records: int = 0
     records_with_unsupported: int = 0
     mentions: int = 0
@@ -180,6 +181,7 @@ class TaskStats:
             self.mentions += len(mentioned)
             self.unsupported_mentions += len(unsupported)
             self.records_with_unsupported += bool(unsupported)
+            self.unsupported_objects.update(map(str, unsupported))
 
     def add_usage(self, meta: dict) -> None:
         usage = meta.get("usage")
@@ -199,6 +201,16 @@ class TaskStats:
             chair_i = self.unsupported_mentions / self.mentions if self.mentions else None
             return chair_i, self.records_with_unsupported / self.grounded_records, "records"
         return None, None, "n/a"
+
+    @property
+    def object_counts(self) -> str:
+        """Unsupported of mentioned objects, from where CHAIR comes from."""
+        quality = self.quality or {}
+        if self.chair[2] == "manifest" and isinstance(quality.get("mentions"), int):
+            return f"{_count(quality.get('unsupported_mentions'))} of {_count(quality['mentions'])}"
+        if self.grounded_records:
+            return f"{self.unsupported_mentions:,} of {self.mentions:,}"
+        return "n/a"
 
     @property
     def distinct(self) -> tuple[float | None, float | None]:
@@ -365,6 +377,8 @@ def task_rows(stats: TaskStats, prices: Prices | None, shared: int | None) -> li
         ("CHAIR_i (unsupported mentions)", _rate(chair_i)),
         ("CHAIR_s (answers with one)", _rate(chair_s)),
         ("CHAIR from", chair_source),
+        ("unsupported of mentioned objects", stats.object_counts),
+        ("most often unsupported (records)", ", ".join(f"{name} {n:,}" for name, n in stats.unsupported_objects.most_common(5)) or ("none" if stats.grounded_records else "n/a")),
         ("rounds per record", _distribution([rounds for rounds, n in stats.rounds.items() for _ in range(n)])),
         ("answer words", _distribution(stats.answer_words)),
         ("distinct-1 / distinct-2 (answers)", f"{_rate(distinct_1)} / {_rate(distinct_2)}"),

@@ -170,7 +170,12 @@ def test_card_names_teacher_mock_flag_prompts_seed_and_counts(run_folder: Path) 
         assert f"| {task} | `{digest}` |" in text
     assert "- Seed 3," in text
     assert f"| {run['counts']['detail']['requested']} | {run['counts']['detail']['written']} |" in text
-    assert "Grounding (CHAIR) was not measured" in text
+    quality = run.get("quality") or {}  # present once grounding is measured
+    for task in TASKS:
+        chair = [(quality.get(task) or {}).get(key) for key in ("chair_i", "chair_s")]
+        cells = " | ".join("n/a" if value is None else f"{value:.4f}" for value in chair)
+        assert f"| {cells} |\n" in text.split(f"| {task} |", 1)[1].split("\n", 1)[0] + "\n"
+    assert ("Grounding (CHAIR) was not measured" in text) == (not quality)
     header = card_header(run_folder)
     assert [config["config_name"] for config in header["configs"]] == ["default"]
     assert [entry["path"] for entry in header["configs"][0]["data_files"]] == [f"{task}.jsonl" for task in TASKS]

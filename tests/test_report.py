@@ -199,7 +199,9 @@ def test_page_numbers_match_the_manifests(two_runs, rendered) -> None:
             assert rows["questions (distinct)"][column] == f"{len(questions)} ({len(distinct)})"
             answers = [len(turn["value"].split()) for record in records for turn in record["conversations"] if turn["from"] == "gpt"]
             assert rows["answer words"][column].startswith(f"mean {sum(answers) / len(answers):.1f}, ")
-            assert rows["CHAIR_s (answers with one)"][column] == "n/a"  # the mock run measured no grounding
+            quality = (manifest.get("quality") or {}).get(task) or {}  # present once grounding is measured
+            for key, row in (("chair_i", "CHAIR_i (unsupported mentions)"), ("chair_s", "CHAIR_s (answers with one)")):
+                assert rows[row][column] == ("n/a" if quality.get(key) is None else f"{quality[key]:.3f}")
     # Both runs wrote every image: the comparison is over the same 22.
     assert section(page, "detail")["images written by every run"] == ["22", "22"]
 
@@ -219,10 +221,15 @@ def test_reasons_and_chair_from_the_manifest_or_the_records(two_runs, tmp_path: 
     manifest["counts"]["detail"]["skipped"] = {"request_failed": 3}
     manifest["quality"] = {"detail": {"records": 22, "chair_i": 0.0421, "chair_s": 0.1364}}
     (from_manifest / "manifest.json").write_text(json.dumps(manifest))
+    without_quality = json.loads((from_records / "manifest.json").read_text())
+    without_quality.pop("quality", None)  # grounding in the records only, as in a folder from before quality blocks
+    (from_records / "manifest.json").write_text(json.dumps(without_quality))
     records = read_lines(from_records / "conversation.jsonl")
     for number, record in enumerate(records):  # 2 of 4 mentions unsupported, in 1 of 2 grounded records
         if number < 2:
             record["meta"]["grounding"] = {"mentioned": ["dog", "frisbee"], "unsupported": ["giraffe", "zebra"][: number * 2]}
+        else:
+            record["meta"].pop("grounding", None)  # not measured for the others
         record["meta"]["finish_reason"] = "stop"
     (from_records / "conversation.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
     out = tmp_path / "r.html"
@@ -234,7 +241,14 @@ def test_reasons_and_chair_from_the_manifest_or_the_records(two_runs, tmp_path: 
     assert detail["rejected"][0] == "3: refusal 2, truncated 1" and detail["skipped"][0] == "3: request_failed 3"
     assert (detail["CHAIR_i (unsupported mentions)"][0], detail["CHAIR_s (answers with one)"][0], detail["CHAIR from"][0]) == ("0.042", "0.136", "manifest")
     assert (conversation["CHAIR_i (unsupported mentions)"][1], conversation["CHAIR_s (answers with one)"][1]) == ("0.500", "0.500")
-    assert conversation["CHAIR from"][1] == "records" and conversation["CHAIR from"][0] == "n/a"
+    grounded = any("grounding" in record["meta"] for record in read_lines(from_manifest / "conversation.jsonl"))
+    assert conversation["CHAIR from"] == ["records" if grounded else "n/a", "records"]
+    assert conversation["unsupported of mentioned objects"][1] == "2 of 4"
+    assert conversation["most often unsupported (records)"][1] == "giraffe 1, zebra 1"
+    manifest["quality"]["detail"].update(mentions=95, unsupported_mentions=4)
+    (from_manifest / "manifest.json").write_text(json.dumps(manifest))
+    assert cli("report", from_manifest, "--out", out).exit_code == 0
+    assert section(Tables(out.read_text(encoding="utf-8")), "detail")["unsupported of mentioned objects"] == ["4 of 95"]
     assert conversation["finish reasons"] == ["n/a", f"stop {len(records)}"]
     assert conversation["cost"][0].startswith("n/a")  # no prices given
 
