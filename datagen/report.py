@@ -526,6 +526,10 @@ def run_rows(runs: list[RunReport], prices: Prices | None) -> list[list[str]]:
         ["started / finished", *(f"{setting(run, 'started_at')} / {setting(run, 'finished_at')}" for run in runs)],
         ["requests sent / cache hits", *(f"{_count(run.manifest.get('requests_sent'))} / {_count(run.manifest.get('cache_hits'))}" for run in runs)],
         ["prompt / completion tokens (manifest)", *(f"{_count(run.usage.get('prompt_tokens'))} / {_count(run.usage.get('completion_tokens'))}" for run in runs)],
+        ["other usage (manifest)", *(
+            ", ".join(f"{key} {value:,}" for key, value in sorted(run.usage.items()) if key not in ("prompt_tokens", "completion_tokens")) or "none"
+            for run in runs
+        )],
         ["cost (manifest tokens)", *(_cost(run.usage, prices) for run in runs)],
     ]  # fmt: skip
     return rows
@@ -578,7 +582,8 @@ def render_html(runs: list[RunReport], prices: Prices | None) -> str:
         "so compare runs of similar size).</li>",
         f"<li>Questions are compared lower-cased with punctuation removed; a near duplicate is a distinct question with another whose word set has "
         f"Jaccard similarity of at least {NEAR_DUPLICATE_JACCARD}.</li>",
-        "<li>Tokens per task are summed over the task's records and rejects; the manifest's total also counts answers cut by max_tokens and asked again.</li>",
+        "<li>Tokens per task are summed over the task's records and rejects; the manifest's total also counts answers cut by max_tokens and asked again. "
+        "Cost prices every prompt token at --price-in, cached ones included.</li>",
         "</ul></body></html>",
     ]
     return "\n".join(parts)

@@ -184,6 +184,8 @@ def test_page_numbers_match_the_manifests(two_runs, rendered) -> None:
         assert runs["prompt / completion tokens (manifest)"][column] == f"{usage['prompt_tokens']:,} / {usage['completion_tokens']:,}"
         assert runs["cost (manifest tokens)"][column] == f"${usage['prompt_tokens'] / 1e6 * 0.15 + usage['completion_tokens'] / 1e6 * 0.6:,.4f}"
         assert runs["mock teacher"][column].startswith("yes")
+        other = {key: value for key, value in usage.items() if key not in ("prompt_tokens", "completion_tokens")}
+        assert runs["other usage (manifest)"][column] == (", ".join(f"{key} {value:,}" for key, value in sorted(other.items())) or "none")
         assert runs["seed / temperature / max tokens"][column] == f"{column} / 0.7 / 1024"
         for task in TASK_NAMES:
             rows, counts = section(page, task), manifest["counts"][task]
