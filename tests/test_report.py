@@ -251,7 +251,9 @@ def test_reasons_and_chair_from_the_manifest_or_the_records(two_runs, tmp_path: 
     (from_manifest / "manifest.json").write_text(json.dumps(manifest))
     assert cli("report", from_manifest, "--out", out).exit_code == 0
     assert section(Tables(out.read_text(encoding="utf-8")), "detail")["unsupported of mentioned objects"] == ["4 of 95"]
-    assert conversation["finish reasons"] == ["n/a", f"stop {len(records)}"]
+    reported = [record["meta"].get("finish_reason") for record in read_lines(from_manifest / "conversation.jsonl")]
+    assert conversation["finish reasons"][0] == ("n/a" if set(reported) == {None} else f"stop {reported.count('stop')}")
+    assert conversation["finish reasons"][1] == f"stop {len(records)}"
     assert conversation["cost"][0].startswith("n/a")  # no prices given
 
 
