@@ -329,7 +329,8 @@ def _provenance(run: dict, heading: str) -> list[str]:
         f"- Seed {_figure(run.get('seed'))}, temperature {_figure(run.get('temperature'))}, max tokens {_figure(run.get('max_tokens'))}",
         f"- Source: {_count(source.get('images'))} images, {_count(source.get('captions'))} captions, "
         f"{_count(source.get('boxes'))} boxes (`{_figure(source.get('captions_file'))}`, `{_figure(source.get('instances_file'))}`)",
-        f"- Tokens: {_count(usage.get('prompt_tokens'))} prompt, {_count(usage.get('completion_tokens'))} completion",
+        f"- Tokens: {_count(usage.get('prompt_tokens'))} prompt, {_count(usage.get('completion_tokens'))} completion"
+        + "".join(f", {key} {_count(value)}" for key, value in usage.items() if key not in ("prompt_tokens", "completion_tokens")),
     ]
     if run.get("command"):
         lines.append(f"- Command: `{' '.join(map(str, run['command']))}`")
