@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, computed_field
 from datagen.checks import Finding, check_pairs
 from datagen.coco import CocoSource
 from datagen.errors import InputError
+from datagen.folder_lock import lock_folder
 from datagen.grounding import ground
 from datagen.output import write_json_atomic
 from datagen.prompts import load_instructions
@@ -221,13 +222,19 @@ def audit(
 ) -> AuditSummary:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder; pick a folder for findings.jsonl and summary.json")
+    with lock_folder(out, "audit"):  # two audits into one folder would interleave their findings
+        return _audit_into(file, captions, instances, out, task, max_chair_s, max_flagged)
+
+
+def _audit_into(
+    file: Path, captions: Path, instances: Path, out: Path, task: str | None, max_chair_s: float | None, max_flagged: float | None
+) -> AuditSummary:
     source = CocoSource(captions, instances)
     known = set(source.image_ids)
     instructions = frozenset(line.casefold() for line in load_instructions("detail").lines)
     tasks: dict[str, TaskSummary] = {}
     total = TaskSummary()
     counts: Counter[str] = Counter()
-    out.mkdir(parents=True, exist_ok=True)
     temporary = out / f".{FINDINGS_FILE}.{os.getpid()}.tmp"
     try:
         with temporary.open("w", encoding="utf-8") as handle:

@@ -91,6 +91,20 @@ def safe_argv() -> list[str]:
     return redact_argv(sys.argv, environment_secrets())
 
 
+def write_card(folder: Path, write) -> None:
+    """The README.md dataset card beside the data (datagen/dataset_card.py); someone else's README is left alone."""
+    from datagen import dataset_card
+
+    try:
+        written = write(dataset_card)
+    except dataset_card.UntypeableField as error:
+        # The data is already safe on disk; a record field the card cannot type must not fail the command.
+        typer.echo(f"note: no dataset card written: {error}", err=True)
+        return
+    if written is None:
+        typer.echo(f"note: {folder / dataset_card.CARD_FILE} was not written by datagen; left it alone (no dataset card)", err=True)
+
+
 @app.command()
 @friendly_errors
 def generate(
@@ -202,6 +216,7 @@ def generate(
         typer.echo(f"wrote {write_requests(options)} requests to {requests_out} (OpenAI Batch input format); nothing was sent")
         return
     manifest = run_generate(options)
+    write_card(out, lambda card: card.write_run_card(out))
     if manifest.status == "failed" and manifest.failure:
         raise fail(manifest.failure, code=1)
     if manifest.status != "completed":
@@ -223,6 +238,7 @@ def export(
     from datagen.export import export as run_export
 
     counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed)
+    write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
     typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
 
 
@@ -265,6 +281,25 @@ def audit(
         raise typer.Exit(1)
 
 
+@app.command()
+@friendly_errors
+def report(
+    folders: list[Path] = typer.Argument(..., help="--out folders of generate runs, shown side by side (e.g. one per teacher)"),
+    out: Path = typer.Option(..., help="HTML file to write (self-contained: plots embedded, no network)"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for the cost rows"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
+) -> None:
+    """Compare output folders: outcomes, grounding (CHAIR), lengths, question types, diversity, tokens and cost."""
+    from datagen.report import Prices, print_summary, write_report
+
+    if (price_in is None) != (price_out is None):
+        raise typer.BadParameter("pass both --price-in and --price-out, or neither", param_hint="--price-in/--price-out")
+    prices = Prices(price_in, price_out) if price_in is not None and price_out is not None else None
+    runs = write_report(folders, out, prices)
+    print_summary(runs, prices)
+    typer.echo(f"wrote {out}")
+
+
 # -- production runs: Batch API status and merging shards (datagen/batch.py, datagen/merge.py) --------
 
 batch_app = typer.Typer(help="Inspect the batches of `generate --batch` runs", no_args_is_help=True)
@@ -294,6 +329,7 @@ def merge(
     from datagen.merge import merge as run_merge
 
     manifest = run_merge(folders, out, merge_cache=cache, command=safe_argv())
+    write_card(out, lambda card: card.write_run_card(out))
     written = ", ".join(f"{task} {counts.written}" for task, counts in manifest.counts.items())
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
 
