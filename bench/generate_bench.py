@@ -199,7 +199,7 @@ def _write_payloads(captions: Path, instances: Path, count: int, path: Path) -> 
     from datagen.coco import CocoSource
     from datagen.context import DEFAULT_CONTEXT
     from datagen.prompts import BUNDLED_PROMPTS, load_pack
-    from datagen.tasks import SamplingSettings, build_request
+    from datagen.items import SamplingSettings, build_request
 
     source = CocoSource(captions, instances)
     pack = load_pack(BUNDLED_PROMPTS, TASK)

@@ -25,7 +25,7 @@ from datagen.output import atomic_file, write_json_atomic
 from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
 from datagen.records import Manifest, TeacherInfo
 from datagen.redaction import environment_secrets, redact_secrets
-from datagen.tasks import build_request
+from datagen.items import build_request
 from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, one_line, parse_completion, redact_url
 
 BATCH_DIR = "batch"

@@ -14,7 +14,7 @@ from datagen.folder_lock import lock_folder
 from datagen.output import atomic_file, iter_numbered_jsonl, write_json_atomic
 from datagen.prompts import load_instructions
 from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id
-from datagen.tasks import item_seed, place_image_token
+from datagen.items import item_seed, place_image_token
 
 
 def write_records(records: list[BaseModel], out: Path, jsonl: bool, keep_meta: bool = True) -> None:

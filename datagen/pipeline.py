@@ -37,7 +37,7 @@ from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, Sourc
 from datagen.redaction import redact_url, url_has_credentials
 from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
-from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
+from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request
 from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line
 
 REJECTS_FILE = "rejects.jsonl"

@@ -232,7 +232,7 @@ def test_llava_layout_prompts_root(tmp_path: Path, llava_prompts: Path) -> None:
     # The request sent for an image is exactly system message (byte for byte) + shots in file order + context.
     from datagen.coco import CocoSource
     from datagen.context import DEFAULT_CONTEXT
-    from datagen.tasks import SamplingSettings, build_request
+    from datagen.items import SamplingSettings, build_request
 
     image = CocoSource(CAPTIONS, INSTANCES).image(100027)
     sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts=dict(DEFAULT_CONTEXT))

@@ -1,4 +1,4 @@
-"""Record models (datagen/records.py), record building (datagen/tasks.py) and the committed JSON Schemas."""
+"""Record models (datagen/records.py), record building (datagen/items.py) and the committed JSON Schemas."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datagen.coco import ImageAnnotations
 from datagen.prompts import load_instructions
 from datagen.records import IMAGE_TOKEN, InstructRecord, RecordMeta, TeacherInfo, Usage, record_id
 from datagen.schemas import schema_documents
-from datagen.tasks import build_record, item_seed, place_image_token
+from datagen.items import build_record, item_seed, place_image_token
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
