@@ -197,13 +197,13 @@ def write_payloads(captions: Path, instances: Path, count: int, path: Path) -> P
 
 def _write_payloads(captions: Path, instances: Path, count: int, path: Path) -> None:
     from datagen.coco import CocoSource
-    from datagen.context import DEFAULT_CONTEXT
-    from datagen.prompts import BUNDLED_PROMPTS, load_pack
     from datagen.items import SamplingSettings, build_request
+    from datagen.prompts import BUNDLED_PROMPTS
+    from datagen.tasks import task_spec
 
     source = CocoSource(captions, instances)
-    pack = load_pack(BUNDLED_PROMPTS, TASK)
-    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={TASK: DEFAULT_CONTEXT[TASK]})
+    pack = task_spec(TASK).load_pack(BUNDLED_PROMPTS)
+    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={TASK: task_spec(TASK).default_context})
     with path.open("w") as handle:
         for image in source.images(source.image_ids[:count]):
             handle.write(json.dumps(build_request(image, TASK, pack, sampling).body()) + "\n")

@@ -26,7 +26,8 @@ from datagen.folder_lock import lock_folder
 from datagen.grounding import ground
 from datagen.output import write_json_atomic
 from datagen.prompts import load_instructions
-from datagen.records import IMAGE_TOKEN, TASKS, Grounding, QualityStats
+from datagen.records import IMAGE_TOKEN, Grounding, QualityStats
+from datagen.tasks import TASKS, ResponseFormat
 
 FINDINGS_FILE = "findings.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -199,7 +200,8 @@ def audit_record(index: int, record: object, source: CocoSource, known: set[int]
         problem = "no image with this id in --captions" if image_id is None else "the image has no usable caption"
         return AuditedRecord(index=index, **identity, task=chosen, task_from=task_from, status="not_in_annotations", problem=problem)
     # A detail record's question is one of a fixed list of instructions, not teacher text: only its answer is checked.
-    checked = [("", answer) for _, answer in pairs] if chosen == "detail" else pairs
+    prose = chosen in TASKS and TASKS[chosen].response is ResponseFormat.PROSE
+    checked = [("", answer) for _, answer in pairs] if prose else pairs
     return AuditedRecord(
         index=index,
         **identity,

@@ -12,7 +12,7 @@ import typer
 
 from datagen.errors import InputError, TeacherFatalError
 from datagen.storage_errors import StorageError, explain_os_error
-from datagen.records import TASKS
+from datagen.tasks import TASKS
 
 app = typer.Typer(
     help="Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it.",
@@ -61,13 +61,15 @@ def parse_tasks(value: str) -> list[str]:
 
 
 def parse_contexts(values: list[str]) -> dict[str, str]:
-    from datagen.context import DEFAULT_CONTEXT
+    """Only the tasks named: the others keep their task's default context."""
+    from datagen.context import CONTEXT_KINDS
 
-    contexts = dict(DEFAULT_CONTEXT)
+    contexts = {}
     for value in values:
         task, _, kind = value.partition("=")
-        if task not in TASKS or kind not in ("captions", "captions+boxes"):
-            raise typer.BadParameter(f"{value!r}: write TASK=captions or TASK=captions+boxes, TASK one of {','.join(TASKS)}", param_hint="--context")
+        if task not in TASKS or kind not in CONTEXT_KINDS:
+            kinds = " or ".join(f"TASK={kind}" for kind in CONTEXT_KINDS)
+            raise typer.BadParameter(f"{value!r}: write {kinds}, TASK one of {','.join(TASKS)}", param_hint="--context")
         contexts[task] = kind
     return contexts
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from datagen.coco import ImageAnnotations
 
 ContextKind = Literal["captions", "captions+boxes"]
-
-# LLaVA generated conversations from captions alone, the other two tasks from captions and boxes.
-DEFAULT_CONTEXT: dict[str, ContextKind] = {
-    "conversation": "captions",
-    "detail": "captions+boxes",
-    "complex_reasoning": "captions+boxes",
-}
+CONTEXT_KINDS: tuple[ContextKind, ...] = get_args(ContextKind)
 
 
 def box_line(category: str, corners: tuple[float, float, float, float]) -> str:

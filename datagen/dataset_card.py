@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from datagen.records import TASKS, GeneratedRecord, InstructRecord, Reject
+from datagen.records import GeneratedRecord, InstructRecord, Reject
+from datagen.tasks import TASKS
 
 CARD_FILE = "README.md"
 MANIFEST_FILE = "manifest.json"
@@ -230,9 +231,9 @@ def _config_name(file_name: str) -> str:
 def card_header(folder: Path, run: dict | None, exports: list[dict]) -> dict:
     configs, infos = [], []
     if run is not None:
-        tasks = [task for task in TASKS if _has_data(folder / f"{task}.jsonl")]
-        if tasks:
-            configs.append({"config_name": "default", "data_files": [{"split": task, "path": f"{task}.jsonl"} for task in tasks]})
+        specs = [spec for spec in TASKS.values() if _has_data(folder / spec.file_name)]
+        if specs:
+            configs.append({"config_name": "default", "data_files": [{"split": spec.name, "path": spec.file_name} for spec in specs]})
             infos.append({"config_name": "default", "features": features_of(GeneratedRecord)})
         if _has_data(folder / REJECTS_FILE):
             configs.append({"config_name": "rejects", "data_files": [{"split": "train", "path": REJECTS_FILE}]})

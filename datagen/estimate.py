@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from datagen.handoff import planned_requests
 from datagen.mock_teacher import estimate_tokens
 from datagen.pipeline import GenerateOptions
-from datagen.prompts import load_pack
+from datagen.tasks import task_spec
 
 MESSAGE_FRAMING_TOKENS = 4  # role and separators around each chat message
 
@@ -30,7 +30,7 @@ def estimate(options: GenerateOptions) -> Estimate:
     needed = planned_requests(options)
     typical = {}
     for task in options.tasks:
-        shots = load_pack(options.prompts, task).shots
+        shots = task_spec(task).load_pack(options.prompts).shots
         typical[task] = sum(estimate_tokens(shot.response) for shot in shots) // max(1, len(shots))
     prompt = completion = completion_max = 0
     for cid, request in needed.items():

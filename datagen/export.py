@@ -13,7 +13,7 @@ from datagen.errors import InputError
 from datagen.folder_lock import lock_folder
 from datagen.output import atomic_file, iter_numbered_jsonl, write_json_atomic
 from datagen.prompts import load_instructions
-from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id
+from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id, task_file
 from datagen.items import item_seed, place_image_token
 
 
@@ -50,7 +50,7 @@ def export(folder: Path, out: Path, tasks: list[str], jsonl: bool, keep_meta: bo
     counts: dict[str, int] = {}
     with lock_folder(folder, "export", shared=True):  # never read a folder a generate is writing
         for task in tasks:
-            path = folder / f"{task}.jsonl"
+            path = folder / task_file(task)
             if not path.exists():
                 raise InputError(f"{path}: not found; generate task {task} first or drop it from --tasks")
             records = sorted(read_task_records(path), key=lambda record: record.id)

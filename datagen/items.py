@@ -69,11 +69,17 @@ def build_record(
     task: str,
     content: list[tuple[str, str]] | str,
     meta: RecordMeta,
-    detail_instructions: InstructionList,
+    instructions: InstructionList | None,
     seed: int,
 ) -> GeneratedRecord:
+    """A prose answer (str) gets a question drawn from `instructions`; Question/Answer pairs are the turns as they are."""
     rng = random.Random(item_seed(seed, image.image_id, task, "record"))
-    pairs = [(rng.choice(detail_instructions.lines), content)] if isinstance(content, str) else content
+    if isinstance(content, str):
+        if instructions is None:
+            raise ValueError(f"task {task}: a prose answer needs the instruction list its question is drawn from")
+        pairs = [(rng.choice(instructions.lines), content)]
+    else:
+        pairs = content
     turns: list[Turn] = []
     for index, (question, answer) in enumerate(pairs):
         turns.append(Turn(speaker="human", value=place_image_token(question, rng) if index == 0 else question))

@@ -23,7 +23,7 @@ from datagen.errors import InputError
 from datagen.folder_lock import LOCK_FILE, lock_folder
 from datagen.output import write_json_atomic
 from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
-from datagen.records import Manifest, QualityStats, TaskCounts, UsageTotals
+from datagen.records import Manifest, QualityStats, TaskCounts, UsageTotals, task_file
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
 
@@ -148,11 +148,11 @@ def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list
     owners: dict[tuple[int, str], Path] = {}
     outputs: dict[str, list[tuple[tuple, bytes]]] = {}
     for task in tasks:
-        outputs[f"{task}.jsonl"] = []
+        outputs[task_file(task)] = []
         for folder in folders:
-            for record, raw in _lines(folder / f"{task}.jsonl"):
+            for record, raw in _lines(folder / task_file(task)):
                 _claim(owners, record["meta"]["image_id"], task, folder)
-                outputs[f"{task}.jsonl"].append(((record["id"],), raw))
+                outputs[task_file(task)].append(((record["id"],), raw))
     outputs[REJECTS_FILE] = []
     for folder in folders:
         for reject, raw in _lines(folder / REJECTS_FILE):

@@ -72,18 +72,25 @@ def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[str, str]] | str:
-    """Validated content: Q/A pairs for conversation and complex reasoning, the paragraph text for detail.
+Content = list[tuple[str, str]] | str  # Question/Answer pairs, or one prose answer
+
+
+def parse_prose(task: str, text: str, finish_reason: str | None) -> str:
+    """A prose answer (a description): plain paragraphs, checked as one answer."""
+    answer = check_answer(text, finish_reason)
+    if _LABEL.match(answer):
+        raise Rejected("unparseable", f"a {task} description must be plain paragraphs, not Question/Answer blocks")
+    _raise_first(check_pairs(task, [("", answer)]))
+    return answer
+
+
+def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs: int | None = None) -> list[tuple[str, str]]:
+    """Question/Answer pairs (exactly `exact_pairs` of them when set).
 
     The reply is parsed first, then every question and answer goes through `check_pairs`; the most
     serious finding becomes the reject reason.
     """
     answer = check_answer(text, finish_reason)
-    if task == "detail":
-        if _LABEL.match(answer):
-            raise Rejected("unparseable", "a detail description must be plain paragraphs, not Question/Answer blocks")
-        _raise_first(check_pairs(task, [("", answer)]))
-        return answer
     try:
         pairs = parse_qa_pairs(answer)
     except Rejected:
@@ -92,8 +99,9 @@ def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[
         raise
     if not pairs:
         raise Rejected("unparseable", "no Question/Answer pair found")
-    if task == "complex_reasoning" and len(pairs) != 1:
-        raise Rejected("wrong_turn_count", f"complex reasoning needs exactly one Question/Answer pair, got {len(pairs)}")
+    if exact_pairs is not None and len(pairs) != exact_pairs:
+        wanted = "one Question/Answer pair" if exact_pairs == 1 else f"{exact_pairs} Question/Answer pairs"
+        raise Rejected("wrong_turn_count", f"{task.replace('_', ' ')} needs exactly {wanted}, got {len(pairs)}")
     _raise_first(check_pairs(task, pairs))
     return pairs
 

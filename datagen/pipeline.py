@@ -18,33 +18,38 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 
 from datagen import __version__
 from datagen.cache import CachingTeacher, ResponseCache
 from datagen.coco import CocoSource, ImageAnnotations
-from datagen.context import DEFAULT_CONTEXT, ContextKind
+from datagen.context import ContextKind
 from datagen.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.folder_lock import lock_folder
 from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
 from datagen.output_folder import read_done_items, unique_folder
-from datagen.parse import Rejected, parse_answer
-from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
+from datagen.parse import Rejected
+from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions
 from datagen.ratelimit import RateLimiter
 from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.redaction import redact_url, url_has_credentials
 from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request
+from datagen.tasks import TASKS, task_spec
 from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
 CACHE_FILE = "cache.sqlite"
 SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
-OUTPUT_FILES = (*(f"{task}.jsonl" for task in ("conversation", "detail", "complex_reasoning")), REJECTS_FILE)
+
+
+def output_files() -> list[str]:
+    """Every file a run writes its items to: each registered task's, whether or not this run asks for it, and the rejects."""
+    return [*(spec.file_name for spec in TASKS.values()), REJECTS_FILE]
 
 
 class GenerateOptions(BaseModel):
@@ -67,7 +72,7 @@ class GenerateOptions(BaseModel):
     extra_body: dict[str, object] = {}
     timeout: float = 120.0
     max_retries: int = 6
-    contexts: dict[str, ContextKind] = dict(DEFAULT_CONTEXT)
+    contexts: dict[str, ContextKind] = {}  # per task, where it differs from the task's default_context
     cache: Path | None = None
     use_cache: bool = True
     force: bool = False
@@ -88,6 +93,17 @@ class GenerateOptions(BaseModel):
     price_out: float | None = None
     requests_out: Path | None = None
     results_in: Path | None = None
+
+    @field_validator("tasks", "contexts")
+    @classmethod
+    def _registered(cls, value: list[str] | dict[str, ContextKind]) -> list[str] | dict[str, ContextKind]:
+        unknown = [task for task in value if task not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task {', '.join(unknown)}; registered: {', '.join(TASKS)}")
+        return value
+
+    def context_of(self, task: str) -> ContextKind:
+        return self.contexts.get(task, task_spec(task).default_context)
 
     def request_shape(self) -> RequestShape:
         limit_field = "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
@@ -145,14 +161,16 @@ class Run:
     def __init__(self, options: GenerateOptions, teacher: Teacher | None = None) -> None:
         self.options = options
         self.out = options.out
-        needs_boxes = [task for task in options.tasks if options.contexts[task] == "captions+boxes"]
+        needs_boxes = [task for task in options.tasks if options.context_of(task) == "captions+boxes"]
         if needs_boxes and options.instances is None:
             raise InputError(
                 f"--instances is required: tasks {', '.join(needs_boxes)} show object boxes; pass the COCO instances file"
                 " or --context TASK=captions"
             )
-        self.packs: dict[str, PromptPack] = {task: load_pack(options.prompts, task) for task in options.tasks}
-        self.detail_instructions: InstructionList = load_instructions("detail", options.prompts)
+        self.packs: dict[str, PromptPack] = {task: task_spec(task).load_pack(options.prompts) for task in options.tasks}
+        # "detail" always: its hash has been a fingerprint part since the first manifest, whichever tasks ran.
+        lists = {"detail", *(task_spec(task).instructions for task in options.tasks)} - {None}
+        self.instructions: dict[str, InstructionList] = {name: load_instructions(name, options.prompts) for name in sorted(lists)}
         self.teacher: Teacher = teacher or make_teacher(options)
         self.source = CocoSource(options.captions, options.instances, snapshot=options.out / SOURCE_SNAPSHOT_FILE)
         self.sampling = SamplingSettings(
@@ -160,7 +178,7 @@ class Run:
             temperature=options.temperature,
             max_tokens=options.max_completion_tokens or options.max_tokens,
             seed=options.seed,
-            contexts={task: options.contexts[task] for task in options.tasks},
+            contexts={task: options.context_of(task) for task in options.tasks},
             shape=options.request_shape(),
         )
         self.fingerprint_parts = self._fingerprint_parts()
@@ -182,10 +200,13 @@ class Run:
             "length_retry_max_tokens": self.options.length_retry_max_tokens,
             "reject_unsupported": self.options.reject_unsupported,
             "seed": self.sampling.seed,
-            "detail_instructions": self.detail_instructions.sha256,
+            "detail_instructions": self.instructions["detail"].sha256,
             "shard": list(self.options.shard) if self.options.shard else None,
             "request_shape": self.sampling.shape.model_dump(mode="json"),
         }
+        for name, instructions in self.instructions.items():
+            if name != "detail":
+                parts[f"instructions:{name}"] = instructions.sha256
         for task in self.options.tasks:
             parts[f"prompt_pack:{task}"] = self.packs[task].sha256
             parts[f"context:{task}"] = self.sampling.contexts[task]
@@ -196,7 +217,7 @@ class Run:
     def prepare_output(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         manifest_path = self.out / MANIFEST_FILE
-        orphans = [name for name in OUTPUT_FILES if (self.out / name).is_file() and (self.out / name).stat().st_size]
+        orphans = [name for name in output_files() if (self.out / name).is_file() and (self.out / name).stat().st_size]
         if orphans and not manifest_path.exists():
             # Records without the manifest that says how they were made (a --force or merge killed midway):
             # adopting them would pass them off as this run's.
@@ -225,7 +246,7 @@ class Run:
             if changed:
                 self._set_aside()
         for task in self.options.tasks:
-            for line in read_done_items(self.out / f"{task}.jsonl"):
+            for line in read_done_items(self.out / task_spec(task).file_name):
                 self._count_existing(line.image_id, task, "written", line.usage)
                 self.groundings[(line.image_id, task)] = stored_grounding(line.row, self.source)
         for line in read_done_items(self.out / REJECTS_FILE, reject=True):
@@ -244,7 +265,7 @@ class Run:
         The manifest goes last: a kill midway leaves it in place, still describing the old settings, so the
         next run refuses the folder instead of adopting the records left behind as its own."""
         aside = unique_folder(self.out, f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
-        for name in [*OUTPUT_FILES, MANIFEST_FILE]:
+        for name in [*output_files(), MANIFEST_FILE]:
             if (self.out / name).exists():
                 shutil.move(str(self.out / name), aside / name)
 
@@ -376,8 +397,10 @@ class Run:
         try:
             if reply.refusal is not None:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
-            content = parse_answer(task, reply.text, reply.finish_reason)
-            record = build_record(image, task, content, meta, self.detail_instructions, self.sampling.seed)
+            spec = task_spec(task)
+            content = spec.parse(reply.text, reply.finish_reason)
+            instructions = self.instructions[spec.instructions] if spec.instructions else None
+            record = build_record(image, task, content, meta, instructions, self.sampling.seed)
             ground_record(record, image, self.options.reject_unsupported)
         except Rejected as rejection:
             reason, detail = rejection.reason, rejection.detail
@@ -421,7 +444,7 @@ class Run:
         self.selected = set(self.selected_ids)
         if self.cache_path is not None:
             self.teacher = CachingTeacher(self.teacher, ResponseCache(self.cache_path))
-        self.writers = {task: JsonlAppender(self.out / f"{task}.jsonl") for task in self.options.tasks}
+        self.writers = {task: JsonlAppender(self.out / task_spec(task).file_name) for task in self.options.tasks}
         self.rejects = JsonlAppender(self.out / REJECTS_FILE)
 
     def remaining(self) -> int:

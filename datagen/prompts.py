@@ -11,13 +11,6 @@ from datagen.errors import InputError
 
 BUNDLED_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 
-# LLaVA's playground/data/prompts/ calls the detail task "detail_description"; accepting it lets that folder work as is.
-TASK_FOLDERS: dict[str, tuple[str, ...]] = {
-    "conversation": ("conversation",),
-    "detail": ("detail", "detail_description"),
-    "complex_reasoning": ("complex_reasoning",),
-}
-
 
 class Shot(BaseModel):
     context: str
@@ -47,12 +40,13 @@ def _digest(files: list[Path], root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_pack(root: Path, task: str) -> PromptPack:
+def load_pack(root: Path, task: str, folders: tuple[str, ...]) -> PromptPack:
+    """The pack of `task` from the first of `folders` (its names as a sub-folder of `root`) that exists."""
     if not root.is_dir():
         raise InputError(f"--prompts {root}: folder not found; pass a folder holding one sub-folder per task")
-    folder = next((root / name for name in TASK_FOLDERS[task] if (root / name).is_dir()), None)
+    folder = next((root / name for name in folders if (root / name).is_dir()), None)
     if folder is None:
-        names = " or ".join(TASK_FOLDERS[task])
+        names = " or ".join(folders)
         raise InputError(f"--prompts {root}: no prompt pack for task {task!r}; add a sub-folder named {names}")
     system_path = folder / "system_message.txt"
     if not system_path.is_file():

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
-Task = Literal["conversation", "detail", "complex_reasoning"]
-TASKS: tuple[Task, ...] = ("conversation", "detail", "complex_reasoning")
+# A registered task's name (datagen/tasks.py holds the registry); it also names the task's file, `<task>.jsonl`.
+Task = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 IMAGE_TOKEN = "<image>"
 
 RejectReason = Literal[
@@ -34,6 +34,11 @@ RejectReason = Literal[
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
     "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
 ]
+
+
+def task_file(task: str) -> str:
+    """The output folder's file of one task's records."""
+    return f"{task}.jsonl"
 
 
 def record_id(image_id: int) -> str:

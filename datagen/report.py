@@ -26,7 +26,8 @@ from pathlib import Path
 from datagen import __version__
 from datagen.errors import InputError
 from datagen.output import iter_jsonl
-from datagen.records import IMAGE_TOKEN, TASKS
+from datagen.records import IMAGE_TOKEN, task_file
+from datagen.tasks import TASKS
 
 MANIFEST_FILE = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
@@ -291,7 +292,7 @@ def read_run(folder: Path) -> RunReport:
     for task, counts in manifest["counts"].items():
         task_quality = quality.get(task)
         tasks[task] = TaskStats(counts=counts if isinstance(counts, dict) else {}, quality=task_quality if isinstance(task_quality, dict) else None)
-        for row in _rows(folder / f"{task}.jsonl"):
+        for row in _rows(folder / task_file(task)):
             tasks[task].add_record(row)
     for row in _rows(folder / REJECTS_FILE):
         stats = tasks.get(str(row.get("task")))
@@ -571,8 +572,8 @@ def render_html(runs: list[RunReport], prices: Prices | None) -> str:
         repeated = [[run.label, *(f"{count}x {question}" for question, count in run.tasks[task].questions.most_common(3) if count > 1)] for run in runs if task in run.tasks]
         if any(len(row) > 1 for row in repeated):
             parts += ["<p>Most repeated questions:</p>", _table(["run", "1st", "2nd", "3rd"], [row + [""] * (4 - len(row)) for row in repeated], row_heads=False)]
-        if task == "detail":
-            parts.append('<p class="note">Detail questions are drawn from datagen\'s instruction list, not written by the teacher: their repeats are by design.</p>')
+        if task in TASKS and TASKS[task].instructions:
+            parts.append(f'<p class="note">{html.escape(task.replace("_", " ").capitalize())} questions are drawn from datagen\'s instruction list, not written by the teacher: their repeats are by design.</p>')
     parts += [
         "<h2>Definitions</h2><ul class=\"note\">",
         "<li>CHAIR (Rohrbach et al., 2018): CHAIR_i is the share of object mentions that the image's annotations do not support; "

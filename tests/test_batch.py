@@ -10,7 +10,7 @@ import pytest
 from datagen.batch import BatchJob, load_state
 from datagen.mock_server import MockServer, MockServerConfig
 from datagen.pipeline import GenerateOptions, generate
-from datagen.records import TASKS
+from datagen.tasks import TASKS
 
 from tests.conftest import CAPTIONS, INSTANCES
 

@@ -10,7 +10,8 @@ from typing import get_args
 import pytest
 
 from datagen.checks import RULE_NAMES, Finding, check_lead, check_pairs, check_text
-from datagen.parse import Rejected, parse_answer
+from datagen.parse import Rejected
+from datagen.tasks import parse_answer
 from datagen.records import RejectReason
 
 CORPUS = Path(__file__).parent / "data" / "answer_corpus.jsonl"

@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from datagen.cli import app
-from datagen.prompts import BUNDLED_PROMPTS, load_pack
-from datagen.records import TASKS, GeneratedRecord, Reject
+from datagen.prompts import BUNDLED_PROMPTS
+from datagen.records import GeneratedRecord, Reject
+from datagen.tasks import TASKS, task_spec
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO / "data" / "captions.json"
@@ -120,7 +121,7 @@ def test_default_contexts_show_boxes_only_where_llava_did(baseline: Path) -> Non
 def test_manifest_contents(baseline: Path) -> None:
     data = manifest(baseline)
     assert data["status"] == "completed"
-    assert data["prompt_hashes"] == {task: load_pack(BUNDLED_PROMPTS, task).sha256 for task in TASKS}
+    assert data["prompt_hashes"] == {task: task_spec(task).load_pack(BUNDLED_PROMPTS).sha256 for task in TASKS}
     assert data["settings"]["sampling"]["seed"] == 0
     assert data["source"]["images"] == 22 and data["source"]["boxes"] == 91
     assert data["source"]["hard_cases"]["boxes_crowd_skipped"] == 1
@@ -223,20 +224,19 @@ def test_llava_layout_prompts_root(tmp_path: Path, llava_prompts: Path) -> None:
     out = tmp_path / "out"
     run_generate(out, "--prompts", root)
     data = manifest(out)
-    assert data["prompt_hashes"] == {task: load_pack(root, task).sha256 for task in TASKS}
-    assert data["prompt_hashes"]["detail"] != load_pack(BUNDLED_PROMPTS, "detail").sha256
+    assert data["prompt_hashes"] == {task: task_spec(task).load_pack(root).sha256 for task in TASKS}
+    assert data["prompt_hashes"]["detail"] != task_spec("detail").load_pack(BUNDLED_PROMPTS).sha256
     for task in TASKS:
         rows = read_jsonl(out / f"{task}.jsonl")
         assert len(rows) >= 20
         assert {row["meta"]["prompt_hash"] for row in rows} == {data["prompt_hashes"][task]}
     # The request sent for an image is exactly system message (byte for byte) + shots in file order + context.
     from datagen.coco import CocoSource
-    from datagen.context import DEFAULT_CONTEXT
     from datagen.items import SamplingSettings, build_request
 
     image = CocoSource(CAPTIONS, INSTANCES).image(100027)
-    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts=dict(DEFAULT_CONTEXT))
-    request = build_request(image, "detail", load_pack(root, "detail"), sampling)
+    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={name: spec.default_context for name, spec in TASKS.items()})
+    request = build_request(image, "detail", task_spec("detail").load_pack(root), sampling)
     assert request.messages[0]["content"].encode() == (root / "detail_description" / "system_message.txt").read_bytes()
     sent = {row["meta"]["image_id"]: row["meta"]["request_key"] for row in read_jsonl(out / "detail.jsonl")}
     assert sent[100027] == request.key()

@@ -17,7 +17,8 @@ datasets = pytest.importorskip("datasets")
 yaml = pytest.importorskip("yaml")
 
 from datagen.dataset_card import UntypeableField, features_of, to_yaml  # noqa: E402
-from datagen.records import TASKS, GeneratedRecord, InstructRecord  # noqa: E402
+from datagen.records import GeneratedRecord, InstructRecord  # noqa: E402
+from datagen.tasks import TASKS  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTIONS, INSTANCES = DATA / "captions.json", DATA / "instances.json"

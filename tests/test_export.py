@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from datagen.cli import app
 from datagen.coco import CocoSource
 from datagen.prompts import load_instructions
-from datagen.records import TASKS, InstructRecord
+from datagen.records import InstructRecord
+from datagen.tasks import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO / "data" / "captions.json"
@@ -106,7 +107,7 @@ def test_export_order_is_deterministic_by_task_then_id(generated: Path, tmp_path
     invoke("export", generated, "--out", second, "--keep-meta")
     assert first.read_bytes() == second.read_bytes()
     rows = load(first)
-    keys = [(TASKS.index(row["meta"]["task"]), row["id"]) for row in rows]
+    keys = [(list(TASKS).index(row["meta"]["task"]), row["id"]) for row in rows]
     assert keys == sorted(keys)
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from datagen.mock_teacher import estimate_tokens, mock_answer
-from datagen.parse import parse_answer, parse_qa_pairs
+from datagen.parse import parse_qa_pairs
+from datagen.tasks import parse_answer
 
 CONVERSATION_SHOT = (
     "Question:\nWhat is the man holding?\n===\nAnswer:\nHe is holding an umbrella.\n===\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.parse import Rejected, parse_answer, parse_qa_pairs
+from datagen.parse import Rejected, parse_qa_pairs
+from datagen.tasks import parse_answer
 
 
 def qa(*pairs: tuple[str, str]) -> str:

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import InputError
-from datagen.parse import parse_answer
-from datagen.prompts import BUNDLED_PROMPTS, build_messages, load_instructions, load_pack
-from datagen.records import TASKS
+from datagen.prompts import BUNDLED_PROMPTS, build_messages, load_instructions
+from datagen.tasks import TASKS, parse_answer, task_spec
 
 BOX_LINE = re.compile(r"^[a-z ]+: \[(?:0|1)\.\d{1,3}(?:, (?:0|1)\.\d{1,3}){3}\]$")
 
 @pytest.mark.parametrize("task", TASKS)
 def test_bundled_packs_load_with_at_least_two_shots(task: str) -> None:
-    pack = load_pack(BUNDLED_PROMPTS, task)
+    pack = task_spec(task).load_pack(BUNDLED_PROMPTS)
     assert pack.task == task
     assert len(pack.shots) >= 2
     assert pack.system_message.strip()
@@ -28,7 +27,7 @@ def test_bundled_packs_load_with_at_least_two_shots(task: str) -> None:
 @pytest.mark.parametrize("task", TASKS)
 def test_bundled_shots_pass_our_own_validator(task: str) -> None:
     """A shot the validator would reject teaches the teacher to write rejects."""
-    for shot in load_pack(BUNDLED_PROMPTS, task).shots:
+    for shot in task_spec(task).load_pack(BUNDLED_PROMPTS).shots:
         content = parse_answer(task, shot.response, "stop")
         if task == "conversation":
             assert len(content) >= 2
@@ -40,7 +39,7 @@ def test_bundled_shots_pass_our_own_validator(task: str) -> None:
 
 @pytest.mark.parametrize("task", ["detail", "complex_reasoning"])
 def test_bundled_box_shots_use_the_context_format(task: str) -> None:
-    for shot in load_pack(BUNDLED_PROMPTS, task).shots:
+    for shot in task_spec(task).load_pack(BUNDLED_PROMPTS).shots:
         captions, blank, boxes = shot.context.strip().partition("\n\n")
         assert blank and captions.strip()
         for line in boxes.splitlines():
@@ -48,7 +47,7 @@ def test_bundled_box_shots_use_the_context_format(task: str) -> None:
 
 
 def test_build_messages_order() -> None:
-    pack = load_pack(BUNDLED_PROMPTS, "conversation")
+    pack = task_spec("conversation").load_pack(BUNDLED_PROMPTS)
     messages = build_messages(pack, "QUERY CONTEXT")
     assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * len(pack.shots) + ["user"]
     assert messages[0]["content"] == pack.system_message
@@ -60,12 +59,12 @@ def test_build_messages_order() -> None:
 
 def test_llava_layout_loads_byte_for_byte_in_file_order(llava_prompts: Path) -> None:
     root = llava_prompts
-    pack = load_pack(root, "detail")
+    pack = task_spec("detail").load_pack(root)
     assert Path(pack.folder).name == "detail_description"
     system_bytes = (root / "detail_description" / "system_message.txt").read_bytes()
     assert b"\r\n" in system_bytes and system_bytes.endswith(b"\n")
     assert pack.system_message.encode("utf-8") == system_bytes  # \r\n inside and trailing \n kept
-    conv = load_pack(root, "conversation")
+    conv = task_spec("conversation").load_pack(root)
     assert [shot.context for shot in conv.shots] == ["A dog in a park.", "A cat on a mat."]
     assert conv.shots[0].response.startswith("Question:\nWhat animal is it?\n===\nAnswer:\nA dog.")
     messages = build_messages(conv, "ctx")
@@ -77,14 +76,14 @@ def test_ours_preferred_name_and_llava_name_both_accepted(llava_prompts: Path) -
     ours = root / "detail"
     ours.mkdir()
     (ours / "system_message.txt").write_text("ours", encoding="utf-8")
-    assert load_pack(root, "detail").system_message == "ours"
+    assert task_spec("detail").load_pack(root).system_message == "ours"
 
 
 def test_missing_conv_partner(llava_prompts: Path) -> None:
     root = llava_prompts
     (root / "conversation" / "002_caps.txt").write_text("orphan", encoding="utf-8")
     with pytest.raises(InputError) as error:
-        load_pack(root, "conversation")
+        task_spec("conversation").load_pack(root)
     message = str(error.value)
     assert "002_caps.txt" in message and "002_conv.txt" in message and "\n" not in message
 
@@ -96,37 +95,37 @@ def test_missing_task_folder(llava_prompts: Path) -> None:
     (root / "complex_reasoning" / "system_message.txt").unlink()
     (root / "complex_reasoning").rmdir()
     with pytest.raises(InputError) as error:
-        load_pack(root, "complex_reasoning")
+        task_spec("complex_reasoning").load_pack(root)
     assert "complex_reasoning" in str(error.value) and str(root) in str(error.value)
 
 
 def test_missing_root_and_missing_system_message(tmp_path: Path, llava_prompts: Path) -> None:
     with pytest.raises(InputError, match="folder not found"):
-        load_pack(tmp_path / "absent", "detail")
+        task_spec("detail").load_pack(tmp_path / "absent")
     root = llava_prompts
     (root / "detail_description" / "system_message.txt").unlink()
     with pytest.raises(InputError, match="system_message.txt"):
-        load_pack(root, "detail")
+        task_spec("detail").load_pack(root)
 
 
 def test_pack_hash_changes_when_a_file_changes(llava_prompts: Path) -> None:
     root = llava_prompts
-    before = load_pack(root, "conversation").sha256
-    assert load_pack(root, "conversation").sha256 == before  # stable
+    before = task_spec("conversation").load_pack(root).sha256
+    assert task_spec("conversation").load_pack(root).sha256 == before  # stable
     (root / "conversation" / "001_conv.txt").write_text("Question:\nQ?\n===\nAnswer:\nA.", encoding="utf-8")
-    after_conv = load_pack(root, "conversation").sha256
+    after_conv = task_spec("conversation").load_pack(root).sha256
     assert after_conv != before
     system = root / "conversation" / "system_message.txt"
     system.write_bytes(system.read_bytes() + b" ")
-    assert load_pack(root, "conversation").sha256 not in (before, after_conv)
+    assert task_spec("conversation").load_pack(root).sha256 not in (before, after_conv)
 
 
 def test_pack_hash_changes_when_a_shot_is_added(llava_prompts: Path) -> None:
     root = llava_prompts
-    before = load_pack(root, "detail").sha256
+    before = task_spec("detail").load_pack(root).sha256
     (root / "detail_description" / "001_caps.txt").write_text("x", encoding="utf-8")
     (root / "detail_description" / "001_conv.txt").write_text("y", encoding="utf-8")
-    assert load_pack(root, "detail").sha256 != before
+    assert task_spec("detail").load_pack(root).sha256 != before
 
 
 @pytest.mark.parametrize("name", ["detail", "brief"])

@@ -10,7 +10,7 @@ import pytest
 
 from datagen.coco import CocoSource
 from datagen.pipeline import select_image_ids
-from datagen.records import TASKS
+from datagen.tasks import TASKS
 
 from tests.conftest import CAPTIONS, INSTANCES
 

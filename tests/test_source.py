@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from datagen.coco import Box, CocoSource, ImageAnnotations, normalise_caption, normalised_box
-from datagen.context import DEFAULT_CONTEXT, render_context
+from datagen.context import render_context
+from datagen.tasks import TASKS
 from datagen.errors import InputError
 
 
@@ -63,7 +64,7 @@ def test_render_without_boxes_has_no_trailing_blank_line() -> None:
 
 
 def test_default_contexts_follow_llava() -> None:
-    assert DEFAULT_CONTEXT == {"conversation": "captions", "detail": "captions+boxes", "complex_reasoning": "captions+boxes"}
+    assert {name: spec.default_context for name, spec in TASKS.items()} == {"conversation": "captions", "detail": "captions+boxes", "complex_reasoning": "captions+boxes"}
 
 
 def test_normalised_box_rounds_to_three_decimals_and_reports_clipping() -> None:

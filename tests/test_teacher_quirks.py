@@ -14,7 +14,7 @@ import pytest
 
 from datagen.mock_server import MockServer, MockServerConfig
 from datagen.mock_teacher import estimate_tokens
-from datagen.records import TASKS
+from datagen.tasks import TASKS
 from datagen.teacher import ChatRequest, OpenAITeacher, RequestRefused, RetryableError, parse_completion
 from tests.synthetic import write_coco
 
