@@ -68,7 +68,7 @@ class Server:
     def __init__(self, latency_ms: float) -> None:
         self.latency_ms = latency_ms
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "datagen.mock_server", "--port", "0", "--latency-ms", str(latency_ms)],
+            [sys.executable, "-m", "datagen.cli", "mock-server", "--port", "0", "--latency-ms", str(latency_ms)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

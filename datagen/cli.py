@@ -156,7 +156,8 @@ def generate(
     results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
-    from datagen.pipeline import GenerateOptions, generate as run_generate
+    from datagen.generate import generate as run_generate
+    from datagen.pipeline import GenerateOptions
     from datagen.prompts import BUNDLED_PROMPTS
     from datagen.request_shape import parse_extra_body, parse_omit_params
 
@@ -362,7 +363,7 @@ def mock_server_command(
     batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
     quirk: list[str] = typer.Option(
         [], "--quirk", help="NAME or NAME=RATE, repeatable: parts, refusal, error200, context_length, too_large, content_filter,"
-        " no_usage, cached, null_finish, reasoning, no_seed (see datagen/mock_server.py QUIRKS)."
+        " no_usage, cached, null_finish, reasoning, no_seed (see datagen/testing/mock_openai_server.py QUIRKS)."
     ),
     context_window: int = typer.Option(4096, "--context-window", min=1, help="Tokens of prompt + limit allowed (--quirk context_length)."),
     max_body_bytes: int = typer.Option(65536, "--max-body-bytes", min=1, help="Largest request body accepted (--quirk too_large)."),
@@ -370,7 +371,7 @@ def mock_server_command(
     """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
     import asyncio
 
-    from datagen.mock_server import MockServerConfig, parse_quirk, serve
+    from datagen.testing.mock_openai_server import MockServerConfig, parse_quirk, serve
 
     try:
         config = MockServerConfig(

@@ -26,7 +26,6 @@ from datagen.coco import CocoSource, ImageAnnotations
 from datagen.context import ContextKind
 from datagen.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
-from datagen.folder_lock import lock_folder
 from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
 from datagen.output_folder import read_done_items, unique_folder
@@ -455,19 +454,6 @@ class Run:
         for writer in [*self.writers.values(), self.rejects]:
             writer.close()
         await self.teacher.aclose()
-
-
-def generate(options: GenerateOptions) -> Manifest:
-    with lock_folder(options.out, "generate"):  # a second generate into the same --out is refused at once
-        if options.batch:
-            from datagen.batch import generate_batch
-
-            return generate_batch(options)
-        if options.results_in is not None:
-            from datagen.handoff import ingest_results
-
-            return ingest_results(options)
-        return execute(Run(options))
 
 
 def execute(run: Run) -> Manifest:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from datagen.batch import BatchJob, load_state
-from datagen.mock_server import MockServer, MockServerConfig
-from datagen.pipeline import GenerateOptions, generate
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
+from datagen.generate import generate
+from datagen.pipeline import GenerateOptions
 from datagen.tasks import TASKS
 
 from tests.conftest import CAPTIONS, INSTANCES

@@ -15,7 +15,7 @@ import pytest
 
 from datagen.errors import InputError
 from datagen.folder_lock import LOCK_FILE, FolderBusyError, lock_folder
-from datagen.mock_server import MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from tests.synthetic import write_coco
 
 REPO = Path(__file__).resolve().parent.parent

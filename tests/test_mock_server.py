@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from datagen.mock_server import REFUSAL_TEXT, MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import REFUSAL_TEXT, MockServer, MockServerConfig
 
 MESSAGES = [
     {"role": "system", "content": "You are an AI visual assistant."},
@@ -240,7 +240,7 @@ def free_port() -> int:
 
 def test_cli_serves_until_terminated():
     port = free_port()
-    command = [sys.executable, "-m", "datagen.mock_server", "--port", str(port), "--fail-first", "1"]
+    command = [sys.executable, "-m", "datagen.cli", "mock-server", "--port", str(port), "--fail-first", "1"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout.readline().strip() == f"mock OpenAI-compatible server on http://127.0.0.1:{port}/v1"

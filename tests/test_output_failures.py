@@ -20,7 +20,7 @@ import pytest
 import datagen.output
 import datagen.pipeline
 from datagen.folder_lock import LOCK_FILE
-from datagen.mock_server import MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from tests.synthetic import write_coco
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from datagen.mock_server import MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.output import JsonlAppender, iter_jsonl, repair_torn_tail
 from datagen.ratelimit import RateLimiter
 from tests.synthetic import write_coco

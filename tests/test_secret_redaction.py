@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from datagen.errors import TeacherFatalError
-from datagen.mock_server import MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.redaction import redact_argv, redact_secrets
 from datagen.teacher import ChatRequest, OpenAITeacher
 from tests.synthetic import write_coco

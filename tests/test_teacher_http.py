@@ -11,7 +11,7 @@ import time
 import pytest
 
 from datagen.errors import TeacherFatalError
-from datagen.mock_server import MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.teacher import ChatRequest, OpenAITeacher, RetryableError
 from tests.synthetic import write_coco
 

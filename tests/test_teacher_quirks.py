@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.mock_server import MockServer, MockServerConfig
+from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.mock_teacher import estimate_tokens
 from datagen.tasks import TASKS
 from datagen.teacher import ChatRequest, OpenAITeacher, RequestRefused, RetryableError, parse_completion

@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-import typer
 from aiohttp import web
 
 from datagen.mock_teacher import estimate_tokens, mock_answer
@@ -788,9 +787,3 @@ async def serve(config: MockServerConfig) -> None:
         await stop.wait()
     finally:
         await backend.stop()
-
-
-if __name__ == "__main__":
-    from datagen.cli import mock_server_command
-
-    typer.run(mock_server_command)

@@ -1,0 +1,22 @@
+"""`datagen generate`: where the replies come from (live, the Batch API, a results file), then the pipeline over them.
+
+The pipeline (datagen/pipeline.py) knows none of these: each source puts replies into the response cache or
+answers live beneath it, and `execute` turns them into records the same way.
+"""
+
+from __future__ import annotations
+
+from datagen.batch import generate_batch
+from datagen.folder_lock import lock_folder
+from datagen.handoff import ingest_results
+from datagen.pipeline import GenerateOptions, Run, execute
+from datagen.records import Manifest
+
+
+def generate(options: GenerateOptions) -> Manifest:
+    with lock_folder(options.out, "generate"):  # a second generate into the same --out is refused at once
+        if options.batch:
+            return generate_batch(options)
+        if options.results_in is not None:
+            return ingest_results(options)
+        return execute(Run(options))

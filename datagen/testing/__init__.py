@@ -1,0 +1,1 @@
+"""Test doubles shipped with datagen for your own CI: a fault-injecting OpenAI-compatible server (`datagen mock-server`)."""

@@ -1,0 +1,102 @@
+"""The package's import graph, read from the source with ast (imports inside functions count too): no cycles,
+and the lower layers import nothing from the upper ones."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "datagen"
+
+# The generation chain, bottom first; a module may import only from modules before it in this list (or outside it).
+CHAIN = [
+    "datagen.errors",
+    "datagen.records",
+    "datagen.context",
+    "datagen.prompts",
+    "datagen.checks",
+    "datagen.parse",
+    "datagen.tasks",
+    "datagen.teacher",
+    "datagen.cache",
+    "datagen.items",
+    "datagen.output",
+    "datagen.pipeline",
+    "datagen.batch",
+    "datagen.handoff",
+    "datagen.generate",
+    "datagen.cli",
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([node.module] if node.module else [])])
+                # `from datagen.train import cli` names a module; `from datagen.pipeline import Run` a name in one.
+                targets.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names)
+        graph[name] = {target for target in targets if target in modules and target != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_finder_sees_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_lower_layers_import_nothing_from_upper_ones() -> None:
+    graph = import_graph()
+    for position, module in enumerate(CHAIN):
+        upper = set(CHAIN[position + 1:]) & graph[module]
+        assert not upper, f"{module} imports {sorted(upper)}, which sit above it"
+
+
+def test_nothing_imports_the_command_line() -> None:
+    graph = import_graph()
+    assert [module for module, targets in graph.items() if "datagen.cli" in targets] == []
