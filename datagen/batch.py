@@ -23,6 +23,7 @@ from datagen.cache import ResponseCache
 from datagen.errors import InputError, TeacherFatalError
 from datagen.output import atomic_file, write_json_atomic
 from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
+from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, TeacherInfo
 from datagen.redaction import environment_secrets, redact_secrets
 from datagen.items import build_request
@@ -177,6 +178,8 @@ class CacheOnlyTeacher:
         self.refused = refused or {}
         self.base_url = base_url
         self.stats: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self.limiter: RateLimiter | None = None
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         message = self.refused.get(request.key())

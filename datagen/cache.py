@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from datagen.errors import InputError
+from datagen.ratelimit import RateLimiter
 from datagen.storage_errors import cache_failure
 from datagen.teacher import ChatReply, ChatRequest, Teacher
 
@@ -65,14 +66,18 @@ class CachingTeacher:
         self.info = inner.info
         self.stats: Counter[str] = inner.stats
 
-    # Provenance and the last error belong to the server beneath; the manifest reads them through this wrapper.
+    # Provenance, the last error and the limiter belong to the teacher beneath; the manifest reads them here.
     @property
     def base_url(self) -> str | None:
-        return getattr(self.inner, "base_url", None)
+        return self.inner.base_url
 
     @property
     def last_error(self) -> str | None:
-        return getattr(self.inner, "last_error", None)
+        return self.inner.last_error
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self.inner.limiter
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         key = request.key()

@@ -270,7 +270,7 @@ class Run:
 
     def failure(self) -> str | None:
         """Why a run that ended without an error still failed: no answer came back, or no record exists."""
-        last_error = getattr(self.teacher, "last_error", None)
+        last_error = self.teacher.last_error
         because = f"; the teacher's last error: {one_line(last_error)}" if last_error else ""
         failed = sum(counts["request_failed"] for counts in self.skipped.values())
         if failed and len(self.outcomes) == self.done_before:
@@ -303,7 +303,7 @@ class Run:
             not_reached = task_counts.requested - task_counts.written - task_counts.rejected_total - task_counts.skipped_total
             if not_reached > 0:
                 task_counts.skipped["not_reached"] = not_reached
-        base_url = getattr(self.teacher, "base_url", None)
+        base_url = self.teacher.base_url
         # A finished run reports the whole selection; while running, only the images built so far are known.
         hard_cases = self.source.hard_cases if status == "running" else self.source.count_hard_cases(self.selected_ids)
         return Manifest(
@@ -342,7 +342,7 @@ class Run:
             usage=self.usage,
             requests_sent=self.teacher.stats["requests"],
             cache_hits=self.teacher.stats["cache_hits"],
-            last_error=getattr(self.teacher, "last_error", None),
+            last_error=self.teacher.last_error,
             failure=failure,
         )
 

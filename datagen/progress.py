@@ -58,7 +58,7 @@ class ProgressDisplay:
             return
         bar = self._progress.tasks[self._bar]
         usage = self.run.usage
-        limiter = getattr(getattr(self.run.teacher, "inner", self.run.teacher), "limiter", None)
+        limiter = self.run.teacher.limiter
         limit = f" | limit {limiter.limit}/{limiter.max_concurrency}" if limiter is not None else ""
         speed = bar.speed or 0.0
         self._progress.update(

@@ -78,8 +78,25 @@ class ChatReply(BaseModel):
 
 
 class Teacher(Protocol):
+    """What the pipeline asks of a backend, and all that provenance and progress read from it.
+
+    A wrapper (the response cache) exposes its inner teacher's values as its own, so nothing reaches through it.
+    """
+
     info: TeacherInfo
-    stats: Counter[str]
+    stats: Counter[str]  # "requests" sent and "cache_hits", for the manifest
+
+    @property
+    def base_url(self) -> str | None:
+        """The endpoint the answers come from, None for an offline teacher; the manifest stores it redacted."""
+
+    @property
+    def last_error(self) -> str | None:
+        """The last request's error message, for the manifest and a failed run's one line."""
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        """The client-side rate limiter, whose current limit the progress line shows."""
 
     async def complete(self, request: ChatRequest) -> ChatReply: ...
 
@@ -92,6 +109,9 @@ class MockTeacher:
     def __init__(self) -> None:
         self.info = TeacherInfo(kind="mock", model="mock", mock=True)
         self.stats: Counter[str] = Counter()
+        self.base_url: str | None = None
+        self.last_error: str | None = None
+        self.limiter: RateLimiter | None = None
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         from datagen.mock_teacher import estimate_tokens, mock_answer
