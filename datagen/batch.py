@@ -24,7 +24,7 @@ from datagen.errors import InputError, TeacherFatalError
 from datagen.output import atomic_file, write_json_atomic
 from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
 from datagen.ratelimit import RateLimiter
-from datagen.records import Manifest, TeacherInfo
+from datagen.records import Manifest, SkipReason, TeacherInfo
 from datagen.redaction import environment_secrets, redact_secrets
 from datagen.items import build_request
 from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, one_line, parse_completion, redact_url
@@ -161,9 +161,12 @@ def load_state(folder: Path) -> BatchState | None:
         ) from None
 
 
-def _reason(status: str) -> str:
+_SKIP_REASONS: dict[str, SkipReason] = {"completed": "batch_failed", "failed": "batch_failed", "expired": "batch_expired", "cancelled": "batch_cancelled"}
+
+
+def _reason(status: str) -> SkipReason:
     """The manifest's skip reason for an item a batch ended without answering."""
-    return "batch_failed" if status in ("completed", "failed") else f"batch_{status}"
+    return _SKIP_REASONS.get(status, "batch_failed")
 
 
 class CacheOnlyTeacher:
@@ -194,7 +197,7 @@ class CacheOnlyTeacher:
 class BatchIngestRun(Run):
     """The normal pipeline over the cache; items no batch answered are counted as skipped, not asked live."""
 
-    def __init__(self, options: GenerateOptions, unanswered: dict[tuple[int, str], str], teacher: CacheOnlyTeacher | None = None) -> None:
+    def __init__(self, options: GenerateOptions, unanswered: dict[tuple[int, str], SkipReason], teacher: CacheOnlyTeacher | None = None) -> None:
         super().__init__(options, teacher=teacher or CacheOnlyTeacher(teacher_info(options)))
         self.unanswered = unanswered
 
@@ -226,7 +229,7 @@ class BatchJob:
         self.cache = self.planner.teacher.cache
         self.folder = options.out / BATCH_DIR
         self.folder.mkdir(exist_ok=True)
-        self.failed: dict[str, str] = {}  # request key -> skip reason, for answers a batch of this invocation did not give
+        self.failed: dict[str, SkipReason] = {}  # request key -> skip reason, for answers a batch of this invocation did not give
         self.refused: dict[str, str] = {}  # request key -> the server's message, for requests refused per item
         self._client = None
 
@@ -379,7 +382,7 @@ class BatchJob:
 
     # -- the whole path ---------------------------------------------------------------------------
 
-    def run(self) -> dict[tuple[int, str], str]:
+    def run(self) -> dict[tuple[int, str], SkipReason]:
         """Collect answers until nothing new can be asked; (image_id, task) -> why, for items left unanswered."""
         self.settle()
         while True:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from datagen.coco import ImageAnnotations
 from datagen.context import ContextKind, render_context
 from datagen.prompts import InstructionList, PromptPack, build_messages
-from datagen.records import IMAGE_TOKEN, GeneratedRecord, RecordMeta, Reject, TeacherInfo, Turn, record_id
+from datagen.records import IMAGE_TOKEN, GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, record_id
 from datagen.request_shape import RequestShape
 from datagen.teacher import ChatReply, ChatRequest
 
@@ -87,7 +87,7 @@ def build_record(
     return GeneratedRecord(id=record_id(image.image_id), image=image.file_name, conversations=turns, meta=meta)
 
 
-def build_reject(image: ImageAnnotations, task: str, reason: str, detail: str, reply: ChatReply, meta: RecordMeta) -> Reject:
+def build_reject(image: ImageAnnotations, task: str, reason: RejectReason, detail: str, reply: ChatReply, meta: RecordMeta) -> Reject:
     return Reject(
         id=record_id(image.image_id),
         image=image.file_name,

@@ -32,7 +32,7 @@ from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions
 from datagen.ratelimit import RateLimiter
-from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.redaction import redact_url, url_has_credentials
 from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
@@ -413,12 +413,12 @@ class Run:
             return
         self.reject(image, task, reason, detail, reply, meta)
 
-    def reject(self, image: ImageAnnotations, task: str, reason: str, detail: str, reply: ChatReply, meta: RecordMeta) -> None:
+    def reject(self, image: ImageAnnotations, task: str, reason: RejectReason, detail: str, reply: ChatReply, meta: RecordMeta) -> None:
         self.rejects.append(build_reject(image, task, reason, detail, reply, meta))
         self.outcomes[(image.image_id, task)] = reason
         self.on_progress("rejected")
 
-    def skip(self, task: str, reason: str) -> None:
+    def skip(self, task: str, reason: SkipReason) -> None:
         """An item left for a later run (counted per reason in the manifest), not written anywhere now."""
         self.skipped[task][reason] += 1
         self.on_progress("skipped")

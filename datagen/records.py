@@ -30,9 +30,21 @@ RejectReason = Literal[
     "empty",
     "unparseable",
     "wrong_turn_count",
-    "request_failed",  # retries exhausted on transient errors
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
     "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
+]
+
+# Why an item was left for a later run: counted in the manifest's `skipped`, written nowhere, asked again by a rerun.
+# A reject (above) is final and has a line in rejects.jsonl; a skip is not.
+SkipReason = Literal[
+    "request_failed",  # retries exhausted on transient errors (429, 5xx, timeouts)
+    "no_usable_caption",  # the image has no caption left after cleaning: nothing to show the teacher
+    "not_reached",  # the run stopped (Ctrl-C, a fatal teacher error) before it got to the item
+    "batch_failed",  # --batch: the batch ended (completed or failed) without an answer for it
+    "batch_expired",
+    "batch_cancelled",
+    "batch_unanswered",  # --batch: no batch could be asked for it
+    "not_in_results",  # --results-in: the results file holds no line for its request
 ]
 
 
