@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 from datagen.cache import ResponseCache
 from datagen.errors import InputError, TeacherFatalError
 from datagen.output import atomic_file, write_json_atomic
-from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
+from datagen.options import GenerateOptions
+from datagen.pipeline import Run, execute, teacher_info
 from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, SkipReason, TeacherInfo
 from datagen.redaction import environment_secrets, redact_secrets
@@ -32,7 +33,6 @@ from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableErr
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
 CHAT_URL = "/v1/chat/completions"
-MAX_REQUESTS = 50_000
 # OpenAI caps an input file at 200 MB; the margin covers whichever megabyte they count in.
 MAX_INPUT_BYTES = 190_000_000
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})

@@ -12,6 +12,7 @@ import typer
 
 from datagen.errors import InputError, TeacherFatalError
 from datagen.storage_errors import StorageError, explain_os_error
+from datagen.options import MAX_BATCH_REQUESTS, default
 from datagen.tasks import TASKS
 
 app = typer.Typer(
@@ -114,15 +115,15 @@ def generate(
     out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
     tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
-    teacher: str = typer.Option("openai", help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment) or mock (offline, labelled)"),
+    teacher: str = typer.Option(default("teacher"), help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment) or mock (offline, labelled)"),
     model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai; the deployment with azure)"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
     prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
-    concurrency: int = typer.Option(16, min=1, help="Requests in flight at most"),
+    concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images"),
-    seed: int = typer.Option(0, help="Seeds every per-item choice and the teacher's sampling"),
-    temperature: float = typer.Option(0.7, min=0.0, max=2.0),
-    max_tokens: int = typer.Option(1024, min=1),
+    seed: int = typer.Option(default("seed"), help="Seeds every per-item choice and the teacher's sampling"),
+    temperature: float = typer.Option(default("temperature"), min=0.0, max=2.0),
+    max_tokens: int = typer.Option(default("max_tokens"), min=1),
     max_completion_tokens: Optional[int] = typer.Option(
         None, min=1, help="Send max_completion_tokens=N instead of max_tokens (reasoning models need it)"
     ),
@@ -131,8 +132,8 @@ def generate(
     retry_length: Optional[int] = typer.Option(
         None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
     ),
-    timeout: float = typer.Option(120.0, min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(6, min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
+    timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
     context: list[str] = typer.Option([], help="TASK=captions|captions+boxes, repeatable; LLaVA's defaults otherwise"),
     cache: Optional[Path] = typer.Option(None, help="Response cache file to share across runs; default OUT/cache.sqlite"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache"),
@@ -147,8 +148,8 @@ def generate(
     batch: bool = typer.Option(
         False, "--batch", help="Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill"
     ),
-    poll_interval: float = typer.Option(30.0, min=0.001, help="Seconds between batch status checks (--batch)"),
-    batch_size: int = typer.Option(50_000, min=1, max=50_000, help="Requests per batch at most (--batch; OpenAI allows 50,000)"),
+    poll_interval: float = typer.Option(default("poll_interval"), min=0.001, help="Seconds between batch status checks (--batch)"),
+    batch_size: int = typer.Option(default("batch_size"), min=1, max=MAX_BATCH_REQUESTS, help=f"Requests per batch at most (--batch; OpenAI allows {MAX_BATCH_REQUESTS:,})"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the request count and estimated tokens; send nothing (no API key needed)"),
     price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for --dry-run's cost estimate"),
     price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens, for --dry-run's cost estimate"),
@@ -157,7 +158,7 @@ def generate(
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.generate import generate as run_generate
-    from datagen.pipeline import GenerateOptions
+    from datagen.options import GenerateOptions
     from datagen.prompts import BUNDLED_PROMPTS
     from datagen.request_shape import parse_extra_body, parse_omit_params
 

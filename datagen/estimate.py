@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from datagen.handoff import planned_requests
 from datagen.mock_teacher import estimate_tokens
-from datagen.pipeline import GenerateOptions
+from datagen.options import GenerateOptions
 from datagen.tasks import task_spec
 
 MESSAGE_FRAMING_TOKENS = 4  # role and separators around each chat message

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datagen.batch import generate_batch
 from datagen.folder_lock import lock_folder
 from datagen.handoff import ingest_results
-from datagen.pipeline import GenerateOptions, Run, execute
+from datagen.options import GenerateOptions
+from datagen.pipeline import Run, execute
 from datagen.records import Manifest
 
 

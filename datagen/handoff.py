@@ -14,7 +14,8 @@ from pathlib import Path
 from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, parse_custom_id, plan_requests, read_results
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
-from datagen.pipeline import GenerateOptions, Run, execute, select_image_ids, teacher_info
+from datagen.options import GenerateOptions
+from datagen.pipeline import Run, execute, select_image_ids, teacher_info
 from datagen.records import Manifest
 from datagen.teacher import ChatRequest
 

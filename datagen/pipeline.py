@@ -18,23 +18,22 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import ValidationError
 
 from datagen import __version__
 from datagen.cache import CachingTeacher, ResponseCache
 from datagen.coco import CocoSource, ImageAnnotations
-from datagen.context import ContextKind
 from datagen.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
+from datagen.options import GenerateOptions
 from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected
-from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions
+from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.ratelimit import RateLimiter
-from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.redaction import redact_url, url_has_credentials
-from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request
 from datagen.tasks import TASKS, task_spec
@@ -49,64 +48,6 @@ SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads
 def output_files() -> list[str]:
     """Every file a run writes its items to: each registered task's, whether or not this run asks for it, and the rejects."""
     return [*(spec.file_name for spec in TASKS.values()), REJECTS_FILE]
-
-
-class GenerateOptions(BaseModel):
-    captions: Path
-    instances: Path | None = None
-    out: Path
-    tasks: list[Task]
-    teacher: str = "openai"
-    model: str | None = None
-    base_url: str | None = None
-    prompts: Path = BUNDLED_PROMPTS
-    concurrency: int = 16
-    limit: int | None = None
-    seed: int = 0
-    temperature: float = 0.7
-    max_tokens: int = 1024
-    # Request shaping (datagen/request_shape.py): reasoning models, servers that refuse seed, vLLM's extra fields.
-    max_completion_tokens: int | None = None
-    omit_params: tuple[str, ...] = ()
-    extra_body: dict[str, object] = {}
-    timeout: float = 120.0
-    max_retries: int = 6
-    contexts: dict[str, ContextKind] = {}  # per task, where it differs from the task's default_context
-    cache: Path | None = None
-    use_cache: bool = True
-    force: bool = False
-    shard: tuple[int, int] | None = None
-    rpm: float | None = None
-    tpm: float | None = None
-    length_retry_max_tokens: int | None = None
-    reject_unsupported: bool = False
-    progress: bool = True
-    command: list[str] = []
-    # The Batch API path (datagen/batch.py): answers arrive in the cache first, then this pipeline runs over them.
-    batch: bool = False
-    poll_interval: float = 30.0
-    batch_size: int = 50_000
-    # Nothing sent live: estimate (datagen/estimate.py), or hand the requests to another engine (datagen/handoff.py).
-    dry_run: bool = False
-    price_in: float | None = None
-    price_out: float | None = None
-    requests_out: Path | None = None
-    results_in: Path | None = None
-
-    @field_validator("tasks", "contexts")
-    @classmethod
-    def _registered(cls, value: list[str] | dict[str, ContextKind]) -> list[str] | dict[str, ContextKind]:
-        unknown = [task for task in value if task not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown task {', '.join(unknown)}; registered: {', '.join(TASKS)}")
-        return value
-
-    def context_of(self, task: str) -> ContextKind:
-        return self.contexts.get(task, task_spec(task).default_context)
-
-    def request_shape(self) -> RequestShape:
-        limit_field = "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
-        return RequestShape(token_limit_field=limit_field, omit=self.omit_params, extra_body=self.extra_body)
 
 
 def _utc_now() -> str:

@@ -15,10 +15,13 @@ class SlotOutcome:
     ok: bool = False
 
 
+DEFAULT_CONCURRENCY = 16  # requests in flight at most, unless the caller says otherwise
+
+
 class RateLimiter:
     """AIMD concurrency (halve on a 429, +1 after a window of successes) under rpm/tpm pacing."""
 
-    def __init__(self, rpm: float | None = None, tpm: float | None = None, concurrency: int = 16) -> None:
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         self.max_concurrency = max(1, concurrency)
         self.limit = self.max_concurrency
         self.in_flight = 0

@@ -21,10 +21,15 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from datagen.endpoints import DEFAULT_BASE_URL
 from datagen.errors import TeacherFatalError
-from datagen.ratelimit import RateLimiter
+from datagen.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.records import TeacherInfo, Usage
 from datagen.redaction import redact_secrets, redact_url
 from datagen.request_shape import RequestShape, fix_for_refused_field
+
+
+# The client's defaults, shared by `generate` (datagen/options.py) and anything else that builds a teacher.
+DEFAULT_TIMEOUT = 120.0  # seconds per request before it is retried
+DEFAULT_MAX_RETRIES = 6  # per request, on 429, 5xx, timeouts and dropped connections
 
 
 class ChatRequest(BaseModel):
@@ -248,9 +253,9 @@ class OpenAITeacher:
         model: str,
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
-        timeout: float = 120.0,
-        max_retries: int = 6,
-        concurrency: int = 16,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        concurrency: int = DEFAULT_CONCURRENCY,
         limiter: RateLimiter | None = None,
         kind: str = "openai",
     ) -> None:

@@ -10,7 +10,7 @@ import pytest
 from datagen.batch import BatchJob, load_state
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.generate import generate
-from datagen.pipeline import GenerateOptions
+from datagen.options import GenerateOptions
 from datagen.tasks import TASKS
 
 from tests.conftest import CAPTIONS, INSTANCES

@@ -10,7 +10,8 @@ import pytest
 from datagen.coco import Box, ImageAnnotations
 from datagen.grounding import ground, mentions
 from datagen.merge import merge
-from datagen.pipeline import GenerateOptions, Run, execute
+from datagen.options import GenerateOptions
+from datagen.pipeline import Run, execute
 from datagen.records import Grounding, QualityStats, Usage
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher
 from tests.conftest import CAPTIONS, INSTANCES
