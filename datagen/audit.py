@@ -10,7 +10,6 @@ a detail description when its question asks for a description of the picture, an
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from datagen.coco import CocoSource
 from datagen.errors import InputError
 from datagen.folder_lock import lock_folder
 from datagen.grounding import ground
-from datagen.output import write_json_atomic
+from datagen.output import atomic_file, write_json_atomic
 from datagen.prompts import load_instructions
 from datagen.records import IMAGE_TOKEN, Grounding, QualityStats
 from datagen.tasks import TASKS, ResponseFormat
@@ -237,16 +236,14 @@ def _audit_into(
     tasks: dict[str, TaskSummary] = {}
     total = TaskSummary()
     counts: Counter[str] = Counter()
-    temporary = out / f".{FINDINGS_FILE}.{os.getpid()}.tmp"
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            for index, record in enumerate(read_records(file)):
-                audited = audit_record(index, record, source, known, task, instructions)
-                counts[audited.status] += 1
-                if audited.task is not None:
-                    tasks.setdefault(audited.task, TaskSummary()).add(audited)
-                    total.add(audited)
-                handle.write(audited.model_dump_json(exclude_none=True) + "\n")
+    with atomic_file(out / FINDINGS_FILE) as handle:
+        for index, record in enumerate(read_records(file)):
+            audited = audit_record(index, record, source, known, task, instructions)
+            counts[audited.status] += 1
+            if audited.task is not None:
+                tasks.setdefault(audited.task, TaskSummary()).add(audited)
+                total.add(audited)
+            handle.write(audited.model_dump_json(exclude_none=True) + "\n")
         if not counts:
             raise InputError(f"{file}: holds no records; pass a LLaVA-format file with id, image and conversations")
         if not counts["checked"]:
@@ -254,9 +251,6 @@ def _audit_into(
                 f"{file}: none of its {sum(counts.values())} records matched an image of --captions {captions}; "
                 "pass the COCO annotations of the split the file was made from"
             )
-        os.replace(temporary, out / FINDINGS_FILE)
-    finally:
-        temporary.unlink(missing_ok=True)
     summary = AuditSummary(
         file=str(file),
         captions=str(captions),

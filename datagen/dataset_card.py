@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from datagen.output import atomic_file
 from datagen.records import GeneratedRecord, InstructRecord, Reject
 from datagen.tasks import TASKS
 
@@ -213,9 +214,8 @@ def _write(folder: Path, run: dict | None, exports: list[dict]) -> Path | None:
     if is_foreign_card(folder):
         return None
     path = folder / CARD_FILE
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(render_card(folder, run, exports), encoding="utf-8")
-    temporary.replace(path)
+    with atomic_file(path) as handle:
+        handle.write(render_card(folder, run, exports))
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, parse_custom_id, plan_requests, read_results
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
+from datagen.output import atomic_file
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute, select_image_ids, teacher_info
 from datagen.records import Manifest
@@ -50,12 +51,10 @@ def planned_requests(options: GenerateOptions) -> dict[str, ChatRequest]:
 def write_requests(options: GenerateOptions) -> int:
     path = options.requests_out
     needed = planned_requests(options)
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with temporary.open("wb") as handle:
+        with atomic_file(path, "wb") as handle:
             for cid, request in needed.items():
                 handle.write(input_line(cid, request))
-        temporary.replace(path)
     except OSError as error:
         raise InputError(f"--requests-out {path}: cannot write ({error.strerror}); pick a writable path") from None
     return len(needed)

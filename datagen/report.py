@@ -12,7 +12,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from datagen import __version__
 from datagen.errors import InputError
-from datagen.output import iter_jsonl
+from datagen.output import atomic_file, iter_jsonl
 from datagen.records import IMAGE_TOKEN, task_file
 from datagen.tasks import TASKS
 
@@ -630,7 +629,6 @@ def write_report(folders: list[Path], out: Path, prices: Prices | None) -> list[
     label_runs(runs)
     page = render_html(runs, prices)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, out)
+    with atomic_file(out) as handle:
+        handle.write(page)
     return runs
