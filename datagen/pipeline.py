@@ -27,10 +27,10 @@ from datagen.errors import InputError, TeacherFatalError
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
-from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, SourceStats, Task, TaskCounts, Usage
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.teacher import DEFAULT_BASE_URL, MockTeacher, OpenAITeacher, RetryableError, Teacher, redact_url
+from datagen.teacher import MockTeacher, RetryableError, Teacher, redact_url
+from datagen.teacher_factory import BackendSettings, build_teacher
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -78,28 +78,23 @@ def fingerprint(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Offline teachers, each labelled mock in every record and manifest; "mock-terse" gives a second, shorter-spoken
+# teacher so that two-teacher comparisons (docs/COMPARING_TEACHERS.md) can be rehearsed offline.
+MOCK_TEACHERS = {"mock": MockTeacher, "mock-terse": lambda: MockTeacher(variant="terse")}
+
+
 def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ) -> Teacher:
-    if options.teacher == "mock":
-        return MockTeacher()
-    if options.teacher != "openai":
-        raise InputError(f"--teacher {options.teacher}: unknown teacher; use mock or openai")
-    if not options.model:
-        raise InputError("--model is required with --teacher openai; pass the model name your endpoint serves")
-    api_key = environ.get("OPENAI_API_KEY")
-    if not api_key:
-        raise InputError(
-            "OPENAI_API_KEY is not set; export it (local servers that ignore keys accept any value), or use --teacher mock for offline test data"
-        )
-    limiter = RateLimiter(rpm=options.rpm, tpm=options.tpm, concurrency=options.concurrency)
-    return OpenAITeacher(
+    settings = BackendSettings(
+        kind=options.teacher,
         model=options.model,
-        api_key=api_key,
-        base_url=options.base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        base_url=options.base_url,
+        concurrency=options.concurrency,
         timeout=options.timeout,
         max_retries=options.max_retries,
-        concurrency=options.concurrency,
-        limiter=limiter,
+        rpm=options.rpm,
+        tpm=options.tpm,
     )
+    return build_teacher(settings, MOCK_TEACHERS, environ=environ)
 
 
 def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit: int | None) -> list[int]:
