@@ -10,7 +10,6 @@ then scores them.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -127,6 +126,3 @@ def run_bench(
         writer.close()
     return answers_file, len(todo), len(done)
 
-
-def read_answers(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
