@@ -379,10 +379,13 @@ def render_summary(summary: dict) -> str:
             f"score differences {correlations}"
         )
     counts = summary["counts"]
-    parts.append(
-        f"judgements: requested {counts['requested']} = judged {counts['judged']} + failed {sum(counts['failed'].values())} "
-        f"{counts['failed'] or ''} + skipped {sum(counts['skipped'].values())} {counts['skipped'] or ''}".replace("  ", " ").strip()
-    )
+
+    def total(kind: str) -> str:
+        reasons = counts[kind]
+        detail = " (" + ", ".join(f"{reason} {count}" for reason, count in reasons.items()) + ")" if reasons else ""
+        return f"{kind} {sum(reasons.values())}{detail}"
+
+    parts.append(f"judgements: requested {counts['requested']} = judged {counts['judged']} + {total('failed')} + {total('skipped')}")
     return "\n\n".join(parts)
 
 
