@@ -372,3 +372,48 @@ def test_openai_judge_through_the_mock_server(cli, tmp_path):
     for path in out.iterdir():
         if path.is_file():
             assert b"sk-secret-judge" not in path.read_bytes(), path
+
+
+def test_kill_9_then_rerun_gives_every_judgement_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from datagen.mock_server import MockServer, MockServerConfig
+
+    count = 60
+    questions = [{"question_id": i, "image": "x.jpg", "text": f"Question {i}?", "category": "conv"} for i in range(count)]
+    files = {
+        "questions": write_jsonl(tmp_path / "q.jsonl", questions),
+        "context": write_jsonl(tmp_path / "c.jsonl", [{"image": "x.jpg", "caption": "A red bus on a street."}]),
+        "reference": write_jsonl(tmp_path / "r.jsonl", [{"question_id": i, "text": f"A red bus {i}."} for i in range(count)]),
+        "candidate": write_jsonl(tmp_path / "k.jsonl", [{"question_id": i, "text": "A bus."} for i in range(count)]),
+    }
+    out = tmp_path / "judged"
+    command = [sys.executable, "-m", "datagen.cli", "judge", "--out", str(out), "--judge-model", "judge-x", "--concurrency", "4",
+               *(arg for name, path in files.items() for arg in (f"--{name}", str(path)))]
+    with MockServer(MockServerConfig(latency_ms=30)) as server:
+        env = {"PATH": os.environ.get("PATH", ""), "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url,
+               "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reviews = out / "reviews.jsonl"
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if reviews.exists() and reviews.stat().st_size > 20_000:
+                break
+            time.sleep(0.02)
+        killed = process.poll() is None
+        if killed:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        requests = server.stats()["total"]
+    assert final.returncode == 0, final.stderr
+    assert killed, "the first run finished before it could be killed"
+    lines = [json.loads(line) for line in reviews.read_text().splitlines()]
+    assert sorted((line["item_id"], line["order"]) for line in lines) == sorted((str(i), o) for i in range(count) for o in ORDERS)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["judged"] + summary["counts"]["failed"].get("no_scores", 0) == 2 * count
+    assert requests <= 2 * count + 4  # only judgements in flight at the kill are asked twice
