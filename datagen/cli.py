@@ -323,7 +323,7 @@ def judge(
 ) -> None:
     """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table."""
     from datagen.judge import SYSTEM_MESSAGE, JudgeOptions, run_judge
-    from datagen.judge_inputs import items_from_files, items_from_folders, known_tasks
+    from datagen.judge_inputs import items_from_files, items_from_folders
 
     files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
     if folders and any(files.values()):
@@ -333,7 +333,7 @@ def judge(
             raise typer.BadParameter(f"got {len(folders)} folders; pass exactly two: A_DIR B_DIR", param_hint="A_DIR B_DIR")
         if captions is None:
             raise typer.BadParameter("is required with A_DIR B_DIR: the COCO captions file both runs used", param_hint="--captions")
-        loaded = items_from_folders(folders[0], folders[1], captions, instances, known_tasks(parse_tasks(tasks)), limit)
+        loaded = items_from_folders(folders[0], folders[1], captions, instances, parse_tasks(tasks), limit)
     else:
         missing = [flag for flag, value in files.items() if value is None]
         if missing:

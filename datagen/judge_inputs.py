@@ -19,7 +19,7 @@ from datagen.coco import Box, CocoSource, ImageAnnotations
 from datagen.context import render_context
 from datagen.errors import InputError
 from datagen.output import iter_jsonl
-from datagen.records import IMAGE_TOKEN, TASKS
+from datagen.records import IMAGE_TOKEN
 from datagen.pipeline import MANIFEST_FILE
 
 
@@ -237,9 +237,3 @@ def items_from_files(
               (("questions", questions), ("reference", reference), ("candidate", candidate), ("context", context))}
     return LoadedItems(items=items, skipped=dict(skipped), input_hashes=hashes)
 
-
-def known_tasks(value: list[str]) -> list[str]:
-    unknown = [task for task in value if task not in TASKS]
-    if unknown:
-        raise InputError(f"--tasks: unknown task {', '.join(unknown)}; choose from {','.join(TASKS)}")
-    return value

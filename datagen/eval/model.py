@@ -25,7 +25,6 @@ class AnswerModel:
         if dtype not in ("float32", "bfloat16", "float16"):
             raise InputError(f"--dtype {dtype}: choose auto, float32, bfloat16 or float16")
         torch_dtype = getattr(torch, dtype)
-        self.model_id = path.resolve().name
         if (path / CHECKPOINT_META).is_file():
             self._load_ours(path, torch_dtype)
         elif _is_llava_folder(path):
