@@ -139,3 +139,12 @@ def test_answers_of_another_model_are_not_mixed(tmp_path):
 def test_batches_never_mix_image_and_text_questions():
     items = [1, 2, 3, 10, 11, 4, 5, 6, 7]
     assert batches(items, 3, lambda n: n < 10) == [[1, 2, 3], [10, 11], [4, 5, 6], [7]]
+
+
+def test_eval_bad_input_is_one_line_before_any_model_loads(cli, tmp_path):
+    result = cli("eval", "scienceqa", "--model", tmp_path, "--problems", tmp_path / "problems.json", "--split-file",
+                 tmp_path / "pid_splits.json", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "--problems" in result.output and "file not found" in result.output
+    (tmp_path / "q.jsonl").write_text("not json\n")
+    result = cli("eval", "bench", "--model", tmp_path, "--questions", tmp_path / "q.jsonl", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "--questions" in result.output and "line 1" in result.output

@@ -418,3 +418,19 @@ def test_kill_9_then_rerun_gives_every_judgement_once(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["judged"] + summary["counts"]["failed"].get("no_scores", 0) == 2 * count
     assert requests <= 2 * count + 4  # only judgements in flight at the kill are asked twice
+
+
+def test_judge_prompt_file_replaces_ours(cli, tmp_path):
+    import hashlib
+
+    files = bench_files(tmp_path)
+    prompt = tmp_path / "my_judge.txt"
+    prompt.write_text("Score both answers from 1 to 10; scores on the first line.\n")
+    common = ["judge", "--reference", files["reference"], "--candidate", files["candidate"], "--questions", files["questions"],
+              "--context", files["context"], "--judge", "mock"]
+    result = cli(*common, "--out", tmp_path / "mine", "--judge-prompt", prompt)
+    assert result.exit_code == 0, result.output
+    settings = json.loads((tmp_path / "mine" / "judge.json").read_text())
+    assert settings["fingerprint_parts"]["system_prompt"] == hashlib.sha256(prompt.read_bytes()).hexdigest()
+    result = cli(*common, "--out", tmp_path / "other", "--judge-prompt", tmp_path / "missing.txt")
+    assert result.exit_code == 2 and "--judge-prompt" in result.output and "missing.txt" in result.output
