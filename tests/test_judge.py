@@ -434,3 +434,17 @@ def test_judge_prompt_file_replaces_ours(cli, tmp_path):
     assert settings["fingerprint_parts"]["system_prompt"] == hashlib.sha256(prompt.read_bytes()).hexdigest()
     result = cli(*common, "--out", tmp_path / "other", "--judge-prompt", tmp_path / "missing.txt")
     assert result.exit_code == 2 and "--judge-prompt" in result.output and "missing.txt" in result.output
+
+
+def test_folders_made_from_other_captions_are_refused(cli, two_teachers, tmp_path):
+    import shutil
+
+    other = tmp_path / "b"
+    shutil.copytree(two_teachers / "b", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["settings"]["fingerprint_parts"]["captions_sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("judge", two_teachers / "a", other, "--captions", CAPTIONS, "--out", tmp_path / "o", "--judge", "mock")
+    assert result.exit_code == 2 and "another captions file" in result.output
+    result = cli("judge", two_teachers / "a", tmp_path / "nowhere", "--captions", CAPTIONS, "--out", tmp_path / "o", "--judge", "mock")
+    assert result.exit_code == 2 and "no manifest.json" in result.output
