@@ -32,13 +32,13 @@ from datagen.output import JsonlAppender, write_json_atomic
 from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected, parse_answer
 from datagen.prompts import BUNDLED_PROMPTS, InstructionList, PromptPack, load_instructions, load_pack
-from datagen.ratelimit import RateLimiter
 from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
-from datagen.redaction import redact_url, url_has_credentials
+from datagen.redaction import redact_url
 from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line
+from datagen.teacher import ChatReply, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
+from datagen.teacher_factory import BackendSettings, build_teacher
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -102,31 +102,29 @@ def fingerprint(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Offline teachers, each labelled mock in every record and manifest; "mock-terse" gives a second, shorter-spoken
+# teacher so that two-teacher comparisons (docs/COMPARING_TEACHERS.md) can be rehearsed offline.
+MOCK_TEACHERS = {"mock": MockTeacher, "mock-terse": lambda: MockTeacher(variant="terse")}
+
+
 def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ) -> Teacher:
-    if options.teacher == "mock":
-        return MockTeacher()
-    base_url, api_key = resolve_endpoint(options.teacher, options.model, options.base_url, environ)
-    if url_has_credentials(base_url):
-        # aiohttp refuses userinfo beside the key header, and the password would be one more secret to keep.
-        flag = "--base-url" if options.base_url else ("AZURE_OPENAI_ENDPOINT" if options.teacher == "azure" else "OPENAI_BASE_URL")
-        raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and pass the key in the API key variable")
-    limiter = RateLimiter(rpm=options.rpm, tpm=options.tpm, concurrency=options.concurrency)
-    return OpenAITeacher(
+    settings = BackendSettings(
+        kind=options.teacher,
         model=options.model,
-        api_key=api_key,
-        base_url=base_url,
+        base_url=options.base_url,
+        concurrency=options.concurrency,
         timeout=options.timeout,
         max_retries=options.max_retries,
-        concurrency=options.concurrency,
-        limiter=limiter,
-        kind=options.teacher,
+        rpm=options.rpm,
+        tpm=options.tpm,
     )
+    return build_teacher(settings, MOCK_TEACHERS, environ=environ)
 
 
 def teacher_info(options: GenerateOptions, environ: dict[str, str] = os.environ) -> TeacherInfo:
     """What a run's records will say about their teacher, checked like make_teacher's but with no key needed."""
-    if options.teacher == "mock":
-        return MockTeacher().info
+    if options.teacher in MOCK_TEACHERS:
+        return MOCK_TEACHERS[options.teacher]().info
     resolve_endpoint(options.teacher, options.model, options.base_url, environ, need_key=False)
     return TeacherInfo(kind=options.teacher, model=options.model, mock=False)
 

@@ -89,15 +89,17 @@ class Teacher(Protocol):
 class MockTeacher:
     """Offline, deterministic answers built only from the context; labelled mock everywhere it appears."""
 
-    def __init__(self) -> None:
-        self.info = TeacherInfo(kind="mock", model="mock", mock=True)
+    def __init__(self, variant: str = "default") -> None:
+        # A variant is a second offline teacher with its own name, so two-teacher comparisons run offline too.
+        self.variant = variant
+        self.info = TeacherInfo(kind="mock", model="mock" if variant == "default" else f"mock-{variant}", mock=True)
         self.stats: Counter[str] = Counter()
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         from datagen.mock_teacher import estimate_tokens, mock_answer
 
         self.stats["requests"] += 1
-        text = mock_answer(request.messages, request.body().get("seed"))
+        text = mock_answer(request.messages, request.body().get("seed"), self.variant)
         finish_reason = "stop"
         completion_tokens = estimate_tokens(text)
         if completion_tokens > request.max_tokens:
