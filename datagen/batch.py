@@ -25,15 +25,13 @@ from datagen.errors import InputError, TeacherFatalError
 from datagen.output import write_json_atomic
 from datagen.pipeline import GenerateOptions, Run, execute, teacher_info
 from datagen.records import Manifest, TeacherInfo
-from datagen.tasks import build_request
+from datagen.vision import ImageProblem
 from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, one_line, parse_completion, redact_url
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
 CHAT_URL = "/v1/chat/completions"
 MAX_REQUESTS = 50_000
-# OpenAI caps an input file at 200 MB; the margin covers whichever megabyte they count in.
-MAX_INPUT_BYTES = 190_000_000
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -70,17 +68,26 @@ def input_line(cid: str, request: ChatRequest) -> bytes:
 
 def plan_requests(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> dict[str, ChatRequest]:
     """custom_id -> the request whose answer the cache still lacks, for every pending item of `run`."""
-    needed: dict[str, ChatRequest] = {}
+    return dict(iter_planned(run, cache, retry_tokens))
+
+
+def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> Iterator[tuple[str, ChatRequest]]:
+    """plan_requests one at a time, for readers that need not hold every request (and its image) at once.
+
+    Items whose image cannot be shown are skipped (counted in `run.skipped`), as the live run skips them."""
     for image, task in run.pending():
-        request = build_request(image, task, run.packs[task], run.sampling)
+        try:
+            request, _ = run.request_for(image, task)
+        except ImageProblem as problem:
+            run.skip(task, problem.reason)
+            continue
         reply = cache.get(request.key()) if cache is not None else None
         if reply is not None and reply.finish_reason == "length" and (retry_tokens or 0) > request.max_tokens:
             # The live run would ask again with room to finish (Run.process); so does the next batch.
             request = request.model_copy(update={"max_tokens": retry_tokens})
             reply = cache.get(request.key())
         if reply is None:
-            needed[custom_id(image.image_id, task, request.key())] = request
-    return needed
+            yield custom_id(image.image_id, task, request.key()), request
 
 
 class BatchResults(BaseModel):
@@ -286,7 +293,7 @@ class BatchJob:
         size = 0
         for cid, request in needed.items():
             line = input_line(cid, request)
-            if ids and (len(ids) >= self.options.batch_size or size + len(line) > MAX_INPUT_BYTES):
+            if ids and (len(ids) >= self.options.batch_size or size + len(line) > self.options.batch_max_bytes):
                 yield ids, b"".join(lines)
                 ids, lines, size = [], [], 0
             ids.append(cid)

@@ -319,12 +319,23 @@ def _format_qa(pairs: list[tuple[str, str]]) -> str:
     return QA_SEPARATOR.join(f"Question:\n{q}{QA_SEPARATOR}Answer:\n{a}" for q, a in pairs)
 
 
+def _query_of(message: dict) -> str:
+    """The query as the mock reads it: a line per image saying what it shows (size, mean colour), then the text."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return _text_of(message)
+    from datagen.vision import describe_image, image_parts
+
+    seen = [line for line in map(describe_image, image_parts(content)) if line]
+    return "\n".join([*seen, _text_of(message)])
+
+
 def mock_answer(messages: list[dict], seed: int | None = None) -> str:
     """A teacher-like answer to `messages`, in the format their few-shot answers use.
 
     Identical (messages, seed) give identical answers; the wording varies with either.
     """
-    context = _text_of(messages[-1]) if messages else ""
+    context = _query_of(messages[-1]) if messages else ""
     digest = hashlib.blake2b(f"{seed}\x00{context}".encode(), digest_size=8).digest()
     rng = random.Random(int.from_bytes(digest, "big"))
     scene = _Scene(context)

@@ -45,15 +45,18 @@ def check_finish_reason(finish_reason: str | None) -> None:
         raise Rejected("unfinished", f"the answer did not end naturally (finish_reason={finish_reason})")
 
 
-def check_answer(text: str, finish_reason: str | None) -> str:
-    """Checks every task shares; returns the answer stripped."""
+def check_answer(text: str, finish_reason: str | None, see: str = "text") -> str:
+    """Checks every task shares; returns the answer stripped.
+
+    `see` is what the teacher was shown (generate --see): a teacher shown only the image had no captions or
+    boxes to betray, and may rightly talk about text or labels it reads in the picture, so the leak rule is off."""
     check_finish_reason(finish_reason)
     stripped = text.strip()
     if not stripped:
         raise Rejected("empty", "the teacher returned no text")
     if _REFUSAL.search(stripped):
         raise Rejected("refusal", f"refusal: {stripped[:80]!r}")
-    leak = _TEXT_SOURCE.search(stripped)
+    leak = _TEXT_SOURCE.search(stripped) if see != "image" else None
     if leak:
         raise Rejected("reveals_text_source", f"mentions {leak.group(0)!r}, which an image cannot show")
     return stripped
@@ -82,9 +85,9 @@ def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[str, str]] | str:
+def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "text") -> list[tuple[str, str]] | str:
     """Validated content: Q/A pairs for conversation and complex reasoning, the paragraph text for detail."""
-    answer = check_answer(text, finish_reason)
+    answer = check_answer(text, finish_reason, see)
     if task == "detail":
         if _LABEL.match(answer):
             raise Rejected("unparseable", "a detail description must be plain paragraphs, not Question/Answer blocks")
