@@ -32,8 +32,8 @@ from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, RecordMeta, SourceStats, Task, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.request_shape import RequestShape
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.vision import DEFAULT_IMAGE_MAX_SIDE, EncodedImage, ImageProblem, See, encode_image
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line, redact_url
+from datagen.vision import DEFAULT_IMAGE_MAX_SIDE, EncodedImage, ImageProblem, See, encode_image
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -139,7 +139,8 @@ class Run:
     def __init__(self, options: GenerateOptions, teacher: Teacher | None = None) -> None:
         self.options = options
         self.out = options.out
-        needs_boxes = [task for task in options.tasks if options.contexts[task] == "captions+boxes"]
+        # A teacher shown only the image is sent no boxes, so it needs no instances file.
+        needs_boxes = [task for task in options.tasks if options.contexts[task] == "captions+boxes" and options.see != "image"]
         if needs_boxes and options.instances is None:
             raise InputError(
                 f"--instances is required: tasks {', '.join(needs_boxes)} show object boxes; pass the COCO instances file"

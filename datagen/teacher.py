@@ -25,6 +25,7 @@ from datagen.errors import TeacherFatalError
 from datagen.ratelimit import RateLimiter
 from datagen.records import TeacherInfo, Usage
 from datagen.request_shape import RequestShape, fix_for_refused_field
+from datagen.vision import estimate_content_tokens
 
 class ChatRequest(BaseModel):
     # Frozen: the serialised form below is kept, so a changed request must be a new one (model_copy).
@@ -124,7 +125,6 @@ class MockTeacher:
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         from datagen.mock_teacher import estimate_tokens, mock_answer
-        from datagen.vision import estimate_content_tokens
 
         self.stats["requests"] += 1
         text = mock_answer(request.messages, request.body().get("seed"))
@@ -351,7 +351,10 @@ class OpenAITeacher:
     async def _send(self, request: ChatRequest) -> ChatReply:
         import aiohttp
 
-        estimated_tokens = request.max_tokens + sum(len(message["content"]) for message in request.messages) // 4
+        text_chars = sum(len(message["content"]) for message in request.messages if isinstance(message["content"], str))
+        # Content parts (an image the teacher is shown) count by their own estimate, images by OpenAI's tile formula.
+        parts = sum(estimate_content_tokens(message["content"]) for message in request.messages if not isinstance(message["content"], str))
+        estimated_tokens = request.max_tokens + text_chars // 4 + parts
         async with self.limiter.slot(estimated_tokens) as outcome:
             self.stats["requests"] += 1
             try:

@@ -11,11 +11,11 @@ import base64
 import hashlib
 import io
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
 
 See = Literal["text", "image", "both"]
 SEE_CHOICES: tuple[See, ...] = ("text", "image", "both")
@@ -32,7 +32,8 @@ class ImageProblem(Exception):
         self.reason = reason
 
 
-class EncodedImage(BaseModel):
+@dataclass(frozen=True)
+class EncodedImage:
     data_url: str
     sha256: str  # of the JPEG bytes sent: what records name as their provenance, never the bytes themselves
     width: int

@@ -145,6 +145,13 @@ def test_image_regime_sends_only_the_resized_image_and_the_teacher_sees_it(serve
     assert manifest.settings["fingerprint_parts"]["image_max_side"] == MAX_SIDE
 
 
+def test_image_regime_needs_no_instances_file(server, images, tmp_path):
+    bodies, manifest = run_and_collect(server, tmp_path / "out", tasks=["detail"], see="image", images=images, instances=None)
+    assert manifest.counts["detail"].written == 22 and len(bodies) == 22
+    with pytest.raises(InputError, match="--instances is required"):
+        generate(options(tmp_path / "both", server, tasks=["detail"], see="both", images=images, instances=None))
+
+
 def test_both_regime_sends_image_then_context(server, images, tmp_path):
     text_bodies, _ = run_and_collect(server, tmp_path / "text", tasks=["complex_reasoning"], images=images)
     both_bodies, _ = run_and_collect(server, tmp_path / "both", tasks=["complex_reasoning"], see="both", images=images)
