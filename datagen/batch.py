@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -66,13 +66,9 @@ def input_line(cid: str, request: ChatRequest) -> bytes:
     return (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": request.body()}, ensure_ascii=False) + "\n").encode()
 
 
-def plan_requests(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> dict[str, ChatRequest]:
-    """custom_id -> the request whose answer the cache still lacks, for every pending item of `run`."""
-    return dict(iter_planned(run, cache, retry_tokens))
-
-
 def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> Iterator[tuple[str, ChatRequest]]:
-    """plan_requests one at a time, for readers that need not hold every request (and its image) at once.
+    """(custom_id, request) for every pending item of `run` whose answer the cache still lacks, one at a time:
+    with --see image|both each request carries its image, too many to hold at once on a big run.
 
     Items whose image cannot be shown are skipped (counted in `run.skipped`), as the live run skips them."""
     for image, task in run.pending():
@@ -284,14 +280,16 @@ class BatchJob:
 
     # -- planning ---------------------------------------------------------------------------------
 
-    def plan(self) -> dict[str, ChatRequest]:
-        return plan_requests(self.planner, self.cache, self.options.length_retry_max_tokens)
+    def plan(self) -> Iterator[tuple[str, ChatRequest]]:
+        # Streamed: with --see image|both every request carries its image, too many to hold at once.
+        return iter_planned(self.planner, self.cache, self.options.length_retry_max_tokens)
 
-    def chunks(self, needed: dict[str, ChatRequest]) -> Iterator[tuple[list[str], bytes]]:
+    def chunks(self, needed: Iterable[tuple[str, ChatRequest]]) -> Iterator[tuple[list[str], bytes]]:
+        """Input files of at most --batch-size requests and `batch_max_bytes` bytes (OpenAI's 200 MB cap)."""
         ids: list[str] = []
         lines: list[bytes] = []
         size = 0
-        for cid, request in needed.items():
+        for cid, request in needed:
             line = input_line(cid, request)
             if ids and (len(ids) >= self.options.batch_size or size + len(line) > self.options.batch_max_bytes):
                 yield ids, b"".join(lines)
@@ -304,8 +302,11 @@ class BatchJob:
 
     # -- the server -------------------------------------------------------------------------------
 
-    def submit(self, needed: dict[str, ChatRequest]) -> None:
+    def submit(self, needed: Iterable[tuple[str, ChatRequest]]) -> int:
+        """Upload and create a batch per input file; the number of requests submitted."""
+        submitted = 0
         for ids, data in self.chunks(needed):
+            submitted += len(ids)
             name = f"input-{len(self.state.batches) + 1:04d}.jsonl"
             self._write(name, data)
             with self.api("upload the batch input file"):
@@ -315,6 +316,7 @@ class BatchJob:
             self.state.batches.append(stored)
             self.save()
             self.create(stored)
+        return submitted
 
     def create(self, stored: StoredBatch) -> None:
         with self.api("create a batch"):
@@ -390,13 +392,12 @@ class BatchJob:
         self.settle()
         while True:
             # A second round happens only for --retry-length answers cut short in the first.
-            needed = {cid: request for cid, request in self.plan().items() if request.key() not in self.failed and request.key() not in self.refused}
-            if not needed:
+            needed = ((cid, request) for cid, request in self.plan() if request.key() not in self.failed and request.key() not in self.refused)
+            if not self.submit(needed):
                 break
-            self.submit(needed)
             self.settle()
         unanswered = {}
-        for cid, request in self.plan().items():
+        for cid, request in self.plan():
             if request.key() in self.refused:
                 continue  # becomes a request_refused reject in the ingest run
             image_id, task, _ = parse_custom_id(cid)

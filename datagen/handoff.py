@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, plan_requests, read_results
+from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, read_results
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.pipeline import GenerateOptions, Run, execute, select_image_ids, teacher_info
@@ -78,10 +78,10 @@ def ingest_results(options: GenerateOptions) -> Manifest:
     run = offline_run(options)
     cache = open_cache(run, create=True)
     try:
-        needed = plan_requests(run, cache, options.length_retry_max_tokens)
-        expected = {cid: request.key() for cid, request in needed.items()}
+        # Keys only: the requests themselves (images included) are not kept.
+        expected = {cid: request.key() for cid, request in iter_planned(run, cache, options.length_retry_max_tokens)}
         results = read_results(data, expected)
-        if needed and not results.answers and not results.refused:
+        if expected and not results.answers and not results.refused:
             raise InputError(
                 f"--results-in {path}: none of its lines answers a pending request of this run ({results.foreign} for other requests,"
                 f" {results.unreadable} unreadable); rerun with the settings used for --requests-out"
@@ -90,7 +90,7 @@ def ingest_results(options: GenerateOptions) -> Manifest:
             cache.put(key, reply)
     finally:
         cache.close()
-    _report(path, results, len(needed))
+    _report(path, results, len(expected))
     unanswered = {}
     for cid, key in expected.items():
         if key not in results.answers and key not in results.refused:

@@ -304,17 +304,33 @@ def test_the_mock_server_reports_image_tokens_in_usage(server, images, tmp_path)
     assert manifest.usage.prompt_tokens == text_only + 22 * (85 + 170)
 
 
-def test_requests_out_carries_the_image_parts(server, images, tmp_path):
+def test_requests_out_and_results_in_carry_the_image_parts(server, images, tmp_path):
     from datagen.handoff import write_requests
 
     path = tmp_path / "requests.jsonl"
-    written = write_requests(options(tmp_path / "out", server, tasks=["conversation"], see="image", images=images, requests_out=path))
+    handed = dict(tasks=["conversation"], see="image", images=images)
+    written = write_requests(options(tmp_path / "handed", server, requests_out=path, **handed))
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert written == len(lines) == 22
     assert all(query(line["body"])[0]["type"] == "image_url" for line in lines)
     server.reset()
-    generate(options(tmp_path / "live", server, tasks=["conversation"], see="image", images=images))
+    generate(options(tmp_path / "live", server, **handed))
     assert canonical([line["body"] for line in lines]) == canonical(received(server))
+    # Another engine answers the file (here: the mock server, one body at a time); ingesting sends nothing.
+    results = []
+    for line in lines:
+        request = urllib.request.Request(
+            server.base_url + "/chat/completions", data=json.dumps(line["body"]).encode(), headers={"Authorization": f"Bearer {KEY}"}
+        )
+        with urllib.request.urlopen(request) as response:
+            results.append({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": json.load(response)}, "error": None})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(result) + "\n" for result in results), encoding="utf-8")
+    server.reset()
+    ingested = generate(options(tmp_path / "handed", server, results_in=tmp_path / "results.jsonl", **handed))
+    assert server.stats()["total"] == 0 and ingested.counts["conversation"].written == 22
+    assert sorted(map(json.dumps, records_of(tmp_path / "handed", "conversation"))) == sorted(
+        map(json.dumps, records_of(tmp_path / "live", "conversation"))
+    )
 
 
 def test_batch_files_split_on_bytes_and_match_a_live_run(server, images, tmp_path):
