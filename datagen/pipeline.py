@@ -365,7 +365,11 @@ class Run:
     async def process(self, image: ImageAnnotations, task: str) -> None:
         pack = self.packs[task]
         try:
-            request, picture = self.request_for(image, task)
+            if self.options.see == "text":
+                request, picture = self.request_for(image, task)
+            else:
+                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop.
+                request, picture = await asyncio.to_thread(self.request_for, image, task)
         except ImageProblem as problem:
             self.skip(task, problem.reason)
             return
