@@ -44,17 +44,22 @@ class EncodedImage:
 
 
 def encode_image(path: Path, max_side: int = DEFAULT_IMAGE_MAX_SIDE) -> EncodedImage:
-    return _encode_cached(str(path), max_side)
+    try:
+        status = path.stat()
+    except OSError:
+        raise ImageProblem("image_missing", f"{path}: no such image file") from None
+    if not path.is_file():
+        raise ImageProblem("image_missing", f"{path}: not a file")
+    # A file rewritten in place is a new image: its size or modification time is part of the memo's key.
+    return _encode_cached(str(path), status.st_size, status.st_mtime_ns, max_side)
 
 
 # Each image serves up to three tasks, asked one after another: a few recent encodings spare the repeats
 # while memory stays bounded however big the run.
 @lru_cache(maxsize=16)
-def _encode_cached(path: str, max_side: int) -> EncodedImage:
+def _encode_cached(path: str, size: int, mtime_ns: int, max_side: int) -> EncodedImage:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if not Path(path).is_file():
-        raise ImageProblem("image_missing", f"{path}: no such image file")
     try:
         with Image.open(path) as opened:
             picture = ImageOps.exif_transpose(opened).convert("RGB")

@@ -219,7 +219,6 @@ def test_a_changed_image_is_a_new_request(server, images, tmp_path):
     first_name = sample_images()[0]["file_name"]
     Image.new("RGB", (64, 64), (250, 250, 250)).save(own / first_name)
     (out / "detail.jsonl").unlink()
-    _encode_cached.cache_clear()
     _, manifest = run_and_collect(server, out, tasks=["detail"], see="image", images=own)
     assert manifest.requests_sent == 1 and manifest.cache_hits == 21
 
@@ -231,7 +230,6 @@ def test_missing_and_unreadable_images_are_skipped_and_counted(server, images, t
     for entry in entries[2:]:
         (own / entry["file_name"]).write_bytes((images / entry["file_name"]).read_bytes())
     (own / entries[1]["file_name"]).write_bytes(b"not a jpeg at all")
-    _encode_cached.cache_clear()
     bodies, manifest = run_and_collect(server, tmp_path / "out", see="both", images=own)
     assert len(bodies) == 60
     for task in TASKS:
@@ -240,7 +238,6 @@ def test_missing_and_unreadable_images_are_skipped_and_counted(server, images, t
     # The files turn up: a rerun asks for exactly the skipped items.
     for entry in entries[:2]:
         (own / entry["file_name"]).write_bytes((images / entry["file_name"]).read_bytes())
-    _encode_cached.cache_clear()
     bodies, manifest = run_and_collect(server, tmp_path / "out", see="both", images=own)
     assert len(bodies) == 6 and all(counts.written == 22 and not counts.skipped for counts in manifest.counts.values())
 
