@@ -9,6 +9,8 @@ image|both`) are estimated with OpenAI's tile formula for GPT-4o-class models at
 
 from __future__ import annotations
 
+from collections import Counter
+
 from pydantic import BaseModel
 
 from datagen.handoff import planned_requests
@@ -26,6 +28,7 @@ class Estimate(BaseModel):
     image_tokens: int = 0  # part of prompt_tokens
     completion_tokens: int
     completion_tokens_max: int
+    skipped: dict[str, int] = {}  # items a live run would skip, by reason (image_missing...)
     cost: float | None = None
     cost_max: float | None = None
 
@@ -36,7 +39,8 @@ def estimate(options: GenerateOptions) -> Estimate:
         shots = load_pack(options.prompts, task).shots
         typical[task] = sum(estimate_tokens(shot.response) for shot in shots) // max(1, len(shots))
     requests = prompt = images = completion = completion_max = 0
-    for cid, request in planned_requests(options):
+    skipped: Counter[str] = Counter()
+    for cid, request in planned_requests(options, skipped):
         task = cid.split(":")[1]
         requests += 1
         for message in request.messages:
@@ -46,7 +50,12 @@ def estimate(options: GenerateOptions) -> Estimate:
         completion += min(typical[task] or request.max_tokens, request.max_tokens)
         completion_max += request.max_tokens
     result = Estimate(
-        requests=requests, prompt_tokens=prompt, image_tokens=images, completion_tokens=completion, completion_tokens_max=completion_max
+        requests=requests,
+        prompt_tokens=prompt,
+        image_tokens=images,
+        completion_tokens=completion,
+        completion_tokens_max=completion_max,
+        skipped=dict(sorted(skipped.items())),
     )
     if options.price_in is not None or options.price_out is not None:
         price_in, price_out = (options.price_in or 0.0) / 1e6, (options.price_out or 0.0) / 1e6
@@ -61,6 +70,9 @@ def describe(result: Estimate) -> str:
         f"estimated tokens: {result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion"
         f" (at most {result.completion_tokens_max:,} completion)",
     ]
+    if result.skipped:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in result.skipped.items())
+        lines.append(f"{sum(result.skipped.values())} items would be skipped ({reasons}), not counted above")
     if result.image_tokens:
         lines.append(f"of the prompt tokens, {result.image_tokens:,} are images (OpenAI's detail=high tile formula; other servers count differently)")
     if result.cost is not None:

@@ -9,6 +9,7 @@ normal pipeline, so the records are those a live run would write.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,10 +38,11 @@ def open_cache(run: Run, create: bool = False) -> ResponseCache | None:
     return ResponseCache(path)
 
 
-def planned_requests(options: GenerateOptions) -> Iterator[tuple[str, ChatRequest]]:
+def planned_requests(options: GenerateOptions, skipped: Counter[str] | None = None) -> Iterator[tuple[str, ChatRequest]]:
     """(custom_id, request) for every pending item whose answer the cache lacks: what a live run would send.
 
-    One at a time: with --see image|both each request carries its image, too many to hold at once on a big run."""
+    One at a time: with --see image|both each request carries its image, too many to hold at once on a big run.
+    `skipped` receives the items a live run would skip, by reason (a missing image, no usable caption)."""
     run = offline_run(options)
     cache = open_cache(run)
     try:
@@ -48,6 +50,9 @@ def planned_requests(options: GenerateOptions) -> Iterator[tuple[str, ChatReques
     finally:
         if cache is not None:
             cache.close()
+        if skipped is not None:
+            for counts in run.skipped.values():
+                skipped.update(counts)
 
 
 def write_requests(options: GenerateOptions) -> int:

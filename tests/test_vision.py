@@ -289,8 +289,21 @@ def test_dry_run_counts_image_tokens(server, images, tmp_path):
     assert text.image_tokens == 0 and image.requests == both.requests == 22
     # Sent with the longer side at 256 px, every image is one 512-px tile.
     assert image.image_tokens == both.image_tokens == 22 * (85 + 170)
+    assert text.skipped == image.skipped == {}
     contexts = sum(content_text_tokens(request.messages[-1]["content"]) for _, request in planned_requests(options(tmp_path / "t", server, tasks=["detail"])))
     assert both.prompt_tokens - image.prompt_tokens == contexts
+
+
+def test_dry_run_counts_the_items_missing_images_would_skip(server, images, tmp_path):
+    from datagen.estimate import describe, estimate
+
+    own = tmp_path / "images"
+    own.mkdir()
+    for entry in sample_images()[3:]:
+        (own / entry["file_name"]).write_bytes((images / entry["file_name"]).read_bytes())
+    result = estimate(options(tmp_path / "out", server, see="both", images=own, dry_run=True))
+    assert result.requests == 57 and result.skipped == {"image_missing": 9}
+    assert "9 items would be skipped (image_missing 9)" in describe(result)
 
 
 def test_the_mock_server_reports_image_tokens_in_usage(server, images, tmp_path):
