@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-
 See = Literal["text", "image", "both"]
 SEE_CHOICES: tuple[See, ...] = ("text", "image", "both")
 DEFAULT_IMAGE_MAX_SIDE = 768
