@@ -188,6 +188,12 @@ def test_encoding_is_deterministic_and_strips_metadata(tmp_path):
     assert once == again and (once.width, once.height) == (300, 150)
     assert once.sha256 == hashlib.sha256(base64.b64decode(once.data_url[len(DATA_URL_PREFIX):])).hexdigest()
     assert "exif" not in decoded(once.data_url).info
+    rotated = tmp_path / "rotated.jpg"
+    turn = Image.Exif()
+    turn[0x0112] = 6  # Orientation: the camera was held upright; viewers turn the picture 90 degrees
+    Image.new("RGB", (1200, 600), (200, 200, 10)).save(rotated, exif=turn)
+    upright = encode_image(rotated, 300)
+    assert (upright.width, upright.height) == (150, 300) and decoded(upright.data_url).size == (150, 300)
     small = encode_image(png, 300)
     assert decoded(small.data_url).mode == "RGB" and (small.width, small.height) == (50, 80)  # never enlarged
 
