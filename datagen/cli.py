@@ -72,6 +72,14 @@ def parse_contexts(values: list[str]) -> dict[str, str]:
     return contexts
 
 
+def parse_see(value: str) -> str:
+    from datagen.vision import SEE_CHOICES
+
+    if value not in SEE_CHOICES:
+        raise typer.BadParameter(f"{value!r}: choose text, image or both", param_hint="--see")
+    return value
+
+
 def parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -155,6 +163,9 @@ def generate(
     price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens, for --dry-run's cost estimate"),
     requests_out: Optional[Path] = typer.Option(None, help="Write the pending requests as an OpenAI Batch input file; send nothing"),
     results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
+    see: str = typer.Option("text", help="What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the images named in the captions file (--see image|both)"),
+    image_max_side: int = typer.Option(768, min=16, help="Longer side of the JPEG sent to the teacher, in pixels (--see image|both)"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.pipeline import GenerateOptions, generate as run_generate
@@ -207,6 +218,9 @@ def generate(
         price_out=price_out,
         requests_out=requests_out,
         results_in=results_in,
+        see=parse_see(see),
+        images=images,
+        image_max_side=image_max_side,
     )
     if dry_run:
         from datagen.estimate import describe, estimate

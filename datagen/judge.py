@@ -26,7 +26,7 @@ from datagen.judge_inputs import JudgeItem, LoadedItems
 from datagen.judge_mock import HEURISTICS, MockJudge
 from datagen.judge_stats import Agreement, Pair, TaskSummary, agreement, summarise, table, winner
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
-from datagen.records import TeacherInfo, Usage
+from datagen.records import TeacherInfo, Usage, UsageTotals
 from datagen.teacher import ChatRequest, RetryableError, Teacher, redact_url
 from datagen.teacher_factory import BackendSettings, build_teacher
 
@@ -192,7 +192,7 @@ class JudgeRun:
         }
         self.reviews: dict[tuple[str, str, str, str], Review] = {}  # (task, item, judge model, order) -> review
         self.skipped: Counter[str] = Counter()
-        self.usage = Usage()
+        self.usage = UsageTotals()
 
     def prepare_output(self) -> None:
         import json

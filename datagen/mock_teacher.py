@@ -345,6 +345,17 @@ def _terse(answer: str, qa_format: bool) -> str:
     return _format_qa([(question, _first_sentences(reply, 1)) for question, reply in pairs[:2]])
 
 
+def _query_of(message: dict) -> str:
+    """The query as the mock reads it: a line per image saying what it shows (size, mean colour), then the text."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return _text_of(message)
+    from datagen.vision import describe_image, image_parts
+
+    seen = [line for line in map(describe_image, image_parts(content)) if line]
+    return "\n".join([*seen, _text_of(message)])
+
+
 def mock_answer(messages: list[dict], seed: int | None = None, variant: str = "default") -> str:
     """A teacher-like answer to `messages`, in the format their few-shot answers use.
 
@@ -359,7 +370,7 @@ def mock_answer(messages: list[dict], seed: int | None = None, variant: str = "d
 
 
 def _default_answer(messages: list[dict], seed: int | None) -> str:
-    context = _text_of(messages[-1]) if messages else ""
+    context = _query_of(messages[-1]) if messages else ""
     digest = hashlib.blake2b(f"{seed}\x00{context}".encode(), digest_size=8).digest()
     rng = random.Random(int.from_bytes(digest, "big"))
     scene = _Scene(context)

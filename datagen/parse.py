@@ -16,6 +16,8 @@ class Rejected(Exception):
 
 
 _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
+# Rules about our text context, which a teacher shown only the image never had.
+IMAGE_ONLY_EXEMPT = frozenset({"reveals_text_source"})
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
 _FIRST_QUESTION = re.compile(r"^\s*Question\s*:", re.IGNORECASE | re.MULTILINE)
 
@@ -43,7 +45,8 @@ def check_answer(text: str, finish_reason: str | None) -> str:
     return stripped
 
 
-def _raise_first(findings: list[Finding]) -> None:
+def _raise_first(findings: list[Finding], see: str = "text") -> None:
+    findings = [finding for finding in findings if not (see == "image" and finding.rule in IMAGE_ONLY_EXEMPT)]
     if findings:
         first = findings[0]
         raise Rejected(first.rule, f"{first.role} {first.turn + 1}: {first.excerpt!r}")  # type: ignore[arg-type]
@@ -72,29 +75,31 @@ def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_answer(task: str, text: str, finish_reason: str | None) -> list[tuple[str, str]] | str:
+def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "text") -> list[tuple[str, str]] | str:
     """Validated content: Q/A pairs for conversation and complex reasoning, the paragraph text for detail.
 
     The reply is parsed first, then every question and answer goes through `check_pairs`; the most
-    serious finding becomes the reject reason.
+    serious finding becomes the reject reason. `see` is what the teacher was shown (generate --see): a
+    teacher shown only the image had no captions or boxes to betray, and may rightly talk about text or
+    labels it reads in the picture, so the text-source rule is off for it.
     """
     answer = check_answer(text, finish_reason)
     if task == "detail":
         if _LABEL.match(answer):
             raise Rejected("unparseable", "a detail description must be plain paragraphs, not Question/Answer blocks")
-        _raise_first(check_pairs(task, [("", answer)]))
+        _raise_first(check_pairs(task, [("", answer)]), see)
         return answer
     try:
         pairs = parse_qa_pairs(answer)
     except Rejected:
         # A reply that is all refusal, or opens with chat talk before its first block, says more than 'unparseable'.
-        _raise_first(check_lead(_before_first_question(answer)))
+        _raise_first(check_lead(_before_first_question(answer)), see)
         raise
     if not pairs:
         raise Rejected("unparseable", "no Question/Answer pair found")
     if task == "complex_reasoning" and len(pairs) != 1:
         raise Rejected("wrong_turn_count", f"complex reasoning needs exactly one Question/Answer pair, got {len(pairs)}")
-    _raise_first(check_pairs(task, pairs))
+    _raise_first(check_pairs(task, pairs), see)
     return pairs
 
 

@@ -37,8 +37,9 @@ from datagen.redaction import redact_url
 from datagen.request_shape import RequestShape
 from datagen.storage_errors import StorageError
 from datagen.tasks import SamplingSettings, build_meta, build_record, build_reject, build_request
-from datagen.teacher import ChatReply, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
+from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
 from datagen.teacher_factory import BackendSettings, build_teacher
+from datagen.vision import DEFAULT_IMAGE_MAX_SIDE, EncodedImage, ImageProblem, See, encode_image
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -82,12 +83,17 @@ class GenerateOptions(BaseModel):
     batch: bool = False
     poll_interval: float = 30.0
     batch_size: int = 50_000
+    batch_max_bytes: int = 190_000_000  # OpenAI caps a batch input file at 200 MB; the margin covers either megabyte
     # Nothing sent live: estimate (datagen/estimate.py), or hand the requests to another engine (datagen/handoff.py).
     dry_run: bool = False
     price_in: float | None = None
     price_out: float | None = None
     requests_out: Path | None = None
     results_in: Path | None = None
+    # Vision teachers (datagen/vision.py): what the teacher is shown, and from which folder the images come.
+    see: See = "text"
+    images: Path | None = None
+    image_max_side: int = DEFAULT_IMAGE_MAX_SIDE
 
     def request_shape(self) -> RequestShape:
         limit_field = "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
@@ -143,13 +149,19 @@ class Run:
     def __init__(self, options: GenerateOptions, teacher: Teacher | None = None) -> None:
         self.options = options
         self.out = options.out
-        needs_boxes = [task for task in options.tasks if options.contexts[task] == "captions+boxes"]
+        # A teacher shown only the image is sent no boxes, so it needs no instances file.
+        needs_boxes = [task for task in options.tasks if options.contexts[task] == "captions+boxes" and options.see != "image"]
         if needs_boxes and options.instances is None:
             raise InputError(
                 f"--instances is required: tasks {', '.join(needs_boxes)} show object boxes; pass the COCO instances file"
                 " or --context TASK=captions"
             )
-        self.packs: dict[str, PromptPack] = {task: load_pack(options.prompts, task) for task in options.tasks}
+        if options.see != "text" and options.images is None:
+            raise InputError(f"--see {options.see} needs --images DIR, the folder holding the images named in the captions file")
+        if options.images is not None and not options.images.is_dir():
+            raise InputError(f"--images {options.images}: folder not found; pass the folder holding the COCO images")
+        vision = options.see != "text"
+        self.packs: dict[str, PromptPack] = {task: load_pack(options.prompts, task, vision) for task in options.tasks}
         self.detail_instructions: InstructionList = load_instructions("detail", options.prompts)
         self.teacher: Teacher = teacher or make_teacher(options)
         self.source = CocoSource(options.captions, options.instances, snapshot=options.out / SOURCE_SNAPSHOT_FILE)
@@ -184,6 +196,10 @@ class Run:
             "shard": list(self.options.shard) if self.options.shard else None,
             "request_shape": self.sampling.shape.model_dump(mode="json"),
         }
+        if self.options.see != "text":
+            # Only vision runs name these, so a text run's fingerprint is the one it always had.
+            parts["see"] = self.options.see
+            parts["image_max_side"] = self.options.image_max_side
         for task in self.options.tasks:
             parts[f"prompt_pack:{task}"] = self.packs[task].sha256
             parts[f"context:{task}"] = self.sampling.contexts[task]
@@ -215,6 +231,8 @@ class Run:
                 if before is None
                 else [key for key, value in self.fingerprint_parts.items() if key in before and before[key] != value]
             )
+            if before is not None and before.get("see", "text") != self.options.see and "see" not in changed:
+                changed.append("see")  # a text run's parts do not name it: switching to or from text must still show
             if changed and not self.options.force:
                 raise InputError(
                     f"--out {self.out}: holds a run made with other settings (changed: {', '.join(changed)}); "
@@ -349,9 +367,37 @@ class Run:
                 else:
                     yield image, task
 
+    def check_images(self) -> None:
+        """With --see image|both, some selected image must be in --images: else nothing could be asked at all."""
+        if self.options.see == "text" or not self.selected_ids:
+            return
+        folder = self.options.images
+        if not any((folder / self.source.file_name(image_id)).is_file() for image_id in self.selected_ids):
+            example = self.source.file_name(self.selected_ids[0])
+            raise InputError(
+                f"--images {folder}: none of the {len(self.selected_ids)} selected images is there (e.g. {example});"
+                " pass the folder holding the files named in the captions file"
+            )
+
+    def request_for(self, image: ImageAnnotations, task: str) -> tuple[ChatRequest, EncodedImage | None]:
+        """The item's request, with its image encoded now (one at a time); ImageProblem when it cannot be shown."""
+        picture = None
+        if self.options.see != "text":
+            picture = encode_image(self.options.images / image.file_name, self.options.image_max_side)
+        return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
+
     async def process(self, image: ImageAnnotations, task: str) -> None:
         pack = self.packs[task]
-        request = build_request(image, task, pack, self.sampling)
+        try:
+            if self.options.see == "text":
+                request, picture = self.request_for(image, task)
+            else:
+                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop.
+                request, picture = await asyncio.to_thread(self.request_for, image, task)
+        except ImageProblem as problem:
+            self.skip(task, problem.reason)
+            return
+        see = self.options.see
         try:
             reply = await self.teacher.complete(request)
             if reply.finish_reason == "length" and (self.options.length_retry_max_tokens or 0) > request.max_tokens:
@@ -366,15 +412,15 @@ class Run:
         except RequestRefused as refused:
             # A reject, so a rerun does not ask again: the server would refuse this item the same way.
             reply = ChatReply(text="", finish_reason=None, usage=Usage(prompt_tokens=0, completion_tokens=0))
-            meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
+            meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
             self.reject(image, task, "request_refused", str(refused), reply, meta)
             return
         self.usage = self.usage + reply.usage
-        meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
+        meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
         try:
             if reply.refusal is not None:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
-            content = parse_answer(task, reply.text, reply.finish_reason)
+            content = parse_answer(task, reply.text, reply.finish_reason, see)
             record = build_record(image, task, content, meta, self.detail_instructions, self.sampling.seed)
             ground_record(record, image, self.options.reject_unsupported)
         except Rejected as rejection:
@@ -417,6 +463,7 @@ class Run:
         self.prepare_output()
         self.selected_ids = select_image_ids(self.source.image_ids, self.options.shard, self.options.limit)
         self.selected = set(self.selected_ids)
+        self.check_images()
         if self.cache_path is not None:
             self.teacher = CachingTeacher(self.teacher, ResponseCache(self.cache_path))
         self.writers = {task: JsonlAppender(self.out / f"{task}.jsonl") for task in self.options.tasks}

@@ -6,6 +6,7 @@ Retries, backoff, rate limits and the first-request probe live here, invisible t
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import json
@@ -13,7 +14,7 @@ import random
 import re
 import time
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -25,6 +26,7 @@ from datagen.ratelimit import RateLimiter
 from datagen.records import TeacherInfo, Usage
 from datagen.redaction import redact_secrets, redact_url
 from datagen.request_shape import RequestShape, fix_for_refused_field
+from datagen.vision import estimate_content_tokens
 
 
 class ChatRequest(BaseModel):
@@ -32,7 +34,8 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model: str
-    messages: list[dict[str, str]]
+    # Content is a string, or a list of OpenAI content parts when the teacher is shown the image (datagen/vision.py).
+    messages: list[dict[str, Any]]
     temperature: float
     max_tokens: int  # the token limit, sent under the field name the shape says
     seed: int
@@ -55,19 +58,48 @@ class ChatRequest(BaseModel):
         return self._canonical()[0]
 
     def key(self) -> str:
-        """Cache key: the sha256 of the canonical body."""
+        """Cache key: the sha256 of the canonical body, in which each image stands as its own sha256."""
         return self._canonical()[1]
 
     def _canonical(self) -> tuple[bytes, str]:
         if self._encoded is None:
-            data = json.dumps(self.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-            self._encoded = (data, hashlib.sha256(data).hexdigest())
+            data = _canonical_json(self.body())
+            has_images = any(not isinstance(message.get("content"), str) for message in self.messages)
+            material = _canonical_json({**self.body(), "messages": _images_as_hashes(self.messages)}) if has_images else data
+            self._encoded = (data, hashlib.sha256(material).hexdigest())
         return self._encoded
 
     def model_copy(self, *, update: dict | None = None, deep: bool = False) -> ChatRequest:
         copied = super().model_copy(update=update, deep=deep)
         copied._encoded = None  # pydantic copies private attributes too; the copy serialises itself afresh
         return copied
+
+
+def _canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _image_hash(url: str) -> str:
+    """sha256 of a data URL's image bytes (as records' meta.image_sha256 gives it), or of any other URL."""
+    _, base64_marker, payload = url.partition(";base64,")
+    data = base64.b64decode(payload) if url.startswith("data:") and base64_marker else url.encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _images_as_hashes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each image part's data URL replaced by its sha256: what a cache key is made of."""
+    hashed = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [
+                {**part, "image_url": {**part["image_url"], "url": _image_hash(part["image_url"]["url"])}}
+                if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(part.get("image_url"), dict)
+                else part
+                for part in content
+            ]
+        hashed.append({**message, "content": content})
+    return hashed
 
 
 class ChatReply(BaseModel):
@@ -105,7 +137,7 @@ class MockTeacher:
         if completion_tokens > request.max_tokens:
             # Mirror a real server: cut the answer and say so, so truncation handling is exercised offline too.
             text, finish_reason, completion_tokens = text[: request.max_tokens * 4], "length", request.max_tokens
-        prompt_tokens = sum(estimate_tokens(message["content"]) for message in request.messages)
+        prompt_tokens = sum(estimate_content_tokens(message["content"]) for message in request.messages)
         return ChatReply(text=text, finish_reason=finish_reason, usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
 
     async def aclose(self) -> None:
@@ -314,7 +346,10 @@ class OpenAITeacher:
     async def _send(self, request: ChatRequest) -> ChatReply:
         import aiohttp
 
-        estimated_tokens = request.max_tokens + sum(len(message["content"]) for message in request.messages) // 4
+        text_chars = sum(len(message["content"]) for message in request.messages if isinstance(message["content"], str))
+        # Content parts (an image the teacher is shown) count by their own estimate, images by OpenAI's tile formula.
+        parts = sum(estimate_content_tokens(message["content"]) for message in request.messages if not isinstance(message["content"], str))
+        estimated_tokens = request.max_tokens + text_chars // 4 + parts
         async with self.limiter.slot(estimated_tokens) as outcome:
             self.stats["requests"] += 1
             try:
