@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.train.data import IGNORE, record_turns, tokenize_record
+from datagen.train.data import IGNORE, record_turns, render, tokenize_record
 from sp_tokenizer import build_sp_tokenizer
 
 pytestmark = pytest.mark.train
@@ -77,3 +77,19 @@ def test_teacher_text_never_becomes_control_tokens(template):
     assert "Use </s> or <s> here." in answer
     tokens = TOK.convert_ids_to_tokens(ids)
     assert tokens[tokens.index("▁Use"):tokens.index("▁here")] == ["▁Use", "▁", "<", "/", "s", ">", "▁or", "▁", "<", "s", ">"]
+
+
+def test_one_piece_tokenisation_differs_only_after_the_image_and_only_in_non_legacy_mode():
+    """What a HF processor does with the same rendered text: one string, BOS from the post-processor.
+    Legacy-mode tokenizers give LLaVA's ids exactly; non-legacy ones drop the lone `▁` after <image>."""
+    rec = record("<image>\nWhat colour?", "Red.", "Shape?", "A circle.")
+    for scheme in ("always", "first"):
+        tok = build_sp_tokenizer(scheme)
+        text, _ = render("vicuna_v1", record_turns(rec), tok)
+        one_piece = tok(text.removeprefix(tok.bos_token))["input_ids"]
+        ids, _ = tokenize_record(record_turns(rec), "vicuna_v1", tok, IMG, n_image=1, max_length=4096)
+        if scheme == "always":
+            assert one_piece == ids
+        else:
+            after = ids.index(IMG) + 1
+            assert tok.convert_ids_to_tokens(ids[after]) == "▁" and one_piece == ids[:after] + ids[after + 1:]
