@@ -156,9 +156,9 @@ def _encode_piece(text: str, start: int, tokenizer, marks: list[tuple[int, int]]
     tokenised with special-token matching off."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     special = set(tokenizer.all_special_ids)
-    strays = [o for t, o in zip(enc["input_ids"], enc["offset_mapping"])
-              if t in special and (o[0] + start, o[1] + start) not in marks]
-    if not strays:
+    stray = any(t in special and (o[0] + start, o[1] + start) not in marks
+                for t, o in zip(enc["input_ids"], enc["offset_mapping"]))
+    if not stray:
         return enc["input_ids"], [(s + start, e + start) for s, e in enc["offset_mapping"]]
     ids: list[int] = []
     offsets: list[tuple[int, int]] = []
@@ -206,6 +206,12 @@ def encode(template: str, text: str, spans, tokenizer):
 
 
 def tokenize_record(turns, template, tokenizer, image_token_id: int, n_image: int, max_length: int):
+    if template == "chat":
+        # The LLM's template text is tokenised in one piece, so a literal control token in a turn
+        # would become one: such a record is skipped rather than trained on.
+        literal = sorted({t for t in tokenizer.all_special_tokens if t != IMAGE_TOKEN for _, v in turns if t in v})
+        if literal:
+            raise Skip("control token in text", f"{literal} would be read as control tokens by --template chat")
     text, spans = render(template, turns, tokenizer)
     input_ids, offsets = encode(template, text, spans, tokenizer)
     labels = labels_from_spans(input_ids, offsets, spans)
