@@ -31,10 +31,11 @@ RECORD = {"id": "r", "image": "a.png", "conversations": [
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
-    """Non-square images with detail near every edge, so a crop and a pad give different pixels."""
+    """Non-square images with detail near every edge, so a crop and a pad give different pixels; 301x500
+    pads unevenly (99 + 100 columns), where processors have differed by a pixel."""
     root = tmp_path_factory.mktemp("images")
     paths = []
-    for w, h in ((640, 480), (300, 500)):
+    for w, h in ((640, 480), (300, 500), (301, 500)):
         im = Image.linear_gradient("L").resize((w, h)).convert("RGB")
         im.paste((200, 30, 30), (0, 0, w // 5, h // 5))
         im.paste((30, 30, 200), (w - w // 5, h - h // 5, w, h))
