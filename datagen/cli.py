@@ -250,12 +250,14 @@ def export(
     keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
     seed: int = typer.Option(0, help="Seed of --shuffle"),
+    fmt: str = typer.Option("llava", "--format", help="llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)"),
 ) -> None:
-    """Merge task files into LLaVA-Instruct-150K-format records."""
+    """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
     from datagen.export import export as run_export
 
-    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed)
-    write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
+    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed, fmt)
+    if fmt == "llava":  # the card types LLaVA records; chat-message rows are TRL's format, read without one
+        write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
     typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
 
 
