@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-train demo test bench schemas clean
+.PHONY: setup setup-train setup-tf4 demo test bench schemas clean
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -20,6 +20,18 @@ $(VENV)/.train-done: $(VENV)/.setup-done
 	$(PIP) -e '.[train,dev]'
 	touch $@
 
+# transformers 4.57 beside the project's 5.x, for the test that loads `export-hf` output as 4.x users
+# (and serving engines) do. Built once and reused; it borrows the main environment's torch through a
+# .pth placed after its own site-packages, so torch is not installed twice.
+VENV_TF4 := .venv-tf4
+setup-tf4: $(VENV_TF4)/.done
+$(VENV_TF4)/.done: $(VENV)/.train-done
+	$(PYTHON) -m venv $(VENV_TF4)
+	$(VENV_TF4)/bin/pip install --disable-pip-version-check -q 'transformers==4.57.*' 'tokenizers<0.23' safetensors pillow jinja2 numpy
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$($(VENV_TF4)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-main-env-torch.pth"
+	touch $@
+
 demo: setup
 	rm -rf demo-out
 	$(BIN)/datagen generate --teacher mock --captions data/captions.json --instances data/instances.json --out demo-out --seed 0
@@ -27,8 +39,8 @@ demo: setup
 	$(BIN)/datagen align --captions data/captions.json --out demo-out/llava_pretrain.json
 	@echo "demo-out/ holds conversation/detail/complex_reasoning.jsonl, rejects.jsonl, manifest.json and the exports"
 
-test: setup-train
-	$(BIN)/python -m pytest
+test: setup-train setup-tf4
+	DATAGEN_REQUIRE_TF4=1 $(BIN)/python -m pytest
 
 bench: setup-train
 	$(BIN)/python bench/generate_bench.py
@@ -42,4 +54,4 @@ schemas: setup
 	$(BIN)/python -m datagen.schemas schemas
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(VENV_TF4) demo-out .pytest_cache

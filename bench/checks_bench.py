@@ -24,12 +24,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from datagen.checks import RULES  # noqa: E402  (run as a script from the repository)
-from datagen.parse import Rejected, parse_answer  # noqa: E402
+from datagen.parse import Rejected  # noqa: E402
+from datagen.tasks import TASKS, parse_answer  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "answer_corpus.jsonl"
 PROMPTS = ROOT / "prompts"
 OUT = HERE / "results_checks.md"
-TASKS = ("conversation", "detail", "complex_reasoning")
 RECALL_TARGET, FALSE_REFUSAL_TARGET = 0.90, 0.02
 
 

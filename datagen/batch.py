@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -24,17 +24,14 @@ from datagen.errors import InputError, TeacherFatalError
 from datagen.output import atomic_file, write_json_atomic
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute, teacher_info
-from datagen.ratelimit import RateLimiter
 from datagen.records import Manifest, SkipReason, TeacherInfo
 from datagen.redaction import environment_secrets, redact_secrets
-from datagen.items import build_request
-from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, one_line, parse_completion, redact_url
+from datagen.vision import ImageProblem
+from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, one_line, parse_completion, redact_url
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
 CHAT_URL = "/v1/chat/completions"
-# OpenAI caps an input file at 200 MB; the margin covers whichever megabyte they count in.
-MAX_INPUT_BYTES = 190_000_000
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -69,19 +66,24 @@ def input_line(cid: str, request: ChatRequest) -> bytes:
     return (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": request.body()}, ensure_ascii=False) + "\n").encode()
 
 
-def plan_requests(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> dict[str, ChatRequest]:
-    """custom_id -> the request whose answer the cache still lacks, for every pending item of `run`."""
-    needed: dict[str, ChatRequest] = {}
+def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> Iterator[tuple[str, ChatRequest]]:
+    """(custom_id, request) for every pending item of `run` whose answer the cache still lacks, one at a time:
+    with --see image|both each request carries its image, too many to hold at once on a big run.
+
+    Items whose image cannot be shown are skipped (counted in `run.skipped`), as the live run skips them."""
     for image, task in run.pending():
-        request = build_request(image, task, run.packs[task], run.sampling)
+        try:
+            request, _ = run.request_for(image, task)
+        except ImageProblem as problem:
+            run.skip(task, problem.reason)
+            continue
         reply = cache.get(request.key()) if cache is not None else None
         if reply is not None and reply.finish_reason == "length" and (retry_tokens or 0) > request.max_tokens:
             # The live run would ask again with room to finish (Run.process); so does the next batch.
             request = request.model_copy(update={"max_tokens": retry_tokens})
             reply = cache.get(request.key())
         if reply is None:
-            needed[custom_id(image.image_id, task, request.key())] = request
-    return needed
+            yield custom_id(image.image_id, task, request.key()), request
 
 
 class BatchResults(BaseModel):
@@ -169,7 +171,7 @@ def _reason(status: str) -> SkipReason:
     return _SKIP_REASONS.get(status, "batch_failed")
 
 
-class CacheOnlyTeacher:
+class CacheOnlyTeacher(Teacher):
     """Beneath the cache in the ingest run: nothing goes out live, so a miss stays pending for the next run.
 
     `refused` (request key -> message) holds requests a batch engine refused per item: they become rejects,
@@ -181,8 +183,6 @@ class CacheOnlyTeacher:
         self.refused = refused or {}
         self.base_url = base_url
         self.stats: Counter[str] = Counter()
-        self.last_error: str | None = None
-        self.limiter: RateLimiter | None = None
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         message = self.refused.get(request.key())
@@ -281,16 +281,18 @@ class BatchJob:
 
     # -- planning ---------------------------------------------------------------------------------
 
-    def plan(self) -> dict[str, ChatRequest]:
-        return plan_requests(self.planner, self.cache, self.options.length_retry_max_tokens)
+    def plan(self) -> Iterator[tuple[str, ChatRequest]]:
+        # Streamed: with --see image|both every request carries its image, too many to hold at once.
+        return iter_planned(self.planner, self.cache, self.options.length_retry_max_tokens)
 
-    def chunks(self, needed: dict[str, ChatRequest]) -> Iterator[tuple[list[str], bytes]]:
+    def chunks(self, needed: Iterable[tuple[str, ChatRequest]]) -> Iterator[tuple[list[str], bytes]]:
+        """Input files of at most --batch-size requests and `batch_max_bytes` bytes (OpenAI's 200 MB cap)."""
         ids: list[str] = []
         lines: list[bytes] = []
         size = 0
-        for cid, request in needed.items():
+        for cid, request in needed:
             line = input_line(cid, request)
-            if ids and (len(ids) >= self.options.batch_size or size + len(line) > MAX_INPUT_BYTES):
+            if ids and (len(ids) >= self.options.batch_size or size + len(line) > self.options.batch_max_bytes):
                 yield ids, b"".join(lines)
                 ids, lines, size = [], [], 0
             ids.append(cid)
@@ -301,8 +303,11 @@ class BatchJob:
 
     # -- the server -------------------------------------------------------------------------------
 
-    def submit(self, needed: dict[str, ChatRequest]) -> None:
+    def submit(self, needed: Iterable[tuple[str, ChatRequest]]) -> int:
+        """Upload and create a batch per input file; the number of requests submitted."""
+        submitted = 0
         for ids, data in self.chunks(needed):
+            submitted += len(ids)
             name = f"input-{len(self.state.batches) + 1:04d}.jsonl"
             self._write(name, data)
             with self.api("upload the batch input file"):
@@ -312,6 +317,7 @@ class BatchJob:
             self.state.batches.append(stored)
             self.save()
             self.create(stored)
+        return submitted
 
     def create(self, stored: StoredBatch) -> None:
         with self.api("create a batch"):
@@ -387,13 +393,12 @@ class BatchJob:
         self.settle()
         while True:
             # A second round happens only for --retry-length answers cut short in the first.
-            needed = {cid: request for cid, request in self.plan().items() if request.key() not in self.failed and request.key() not in self.refused}
-            if not needed:
+            needed = ((cid, request) for cid, request in self.plan() if request.key() not in self.failed and request.key() not in self.refused)
+            if not self.submit(needed):
                 break
-            self.submit(needed)
             self.settle()
         unanswered = {}
-        for cid, request in self.plan().items():
+        for cid, request in self.plan():
             if request.key() in self.refused:
                 continue  # becomes a request_refused reject in the ingest run
             image_id, task, _ = parse_custom_id(cid)

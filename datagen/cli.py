@@ -75,6 +75,14 @@ def parse_contexts(values: list[str]) -> dict[str, str]:
     return contexts
 
 
+def parse_see(value: str) -> str:
+    from datagen.vision import SEE_CHOICES
+
+    if value not in SEE_CHOICES:
+        raise typer.BadParameter(f"{value!r}: choose text, image or both", param_hint="--see")
+    return value
+
+
 def parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -115,7 +123,10 @@ def generate(
     out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
     tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
-    teacher: str = typer.Option(default("teacher"), help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment) or mock (offline, labelled)"),
+    teacher: str = typer.Option(
+        default("teacher"),
+        help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)",
+    ),
     model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai; the deployment with azure)"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
     prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
@@ -155,6 +166,9 @@ def generate(
     price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens, for --dry-run's cost estimate"),
     requests_out: Optional[Path] = typer.Option(None, help="Write the pending requests as an OpenAI Batch input file; send nothing"),
     results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
+    see: str = typer.Option(default("see"), help="What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the images named in the captions file (--see image|both)"),
+    image_max_side: int = typer.Option(default("image_max_side"), min=16, help="Longer side of the JPEG sent to the teacher, in pixels (--see image|both)"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.generate import generate as run_generate
@@ -208,6 +222,9 @@ def generate(
         price_out=price_out,
         requests_out=requests_out,
         results_in=results_in,
+        see=parse_see(see),
+        images=images,
+        image_max_side=image_max_side,
     )
     if dry_run:
         from datagen.estimate import describe, estimate
@@ -237,12 +254,14 @@ def export(
     keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
     seed: int = typer.Option(0, help="Seed of --shuffle"),
+    fmt: str = typer.Option("llava", "--format", help="llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)"),
 ) -> None:
-    """Merge task files into LLaVA-Instruct-150K-format records."""
+    """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
     from datagen.export import export as run_export
 
-    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed)
-    write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
+    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed, fmt)
+    if fmt == "llava":  # the card types LLaVA records; chat-message rows are TRL's format, read without one
+        write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
     typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
 
 
@@ -401,6 +420,112 @@ def mock_server_command(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     asyncio.run(serve(config))
+
+
+@app.command()
+@friendly_errors
+def judge(
+    folders: list[Path] = typer.Argument(None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference)"),
+    out: Path = typer.Option(..., help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
+    captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
+    instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
+    tasks: str = typer.Option(",".join(TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
+    reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
+    candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
+    questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
+    context: Optional[Path] = typer.Option(None, help='Context JSONL, one line per image: {"image", "caption", "boxes"?}'),
+    judge_backend: str = typer.Option("openai", "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
+    judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
+    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing prompts/judge/system_message.txt"),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (per task with A_DIR B_DIR)"),
+    concurrency: int = typer.Option(16, min=1),
+    timeout: float = typer.Option(120.0, min=0.1),
+    max_retries: int = typer.Option(6, min=0),
+    rpm: Optional[float] = typer.Option(None, min=0.001),
+    tpm: Optional[float] = typer.Option(None, min=1),
+    temperature: float = typer.Option(0.2, min=0.0, max=2.0),
+    max_tokens: int = typer.Option(512, min=1),
+    seed: int = typer.Option(0, help="Seeds the judge's sampling and the bootstrap"),
+    bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples of the 95% interval (0: none)"),
+    cache: Optional[Path] = typer.Option(None, help="Response cache file; default OUT/cache.sqlite"),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
+) -> None:
+    """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table."""
+    from datagen.judge import SYSTEM_MESSAGE, JudgeOptions, run_judge
+    from datagen.judge_inputs import items_from_files, items_from_folders
+
+    files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
+    if folders and any(files.values()):
+        raise typer.BadParameter("give either A_DIR B_DIR or the four answer files, not both", param_hint="A_DIR B_DIR")
+    if folders:
+        if len(folders) != 2:
+            raise typer.BadParameter(f"got {len(folders)} folders; pass exactly two: A_DIR B_DIR", param_hint="A_DIR B_DIR")
+        if captions is None:
+            raise typer.BadParameter("is required with A_DIR B_DIR: the COCO captions file both runs used", param_hint="--captions")
+        loaded = items_from_folders(folders[0], folders[1], captions, instances, parse_tasks(tasks), limit)
+    else:
+        missing = [flag for flag, value in files.items() if value is None]
+        if missing:
+            raise typer.BadParameter(f"missing {', '.join(missing)}: pass A_DIR B_DIR, or all four answer files", param_hint="judge")
+        loaded = items_from_files(reference, candidate, questions, context, limit)
+    options = JudgeOptions(
+        out=out, judge=judge_backend, judge_models=judge_model, base_url=base_url,
+        system_prompt=judge_prompt or SYSTEM_MESSAGE, concurrency=concurrency, timeout=timeout,
+        max_retries=max_retries, rpm=rpm, tpm=tpm, temperature=temperature, max_tokens=max_tokens, seed=seed,
+        resamples=bootstrap, cache=cache, use_cache=not no_cache, force=force, command=safe_argv(),
+    )
+    summary, text = run_judge(options, loaded)
+    typer.echo(text)
+    if summary["status"] != "completed":
+        raise typer.Exit(1)
+
+
+# -- scoring trained models (datagen/eval/); torch loads inside the commands -------------------------
+
+eval_app = typer.Typer(help="Score trained models: LLaVA-Bench-style answers and ScienceQA accuracy", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("bench")
+@friendly_errors
+def eval_bench(
+    model: Path = typer.Option(..., help="A datagen checkpoint or a LlavaForConditionalGeneration folder"),
+    questions: Path = typer.Option(..., help="Questions JSONL (question_id, image, text, category)"),
+    out: Path = typer.Option(..., help="Folder for answers.jsonl (LLaVA's answer format); rerunning into it resumes"),
+    images: Optional[Path] = typer.Option(None, help="Folder the questions' image names are relative to"),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(512, min=1),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """Answer benchmark questions greedily; `datagen judge` then scores the answers against references."""
+    from datagen.eval.bench import run_bench
+
+    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype)
+    typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
+
+
+@eval_app.command("scienceqa")
+@friendly_errors
+def eval_scienceqa(
+    model: Path = typer.Option(..., help="A datagen checkpoint or a LlavaForConditionalGeneration folder"),
+    problems: Path = typer.Option(..., help="ScienceQA's problems.json"),
+    split_file: Path = typer.Option(..., help="ScienceQA's pid_splits.json"),
+    split: str = typer.Option("test", help="Which split of --split-file"),
+    images: Optional[Path] = typer.Option(None, help="ScienceQA's image folder (<pid>/image.png, or <split>/<pid>/image.png)"),
+    out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(32, min=1),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N problems of the split"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """Multiple-choice accuracy overall and per subject, context modality and grade band."""
+    from datagen.eval.scienceqa import run_scienceqa
+
+    _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype)
+    typer.echo(text)
 
 
 def _register_trainer() -> None:

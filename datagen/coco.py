@@ -276,6 +276,10 @@ class CocoSource:
                 self.image(image_id, hard_cases)
         return hard_cases
 
+    def file_name(self, image_id: int) -> str:
+        """The image's file name, without building its annotations."""
+        return self._rows[image_id][0]
+
     def image(self, image_id: int, hard_cases: Counter[str] | None = None) -> ImageAnnotations | None:
         """The image's annotations, cleaned; None (and counted) when it has no usable caption."""
         found: Counter[str] = Counter()

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from datagen.errors import InputError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-TEACHERS = ("mock", "openai", "azure")
+HTTP_TEACHERS = ("openai", "azure")
 
 
 def azure_base_url(endpoint: str, deployment: str, api_version: str) -> str:
@@ -22,14 +22,22 @@ def azure_base_url(endpoint: str, deployment: str, api_version: str) -> str:
 
 
 def resolve_endpoint(
-    teacher: str, model: str | None, base_url: str | None, environ: Mapping[str, str], need_key: bool = True
+    teacher: str,
+    model: str | None,
+    base_url: str | None,
+    environ: Mapping[str, str],
+    need_key: bool = True,
+    kind_flag: str = "--teacher",
+    model_flag: str = "--model",
 ) -> tuple[str, str | None]:
-    """(base URL, API key) for an HTTP teacher; the key is None when not needed (nothing will be sent)."""
-    if teacher not in TEACHERS or teacher == "mock":
-        raise InputError(f"--teacher {teacher}: unknown teacher; use mock, openai or azure")
+    """(base URL, API key) for an HTTP teacher; the key is None when not needed (nothing will be sent).
+
+    The flags are named in the errors, so `judge` (--judge, --judge-model) says its own."""
+    if teacher not in HTTP_TEACHERS:
+        raise InputError(f"{kind_flag} {teacher}: unknown backend; use mock, openai or azure")
     if not model:
         what = "deployment name" if teacher == "azure" else "model name your endpoint serves"
-        raise InputError(f"--model is required with --teacher {teacher}; pass the {what}")
+        raise InputError(f"{model_flag} is required with {kind_flag} {teacher}; pass the {what}")
     if teacher == "azure":
         endpoint = base_url or environ.get("AZURE_OPENAI_ENDPOINT")
         if not endpoint:
@@ -43,5 +51,5 @@ def resolve_endpoint(
     api_key = environ.get(key_variable)
     if need_key and not api_key:
         hint = " (local servers that ignore keys accept any value)" if teacher == "openai" else ""
-        raise InputError(f"{key_variable} is not set; export it{hint}, or use --teacher mock for offline test data")
+        raise InputError(f"{key_variable} is not set; export it{hint}, or use {kind_flag} mock for an offline run")
     return url, api_key

@@ -1,4 +1,4 @@
-"""Exports: merged LLaVA-Instruct files from a generate folder, and stage-1 alignment records from captions."""
+"""Exports: merged LLaVA-Instruct files (or chat `messages`) from a generate folder, and stage-1 alignment records from captions."""
 
 from __future__ import annotations
 
@@ -11,15 +11,22 @@ from pydantic import BaseModel, ValidationError
 from datagen.coco import CocoSource
 from datagen.errors import InputError
 from datagen.folder_lock import lock_folder
+from datagen.messages import to_messages
 from datagen.output import atomic_file, iter_numbered_jsonl, write_json_atomic
 from datagen.prompts import load_instructions
 from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id, task_file
 from datagen.items import item_seed, place_image_token
 
 
+FORMATS = ("llava", "messages")
+
+
 def write_records(records: list[BaseModel], out: Path, jsonl: bool, keep_meta: bool = True) -> None:
     exclude = None if keep_meta else {"meta"}
-    rows = [record.model_dump(mode="json", by_alias=True, exclude=exclude) for record in records]
+    write_rows([record.model_dump(mode="json", by_alias=True, exclude=exclude) for record in records], out, jsonl)
+
+
+def write_rows(rows: list[dict], out: Path, jsonl: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if not jsonl:
         write_json_atomic(out, rows, indent=None)
@@ -43,7 +50,10 @@ def read_task_records(path: Path) -> list[GeneratedRecord]:
     return records
 
 
-def export(folder: Path, out: Path, tasks: list[str], jsonl: bool, keep_meta: bool, shuffle: bool, seed: int) -> dict[str, int]:
+def export(folder: Path, out: Path, tasks: list[str], jsonl: bool, keep_meta: bool, shuffle: bool, seed: int,
+           fmt: str = "llava") -> dict[str, int]:
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; pass the --out folder of a `datagen generate` run")
     merged: list[GeneratedRecord] = []
@@ -58,7 +68,10 @@ def export(folder: Path, out: Path, tasks: list[str], jsonl: bool, keep_meta: bo
             merged += records
     if shuffle:
         random.Random(seed).shuffle(merged)
-    write_records(merged, out, jsonl, keep_meta)
+    if fmt == "messages":
+        write_rows([to_messages(r, r.meta.model_dump(mode="json") if keep_meta else None) for r in merged], out, jsonl)
+    else:
+        write_records(merged, out, jsonl, keep_meta)
     return counts
 
 

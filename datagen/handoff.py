@@ -9,9 +9,11 @@ normal pipeline, so the records are those a live run would write.
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, parse_custom_id, plan_requests, read_results
+from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, read_results
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.output import atomic_file
@@ -27,6 +29,7 @@ def offline_run(options: GenerateOptions) -> Run:
     run.prepare_output()
     run.selected_ids = select_image_ids(run.source.image_ids, options.shard, options.limit)
     run.selected = set(run.selected_ids)
+    run.check_images()
     return run
 
 
@@ -37,27 +40,35 @@ def open_cache(run: Run, create: bool = False) -> ResponseCache | None:
     return ResponseCache(path)
 
 
-def planned_requests(options: GenerateOptions) -> dict[str, ChatRequest]:
-    """custom_id -> request, for every pending item whose answer the cache lacks: what a live run would send."""
+def planned_requests(options: GenerateOptions, skipped: Counter[str] | None = None) -> Iterator[tuple[str, ChatRequest]]:
+    """(custom_id, request) for every pending item whose answer the cache lacks: what a live run would send.
+
+    One at a time: with --see image|both each request carries its image, too many to hold at once on a big run.
+    `skipped` receives the items a live run would skip, by reason (a missing image, no usable caption)."""
     run = offline_run(options)
     cache = open_cache(run)
     try:
-        return plan_requests(run, cache, options.length_retry_max_tokens)
+        yield from iter_planned(run, cache, options.length_retry_max_tokens)
     finally:
         if cache is not None:
             cache.close()
+        if skipped is not None:
+            for counts in run.skipped.values():
+                skipped.update(counts)
 
 
 def write_requests(options: GenerateOptions) -> int:
     path = options.requests_out
-    needed = planned_requests(options)
+    written = 0
     try:
+        # Written whole or not at all: a bad --images or a full disk midway leaves no half file behind.
         with atomic_file(path, "wb") as handle:
-            for cid, request in needed.items():
+            for cid, request in planned_requests(options):
                 handle.write(input_line(cid, request))
+                written += 1
     except OSError as error:
         raise InputError(f"--requests-out {path}: cannot write ({error.strerror}); pick a writable path") from None
-    return len(needed)
+    return written
 
 
 def ingest_results(options: GenerateOptions) -> Manifest:
@@ -71,10 +82,10 @@ def ingest_results(options: GenerateOptions) -> Manifest:
     run = offline_run(options)
     cache = open_cache(run, create=True)
     try:
-        needed = plan_requests(run, cache, options.length_retry_max_tokens)
-        expected = {cid: request.key() for cid, request in needed.items()}
+        # Keys only: the requests themselves (images included) are not kept.
+        expected = {cid: request.key() for cid, request in iter_planned(run, cache, options.length_retry_max_tokens)}
         results = read_results(data, expected)
-        if needed and not results.answers and not results.refused:
+        if expected and not results.answers and not results.refused:
             raise InputError(
                 f"--results-in {path}: none of its lines answers a pending request of this run ({results.foreign} for other requests,"
                 f" {results.unreadable} unreadable); rerun with the settings used for --requests-out"
@@ -83,7 +94,7 @@ def ingest_results(options: GenerateOptions) -> Manifest:
             cache.put(key, reply)
     finally:
         cache.close()
-    _report(path, results, len(needed))
+    _report(path, results, len(expected))
     unanswered = {}
     for cid, key in expected.items():
         if key not in results.answers and key not in results.refused:

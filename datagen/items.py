@@ -13,6 +13,7 @@ from datagen.prompts import InstructionList, PromptPack, build_messages
 from datagen.records import IMAGE_TOKEN, GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, record_id
 from datagen.request_shape import RequestShape
 from datagen.teacher import ChatReply, ChatRequest
+from datagen.vision import EncodedImage, See, user_content
 
 
 def item_seed(seed: int, image_id: int, task: str, purpose: str) -> int:
@@ -30,11 +31,13 @@ class SamplingSettings(BaseModel):
     shape: RequestShape = RequestShape()
 
 
-def build_request(image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings) -> ChatRequest:
-    context = render_context(image, sampling.contexts[task])
+def build_request(
+    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text", picture: EncodedImage | None = None
+) -> ChatRequest:
+    context = render_context(image, sampling.contexts[task]) if see != "image" else ""
     return ChatRequest(
         model=sampling.model,
-        messages=build_messages(pack, context),
+        messages=build_messages(pack, user_content(see, context, picture)),
         temperature=sampling.temperature,
         max_tokens=sampling.max_tokens,
         seed=item_seed(sampling.seed, image.image_id, task, "teacher"),
@@ -43,19 +46,31 @@ def build_request(image: ImageAnnotations, task: str, pack: PromptPack, sampling
 
 
 def build_meta(
-    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, teacher: TeacherInfo, request: ChatRequest, reply: ChatReply
+    image: ImageAnnotations,
+    task: str,
+    pack: PromptPack,
+    sampling: SamplingSettings,
+    teacher: TeacherInfo,
+    request: ChatRequest,
+    reply: ChatReply,
+    see: See = "text",
+    picture: EncodedImage | None = None,
 ) -> RecordMeta:
-    shows_boxes = sampling.contexts[task] == "captions+boxes"
+    shows_context = see != "image"
+    shows_boxes = shows_context and sampling.contexts[task] == "captions+boxes"
     return RecordMeta(
         task=task,
         teacher=teacher,
         prompt_hash=pack.sha256,
         image_id=image.image_id,
-        caption_ids=image.caption_ids,
+        caption_ids=image.caption_ids if shows_context else [],
         box_ids=[box.annotation_id for box in image.boxes] if shows_boxes else [],
         usage=reply.usage,
         request_key=request.key(),
         finish_reason=reply.finish_reason,
+        # Text runs leave these out (None is not written), so their records stay as they always were.
+        see=see if see != "text" else None,
+        image_sha256=picture.sha256 if picture is not None else None,
     )
 
 

@@ -73,11 +73,6 @@ _IRREGULAR_PLURALS = {
 }
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough token count (about four characters per token), never below one."""
-    return max(1, (len(text) + 3) // 4)
-
-
 @lru_cache(maxsize=4096)
 def _plural(noun: str) -> str:
     head, _, last = noun.rpartition(" ")
@@ -329,12 +324,48 @@ def _format_qa(pairs: list[tuple[str, str]]) -> str:
     return QA_SEPARATOR.join(f"Question:\n{q}{QA_SEPARATOR}Answer:\n{a}" for q, a in pairs)
 
 
-def mock_answer(messages: list[dict], seed: int | None = None) -> str:
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _first_sentences(text: str, count: int) -> str:
+    return " ".join(_SENTENCE_END.split(text.strip())[:count])
+
+
+def _terse(answer: str, qa_format: bool) -> str:
+    """The "terse" variant: the same facts, fewer of them: two turns at most, one sentence per answer."""
+    if not qa_format:
+        return _first_sentences(answer.split("\n\n")[0], 2)
+    blocks = answer.split(QA_SEPARATOR)
+    pairs = [(blocks[i].removeprefix("Question:\n"), blocks[i + 1].removeprefix("Answer:\n")) for i in range(0, len(blocks), 2)]
+    return _format_qa([(question, _first_sentences(reply, 1)) for question, reply in pairs[:2]])
+
+
+def _query_of(message: dict) -> str:
+    """The query as the mock reads it: a line per image saying what it shows (size, mean colour), then the text."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return _text_of(message)
+    from datagen.vision import describe_image, image_parts
+
+    seen = [line for line in map(describe_image, image_parts(content)) if line]
+    return "\n".join([*seen, _text_of(message)])
+
+
+def mock_answer(messages: list[dict], seed: int | None = None, variant: str = "default") -> str:
     """A teacher-like answer to `messages`, in the format their few-shot answers use.
 
-    Identical (messages, seed) give identical answers; the wording varies with either.
+    Identical (messages, seed, variant) give identical answers; the wording varies with either.
     """
-    context = _text_of(messages[-1]) if messages else ""
+    answer = _default_answer(messages, seed)
+    if variant == "terse":
+        return _terse(answer, answer.startswith("Question:\n"))
+    if variant != "default":
+        raise ValueError(f"unknown mock teacher variant {variant!r}")
+    return answer
+
+
+def _default_answer(messages: list[dict], seed: int | None) -> str:
+    context = _query_of(messages[-1]) if messages else ""
     digest = hashlib.blake2b(f"{seed}\x00{context}".encode(), digest_size=8).digest()
     rng = random.Random(int.from_bytes(digest, "big"))
     scene = _Scene(context)

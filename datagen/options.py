@@ -13,8 +13,10 @@ from datagen.records import Task
 from datagen.tasks import TASKS, task_spec
 from datagen.ratelimit import DEFAULT_CONCURRENCY
 from datagen.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from datagen.vision import DEFAULT_IMAGE_MAX_SIDE, See
 
 MAX_BATCH_REQUESTS = 50_000  # the OpenAI Batch API's cap on requests per batch
+MAX_BATCH_INPUT_BYTES = 190_000_000  # OpenAI caps a batch input file at 200 MB; the margin covers either megabyte
 
 
 class GenerateOptions(BaseModel):
@@ -52,12 +54,17 @@ class GenerateOptions(BaseModel):
     batch: bool = False
     poll_interval: float = 30.0
     batch_size: int = MAX_BATCH_REQUESTS
+    batch_max_bytes: int = MAX_BATCH_INPUT_BYTES
     # Nothing sent live: estimate (datagen/estimate.py), or hand the requests to another engine (datagen/handoff.py).
     dry_run: bool = False
     price_in: float | None = None
     price_out: float | None = None
     requests_out: Path | None = None
     results_in: Path | None = None
+    # Vision teachers (datagen/vision.py): what the teacher is shown, and from which folder the images come.
+    see: See = "text"
+    images: Path | None = None
+    image_max_side: int = DEFAULT_IMAGE_MAX_SIDE
 
     @field_validator("tasks", "contexts")
     @classmethod

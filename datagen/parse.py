@@ -16,6 +16,8 @@ class Rejected(Exception):
 
 
 _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
+# Rules about our text context, which a teacher shown only the image never had.
+IMAGE_ONLY_EXEMPT = frozenset({"reveals_text_source"})
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
 _FIRST_QUESTION = re.compile(r"^\s*Question\s*:", re.IGNORECASE | re.MULTILINE)
 
@@ -43,7 +45,8 @@ def check_answer(text: str, finish_reason: str | None) -> str:
     return stripped
 
 
-def _raise_first(findings: list[Finding]) -> None:
+def _raise_first(findings: list[Finding], see: str = "text") -> None:
+    findings = [finding for finding in findings if not (see == "image" and finding.rule in IMAGE_ONLY_EXEMPT)]
     if findings:
         first = findings[0]
         raise Rejected(first.rule, f"{first.role} {first.turn + 1}: {first.excerpt!r}")  # type: ignore[arg-type]
@@ -74,17 +77,20 @@ def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
 
 Content = list[tuple[str, str]] | str  # Question/Answer pairs, or one prose answer
 
+# `see` is what the teacher was shown (generate --see): a teacher shown only the image had no captions or boxes
+# to betray, and may rightly talk about text or labels it reads in the picture, so the text-source rule is off for it.
 
-def parse_prose(task: str, text: str, finish_reason: str | None) -> str:
+
+def parse_prose(task: str, text: str, finish_reason: str | None, see: str = "text") -> str:
     """A prose answer (a description): plain paragraphs, checked as one answer."""
     answer = check_answer(text, finish_reason)
     if _LABEL.match(answer):
         raise Rejected("unparseable", f"a {task} description must be plain paragraphs, not Question/Answer blocks")
-    _raise_first(check_pairs(task, [("", answer)]))
+    _raise_first(check_pairs(task, [("", answer)]), see)
     return answer
 
 
-def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs: int | None = None) -> list[tuple[str, str]]:
+def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs: int | None = None, see: str = "text") -> list[tuple[str, str]]:
     """Question/Answer pairs (exactly `exact_pairs` of them when set).
 
     The reply is parsed first, then every question and answer goes through `check_pairs`; the most
@@ -102,7 +108,7 @@ def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs
     if exact_pairs is not None and len(pairs) != exact_pairs:
         wanted = "one Question/Answer pair" if exact_pairs == 1 else f"{exact_pairs} Question/Answer pairs"
         raise Rejected("wrong_turn_count", f"{task.replace('_', ' ')} needs exactly {wanted}, got {len(pairs)}")
-    _raise_first(check_pairs(task, pairs))
+    _raise_first(check_pairs(task, pairs), see)
     return pairs
 
 

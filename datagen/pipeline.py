@@ -31,13 +31,14 @@ from datagen.options import GenerateOptions
 from datagen.output_folder import read_done_items, unique_folder
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
-from datagen.ratelimit import RateLimiter
 from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, TaskCounts, TeacherInfo, Usage, UsageTotals
-from datagen.redaction import redact_url, url_has_credentials
+from datagen.redaction import redact_url
 from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request
 from datagen.tasks import TASKS, task_spec
-from datagen.teacher import ChatReply, MockTeacher, OpenAITeacher, RequestRefused, RetryableError, Teacher, one_line
+from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
+from datagen.teacher_factory import BackendSettings, build_teacher
+from datagen.vision import EncodedImage, ImageProblem, encode_image
 
 REJECTS_FILE = "rejects.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -58,31 +59,29 @@ def fingerprint(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Offline teachers, each labelled mock in every record and manifest; "mock-terse" gives a second, shorter-spoken
+# teacher so that two-teacher comparisons (docs/COMPARING_TEACHERS.md) can be rehearsed offline.
+MOCK_TEACHERS = {"mock": MockTeacher, "mock-terse": lambda: MockTeacher(variant="terse")}
+
+
 def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ) -> Teacher:
-    if options.teacher == "mock":
-        return MockTeacher()
-    base_url, api_key = resolve_endpoint(options.teacher, options.model, options.base_url, environ)
-    if url_has_credentials(base_url):
-        # aiohttp refuses userinfo beside the key header, and the password would be one more secret to keep.
-        flag = "--base-url" if options.base_url else ("AZURE_OPENAI_ENDPOINT" if options.teacher == "azure" else "OPENAI_BASE_URL")
-        raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and pass the key in the API key variable")
-    limiter = RateLimiter(rpm=options.rpm, tpm=options.tpm, concurrency=options.concurrency)
-    return OpenAITeacher(
+    settings = BackendSettings(
+        kind=options.teacher,
         model=options.model,
-        api_key=api_key,
-        base_url=base_url,
+        base_url=options.base_url,
+        concurrency=options.concurrency,
         timeout=options.timeout,
         max_retries=options.max_retries,
-        concurrency=options.concurrency,
-        limiter=limiter,
-        kind=options.teacher,
+        rpm=options.rpm,
+        tpm=options.tpm,
     )
+    return build_teacher(settings, MOCK_TEACHERS, environ=environ)
 
 
 def teacher_info(options: GenerateOptions, environ: dict[str, str] = os.environ) -> TeacherInfo:
     """What a run's records will say about their teacher, checked like make_teacher's but with no key needed."""
-    if options.teacher == "mock":
-        return MockTeacher().info
+    if options.teacher in MOCK_TEACHERS:
+        return MOCK_TEACHERS[options.teacher]().info
     resolve_endpoint(options.teacher, options.model, options.base_url, environ, need_key=False)
     return TeacherInfo(kind=options.teacher, model=options.model, mock=False)
 
@@ -101,13 +100,19 @@ class Run:
     def __init__(self, options: GenerateOptions, teacher: Teacher | None = None) -> None:
         self.options = options
         self.out = options.out
-        needs_boxes = [task for task in options.tasks if options.context_of(task) == "captions+boxes"]
+        # A teacher shown only the image is sent no boxes, so it needs no instances file.
+        needs_boxes = [task for task in options.tasks if options.context_of(task) == "captions+boxes" and options.see != "image"]
         if needs_boxes and options.instances is None:
             raise InputError(
                 f"--instances is required: tasks {', '.join(needs_boxes)} show object boxes; pass the COCO instances file"
                 " or --context TASK=captions"
             )
-        self.packs: dict[str, PromptPack] = {task: task_spec(task).load_pack(options.prompts) for task in options.tasks}
+        if options.see != "text" and options.images is None:
+            raise InputError(f"--see {options.see} needs --images DIR, the folder holding the images named in the captions file")
+        if options.images is not None and not options.images.is_dir():
+            raise InputError(f"--images {options.images}: folder not found; pass the folder holding the COCO images")
+        vision = options.see != "text"
+        self.packs: dict[str, PromptPack] = {task: task_spec(task).load_pack(options.prompts, vision) for task in options.tasks}
         # "detail" always: its hash has been a fingerprint part since the first manifest, whichever tasks ran.
         lists = {"detail", *(task_spec(task).instructions for task in options.tasks)} - {None}
         self.instructions: dict[str, InstructionList] = {name: load_instructions(name, options.prompts) for name in sorted(lists)}
@@ -144,6 +149,10 @@ class Run:
             "shard": list(self.options.shard) if self.options.shard else None,
             "request_shape": self.sampling.shape.model_dump(mode="json"),
         }
+        if self.options.see != "text":
+            # Only vision runs name these, so a text run's fingerprint is the one it always had.
+            parts["see"] = self.options.see
+            parts["image_max_side"] = self.options.image_max_side
         for name, instructions in self.instructions.items():
             if name != "detail":
                 parts[f"instructions:{name}"] = instructions.sha256
@@ -178,6 +187,8 @@ class Run:
                 if before is None
                 else [key for key, value in self.fingerprint_parts.items() if key in before and before[key] != value]
             )
+            if before is not None and before.get("see", "text") != self.options.see and "see" not in changed:
+                changed.append("see")  # a text run's parts do not name it: switching to or from text must still show
             if changed and not self.options.force:
                 raise InputError(
                     f"--out {self.out}: holds a run made with other settings (changed: {', '.join(changed)}); "
@@ -312,9 +323,37 @@ class Run:
                 else:
                     yield image, task
 
+    def check_images(self) -> None:
+        """With --see image|both, some selected image must be in --images: else nothing could be asked at all."""
+        if self.options.see == "text" or not self.selected_ids:
+            return
+        folder = self.options.images
+        if not any((folder / self.source.file_name(image_id)).is_file() for image_id in self.selected_ids):
+            example = self.source.file_name(self.selected_ids[0])
+            raise InputError(
+                f"--images {folder}: none of the {len(self.selected_ids)} selected images is there (e.g. {example});"
+                " pass the folder holding the files named in the captions file"
+            )
+
+    def request_for(self, image: ImageAnnotations, task: str) -> tuple[ChatRequest, EncodedImage | None]:
+        """The item's request, with its image encoded now (one at a time); ImageProblem when it cannot be shown."""
+        picture = None
+        if self.options.see != "text":
+            picture = encode_image(self.options.images / image.file_name, self.options.image_max_side)
+        return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
+
     async def process(self, image: ImageAnnotations, task: str) -> None:
         pack = self.packs[task]
-        request = build_request(image, task, pack, self.sampling)
+        try:
+            if self.options.see == "text":
+                request, picture = self.request_for(image, task)
+            else:
+                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop.
+                request, picture = await asyncio.to_thread(self.request_for, image, task)
+        except ImageProblem as problem:
+            self.skip(task, problem.reason)
+            return
+        see = self.options.see
         try:
             reply = await self.teacher.complete(request)
             if reply.finish_reason == "length" and (self.options.length_retry_max_tokens or 0) > request.max_tokens:
@@ -329,16 +368,16 @@ class Run:
         except RequestRefused as refused:
             # A reject, so a rerun does not ask again: the server would refuse this item the same way.
             reply = ChatReply(text="", finish_reason=None, usage=Usage(prompt_tokens=0, completion_tokens=0))
-            meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
+            meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
             self.reject(image, task, "request_refused", str(refused), reply, meta)
             return
         self.usage = self.usage + reply.usage
-        meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply)
+        meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
         try:
             if reply.refusal is not None:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
             spec = task_spec(task)
-            content = spec.parse(reply.text, reply.finish_reason)
+            content = spec.parse(reply.text, reply.finish_reason, see)
             instructions = self.instructions[spec.instructions] if spec.instructions else None
             record = build_record(image, task, content, meta, instructions, self.sampling.seed)
             ground_record(record, image, self.options.reject_unsupported)
@@ -382,6 +421,7 @@ class Run:
         self.prepare_output()
         self.selected_ids = select_image_ids(self.source.image_ids, self.options.shard, self.options.limit)
         self.selected = set(self.selected_ids)
+        self.check_images()
         if self.cache_path is not None:
             self.teacher = CachingTeacher(self.teacher, ResponseCache(self.cache_path))
         self.writers = {task: JsonlAppender(self.out / task_spec(task).file_name) for task in self.options.tasks}

@@ -40,8 +40,13 @@ def _digest(files: list[Path], root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_pack(root: Path, task: str, folders: tuple[str, ...]) -> PromptPack:
-    """The pack of `task` from the first of `folders` (its names as a sub-folder of `root`) that exists."""
+# The system message a vision regime (`--see image|both`) uses when the pack holds one; else the text one.
+IMAGE_SYSTEM_MESSAGE = "system_message.image.txt"
+
+
+def load_pack(root: Path, task: str, folders: tuple[str, ...], vision: bool = False) -> PromptPack:
+    """The pack of `task` from the first of `folders` (its names as a sub-folder of `root`) that exists; with
+    `vision`, its image system message when it has one (and then in the pack's hash)."""
     if not root.is_dir():
         raise InputError(f"--prompts {root}: folder not found; pass a folder holding one sub-folder per task")
     folder = next((root / name for name in folders if (root / name).is_dir()), None)
@@ -51,6 +56,8 @@ def load_pack(root: Path, task: str, folders: tuple[str, ...]) -> PromptPack:
     system_path = folder / "system_message.txt"
     if not system_path.is_file():
         raise InputError(f"{system_path}: missing; every prompt pack needs a system_message.txt")
+    if vision and (folder / IMAGE_SYSTEM_MESSAGE).is_file():
+        system_path = folder / IMAGE_SYSTEM_MESSAGE
     shots, files = [], [system_path]
     for caps_path in sorted(folder.glob("*_caps.txt")):
         conv_path = caps_path.with_name(caps_path.name.replace("_caps.txt", "_conv.txt"))
@@ -61,7 +68,8 @@ def load_pack(root: Path, task: str, folders: tuple[str, ...]) -> PromptPack:
     return PromptPack(task=task, folder=str(folder), system_message=_read(system_path), shots=shots, sha256=_digest(files, folder))
 
 
-def build_messages(pack: PromptPack, context: str) -> list[dict[str, str]]:
+def build_messages(pack: PromptPack, context: str | list[dict[str, object]]) -> list[dict[str, object]]:
+    """System message, the text-only few-shot turns, then the query: the context, or content parts with the image."""
     messages = [{"role": "system", "content": pack.system_message}]
     for shot in pack.shots:
         messages.append({"role": "user", "content": shot.context})

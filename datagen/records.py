@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_serializer, model_validator
 
 # A registered task's name (datagen/tasks.py holds the registry); it also names the task's file, `<task>.jsonl`.
 Task = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -149,6 +149,19 @@ class RecordMeta(BaseModel):
     request_key: str = Field(description="Hash of the exact request; the response cache key")
     finish_reason: str | None = Field(None, description="Why the teacher stopped, as the server said (stop, length, content_filter...)")
     grounding: Grounding | None = Field(default=None, description="Objects the answers name, checked against the annotations")
+    see: Literal["image", "both"] | None = Field(
+        None, description="What a vision teacher was shown besides the prompt (generate --see); absent for text-only runs"
+    )
+    image_sha256: str | None = Field(None, description="sha256 of the JPEG the teacher was shown (generate --see image|both)")
+
+    @model_serializer(mode="wrap")
+    def _omit_vision_when_unused(self, handler):
+        # Text-only runs write exactly the meta they always did: no null vision fields.
+        data = handler(self)
+        for name in ("see", "image_sha256"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class GeneratedRecord(InstructRecord):

@@ -48,14 +48,14 @@ class TaskSpec:
     def file_name(self) -> str:
         return task_file(self.name)
 
-    def load_pack(self, root: Path) -> PromptPack:
-        return load_pack(root, self.name, self.prompt_folders)
+    def load_pack(self, root: Path, vision: bool = False) -> PromptPack:
+        return load_pack(root, self.name, self.prompt_folders, vision)
 
-    def parse(self, text: str, finish_reason: str | None) -> Content:
-        """The validated content of an answer, or `Rejected` with the reason."""
+    def parse(self, text: str, finish_reason: str | None, see: str = "text") -> Content:
+        """The validated content of an answer, or `Rejected` with the reason; `see` as in datagen/parse.py."""
         if self.response is ResponseFormat.PROSE:
-            return parse_prose(self.name, text, finish_reason)
-        return parse_qa_answer(self.name, text, finish_reason, self.pairs)
+            return parse_prose(self.name, text, finish_reason, see)
+        return parse_qa_answer(self.name, text, finish_reason, self.pairs, see)
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -80,8 +80,8 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def parse_answer(task: str, text: str, finish_reason: str | None) -> Content:
-    return TASKS[task].parse(text, finish_reason)
+def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "text") -> Content:
+    return TASKS[task].parse(text, finish_reason, see)
 
 
 def specs(names: list[str]) -> Iterator[TaskSpec]:

@@ -6,6 +6,7 @@ Retries, backoff, rate limits and the first-request probe live here, invisible t
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import json
@@ -13,7 +14,7 @@ import random
 import re
 import time
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -24,7 +25,9 @@ from datagen.errors import TeacherFatalError
 from datagen.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.records import TeacherInfo, Usage
 from datagen.redaction import redact_secrets, redact_url
+from datagen.token_estimate import estimate_tokens
 from datagen.request_shape import RequestShape, fix_for_refused_field
+from datagen.vision import estimate_content_tokens
 
 
 # The client's defaults, shared by `generate` (datagen/options.py) and anything else that builds a teacher.
@@ -37,7 +40,8 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model: str
-    messages: list[dict[str, str]]
+    # Content is a string, or a list of OpenAI content parts when the teacher is shown the image (datagen/vision.py).
+    messages: list[dict[str, Any]]
     temperature: float
     max_tokens: int  # the token limit, sent under the field name the shape says
     seed: int
@@ -60,19 +64,48 @@ class ChatRequest(BaseModel):
         return self._canonical()[0]
 
     def key(self) -> str:
-        """Cache key: the sha256 of the canonical body."""
+        """Cache key: the sha256 of the canonical body, in which each image stands as its own sha256."""
         return self._canonical()[1]
 
     def _canonical(self) -> tuple[bytes, str]:
         if self._encoded is None:
-            data = json.dumps(self.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-            self._encoded = (data, hashlib.sha256(data).hexdigest())
+            data = _canonical_json(self.body())
+            has_images = any(not isinstance(message.get("content"), str) for message in self.messages)
+            material = _canonical_json({**self.body(), "messages": _images_as_hashes(self.messages)}) if has_images else data
+            self._encoded = (data, hashlib.sha256(material).hexdigest())
         return self._encoded
 
     def model_copy(self, *, update: dict | None = None, deep: bool = False) -> ChatRequest:
         copied = super().model_copy(update=update, deep=deep)
         copied._encoded = None  # pydantic copies private attributes too; the copy serialises itself afresh
         return copied
+
+
+def _canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _image_hash(url: str) -> str:
+    """sha256 of a data URL's image bytes (as records' meta.image_sha256 gives it), or of any other URL."""
+    _, base64_marker, payload = url.partition(";base64,")
+    data = base64.b64decode(payload) if url.startswith("data:") and base64_marker else url.encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _images_as_hashes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each image part's data URL replaced by its sha256: what a cache key is made of."""
+    hashed = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [
+                {**part, "image_url": {**part["image_url"], "url": _image_hash(part["image_url"]["url"])}}
+                if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(part.get("image_url"), dict)
+                else part
+                for part in content
+            ]
+        hashed.append({**message, "content": content})
+    return hashed
 
 
 class ChatReply(BaseModel):
@@ -85,50 +118,41 @@ class ChatReply(BaseModel):
 class Teacher(Protocol):
     """What the pipeline asks of a backend, and all that provenance and progress read from it.
 
-    A wrapper (the response cache) exposes its inner teacher's values as its own, so nothing reaches through it.
+    Offline backends subclass it for the defaults below; a wrapper (the response cache) exposes its inner
+    teacher's values as its own, so nothing reaches through it.
     """
 
     info: TeacherInfo
     stats: Counter[str]  # "requests" sent and "cache_hits", for the manifest
-
-    @property
-    def base_url(self) -> str | None:
-        """The endpoint the answers come from, None for an offline teacher; the manifest stores it redacted."""
-
-    @property
-    def last_error(self) -> str | None:
-        """The last request's error message, for the manifest and a failed run's one line."""
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        """The client-side rate limiter, whose current limit the progress line shows."""
+    base_url: str | None = None  # the endpoint the answers come from, None offline; the manifest stores it redacted
+    last_error: str | None = None  # the last request's error message, for the manifest and a failed run's one line
+    limiter: RateLimiter | None = None  # the client-side rate limiter, whose current limit the progress line shows
 
     async def complete(self, request: ChatRequest) -> ChatReply: ...
 
     async def aclose(self) -> None: ...
 
 
-class MockTeacher:
+class MockTeacher(Teacher):
     """Offline, deterministic answers built only from the context; labelled mock everywhere it appears."""
 
-    def __init__(self) -> None:
-        self.info = TeacherInfo(kind="mock", model="mock", mock=True)
+    def __init__(self, variant: str = "default") -> None:
+        # A variant is a second offline teacher with its own name, so two-teacher comparisons run offline too.
+        self.variant = variant
+        self.info = TeacherInfo(kind="mock", model="mock" if variant == "default" else f"mock-{variant}", mock=True)
         self.stats: Counter[str] = Counter()
-        self.base_url: str | None = None
-        self.last_error: str | None = None
-        self.limiter: RateLimiter | None = None
 
     async def complete(self, request: ChatRequest) -> ChatReply:
-        from datagen.mock_teacher import estimate_tokens, mock_answer
+        from datagen.mock_teacher import mock_answer
 
         self.stats["requests"] += 1
-        text = mock_answer(request.messages, request.body().get("seed"))
+        text = mock_answer(request.messages, request.body().get("seed"), self.variant)
         finish_reason = "stop"
         completion_tokens = estimate_tokens(text)
         if completion_tokens > request.max_tokens:
             # Mirror a real server: cut the answer and say so, so truncation handling is exercised offline too.
             text, finish_reason, completion_tokens = text[: request.max_tokens * 4], "length", request.max_tokens
-        prompt_tokens = sum(estimate_tokens(message["content"]) for message in request.messages)
+        prompt_tokens = sum(estimate_content_tokens(message["content"]) for message in request.messages)
         return ChatReply(text=text, finish_reason=finish_reason, usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
 
     async def aclose(self) -> None:
@@ -337,7 +361,10 @@ class OpenAITeacher:
     async def _send(self, request: ChatRequest) -> ChatReply:
         import aiohttp
 
-        estimated_tokens = request.max_tokens + sum(len(message["content"]) for message in request.messages) // 4
+        text_chars = sum(len(message["content"]) for message in request.messages if isinstance(message["content"], str))
+        # Content parts (an image the teacher is shown) count by their own estimate, images by OpenAI's tile formula.
+        parts = sum(estimate_content_tokens(message["content"]) for message in request.messages if not isinstance(message["content"], str))
+        estimated_tokens = request.max_tokens + text_chars // 4 + parts
         async with self.limiter.slot(estimated_tokens) as outcome:
             self.stats["requests"] += 1
             try:

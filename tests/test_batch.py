@@ -186,11 +186,8 @@ def test_a_kill_between_upload_and_create_reuses_the_upload(server, tmp_path, mo
     assert manifest.counts["conversation"].written == 22
 
 
-def test_input_files_stay_under_the_size_cap(server, tmp_path, monkeypatch):
-    import datagen.batch
-
-    monkeypatch.setattr(datagen.batch, "MAX_INPUT_BYTES", 20_000)
-    manifest = generate(options(tmp_path / "out", server.base_url, tasks=["detail"]))
+def test_input_files_stay_under_the_size_cap(server, tmp_path):
+    manifest = generate(options(tmp_path / "out", server.base_url, tasks=["detail"], batch_max_bytes=20_000))
     inputs = sorted((tmp_path / "out" / "batch").glob("input-*.jsonl"))
     assert len(inputs) > 1 and all(path.stat().st_size <= 20_000 for path in inputs)
     assert manifest.counts["detail"].written + manifest.counts["detail"].rejected_total == 22

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from datagen.mock_teacher import estimate_tokens, mock_answer
+from datagen.mock_teacher import mock_answer
+from datagen.token_estimate import estimate_tokens
 from datagen.parse import parse_qa_pairs
 from datagen.tasks import parse_answer
 
@@ -165,3 +166,27 @@ def test_captions_the_answer_checks_would_refuse_are_left_out():
             answer = mock_answer(request(shot, context), seed=seed)
             assert "described" not in answer and "sorry" not in answer, answer
             parse_answer(task, answer, "stop")
+
+
+# -- the "terse" variant: a second offline teacher for two-teacher comparisons ----------------------
+
+
+@pytest.mark.parametrize("shot", [CONVERSATION_SHOT, REASONING_SHOT, DETAIL_SHOT])
+def test_terse_variant_says_less_in_the_same_format(shot):
+    messages = request(shot)
+    full, terse = mock_answer(messages, 3), mock_answer(messages, 3, "terse")
+    assert mock_answer(messages, 3, "default") == full
+    assert terse != full and len(terse) < len(full)
+    task = {CONVERSATION_SHOT: "conversation", REASONING_SHOT: "complex_reasoning", DETAIL_SHOT: "detail"}[shot]
+    parse_answer(task, terse, "stop")  # still a valid answer for its task
+    if shot is CONVERSATION_SHOT:
+        assert len(parse_qa_pairs(terse)) <= 2
+
+
+def test_terse_teacher_is_labelled_and_named_apart(generate_mock, tmp_path):
+    import json
+
+    generate_mock(tmp_path / "b", "--teacher", "mock-terse", "--limit", "3")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["teacher"] == {"kind": "mock", "model": "mock-terse", "mock": True}
+    assert manifest["counts"]["detail"]["written"] == 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
-from datagen.mock_teacher import estimate_tokens
+from datagen.token_estimate import estimate_tokens
 from datagen.tasks import TASKS
 from datagen.teacher import ChatRequest, OpenAITeacher, RequestRefused, RetryableError, parse_completion
 from tests.synthetic import write_coco

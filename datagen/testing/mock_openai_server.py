@@ -26,7 +26,9 @@ from typing import Optional
 
 from aiohttp import web
 
-from datagen.mock_teacher import estimate_tokens, mock_answer
+from datagen.mock_teacher import mock_answer
+from datagen.token_estimate import estimate_tokens
+from datagen.vision import estimate_content_tokens
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -333,7 +335,7 @@ class MockBackend:
             self._count("no_seed")
             return 400, _error_payload("Unrecognized request argument supplied: seed", param="seed")
         if "context_length" in self.config.quirks:
-            prompt = sum(estimate_tokens(m["content"]) for m in messages if isinstance(m.get("content"), str))
+            prompt = sum(estimate_content_tokens(m.get("content")) for m in messages)
             wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
             if wanted > self.config.context_window:
                 self._count("context_length")
@@ -421,7 +423,7 @@ class MockBackend:
             choice["finish_reason"] = None
         if self._applies("cached", identity):
             self._count("cached")
-            cached = sum(estimate_tokens(m["content"]) for m in messages[:-1] if isinstance(m.get("content"), str))
+            cached = sum(estimate_content_tokens(m.get("content")) for m in messages[:-1])
             completion["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
         if self._applies("no_usage", identity):
             self._count("no_usage")
@@ -463,7 +465,7 @@ class MockBackend:
         if limit and estimate_tokens(content) > limit:
             content = _truncate(content, int(limit) * 4)
             finish_reason, outcome = "length", "length"
-        prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages if isinstance(m.get("content"), str))
+        prompt_tokens = sum(estimate_content_tokens(m.get("content")) for m in messages)
         completion_tokens = estimate_tokens(content)
         completion = {
             "id": f"chatcmpl-mock{next(self._ids):012d}",

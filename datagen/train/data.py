@@ -3,6 +3,10 @@
 Loss labels come from one place, `labels_from_spans`: every template renders text plus the
 character spans of assistant answers (and their end-of-turn marker), and a token is trained on iff
 it overlaps such a span. Nothing re-counts tokenised lengths, so labels cannot drift off the text.
+
+Token ids follow LLaVA's `tokenizer_image_token` for our own templates: BOS as an id, then the text
+cut at `<image>` and each piece tokenised as a fresh string, so the first word keeps its SentencePiece
+space marker exactly as in LLaVA's `preprocess_plain` / `preprocess_v1`.
 """
 from __future__ import annotations
 
@@ -145,11 +149,73 @@ class Skip(Exception):
         self.kind = kind
 
 
-def tokenize_record(turns, template, tokenizer, image_token_id: int, n_image: int, max_length: int):
-    text, spans = render(template, turns, tokenizer)
+def _encode_piece(text: str, start: int, tokenizer, marks: list[tuple[int, int]]):
+    """Ids and absolute offsets of text[start:...] tokenised as one string. Only the template's own
+    control tokens (`marks`, absolute char ranges) may become special ids: when the teacher's text
+    holds a literal one (say "</s>"), the piece is cut at the marks and the text between them is
+    tokenised with special-token matching off."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    labels = labels_from_spans(enc["input_ids"], enc["offset_mapping"], spans)
-    ids, lab = expand_image_tokens(enc["input_ids"], labels, image_token_id, n_image)
+    special = set(tokenizer.all_special_ids)
+    stray = any(t in special and (o[0] + start, o[1] + start) not in marks
+                for t, o in zip(enc["input_ids"], enc["offset_mapping"]))
+    if not stray:
+        return enc["input_ids"], [(s + start, e + start) for s, e in enc["offset_mapping"]]
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    cursor = start
+    inside = sorted(m for m in marks if start <= m[0] and m[1] <= start + len(text))
+    for m_start, m_end in inside + [(start + len(text), start + len(text))]:
+        if m_start > cursor:
+            part = tokenizer(text[cursor - start : m_start - start], add_special_tokens=False,
+                             return_offsets_mapping=True, split_special_tokens=True)
+            ids += part["input_ids"]
+            offsets += [(s + cursor, e + cursor) for s, e in part["offset_mapping"]]
+        if m_end > m_start:
+            ids.append(tokenizer.convert_tokens_to_ids(text[m_start - start : m_end - start]))
+            offsets.append((m_start, m_end))
+        cursor = m_end
+    return ids, offsets
+
+
+def encode(template: str, text: str, spans, tokenizer):
+    """Token ids and char offsets of a rendered text.
+
+    `chat` texts are the LLM's own rendering and are tokenised as one string, as its template expects.
+    Ours start with BOS (one id, never text) and are cut at `<image>`, LLaVA's way; the end-of-turn
+    marker that closes each answer span is the only other control token."""
+    if template == "chat":
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], enc["offset_mapping"]
+    bos = tokenizer.bos_token or ""
+    eos = tokenizer.eos_token
+    marks = [(end - len(eos), end) for _, end in spans if text[end - len(eos) : end] == eos]
+    ids: list[int] = [tokenizer.bos_token_id] if bos else []
+    offsets: list[tuple[int, int]] = [(0, len(bos))] if bos else []
+    cursor = len(bos)
+    for k, piece in enumerate(text[len(bos):].split(IMAGE_TOKEN)):
+        if k:
+            ids.append(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+            offsets.append((cursor, cursor + len(IMAGE_TOKEN)))
+            cursor += len(IMAGE_TOKEN)
+        if piece:
+            piece_ids, piece_offsets = _encode_piece(piece, cursor, tokenizer, marks)
+            ids += piece_ids
+            offsets += piece_offsets
+        cursor += len(piece)
+    return ids, offsets
+
+
+def tokenize_record(turns, template, tokenizer, image_token_id: int, n_image: int, max_length: int):
+    if template == "chat":
+        # The LLM's template text is tokenised in one piece, so a literal control token in a turn
+        # would become one: such a record is skipped rather than trained on.
+        literal = sorted({t for t in tokenizer.all_special_tokens if t != IMAGE_TOKEN for _, v in turns if t in v})
+        if literal:
+            raise Skip("control token in text", f"{literal} would be read as control tokens by --template chat")
+    text, spans = render(template, turns, tokenizer)
+    input_ids, offsets = encode(template, text, spans, tokenizer)
+    labels = labels_from_spans(input_ids, offsets, spans)
+    ids, lab = expand_image_tokens(input_ids, labels, image_token_id, n_image)
     if len(ids) > max_length:
         # Truncation never cuts through the image placeholders: the merge would then fail.
         last_image = max((i for i, t in enumerate(ids) if t == image_token_id), default=-1)

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import torch
 
-from .data import IMAGE_TOKEN, expand_image_tokens, load_image, render
+from .data import IMAGE_TOKEN, encode, expand_image_tokens, load_image, render
 from .model import num_image_tokens
 
 
 def answer(model, tokenizer, image_processor, meta: dict, image: str | Path, question: str, max_new_tokens: int = 64) -> str:
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     question = IMAGE_TOKEN + "\n" + question.replace(IMAGE_TOKEN, "").strip()
-    text, _ = render(meta["template"], [("user", question)], tokenizer, generate=True)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    text, spans = render(meta["template"], [("user", question)], tokenizer, generate=True)
+    ids, _ = encode(meta["template"], text, spans, tokenizer)
     ids, _ = expand_image_tokens(ids, ids, core.config.image_token_id, num_image_tokens(core.config))
     pixels = load_image(Path(image), image_processor, meta["image_aspect"])[None]
     input_ids = torch.tensor([ids], device=core.device)

@@ -65,6 +65,16 @@ def test_generation_prompt_is_the_training_prefix():
         assert full.startswith(prompt) and prompt.endswith("ASSISTANT:")
 
 
+def test_chat_template_skips_turns_holding_control_tokens():
+    rec = {"id": "c", "image": "a.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "It ends with </s> here."}]}
+    with pytest.raises(Skip) as literal:
+        tokenize_record(record_turns(rec), "chat", TOK, IMG, n_image=1, max_length=4096)
+    assert literal.value.kind == "control token in text" and "</s>" in str(literal.value)
+    ids, _ = tokenize_record(record_turns(rec), "vicuna_v1", TOK, IMG, n_image=1, max_length=4096)
+    assert ids.count(TOK.eos_token_id) == 1  # our own templates keep it as text instead
+
+
 def test_image_token_expands_to_patch_count():
     turns = record_turns(RECORD)
     ids1, _ = tokenize_record(turns, "vicuna_v1", TOK, IMG, n_image=1, max_length=4096)

@@ -66,8 +66,9 @@ def test_lora_finetune_saves_adapters_and_exports_merged(shapes, pipeline, tmp_p
     run_cli("train", "export-hf", out, "--out", tmp_path / "hf")
     from transformers import LlavaForConditionalGeneration
 
-    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    hf, info = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not any("lora" in k for k in hf.state_dict())
+    assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
 def test_linear_projector_trains_and_refuses_hf_export(shapes, tmp_path):

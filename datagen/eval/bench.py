@@ -1,0 +1,128 @@
+"""`datagen eval bench`: answer LLaVA-Bench-style questions with a trained model, in LLaVA's answer format.
+
+Questions: JSONL of `{"question_id", "image", "text", "category"}` (`image` relative to --images; a line
+without `image` is a text-only question). Answers: `OUT/answers.jsonl`, one `{"question_id", "prompt",
+"text", "answer_id", "model_id", "metadata"}` line per question, appended as each batch finishes, so a
+rerun continues where a killed one stopped. `datagen judge --reference REF --candidate OUT/answers.jsonl`
+then scores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from datagen.errors import InputError
+from datagen.output import JsonlAppender, iter_jsonl
+
+ANSWERS_FILE = "answers.jsonl"
+
+
+class BenchQuestion(BaseModel):
+    question_id: int | str
+    image: str | None = None
+    text: str
+    category: str = ""
+
+
+class BenchAnswer(BaseModel):
+    """LLaVA's answer-file line (model_vqa's output)."""
+
+    question_id: int | str
+    prompt: str
+    text: str
+    answer_id: str
+    model_id: str
+    metadata: dict = {}
+
+
+def answer_id(model_id: str, question_id: int | str, text: str) -> str:
+    # Deterministic, unlike LLaVA's random ids: the same model and answer give the same id on every run.
+    return hashlib.sha256(f"{model_id}\x00{question_id}\x00{text}".encode()).hexdigest()[:22]
+
+
+def load_questions(path: Path) -> list[BenchQuestion]:
+    if not path.is_file():
+        raise InputError(f"--questions {path}: file not found; pass a JSONL file of question_id, image, text, category")
+    questions: list[BenchQuestion] = []
+    seen: set[str] = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            question = BenchQuestion.model_validate_json(line)
+        except ValueError:
+            raise InputError(
+                f"--questions {path} line {number}: needs a JSON object with question_id, text (and image, category)"
+            ) from None
+        if str(question.question_id) in seen:
+            raise InputError(f"--questions {path} line {number}: question_id {question.question_id} appears twice")
+        seen.add(str(question.question_id))
+        questions.append(question)
+    if not questions:
+        raise InputError(f"--questions {path}: no questions in the file")
+    return questions
+
+
+def image_path(images: Path | None, name: str | None, flag: str = "--images") -> Path | None:
+    if not name:
+        return None
+    if images is None:
+        raise InputError(f"{flag} is required: the questions name images ({name}, ...)")
+    path = (images / name).resolve()
+    if not path.is_relative_to(images.resolve()) or not path.is_file():
+        raise InputError(f"{flag} {images}: no image {name}; pass the folder the questions' image names are relative to")
+    return path
+
+
+def answered(path: Path, model_id: str) -> set[str]:
+    if not path.exists():
+        return set()
+    JsonlAppender(path).close()  # cut a line torn by a kill
+    done = set()
+    for line in iter_jsonl(path):
+        if line.get("model_id") != model_id:
+            raise InputError(
+                f"--out {path.parent}: holds answers of model {line.get('model_id')!r}, not {model_id!r}; pick another --out"
+            )
+        done.add(str(line["question_id"]))
+    return done
+
+
+def run_bench(
+    model_path: Path, questions_path: Path, images: Path | None, out: Path, batch_size: int = 8,
+    max_new_tokens: int = 512, model_id: str | None = None, dtype: str = "auto",
+) -> tuple[Path, int, int]:
+    """Returns (answers file, answered now, answered before)."""
+    from datagen.eval.model import AnswerModel, batches
+
+    questions = load_questions(questions_path)
+    paths = {str(q.question_id): image_path(images, q.image) for q in questions}
+    if not model_path.is_dir():
+        raise InputError(f"--model {model_path}: not a directory; pass a checkpoint folder")
+    model_id = model_id or model_path.resolve().name
+    out.mkdir(parents=True, exist_ok=True)
+    answers_file = out / ANSWERS_FILE
+    done = answered(answers_file, model_id)
+    todo = [q for q in questions if str(q.question_id) not in done]
+    if not todo:
+        return answers_file, 0, len(done)
+    model = AnswerModel(model_path, dtype)
+    writer = JsonlAppender(answers_file)
+    try:
+        for batch in batches(todo, batch_size, lambda q: paths[str(q.question_id)] is not None):
+            texts = model.answer([(paths[str(q.question_id)], q.text) for q in batch], max_new_tokens)
+            for question, text in zip(batch, texts):
+                writer.append(
+                    BenchAnswer(
+                        question_id=question.question_id, prompt=question.text, text=text,
+                        answer_id=answer_id(model_id, question.question_id, text), model_id=model_id,
+                        metadata={"category": question.category, "decoding": "greedy", "max_new_tokens": max_new_tokens},
+                    )
+                )
+    finally:
+        writer.close()
+    return answers_file, len(todo), len(done)
+

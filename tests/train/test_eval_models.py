@@ -1,0 +1,147 @@
+"""`datagen eval bench` and `datagen eval scienceqa` with a tiny random model: formats, batching, resume,
+text-only problems and HF folders. The scores mean nothing here; the pipeline is what is tested."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from datagen.cli import app
+from datagen.train import synthetic
+from datagen.train.checkpoint import new_meta, save_checkpoint
+from datagen.train.model import build_base
+
+pytestmark = pytest.mark.train
+
+
+def invoke(*args, expect: int = 0):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == expect, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """An untrained tiny checkpoint: enough to exercise loading, prompting and batched generation."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-chat"
+    model, tokenizer, processor = build_base("tiny", "tiny", "mlp2x_gelu", seed=0)
+    meta = new_meta("finetune", {"vision_tower": "tiny", "llm": "tiny"}, "mlp2x_gelu", "chat", "pad")
+    save_checkpoint(str(out), model, tokenizer, processor, meta)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> tuple[Path, list[dict]]:
+    folder = tmp_path_factory.mktemp("img")
+    return folder, synthetic.make_shapes(folder, 5, seed=3)
+
+
+def test_bench_answers_in_llava_format_batched_like_unbatched(tiny_ckpt, images, tmp_path):
+    folder, shapes = images
+    questions = tmp_path / "questions.jsonl"
+    lines = [{"question_id": i, "image": s["image"], "text": "What colour is the shape?", "category": "conv"}
+             for i, s in enumerate(shapes)]
+    lines.append({"question_id": 99, "text": "Say something without an image.", "category": "conv"})
+    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    batched, single = tmp_path / "batched", tmp_path / "single"
+    invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", batched,
+           "--batch-size", 4, "--max-new-tokens", 6)
+    invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", single,
+           "--batch-size", 1, "--max-new-tokens", 6)
+    answers = [json.loads(line) for line in (batched / "answers.jsonl").read_text().splitlines()]
+    assert [a["question_id"] for a in answers] == [0, 1, 2, 3, 4, 99]
+    for answer in answers:
+        assert set(answer) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+        assert answer["model_id"] == "tiny-chat" and isinstance(answer["text"], str)
+    # left padding must not change a greedy answer
+    assert (single / "answers.jsonl").read_text() == (batched / "answers.jsonl").read_text()
+
+
+def test_bench_resumes_after_a_kill(tiny_ckpt, images, tmp_path):
+    folder, shapes = images
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": s["image"], "text": "Shape?", "category": "detail"}) + "\n"
+                                 for i, s in enumerate(shapes)))
+    out = tmp_path / "out"
+    invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", out, "--max-new-tokens", 4)
+    full = (out / "answers.jsonl").read_text()
+    lines = full.splitlines(keepends=True)
+    (out / "answers.jsonl").write_text("".join(lines[:2]) + lines[2][:20])  # a kill -9 mid-line
+    result = invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", out,
+                    "--max-new-tokens", 4)
+    assert "wrote 3 answers" in result.output and "(2 were already there)" in result.output
+    assert (out / "answers.jsonl").read_text() == full
+
+
+def test_bench_bad_input_is_one_line(tiny_ckpt, images, tmp_path):
+    folder, _ = images
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question_id": 1, "image": "nope.png", "text": "?", "category": "conv"}\n')
+    result = invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", tmp_path / "o",
+                    expect=2)
+    assert "no image nope.png" in result.output
+    result = invoke("eval", "bench", "--model", folder, "--questions", questions, "--out", tmp_path / "o", expect=2)
+    assert "--images is required" in result.output
+    questions.write_text('{"question_id": 1, "text": "?", "category": "conv"}\n')
+    result = invoke("eval", "bench", "--model", folder, "--questions", questions, "--out", tmp_path / "o", expect=2)
+    assert "neither a datagen checkpoint" in result.output
+
+
+def scienceqa_files(root: Path, shapes: list[dict]) -> dict[str, Path]:
+    """Hand-made problems in ScienceQA's layout: two with images, two text-only (one with a hint)."""
+    images = root / "images"
+    for pid, shape in (("11", shapes[0]), ("12", shapes[1])):
+        (images / "test" / pid).mkdir(parents=True)
+        (images / "test" / pid / "image.png").write_bytes(Path(shape["path"]).read_bytes())
+    problems = {
+        "11": {"question": "Which colour is the shape?", "choices": ["red", "green", "blue", "yellow"], "answer": 0,
+               "hint": "", "image": "image.png", "subject": "natural science", "grade": "grade2", "split": "test"},
+        "12": {"question": "Which shape is shown?", "choices": ["circle", "square"], "answer": 1, "hint": "A drawing.",
+               "image": "image.png", "subject": "language science", "grade": "grade9", "split": "test"},
+        "13": {"question": "Which is a city?", "choices": ["Paris", "Tuesday"], "answer": 0, "hint": "", "image": None,
+               "subject": "social science", "grade": "grade5", "split": "test"},
+        "14": {"question": "Which word is a verb?", "choices": ["run", "blue", "cat"], "answer": 0,
+               "hint": "Verbs name actions.", "image": None, "subject": "language science", "grade": "grade11", "split": "test"},
+        "15": {"question": "not in the test split", "choices": ["a", "b"], "answer": 0, "split": "train"},
+    }
+    (root / "problems.json").write_text(json.dumps(problems))
+    (root / "pid_splits.json").write_text(json.dumps({"test": ["11", "12", "13", "14"], "train": ["15"]}))
+    return {"problems": root / "problems.json", "splits": root / "pid_splits.json", "images": images}
+
+
+def test_scienceqa_end_to_end_with_text_only_problems(tiny_ckpt, images, tmp_path):
+    folder, shapes = images
+    files = scienceqa_files(tmp_path, [dict(s, path=folder / s["image"]) for s in shapes])
+    out = tmp_path / "sqa"
+    result = invoke("eval", "scienceqa", "--model", tiny_ckpt, "--problems", files["problems"], "--split-file", files["splits"],
+                    "--split", "test", "--images", files["images"], "--out", out, "--max-new-tokens", 4, "--batch-size", 2)
+    results = json.loads((out / "results.json").read_text())
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(p["pid"] for p in predictions) == ["11", "12", "13", "14"]
+    assert results["overall"]["total"] == 4
+    assert results["overall"]["correct"] == sum(p["correct"] for p in predictions)
+    assert {name: results["categories"][name]["total"] for name in ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")} == \
+        {"NAT": 1, "SOC": 1, "LAN": 2, "TXT": 2, "IMG": 2, "NO": 1, "G1-6": 2, "G7-12": 2}
+    assert next(p for p in predictions if p["pid"] == "14")["prompt"].startswith("Context: Verbs name actions.\nQuestion:")
+    assert "| accuracy % |" in result.output
+    # a rerun answers nothing again and reports the same table
+    again = invoke("eval", "scienceqa", "--model", tiny_ckpt, "--problems", files["problems"], "--split-file", files["splits"],
+                   "--images", files["images"], "--out", out)
+    assert again.output == result.output
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_hf_llava_folder_answers_like_the_checkpoint(tiny_ckpt, images, tmp_path):
+    folder, shapes = images
+    hf = tmp_path / "hf"
+    invoke("train", "export-hf", tiny_ckpt, "--out", hf)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": s["image"], "text": "Colour?", "category": "conv"}) + "\n"
+                                 for i, s in enumerate(shapes[:2])))
+    invoke("eval", "bench", "--model", hf, "--questions", questions, "--images", folder, "--out", tmp_path / "a",
+           "--max-new-tokens", 5, "--model-id", "m")
+    invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", tmp_path / "b",
+           "--max-new-tokens", 5, "--model-id", "m")
+    assert (tmp_path / "a" / "answers.jsonl").read_text() == (tmp_path / "b" / "answers.jsonl").read_text()
