@@ -14,8 +14,8 @@ from datagen.folder_lock import lock_folder
 from datagen.messages import to_messages
 from datagen.output import atomic_file, iter_numbered_jsonl, write_json_atomic
 from datagen.prompts import load_instructions
-from datagen.records import GeneratedRecord, InstructRecord, Turn, record_id, task_file
-from datagen.items import item_seed, place_image_token
+from datagen.records import GeneratedRecord, InstructRecord, Turn, place_image_token, record_id, task_file
+from datagen.items import item_seed
 
 
 FORMATS = ("llava", "messages")

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from datagen.coco import ImageAnnotations
 from datagen.context import ContextKind, render_context
 from datagen.prompts import InstructionList, PromptPack, build_messages
-from datagen.records import IMAGE_TOKEN, GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, record_id
+from datagen.records import GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, place_image_token, record_id
 from datagen.request_shape import RequestShape
 from datagen.teacher import ChatReply, ChatRequest
 from datagen.vision import EncodedImage, See, user_content
@@ -72,11 +72,6 @@ def build_meta(
         see=see if see != "text" else None,
         image_sha256=picture.sha256 if picture is not None else None,
     )
-
-
-def place_image_token(question: str, rng: random.Random) -> str:
-    # About half each way, as in LLaVA's data, so the student does not learn one position.
-    return f"{IMAGE_TOKEN}\n{question}" if rng.random() < 0.5 else f"{question}\n{IMAGE_TOKEN}"
 
 
 def build_record(

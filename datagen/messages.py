@@ -4,9 +4,8 @@ parts with {"type": "image"} where `<image>` stood."""
 
 from __future__ import annotations
 
-from datagen.records import IMAGE_TOKEN, InstructRecord
+from datagen.records import CHAT_ROLES, IMAGE_TOKEN, InstructRecord
 
-ROLES = {"human": "user", "gpt": "assistant"}
 
 
 def content_parts(value: str) -> list[dict]:
@@ -24,7 +23,7 @@ def to_messages(record: InstructRecord, meta: dict | None = None) -> dict:
     row = {
         "id": record.id,
         "images": [record.image],
-        "messages": [{"role": ROLES[turn.speaker], "content": content_parts(turn.value)} for turn in record.conversations],
+        "messages": [{"role": CHAT_ROLES[turn.speaker], "content": content_parts(turn.value)} for turn in record.conversations],
     }
     if meta is not None:
         row["meta"] = meta

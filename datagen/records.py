@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_serializer, model_validator
@@ -48,6 +49,37 @@ SkipReason = Literal[
 ]
 
 
+# LLaVA's speakers as chat roles, for the trainer and the `messages` export.
+CHAT_ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def check_llava_turns(turns: list[tuple[str, str]], has_image: bool = True) -> None:
+    """LLaVA's record rules (FORMATS.md section 4) over (speaker, value) turns, shared by the records we write and the
+    records the trainer reads; a ValueError names the first one broken."""
+    if len(turns) < 2:
+        raise ValueError("a record needs at least one human turn and its answer")
+    for index, (speaker, value) in enumerate(turns):
+        expected = "human" if index % 2 == 0 else "gpt"
+        if speaker != expected:
+            raise ValueError(f"turn {index} is from {speaker!r}, expected {expected!r} (turns alternate, human first)")
+        if not value.strip():
+            raise ValueError(f"turn {index} is blank")
+        if index > 0 and IMAGE_TOKEN in value:
+            raise ValueError(f"{IMAGE_TOKEN!r} may appear only in the first human turn")
+    if len(turns) % 2:
+        raise ValueError("conversation ends on a human turn with no answer")
+    count = turns[0][1].count(IMAGE_TOKEN)
+    if has_image and count != 1:
+        raise ValueError(f"{IMAGE_TOKEN!r} must appear exactly once, in the first human turn")
+    if not has_image and count:
+        raise ValueError(f"{IMAGE_TOKEN!r} in a record without an image")
+
+
+def place_image_token(question: str, rng: random.Random) -> str:
+    # About half each way, as in LLaVA's data, so the student does not learn one position.
+    return f"{IMAGE_TOKEN}\n{question}" if rng.random() < 0.5 else f"{question}\n{IMAGE_TOKEN}"
+
+
 def task_file(task: str) -> str:
     """The output folder's file of one task's records."""
     return f"{task}.jsonl"
@@ -82,17 +114,11 @@ class InstructRecord(BaseModel):
 
     @model_validator(mode="after")
     def _llava_rules(self) -> InstructRecord:
-        for index, turn in enumerate(self.conversations):
-            expected = "human" if index % 2 == 0 else "gpt"
-            if turn.speaker != expected:
-                raise ValueError(f"turn {index} is from {turn.speaker!r}, expected {expected!r} (turns alternate, human first)")
-        if len(self.conversations) % 2:
-            raise ValueError("conversation ends on a human turn with no answer")
+        check_llava_turns([(turn.speaker, turn.value) for turn in self.conversations])
+        # What we write also keeps LLaVA's two placements (place_image_token), which the trainer does not insist on.
         first = self.conversations[0].value
         if not (first.startswith(IMAGE_TOKEN + "\n") or first.endswith("\n" + IMAGE_TOKEN)):
             raise ValueError("the first human turn must start with '<image>\\n' or end with '\\n<image>'")
-        if sum(turn.value.count(IMAGE_TOKEN) for turn in self.conversations) != 1:
-            raise ValueError("'<image>' must appear exactly once, in the first human turn")
         return self
 
 

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 
 from datagen.coco import ImageAnnotations
 from datagen.prompts import load_instructions
-from datagen.records import IMAGE_TOKEN, InstructRecord, RecordMeta, TeacherInfo, Usage, record_id
+from datagen.records import IMAGE_TOKEN, InstructRecord, RecordMeta, TeacherInfo, Usage, place_image_token, record_id
 from datagen.schemas import schema_documents
-from datagen.items import build_record, item_seed, place_image_token
+from datagen.items import build_record, item_seed
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

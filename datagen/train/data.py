@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from datagen.errors import InputError
 
-from .model import IMAGE_TOKEN
+from datagen.records import CHAT_ROLES, IMAGE_TOKEN, check_llava_turns
 
 log = logging.getLogger("datagen.train")
 IGNORE = -100
@@ -28,7 +28,6 @@ VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
-ROLES = {"human": "user", "gpt": "assistant"}
 
 
 class DataError(InputError, ValueError):
@@ -53,20 +52,16 @@ def load_records(path: str) -> list[dict]:
 def record_turns(record: dict) -> list[tuple[str, str]]:
     """Validated (role, text) turns with <image> moved to the front of the first question, as LLaVA does."""
     convs = record.get("conversations")
-    if not isinstance(convs, list) or len(convs) < 2 or len(convs) % 2:
-        raise ValueError("needs an even number (>= 2) of conversation turns")
-    turns = []
+    if not isinstance(convs, list):
+        raise ValueError("conversations must be a list of turns")
+    spoken = []
     for i, turn in enumerate(convs):
-        want = "human" if i % 2 == 0 else "gpt"
-        value = turn.get("value") if isinstance(turn, dict) else None
-        if not isinstance(turn, dict) or turn.get("from") != want or not isinstance(value, str) or not value.strip():
-            raise ValueError(f"turn {i} must be a non-empty {want!r} turn")
-        if i > 0 and IMAGE_TOKEN in value:
-            raise ValueError(f"{IMAGE_TOKEN} may appear only in the first turn")
-        turns.append((ROLES[want], value))
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise ValueError(f"turn {i} must be an object with a string value")
+        spoken.append((turn.get("from"), turn["value"]))
     has_image = bool(record.get("image"))
-    if has_image != (IMAGE_TOKEN in turns[0][1]):
-        raise ValueError(f"{IMAGE_TOKEN} must appear in the first turn exactly when the record has an image")
+    check_llava_turns(spoken, has_image)  # the same rules as the records datagen writes
+    turns = [(CHAT_ROLES[speaker], value) for speaker, value in spoken]
     if has_image:
         turns[0] = ("user", IMAGE_TOKEN + "\n" + turns[0][1].replace(IMAGE_TOKEN, "").strip())
     return turns

@@ -21,7 +21,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-IMAGE_TOKEN = "<image>"
+from datagen.records import IMAGE_TOKEN
+
 TINY = "tiny"
 # LLaVA reads the second-to-last CLIP layer and drops the CLS token ("default" strategy).
 SELECT_LAYER = -2

@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+from datagen.records import place_image_token
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 215, 30)}
 SHAPES = ("circle", "square", "triangle")
 BRIEF = ("Describe the image briefly.", "Give a short caption for the picture.", "What is in this image?")
@@ -32,10 +34,6 @@ def draw(path: Path, colour: str, shape: str, rng: random.Random, size: int = 64
     im.save(path)
 
 
-def _with_image(question: str, rng: random.Random) -> str:
-    return "<image>\n" + question if rng.random() < 0.5 else question + "\n<image>"
-
-
 def make_shapes(folder: str | Path, n: int, seed: int = 0, prefix: str = "img") -> list[dict]:
     """Draw n images into folder; returns [{id, image, colour, shape}]."""
     rng = random.Random(seed)
@@ -54,7 +52,7 @@ def align_records(items, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     return [
         {"id": it["id"], "image": it["image"], "conversations": [
-            {"from": "human", "value": _with_image(rng.choice(BRIEF), rng)},
+            {"from": "human", "value": place_image_token(rng.choice(BRIEF), rng)},
             {"from": "gpt", "value": f"A {it['colour']} {it['shape']}."}]}
         for it in items
     ]
@@ -68,7 +66,7 @@ def instruct_records(items, seed: int = 0) -> list[dict]:
         turns = [(COLOUR_Q, f"{it['colour'].capitalize()}."), (SHAPE_Q, f"A {it['shape']}.")][: rng.choice((1, 2))]
         convs = []
         for k, (q, a) in enumerate(turns):
-            convs += [{"from": "human", "value": _with_image(q, rng) if k == 0 else q}, {"from": "gpt", "value": a}]
+            convs += [{"from": "human", "value": place_image_token(q, rng) if k == 0 else q}, {"from": "gpt", "value": a}]
         records.append({"id": it["id"], "image": it["image"], "conversations": convs})
     return records
 
