@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from datagen.cache import ResponseCache
 from datagen.errors import InputError, TeacherFatalError
 from datagen.output import atomic_file, write_json_atomic
+from datagen.items import length_retry
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute, teacher_info
 from datagen.records import Manifest, SkipReason, TeacherInfo
@@ -78,10 +79,9 @@ def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None
             run.skip(task, problem.reason)
             continue
         reply = cache.get(request.key()) if cache is not None else None
-        if reply is not None and reply.finish_reason == "length" and (retry_tokens or 0) > request.max_tokens:
-            # The live run would ask again with room to finish (Run.process); so does the next batch.
-            request = request.model_copy(update={"max_tokens": retry_tokens})
-            reply = cache.get(request.key())
+        retry = length_retry(request, reply, retry_tokens) if reply is not None else None
+        if retry is not None:
+            request, reply = retry, cache.get(retry.key())
         if reply is None:
             yield custom_id(image.image_id, task, request.key()), request
 

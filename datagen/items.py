@@ -45,6 +45,14 @@ def build_request(
     )
 
 
+def length_retry(request: ChatRequest, reply: ChatReply, retry_max_tokens: int | None) -> ChatRequest | None:
+    """The one more try an answer cut at max_tokens earns (--retry-length): the same request with room to finish,
+    or None when it earns none. Live runs, batches and requests files all ask this, so they ask alike."""
+    if reply.finish_reason == "length" and (retry_max_tokens or 0) > request.max_tokens:
+        return request.model_copy(update={"max_tokens": retry_max_tokens})
+    return None
+
+
 def build_meta(
     image: ImageAnnotations,
     task: str,

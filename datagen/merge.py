@@ -8,6 +8,8 @@ item; the merged files are built in a staging folder inside the target, which th
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import json
 import os
 import shutil
@@ -23,7 +25,7 @@ from datagen.errors import InputError
 from datagen.folder_lock import LOCK_FILE, lock_folder
 from datagen.output import write_json_atomic
 from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
-from datagen.records import Manifest, QualityStats, TaskCounts, UsageTotals, task_file
+from datagen.records import Manifest, task_file
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
 
@@ -77,26 +79,19 @@ def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder
         raise InputError(f"{other} and {folder} both hold image {image_id} task {task}; merge shards that split the images (--shard i/n of one n)")
 
 
-def _sum_counts(all_counts: list[dict[str, TaskCounts]]) -> dict[str, TaskCounts]:
-    merged: dict[str, TaskCounts] = {}
-    for counts in all_counts:
-        for task, part in counts.items():
-            total = merged.setdefault(task, TaskCounts())
-            total.requested += part.requested
-            total.written += part.written
-            for reason, n in part.rejected.items():
-                total.rejected[reason] = total.rejected.get(reason, 0) + n
-            for reason, n in part.skipped.items():
-                total.skipped[reason] = total.skipped.get(reason, 0) + n
-    return merged
+# How merge combines each manifest field of the shards. Every field is in one of these sets (a test checks), so a
+# new metric cannot silently keep shard 0's value: a summed one only needs to support `+`.
+SUMMED = frozenset({"counts", "quality", "usage", "requests_sent", "cache_hits"})
+SHARED = frozenset({"datagen_version", "teacher", "base_url", "prompt_hashes"})  # one run's settings: equal in every shard
+DERIVED = frozenset({"status", "command", "started_at", "finished_at", "settings", "fingerprint", "source", "last_error", "failure"})
 
 
-def _sum_quality(manifests: list[Manifest]) -> dict[str, QualityStats]:
-    merged: dict[str, QualityStats] = {}
-    for manifest in manifests:
-        for task, part in manifest.quality.items():
-            merged[task] = merged.get(task, QualityStats()) + part
-    return merged
+def _sum(values: list):
+    """Numbers and models with `+` add up; dicts of them add up key by key (a key missing from a shard adds nothing)."""
+    if isinstance(values[0], dict):
+        keys = list(dict.fromkeys(key for value in values for key in value))
+        return {key: _sum([value[key] for value in values if key in value]) for key in keys}
+    return functools.reduce(operator.add, values)
 
 
 def _cache_files(folders: list[Path], manifests: list[Manifest]) -> list[Path]:
@@ -183,10 +178,8 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
     first = manifests[0]
     parts = {**first.settings["fingerprint_parts"], "shard": None}
     statuses = [manifest.status for manifest in manifests]
-    usage = UsageTotals()
     hard_cases: Counter[str] = Counter()
     for manifest in manifests:
-        usage = usage + manifest.usage
         hard_cases.update(manifest.source.hard_cases)  # each shard counts its own images'
     settings = {
         **first.settings,
@@ -206,12 +199,8 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "settings": settings,
             "fingerprint": fingerprint(parts),
-            "counts": _sum_counts([manifest.counts for manifest in manifests]),
-            "quality": _sum_quality(manifests),
+            **{name: _sum([getattr(manifest, name) for manifest in manifests]) for name in SUMMED},
             "source": first.source.model_copy(update={"hard_cases": dict(sorted(hard_cases.items()))}),
-            "usage": usage,
-            "requests_sent": sum(manifest.requests_sent for manifest in manifests),
-            "cache_hits": sum(manifest.cache_hits for manifest in manifests),
             "last_error": next((manifest.last_error for manifest in reversed(manifests) if manifest.last_error), None),
             "failure": next((manifest.failure for manifest in manifests if manifest.failure), None),
         }

@@ -34,7 +34,7 @@ from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, TaskCounts, TeacherInfo, Usage, UsageTotals
 from datagen.redaction import redact_url
 from datagen.storage_errors import StorageError
-from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request
+from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
 from datagen.tasks import TASKS, task_spec
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
 from datagen.teacher_factory import BackendSettings, build_teacher
@@ -356,10 +356,11 @@ class Run:
         see = self.options.see
         try:
             reply = await self.teacher.complete(request)
-            if reply.finish_reason == "length" and (self.options.length_retry_max_tokens or 0) > request.max_tokens:
+            retry = length_retry(request, reply, self.options.length_retry_max_tokens)
+            if retry is not None:
                 # One more try with room to finish; the answer then comes from the larger request (and its cache key).
                 self.usage = self.usage + reply.usage  # the cut answer was paid for too
-                request = request.model_copy(update={"max_tokens": self.options.length_retry_max_tokens})
+                request = retry
                 reply = await self.teacher.complete(request)
         except RetryableError:
             # Not written anywhere: a rerun asks again, after the transient trouble has passed.

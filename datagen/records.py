@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_serializer, model_validator
@@ -220,6 +221,14 @@ class TaskCounts(BaseModel):
     @property
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
+
+    def __add__(self, other: TaskCounts) -> TaskCounts:
+        return TaskCounts(
+            requested=self.requested + other.requested,
+            written=self.written + other.written,
+            rejected=dict(Counter(self.rejected) + Counter(other.rejected)),
+            skipped=dict(Counter(self.skipped) + Counter(other.skipped)),
+        )
 
 
 class QualityStats(BaseModel):

@@ -126,3 +126,23 @@ def test_merge_refuses_an_unreadable_cache_and_can_leave_caches_out(runs, cli, t
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "merged" / "cache.sqlite").exists()
     assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["settings"]["cache"] is None
+
+
+def test_merge_says_how_it_combines_every_manifest_field() -> None:
+    """A new manifest metric must be summed (or said to be shared or derived), never copied from shard 0 by default."""
+    from datagen.merge import DERIVED, SHARED, SUMMED
+    from datagen.records import Manifest
+
+    assert not (SUMMED & SHARED or SUMMED & DERIVED or SHARED & DERIVED)
+    assert set(Manifest.model_fields) == SUMMED | SHARED | DERIVED
+
+
+def test_summed_fields_add_up_typed_values() -> None:
+    from datagen.merge import _sum
+    from datagen.records import QualityStats, TaskCounts, UsageTotals
+
+    counts = _sum([{"detail": TaskCounts(requested=2, written=1, rejected={"refusal": 1})}, {"detail": TaskCounts(requested=3, written=3), "x": TaskCounts(written=1)}])
+    assert counts == {"detail": TaskCounts(requested=5, written=4, rejected={"refusal": 1}), "x": TaskCounts(written=1)}
+    assert _sum([UsageTotals(prompt_tokens=1, unreported=1), UsageTotals(prompt_tokens=2)]) == UsageTotals(prompt_tokens=3, unreported=1)
+    assert _sum([{"d": QualityStats(records=1, mentions=2)}, {"d": QualityStats(records=2, unsupported_mentions=1)}])["d"].records == 3
+    assert _sum([4, 5]) == 9
