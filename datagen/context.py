@@ -1,4 +1,5 @@
-"""Context: what the teacher is shown of an image (FORMATS.md section 2)."""
+"""Context: what the teacher is shown of an image: its captions, one a line, then (captions+boxes) one
+`category: [x1, y1, x2, y2]` line per object, corners normalised to 0-1 as LLaVA's prompts show them."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def _by_question(lines: list[dict], path: Path, flag: str) -> dict[str, dict]:
 
 
 def context_of(line: dict, path: Path) -> str:
-    """A context line (`{"image", "caption", "boxes"?}`) rendered as FORMATS section 2."""
+    """A context line (`{"image", "caption", "boxes"?}`) rendered as generate renders one (datagen/context.py)."""
     captions = line["caption"] if isinstance(line["caption"], list) else str(line["caption"]).splitlines()
     boxes = []
     for index, box in enumerate(line.get("boxes") or []):

@@ -1,4 +1,4 @@
-"""Prompt packs (FORMATS.md section 3) and instruction lists, and how a request's messages are assembled."""
+"""Prompt packs (LLaVA's layout: system_message.txt and NNN_caps.txt/NNN_conv.txt few-shot pairs per task folder) and instruction lists, and how a request's messages are assembled."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ CHAT_ROLES = {"human": "user", "gpt": "assistant"}
 
 
 def check_llava_turns(turns: list[tuple[str, str]], has_image: bool = True) -> None:
-    """LLaVA's record rules (FORMATS.md section 4) over (speaker, value) turns, shared by the records we write and the
+    """LLaVA's record rules over (speaker, value) turns, shared by the records we write and the
     records the trainer reads; a ValueError names the first one broken."""
     if len(turns) < 2:
         raise ValueError("a record needs at least one human turn and its answer")
@@ -105,7 +105,8 @@ class Turn(BaseModel):
 
 
 class InstructRecord(BaseModel):
-    """One LLaVA-Instruct-150K / LLaVA-Pretrain record (FORMATS.md sections 4-5)."""
+    """One LLaVA-Instruct-150K / LLaVA-Pretrain record: id, image file name, alternating human/gpt turns with
+    `<image>` once in the first (schemas/instruct_record.schema.json)."""
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -54,7 +54,7 @@ def sample_images() -> dict[int, object]:
 
 
 def check_llava_record(row: dict, sample_images: dict) -> None:
-    """FORMATS.md section 4, checked field by field (independently of the pydantic model)."""
+    """LLaVA-Instruct-150K's record format, checked field by field (independently of the pydantic model)."""
     assert set(row) == {"id", "image", "conversations"}
     assert re.fullmatch(r"\d{12}", row["id"])
     image = sample_images[int(row["id"])]

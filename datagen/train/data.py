@@ -35,7 +35,7 @@ class DataError(InputError, ValueError):
 
 
 def load_records(path: str) -> list[dict]:
-    """A JSON array or JSONL of LLaVA records (FORMATS.md sections 4-5)."""
+    """A JSON array or JSONL of LLaVA records (schemas/instruct_record.schema.json)."""
     text = Path(path).read_text(encoding="utf-8")
     try:
         if text.lstrip().startswith("["):

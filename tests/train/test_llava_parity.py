@@ -1,6 +1,6 @@
 """Token parity with LLaVA's preprocessing for a SentencePiece Llama-style tokenizer.
 
-The expected sequences are written down from LLaVA's convention (FORMATS.md section 6, and LLaVA's
+The expected sequences are written down from LLaVA's convention (its
 `tokenizer_image_token`): BOS is an id, the prompt is cut at `<image>` and each piece is tokenised as
 a fresh string, so the first word after BOS and the text after the image keep their `▁` marker;
 `</s>` closing an answer is the control token; loss only on answers and their `</s>`
