@@ -39,7 +39,10 @@ demo: setup
 	$(BIN)/datagen align --captions data/captions.json --out demo-out/llava_pretrain.json
 	@echo "demo-out/ holds conversation/detail/complex_reasoning.jsonl, rejects.jsonl, manifest.json and the exports"
 
+# Lint and type-check first (ruff and mypy are configured in pyproject.toml): cheap, and they name the line.
 test: setup-train setup-tf4
+	$(BIN)/ruff check datagen tests bench
+	$(BIN)/mypy
 	DATAGEN_REQUIRE_TF4=1 $(BIN)/python -m pytest
 
 bench: setup-train

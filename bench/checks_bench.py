@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ def main() -> None:
     lines = [
         "# Answer-check benchmark",
         "",
-        f"`bench/checks_bench.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}.",
+        f"`bench/checks_bench.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}.",
         "",
         f"Corpus `tests/data/answer_corpus.jsonl`: {len(rows)} teacher replies in the response format of their task "
         f"({', '.join(f'{task} {n}' for task, n in Counter(row['task'] for row in rows).items())}), "

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -349,7 +349,7 @@ def report(args: argparse.Namespace, rows: list[dict], full: dict | None, took: 
     lines = [
         "# Generation benchmark",
         "",
-        f"`{' '.join(['bench/generate_bench.py', *sys.argv[1:]])}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {took / 60:.1f} min;"
+        f"`{' '.join(['bench/generate_bench.py', *sys.argv[1:]])}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {took / 60:.1f} min;"
         f" {_machine()}.",
         "",
         f"Task `{TASK}` (captions + boxes), one request per image; datagen writes records, rejects, the manifest and its"
@@ -387,7 +387,7 @@ def report(args: argparse.Namespace, rows: list[dict], full: dict | None, took: 
             "",
             FULL_SECTION,
             "",
-            f"`{' '.join(['bench/generate_bench.py', *sys.argv[1:]])}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+            f"`{' '.join(['bench/generate_bench.py', *sys.argv[1:]])}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
             "",
             "Files: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in full["sizes_mb"].items())
             + f" ({synth_coco.TRAIN2017_IMAGES:,} images, ~591K captions, ~860K boxes with segmentations).",

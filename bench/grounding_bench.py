@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -168,7 +168,7 @@ def main() -> None:
     later_lines, _ = right_image(later, source, truth)
     swap_lines, swap = swapped_image(cases, source, truth)
     mock_lines, speed_lines = mock_teacher()
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join(
         [
             "# Grounding benchmark",

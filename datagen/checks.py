@@ -134,7 +134,7 @@ _REFUSALS = (
         rf"\bI(?:{_A}m| am)(?: (?:so|very|really|truly|afraid))? sorry\b|\bI apologi[sz]e\b|(?:^|(?<=[.!?]\s))(?:My )?apologies\b",
         _I | _M,
     ),
-    _when("sorry", rf"(?:^|(?<=[.!?]\s))Sorry,? (?:but )?(?:I|as an|there is no|the image|this image|no image)\b", _I | _M),
+    _when("sorry", r"(?:^|(?<=[.!?]\s))Sorry,? (?:but )?(?:I|as an|there is no|the image|this image|no image)\b", _I | _M),
     # Perceiving the picture at all, not a detail of it: "I can't see his face" is a fair thing to say.
     _when(_CANNOT_WORDS,
         rf"{_I_CANNOT}\s+(?:actually |directly |physically |currently )?(?:see|view|look at|access|open|analy[sz]e|process|perceive"
@@ -186,12 +186,12 @@ _AI_DISCLAIMERS = (
         _I,
     ),
     _when("my training|my knowledge|my programming", r"\bmy (?:training data|knowledge cut-?off|programming|training)\b", _I),
-    _when("only|just", rf"\bI (?:can only|only|just) (?:process|read|understand|work with|handle|respond to|see) (?:text|textual|written|words)\b", _I),
+    _when("only|just", r"\bI (?:can only|only|just) (?:process|read|understand|work with|handle|respond to|see) (?:text|textual|written|words)\b", _I),
 )
 
 # --- chat_preamble: chat talk to the requester before the content ---
 _PREAMBLE_START = (
-    rf"^\s*(?:(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great|No problem)\b[!.,:]*\s*)?"
+    r"^\s*(?:(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great|No problem)\b[!.,:]*\s*)?"
 )
 _PREAMBLES = (
     re.compile(
@@ -273,7 +273,7 @@ _TEXT_SOURCE_STRONG = (
     _when("bounding|box ", r"\bbounding[\s-]*box(?:es)?\b|\bbox (?:coordinates|annotations?|positions?|data|labels?|values)\b", _I),
     _when("descri|caption|annot|metadata|detail|data|summar|info", rf"\b(?:image|scene|photo|picture)(?:{_A}s)? (?:descriptions?|captions?|annotations?|metadata|data|summary|summaries|information|info)\b"
         rf"|\b(?:image|scene|photo|picture) details\s+(?:do not|don{_A}?t|does not|doesn{_A}?t|you|I|{_REPORTING}|include|includes)\b", _I),
-    _when("descri|caption|annot", rf"\b(?:descriptions?|captions?|annotations?) (?:of|for|about) (?:the|this) (?:image|picture|photo|scene)\b", _I),
+    _when("descri|caption|annot", r"\b(?:descriptions?|captions?|annotations?) (?:of|for|about) (?:the|this) (?:image|picture|photo|scene)\b", _I),
     # "the detected objects", "the described scene" (but "in the provided image" is how a user talks about a picture)
     _when(
         "detected|annotated|listed|described|mentioned|given|provided|specified",
@@ -295,7 +295,7 @@ _TEXT_SOURCE_STRONG = (
     # "the text indicates" (a sign's text "says" or "reads")
     _when("text", rf"\b(?:the|this|that|my|your)\s+text\s+{_HEDGE}(?:mentions?|indicates?|suggests?|describes?|states?|specif(?:y|ies)|implies)\b", _I),
     _when("annotated", r"\bannotated as\b", _I),
-    _when("descri", rf"\bthis (?:image |scene )?description\b", _I),
+    _when("descri", r"\bthis (?:image |scene )?description\b", _I),
 )
 _WHICH_WERE = rf"(?:(?:that|which)\s+(?:were|was|are|is|I was|I{_A}ve been|you)\s+|I was\s+|you\s+)?"
 _TEXT_SOURCE_ABOUT_SOMETHING = (

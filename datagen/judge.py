@@ -13,7 +13,7 @@ import hashlib
 import re
 import shutil
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Literal
 
@@ -211,7 +211,7 @@ class JudgeRun:
                     "rerun with the original ones to resume, pick another --out, or pass --force to set the old files aside"
                 )
             if changed:
-                aside = self.out / f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+                aside = self.out / f"replaced-{datetime.now(UTC):%Y%m%d-%H%M%S}"
                 aside.mkdir()
                 for name in (SETTINGS_FILE, REVIEWS_FILE, SUMMARY_FILE, TABLE_FILE):
                     if (self.out / name).exists():

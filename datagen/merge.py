@@ -15,7 +15,7 @@ import os
 import shutil
 import sqlite3
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -196,7 +196,7 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "status": next((status for status in statuses if status != "completed"), "completed"),
             "command": command,
             "started_at": min(manifest.started_at for manifest in manifests),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "settings": settings,
             "fingerprint": fingerprint(parts),
             **{name: _sum([getattr(manifest, name) for manifest in manifests]) for name in SUMMED},

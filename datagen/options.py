@@ -8,7 +8,7 @@ from pydantic import BaseModel, field_validator
 
 from datagen.context import ContextKind
 from datagen.prompts import BUNDLED_PROMPTS
-from datagen.request_shape import RequestShape
+from datagen.request_shape import RequestShape, TokenLimitField
 from datagen.records import Task
 from datagen.tasks import TASKS, task_spec
 from datagen.ratelimit import DEFAULT_CONCURRENCY
@@ -78,7 +78,7 @@ class GenerateOptions(BaseModel):
         return self.contexts.get(task, task_spec(task).default_context)
 
     def request_shape(self) -> RequestShape:
-        limit_field = "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
+        limit_field: TokenLimitField = "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
         return RequestShape(token_limit_field=limit_field, omit=self.omit_params, extra_body=self.extra_body)
 
 

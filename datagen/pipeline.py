@@ -15,7 +15,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -52,7 +52,7 @@ def output_files() -> list[str]:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def fingerprint(parts: dict[str, object]) -> str:
@@ -215,7 +215,7 @@ class Run:
 
         The manifest goes last: a kill midway leaves it in place, still describing the old settings, so the
         next run refuses the folder instead of adopting the records left behind as its own."""
-        aside = unique_folder(self.out, f"replaced-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+        aside = unique_folder(self.out, f"replaced-{datetime.now(UTC):%Y%m%d-%H%M%S}")
         for name in [*output_files(), MANIFEST_FILE]:
             if (self.out / name).exists():
                 shutil.move(str(self.out / name), aside / name)

@@ -70,7 +70,7 @@ def load_pack(root: Path, task: str, folders: tuple[str, ...], vision: bool = Fa
 
 def build_messages(pack: PromptPack, context: str | list[dict[str, object]]) -> list[dict[str, object]]:
     """System message, the text-only few-shot turns, then the query: the context, or content parts with the image."""
-    messages = [{"role": "system", "content": pack.system_message}]
+    messages: list[dict[str, object]] = [{"role": "system", "content": pack.system_message}]
     for shot in pack.shots:
         messages.append({"role": "user", "content": shot.context})
         messages.append({"role": "assistant", "content": shot.response})

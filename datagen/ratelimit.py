@@ -28,7 +28,7 @@ class RateLimiter:
         self._rpm = rpm
         self._tpm = tpm
         self._next_start = 0.0
-        self._tokens = (tpm or 0) / 6  # a 10-second burst
+        self._tokens: float = (tpm or 0) / 6  # a 10-second burst
         self._tokens_at = time.monotonic()
         self._successes = 0
         self._last_cut = 0.0
@@ -50,7 +50,7 @@ class RateLimiter:
                 self._adapt(outcome)
                 self._changed.notify_all()
 
-    async def _wait_for_budget(self, tokens: int) -> None:
+    async def _wait_for_budget(self, tokens: float) -> None:
         if self._rpm is None and self._tpm is None:
             return
         async with self._pace:  # one waiter at a time keeps starts evenly spaced, first come first served

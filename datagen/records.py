@@ -106,7 +106,7 @@ class Turn(BaseModel):
 
 class InstructRecord(BaseModel):
     """One LLaVA-Instruct-150K / LLaVA-Pretrain record: id, image file name, alternating human/gpt turns with
-    `<image>` once in the first (schemas/instruct_record.schema.json)."""
+    `<image>` once in the first."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -240,12 +240,12 @@ class QualityStats(BaseModel):
     mentions: int = Field(0, description="Categories mentioned, once per record")
     unsupported_mentions: int = 0
 
-    @computed_field(description="Share of mentioned objects that the image does not show")
+    @computed_field(description="Share of mentioned objects that the image does not show")  # type: ignore[prop-decorator]
     @property
     def chair_i(self) -> float | None:
         return round(self.unsupported_mentions / self.mentions, 4) if self.mentions else None
 
-    @computed_field(description="Share of records that name at least one object the image does not show")
+    @computed_field(description="Share of records that name at least one object the image does not show")  # type: ignore[prop-decorator]
     @property
     def chair_s(self) -> float | None:
         return round(self.records_with_unsupported / self.records, 4) if self.records else None

@@ -18,7 +18,7 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from functools import cached_property
 from pathlib import Path
 
@@ -549,7 +549,7 @@ def render_html(runs: list[RunReport], prices: Prices | None) -> str:
         f"<title>datagen report: {html.escape(', '.join(labels))}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>datagen report: {html.escape(', '.join(labels))}</h1>",
-        f'<p class="note">datagen {__version__}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. '
+        f'<p class="note">datagen {__version__}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. '
         + (f"Prices: ${prices.input:g} per million prompt tokens, ${prices.output:g} per million completion tokens." if prices else "No prices given.")
         + "</p>",
     ]

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from datagen.errors import InputError
 
+TokenLimitField = Literal["max_tokens", "max_completion_tokens"]
+
 OMITTABLE = ("seed", "temperature")
 # Fields set by their own flags: --extra-body may not set them behind those flags' backs.
 _OWN_FLAG = {
@@ -33,7 +35,7 @@ _OWN_FLAG = {
 class RequestShape(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    token_limit_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    token_limit_field: TokenLimitField = "max_tokens"
     omit: tuple[str, ...] = ()
     extra_body: dict[str, object] = {}
 
@@ -51,7 +53,7 @@ def parse_extra_body(value: str | None) -> dict[str, object]:
         return {}
     try:
         extra = json.loads(value)
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise InputError(f"--extra-body: not valid JSON ({error.msg}); write a JSON object, e.g. '{{\"top_k\": 20}}'") from None
     if not isinstance(extra, dict):
         raise InputError("--extra-body: write a JSON object, e.g. '{\"top_k\": 20}'")

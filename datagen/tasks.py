@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from datagen.context import ContextKind
@@ -19,7 +19,7 @@ from datagen.prompts import PromptPack, load_pack
 from datagen.records import task_file
 
 
-class ResponseFormat(str, Enum):
+class ResponseFormat(StrEnum):
     """What the teacher is asked to write, which fixes how its answer is parsed and how the record is built."""
 
     PROSE = "prose"  # paragraphs; the record's question is drawn from the spec's instruction list

@@ -372,7 +372,7 @@ class OpenAITeacher:
                     status = response.status
                     raw = await response.read()
                     headers = response.headers
-            except (asyncio.TimeoutError, aiohttp.ClientError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 self.stats["connection_errors"] += 1
                 raise self._transient(f"{type(error).__name__}: {error}") from None
             self.stats[f"http_{status}"] += 1

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -132,7 +132,7 @@ def test_two_forces_in_the_same_second_set_aside_into_two_folders(copy, generate
     class SameSecond(datetime):
         @classmethod
         def now(cls, tz=None):
-            return datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+            return datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
     monkeypatch.setattr(datagen.pipeline, "datetime", SameSecond)
     generate_mock(copy, "--seed", "1", "--force")

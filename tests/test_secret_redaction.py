@@ -50,7 +50,7 @@ class EchoServer:
                 + "\nurl-safe: " + base64.urlsafe_b64encode(request.headers.get("Authorization", "").encode()).decode())
         return web.Response(status=400, text=body, content_type="text/plain")
 
-    def __enter__(self) -> "EchoServer":
+    def __enter__(self) -> EchoServer:
         ready = threading.Event()
 
         def serve() -> None:

@@ -104,7 +104,7 @@ def test_generate_over_http_writes_records(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["teacher"] == {"kind": "openai", "model": "mock-teacher", "mock": False}
     assert manifest["requests_sent"] == stats["total"]
-    for task, counts in manifest["counts"].items():
+    for counts in manifest["counts"].values():
         assert counts["requested"] == 12
         assert counts["written"] + sum(counts["rejected"].values()) + sum(counts["skipped"].values()) == 12
     written = sum(1 for task in ("conversation", "detail", "complex_reasoning") for _ in open(tmp_path / "out" / f"{task}.jsonl"))

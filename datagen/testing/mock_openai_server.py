@@ -734,7 +734,7 @@ class MockServer:
     def reset(self) -> None:
         self.backend.reset()
 
-    def start(self) -> "MockServer":
+    def start(self) -> MockServer:
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -769,7 +769,7 @@ class MockServer:
         self._thread.join()
         self._thread = None
 
-    def __enter__(self) -> "MockServer":
+    def __enter__(self) -> MockServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
