@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import shutil
 from collections import Counter, defaultdict
-from datetime import datetime, UTC
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +24,7 @@ from datagen.judge_inputs import JudgeItem, LoadedItems
 from datagen.judge_mock import HEURISTICS, MockJudge
 from datagen.judge_stats import Agreement, Pair, TaskSummary, agreement, summarise, table, winner
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
+from datagen.output_folder import set_aside
 from datagen.records import TeacherInfo, Usage, UsageTotals
 from datagen.teacher import ChatRequest, RetryableError, Teacher, redact_url
 from datagen.teacher_factory import BackendSettings, build_teacher
@@ -211,11 +210,7 @@ class JudgeRun:
                     "rerun with the original ones to resume, pick another --out, or pass --force to set the old files aside"
                 )
             if changed:
-                aside = self.out / f"replaced-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-                aside.mkdir()
-                for name in (SETTINGS_FILE, REVIEWS_FILE, SUMMARY_FILE, TABLE_FILE):
-                    if (self.out / name).exists():
-                        shutil.move(str(self.out / name), aside / name)
+                set_aside(self.out, [REVIEWS_FILE, SUMMARY_FILE, TABLE_FILE, SETTINGS_FILE])
         base_url = self.judges[0].base_url
         write_json_atomic(
             settings_path,

@@ -6,7 +6,9 @@ naming the file and line number, before anything in the folder is changed.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,6 +70,18 @@ def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:
                 f"{path} line {number}: not a datagen {'reject' if reject else 'record'} ({error}); "
                 "restore it, or delete the line and rerun (its item is redone)"
             ) from None
+
+
+def set_aside(folder: Path, names: list[str]) -> Path:
+    """--force keeps old outputs, moved in `names` order into a dated sub-folder, instead of deleting paid-for data.
+
+    Name the file that says how the others were made (a manifest) last: a kill midway leaves it in place, still
+    describing the old settings, so the next run refuses the folder instead of adopting what was left as its own."""
+    aside = unique_folder(folder, f"replaced-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    for name in names:
+        if (folder / name).exists():
+            shutil.move(str(folder / name), aside / name)
+    return aside
 
 
 def unique_folder(parent: Path, name: str) -> Path:

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import sys
 from collections import Counter
@@ -28,7 +27,7 @@ from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
 from datagen.options import GenerateOptions
-from datagen.output_folder import read_done_items, unique_folder
+from datagen.output_folder import read_done_items, set_aside
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, TaskCounts, TeacherInfo, Usage, UsageTotals
@@ -211,14 +210,7 @@ class Run:
         self.usage = self.usage + usage
 
     def _set_aside(self) -> None:
-        """--force keeps the old outputs, moved into a dated sub-folder, instead of deleting paid-for data.
-
-        The manifest goes last: a kill midway leaves it in place, still describing the old settings, so the
-        next run refuses the folder instead of adopting the records left behind as its own."""
-        aside = unique_folder(self.out, f"replaced-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-        for name in [*output_files(), MANIFEST_FILE]:
-            if (self.out / name).exists():
-                shutil.move(str(self.out / name), aside / name)
+        set_aside(self.out, [*output_files(), MANIFEST_FILE])
 
     def failure(self) -> str | None:
         """Why a run that ended without an error still failed: no answer came back, or no record exists."""
