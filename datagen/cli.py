@@ -13,6 +13,7 @@ import typer
 from datagen.errors import InputError, TeacherFatalError
 from datagen.storage_errors import StorageError, explain_os_error
 from datagen.options import MAX_BATCH_REQUESTS, default
+from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 from datagen.tasks import TASKS
 
 app = typer.Typer(
@@ -358,40 +359,40 @@ def merge(
 
 
 _PROBABILITY = {"min": 0.0, "max": 1.0}
+_SERVER = MockServerConfig()  # the server's defaults, which the flags below show and pass on
 
 
 @app.command("mock-server")
 @friendly_errors
 def mock_server_command(
     port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0.0, help="Delay before every chat answer."),
-    p429: float = typer.Option(0.0, "--p429", **_PROBABILITY, help="Share of chat requests answered 429 with Retry-After."),
-    p500: float = typer.Option(0.0, "--p500", **_PROBABILITY, help="Share answered 500, 502 or 503."),
-    hang: float = typer.Option(0.0, "--hang", **_PROBABILITY, help="Share never answered."),
-    drop: float = typer.Option(0.0, "--drop", **_PROBABILITY, help="Share whose connection is closed without a response."),
-    malformed: float = typer.Option(0.0, "--malformed", **_PROBABILITY, help="Share answered 200 with invalid JSON."),
-    p_length: float = typer.Option(0.0, "--p-length", **_PROBABILITY, help="Share cut short with finish_reason=length."),
-    p_refusal: float = typer.Option(0.0, "--p-refusal", **_PROBABILITY, help="Share answered with a refusal."),
-    retry_after: float = typer.Option(1.0, "--retry-after", min=0.0, help="Retry-After seconds sent with 429s."),
-    fail_first: int = typer.Option(0, "--fail-first", min=0, help="Fail the first N chat requests with --fail-status."),
-    fail_status: int = typer.Option(429, "--fail-status", help="HTTP status for --fail-first failures."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this bearer key (401 otherwise)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fault sequence."),
-    model: list[str] = typer.Option(["mock-teacher"], "--model", help="Model name listed by /v1/models (repeatable)."),
+    host: str = typer.Option(_SERVER.host, "--host", help="Interface to bind."),
+    latency_ms: float = typer.Option(_SERVER.latency_ms, "--latency-ms", min=0.0, help="Delay before every chat answer."),
+    p429: float = typer.Option(_SERVER.p429, "--p429", **_PROBABILITY, help="Share of chat requests answered 429 with Retry-After."),
+    p500: float = typer.Option(_SERVER.p500, "--p500", **_PROBABILITY, help="Share answered 500, 502 or 503."),
+    hang: float = typer.Option(_SERVER.hang, "--hang", **_PROBABILITY, help="Share never answered."),
+    drop: float = typer.Option(_SERVER.drop, "--drop", **_PROBABILITY, help="Share whose connection is closed without a response."),
+    malformed: float = typer.Option(_SERVER.malformed, "--malformed", **_PROBABILITY, help="Share answered 200 with invalid JSON."),
+    p_length: float = typer.Option(_SERVER.p_length, "--p-length", **_PROBABILITY, help="Share cut short with finish_reason=length."),
+    p_refusal: float = typer.Option(_SERVER.p_refusal, "--p-refusal", **_PROBABILITY, help="Share answered with a refusal."),
+    retry_after: float = typer.Option(_SERVER.retry_after, "--retry-after", min=0.0, help="Retry-After seconds sent with 429s."),
+    fail_first: int = typer.Option(_SERVER.fail_first, "--fail-first", min=0, help="Fail the first N chat requests with --fail-status."),
+    fail_status: int = typer.Option(_SERVER.fail_status, "--fail-status", help="HTTP status for --fail-first failures."),
+    api_key: Optional[str] = typer.Option(_SERVER.api_key, "--api-key", help="Require this bearer key (401 otherwise)."),
+    seed: int = typer.Option(_SERVER.seed, "--seed", help="Seed of the fault sequence."),
+    model: list[str] = typer.Option(list(_SERVER.models), "--model", help="Model name listed by /v1/models (repeatable)."),
     only_listed_models: bool = typer.Option(False, "--only-listed-models", help="Answer 404 for models not listed."),
-    batch_delay_s: float = typer.Option(0.05, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
+    batch_delay_s: float = typer.Option(_SERVER.batch_delay_s, "--batch-delay-s", min=0.0, help="Pause per batch stage, to exercise polling."),
     quirk: list[str] = typer.Option(
-        [], "--quirk", help="NAME or NAME=RATE, repeatable: parts, refusal, error200, context_length, too_large, content_filter,"
-        " no_usage, cached, null_finish, reasoning, no_seed (see datagen/testing/mock_openai_server.py QUIRKS)."
+        [], "--quirk", help=f"NAME or NAME=RATE, repeatable: {', '.join(QUIRKS)} (see datagen/testing/mock_server_config.py)."
     ),
-    context_window: int = typer.Option(4096, "--context-window", min=1, help="Tokens of prompt + limit allowed (--quirk context_length)."),
-    max_body_bytes: int = typer.Option(65536, "--max-body-bytes", min=1, help="Largest request body accepted (--quirk too_large)."),
+    context_window: int = typer.Option(_SERVER.context_window, "--context-window", min=1, help="Tokens of prompt + limit allowed (--quirk context_length)."),
+    max_body_bytes: int = typer.Option(_SERVER.max_body_bytes, "--max-body-bytes", min=1, help="Largest request body accepted (--quirk too_large)."),
 ) -> None:
     """Serve a fault-injecting OpenAI-compatible API backed by the offline mock teacher."""
     import asyncio
 
-    from datagen.testing.mock_openai_server import MockServerConfig, parse_quirk, serve
+    from datagen.testing.mock_openai_server import serve
 
     try:
         config = MockServerConfig(
