@@ -25,7 +25,8 @@ from datagen.folder_lock import lock_folder
 from datagen.grounding import ground
 from datagen.output import atomic_file, write_json_atomic
 from datagen.prompts import load_instructions
-from datagen.records import IMAGE_TOKEN, Grounding, QualityStats
+from datagen.records import IMAGE_TOKEN, Grounding
+from datagen.manifest import QualityStats
 from datagen.tasks import TASKS, ResponseFormat
 
 FINDINGS_FILE = "findings.jsonl"

@@ -25,7 +25,8 @@ from datagen.output import atomic_file, write_json_atomic
 from datagen.items import length_retry
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute, teacher_info
-from datagen.records import Manifest, SkipReason, TeacherInfo
+from datagen.records import SkipReason, TeacherInfo
+from datagen.manifest import Manifest
 from datagen.redaction import environment_secrets, redact_secrets
 from datagen.vision import ImageProblem
 from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, one_line, parse_completion, redact_url

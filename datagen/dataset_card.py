@@ -15,13 +15,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from datagen.manifest import MANIFEST_FILE
 from datagen.output import atomic_file
+from datagen.output_folder import REJECTS_FILE
 from datagen.records import GeneratedRecord, InstructRecord, Reject
 from datagen.tasks import TASKS
 
 CARD_FILE = "README.md"
-MANIFEST_FILE = "manifest.json"
-REJECTS_FILE = "rejects.jsonl"
 # Marks a card as ours (only ours are ever overwritten) and carries the exports it lists across rewrites.
 _STATE_OPEN = "<!-- datagen-card "
 _STATE_CLOSE = " -->"

@@ -11,7 +11,7 @@ from datagen.folder_lock import lock_folder
 from datagen.handoff import ingest_results
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute
-from datagen.records import Manifest
+from datagen.manifest import Manifest
 
 
 def generate(options: GenerateOptions) -> Manifest:

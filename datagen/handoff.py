@@ -19,7 +19,7 @@ from datagen.errors import InputError
 from datagen.output import atomic_file
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute, select_image_ids, teacher_info
-from datagen.records import Manifest
+from datagen.manifest import Manifest
 from datagen.teacher import ChatRequest
 
 

@@ -24,7 +24,7 @@ from datagen.judge_inputs import JudgeItem, LoadedItems
 from datagen.judge_mock import HEURISTICS, MockJudge
 from datagen.judge_stats import Agreement, Pair, TaskSummary, agreement, summarise, table, winner
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
-from datagen.output_folder import set_aside
+from datagen.output_folder import CACHE_FILE, set_aside
 from datagen.records import TeacherInfo, Usage, UsageTotals
 from datagen.teacher import ChatRequest, RetryableError, Teacher, redact_url
 from datagen.teacher_factory import BackendSettings, build_teacher
@@ -36,7 +36,6 @@ REVIEWS_FILE = "reviews.jsonl"
 SETTINGS_FILE = "judge.json"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "summary.md"
-CACHE_FILE = "cache.sqlite"
 Order = Literal["reference_first", "candidate_first"]
 ORDERS: tuple[Order, ...] = ("reference_first", "candidate_first")
 

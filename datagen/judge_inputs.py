@@ -20,7 +20,7 @@ from datagen.context import render_context
 from datagen.errors import InputError
 from datagen.output import iter_jsonl
 from datagen.records import IMAGE_TOKEN, task_file
-from datagen.pipeline import MANIFEST_FILE
+from datagen.manifest import MANIFEST_FILE
 
 
 class JudgeItem(BaseModel):

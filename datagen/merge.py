@@ -24,8 +24,9 @@ from datagen.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.folder_lock import LOCK_FILE, lock_folder
 from datagen.output import write_json_atomic
-from datagen.pipeline import CACHE_FILE, MANIFEST_FILE, REJECTS_FILE, fingerprint
-from datagen.records import Manifest, task_file
+from datagen.output_folder import CACHE_FILE, REJECTS_FILE
+from datagen.records import task_file
+from datagen.manifest import MANIFEST_FILE, Manifest, fingerprint
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
 

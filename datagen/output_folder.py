@@ -17,6 +17,17 @@ from pydantic import ValidationError
 from datagen.errors import InputError
 from datagen.output import iter_numbered_jsonl, repair_torn_tail
 from datagen.records import Usage
+from datagen.tasks import TASKS
+
+# The files of an output folder besides each task's `<task>.jsonl` (and manifest.MANIFEST_FILE).
+REJECTS_FILE = "rejects.jsonl"
+CACHE_FILE = "cache.sqlite"
+SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
+
+
+def output_files() -> list[str]:
+    """Every file a run writes its items to: each registered task's, whether or not this run asks for it, and the rejects."""
+    return [*(spec.file_name for spec in TASKS.values()), REJECTS_FILE]
 
 
 class DoneItem(NamedTuple):

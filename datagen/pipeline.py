@@ -7,7 +7,6 @@ those and the response cache answers the ones that were in flight, so a killed r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import sqlite3
@@ -27,35 +26,21 @@ from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
 from datagen.options import GenerateOptions
-from datagen.output_folder import read_done_items, set_aside
+from datagen.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE, output_files, read_done_items, set_aside
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
-from datagen.records import Grounding, Manifest, QualityStats, RecordMeta, RejectReason, SkipReason, SourceStats, TaskCounts, TeacherInfo, Usage, UsageTotals
+from datagen.records import Grounding, RecordMeta, RejectReason, SkipReason, TeacherInfo, Usage, UsageTotals
+from datagen.manifest import MANIFEST_FILE, Manifest, QualityStats, SourceStats, TaskCounts, fingerprint
 from datagen.redaction import redact_url
 from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
-from datagen.tasks import TASKS, task_spec
+from datagen.tasks import task_spec
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
 from datagen.teacher_factory import BackendSettings, build_teacher
 from datagen.vision import EncodedImage, ImageProblem, encode_image
 
-REJECTS_FILE = "rejects.jsonl"
-MANIFEST_FILE = "manifest.json"
-CACHE_FILE = "cache.sqlite"
-SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
-
-
-def output_files() -> list[str]:
-    """Every file a run writes its items to: each registered task's, whether or not this run asks for it, and the rejects."""
-    return [*(spec.file_name for spec in TASKS.values()), REJECTS_FILE]
-
-
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def fingerprint(parts: dict[str, object]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Offline teachers, each labelled mock in every record and manifest; "mock-terse" gives a second, shorter-spoken

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from datagen.records import Manifest
+from datagen.manifest import Manifest
 
 
 @cache

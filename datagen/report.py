@@ -24,12 +24,12 @@ from pathlib import Path
 
 from datagen import __version__
 from datagen.errors import InputError
+from datagen.manifest import MANIFEST_FILE
 from datagen.output import atomic_file, iter_jsonl
+from datagen.output_folder import REJECTS_FILE
 from datagen.records import IMAGE_TOKEN, task_file
 from datagen.tasks import TASKS
 
-MANIFEST_FILE = "manifest.json"
-REJECTS_FILE = "rejects.jsonl"
 NEAR_DUPLICATE_JACCARD = 0.8
 QUESTION_TYPES = ("what", "where", "how many", "how", "why", "which", "who", "yes/no", "describe", "other")
 

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from datagen.records import GeneratedRecord, InstructRecord, Manifest, Reject
+from datagen.records import GeneratedRecord, InstructRecord, Reject
+from datagen.manifest import Manifest
 
 MODELS = {
     "instruct_record": InstructRecord,

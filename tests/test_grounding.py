@@ -12,7 +12,8 @@ from datagen.grounding import ground, mentions
 from datagen.merge import merge
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute
-from datagen.records import Grounding, QualityStats, Usage
+from datagen.records import Grounding, Usage
+from datagen.manifest import QualityStats
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher
 from tests.conftest import CAPTIONS, INSTANCES
 

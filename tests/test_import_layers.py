@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "datagen"
 CHAIN = [
     "datagen.errors",
     "datagen.records",
+    "datagen.manifest",
     "datagen.context",
     "datagen.prompts",
     "datagen.checks",
@@ -23,6 +24,7 @@ CHAIN = [
     "datagen.cache",
     "datagen.items",
     "datagen.output",
+    "datagen.output_folder",
     "datagen.options",
     "datagen.pipeline",
     "datagen.batch",

@@ -131,7 +131,7 @@ def test_merge_refuses_an_unreadable_cache_and_can_leave_caches_out(runs, cli, t
 def test_merge_says_how_it_combines_every_manifest_field() -> None:
     """A new manifest metric must be summed (or said to be shared or derived), never copied from shard 0 by default."""
     from datagen.merge import DERIVED, SHARED, SUMMED
-    from datagen.records import Manifest
+    from datagen.manifest import Manifest
 
     assert not (SUMMED & SHARED or SUMMED & DERIVED or SHARED & DERIVED)
     assert set(Manifest.model_fields) == SUMMED | SHARED | DERIVED
@@ -139,7 +139,8 @@ def test_merge_says_how_it_combines_every_manifest_field() -> None:
 
 def test_summed_fields_add_up_typed_values() -> None:
     from datagen.merge import _sum
-    from datagen.records import QualityStats, TaskCounts, UsageTotals
+    from datagen.records import UsageTotals
+    from datagen.manifest import QualityStats, TaskCounts
 
     counts = _sum([{"detail": TaskCounts(requested=2, written=1, rejected={"refusal": 1})}, {"detail": TaskCounts(requested=3, written=3), "x": TaskCounts(written=1)}])
     assert counts == {"detail": TaskCounts(requested=5, written=4, rejected={"refusal": 1}), "x": TaskCounts(written=1)}
