@@ -6,6 +6,7 @@ naming the file and line number, before anything in the folder is changed.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from datagen.errors import InputError
 from datagen.output import iter_numbered_jsonl, repair_torn_tail
+from datagen.manifest import MANIFEST_FILE
 from datagen.records import Usage
 from datagen.tasks import TASKS
 
@@ -81,6 +83,43 @@ def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:
                 f"{path} line {number}: not a datagen {'reject' if reject else 'record'} ({error}); "
                 "restore it, or delete the line and rerun (its item is redone)"
             ) from None
+
+
+def claim_output_folder(out: Path, fingerprint_parts: dict[str, object], force: bool, absent_means: dict[str, object]) -> None:
+    """Make `out` ready for a run with these settings: resume what it holds when they match, else refuse, or (with
+    `force`) set the old files aside. `absent_means` gives the value of a part a manifest may not name."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST_FILE
+    orphans = [name for name in output_files() if (out / name).is_file() and (out / name).stat().st_size]
+    if orphans and not manifest_path.exists():
+        # Records without the manifest that says how they were made (a --force or merge killed midway):
+        # adopting them would pass them off as this run's.
+        if not force:
+            raise InputError(
+                f"--out {out}: holds {', '.join(orphans)} but no {MANIFEST_FILE}, so what made them is unknown; "
+                "pass --force to set them aside, or pick another --out"
+            )
+        set_aside(out, [*output_files(), MANIFEST_FILE])
+    if not manifest_path.exists():
+        return
+    try:
+        before = json.loads(manifest_path.read_text(encoding="utf-8"))["settings"]["fingerprint_parts"]
+    except (ValueError, KeyError, TypeError):
+        before = None
+    if before is None:
+        changed = [f"{MANIFEST_FILE} (unreadable)"]
+    else:
+        changed = [key for key, value in fingerprint_parts.items() if key in before and before[key] != value]
+        changed += [
+            key for key, default in absent_means.items() if key not in changed and before.get(key, default) != fingerprint_parts.get(key, default)
+        ]
+    if changed and not force:
+        raise InputError(
+            f"--out {out}: holds a run made with other settings (changed: {', '.join(changed)}); "
+            "rerun with the original settings to resume, pick another --out, or pass --force to set the old files aside"
+        )
+    if changed:
+        set_aside(out, [*output_files(), MANIFEST_FILE])
 
 
 def set_aside(folder: Path, names: list[str]) -> Path:

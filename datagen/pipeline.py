@@ -7,7 +7,6 @@ those and the response cache answers the ones that were in flight, so a killed r
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import sys
@@ -26,11 +25,11 @@ from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.grounding import ground_record, stored_grounding
 from datagen.output import JsonlAppender, write_json_atomic
 from datagen.options import GenerateOptions
-from datagen.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE, output_files, read_done_items, set_aside
+from datagen.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE, claim_output_folder, read_done_items
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.records import Grounding, RecordMeta, RejectReason, SkipReason, TeacherInfo, Usage, UsageTotals
-from datagen.manifest import MANIFEST_FILE, Manifest, QualityStats, SourceStats, TaskCounts, fingerprint
+from datagen.manifest import MANIFEST_FILE, Manifest, SourceStats, fingerprint, tally
 from datagen.redaction import redact_url
 from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
@@ -148,38 +147,8 @@ class Run:
     # -- the output folder ------------------------------------------------------------------------
 
     def prepare_output(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        manifest_path = self.out / MANIFEST_FILE
-        orphans = [name for name in output_files() if (self.out / name).is_file() and (self.out / name).stat().st_size]
-        if orphans and not manifest_path.exists():
-            # Records without the manifest that says how they were made (a --force or merge killed midway):
-            # adopting them would pass them off as this run's.
-            if not self.options.force:
-                raise InputError(
-                    f"--out {self.out}: holds {', '.join(orphans)} but no {MANIFEST_FILE}, so what made them is unknown; "
-                    "pass --force to set them aside, or pick another --out"
-                )
-            self._set_aside()
-        if manifest_path.exists():
-            try:
-                previous = json.loads(manifest_path.read_text(encoding="utf-8"))
-                before = previous["settings"]["fingerprint_parts"]
-            except (ValueError, KeyError, TypeError):
-                before = None
-            changed = (
-                ["manifest.json (unreadable)"]
-                if before is None
-                else [key for key, value in self.fingerprint_parts.items() if key in before and before[key] != value]
-            )
-            if before is not None and before.get("see", "text") != self.options.see and "see" not in changed:
-                changed.append("see")  # a text run's parts do not name it: switching to or from text must still show
-            if changed and not self.options.force:
-                raise InputError(
-                    f"--out {self.out}: holds a run made with other settings (changed: {', '.join(changed)}); "
-                    "rerun with the original settings to resume, pick another --out, or pass --force to set the old files aside"
-                )
-            if changed:
-                self._set_aside()
+        # A text run's parts do not name `see`: switching to or from text must still count as a change.
+        claim_output_folder(self.out, self.fingerprint_parts, self.options.force, absent_means={"see": "text"})
         for task in self.options.tasks:
             for line in read_done_items(self.out / task_spec(task).file_name):
                 self._count_existing(line.image_id, task, "written", line.usage)
@@ -193,9 +162,6 @@ class Run:
         self.outcomes[(image_id, task)] = outcome
         # The manifest's usage covers every answer the folder holds, as its counts do, not only this invocation's.
         self.usage = self.usage + usage
-
-    def _set_aside(self) -> None:
-        set_aside(self.out, [*output_files(), MANIFEST_FILE])
 
     def failure(self) -> str | None:
         """Why a run that ended without an error still failed: no answer came back, or no record exists."""
@@ -212,26 +178,7 @@ class Run:
         return None
 
     def manifest(self, status: str, failure: str | None = None) -> Manifest:
-        counts: dict[str, TaskCounts] = {}
-        for task in self.options.tasks:
-            counts[task] = TaskCounts(skipped=dict(self.skipped[task]))
-        for (image_id, task), outcome in self.outcomes.items():
-            if image_id not in self.selected:
-                continue
-            if outcome == "written":
-                counts[task].written += 1
-            else:
-                counts[task].rejected[outcome] = counts[task].rejected.get(outcome, 0) + 1
-        quality = {task: QualityStats() for task in self.options.tasks}
-        for (image_id, task), grounding in self.groundings.items():
-            if image_id in self.selected and task in quality:
-                quality[task].add(grounding)
-        for task_counts in counts.values():
-            task_counts.requested = len(self.selected)
-            # Items neither answered nor skipped for a reason: the run stopped (Ctrl-C, a fatal teacher error) first.
-            not_reached = task_counts.requested - task_counts.written - task_counts.rejected_total - task_counts.skipped_total
-            if not_reached > 0:
-                task_counts.skipped["not_reached"] = not_reached
+        counts, quality = tally(self.options.tasks, self.selected, self.outcomes, self.skipped, self.groundings)
         base_url = self.teacher.base_url
         # A finished run reports the whole selection; while running, only the images built so far are known.
         hard_cases = self.source.hard_cases if status == "running" else self.source.count_hard_cases(self.selected_ids)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import datagen.output
+import datagen.output_folder
 import datagen.pipeline
 from datagen.folder_lock import LOCK_FILE
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
@@ -134,7 +135,7 @@ def test_two_forces_in_the_same_second_set_aside_into_two_folders(copy, generate
         def now(cls, tz=None):
             return datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
-    monkeypatch.setattr(datagen.pipeline, "datetime", SameSecond)
+    monkeypatch.setattr(datagen.output_folder, "datetime", SameSecond)
     generate_mock(copy, "--seed", "1", "--force")
     generate_mock(copy, "--seed", "2", "--force")
     aside = sorted(path.name for path in copy.iterdir() if path.name.startswith("replaced-"))
