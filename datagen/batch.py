@@ -24,7 +24,7 @@ from datagen.errors import InputError, TeacherFatalError
 from datagen.output import atomic_file, write_json_atomic
 from datagen.items import length_retry
 from datagen.options import GenerateOptions
-from datagen.pipeline import Run, execute, teacher_info
+from datagen.pipeline import Run, execute
 from datagen.records import SkipReason, TeacherInfo
 from datagen.manifest import Manifest
 from datagen.redaction import environment_secrets, redact_secrets
@@ -193,22 +193,6 @@ class CacheOnlyTeacher(Teacher):
 
     async def aclose(self) -> None:
         return None
-
-
-class BatchIngestRun(Run):
-    """The normal pipeline over the cache; items no batch answered are counted as skipped, not asked live."""
-
-    def __init__(self, options: GenerateOptions, unanswered: dict[tuple[int, str], SkipReason], teacher: CacheOnlyTeacher | None = None) -> None:
-        super().__init__(options, teacher=teacher or CacheOnlyTeacher(teacher_info(options)))
-        self.unanswered = unanswered
-
-    def pending(self):
-        for image, task in super().pending():
-            reason = self.unanswered.get((image.image_id, task))
-            if reason is None:
-                yield image, task
-            else:
-                self.skip(task, reason)
 
 
 class BatchJob:
@@ -398,7 +382,7 @@ class BatchJob:
             if not self.submit(needed):
                 break
             self.settle()
-        unanswered = {}
+        unanswered: dict[tuple[int, str], SkipReason] = {}
         for cid, request in self.plan():
             if request.key() in self.refused:
                 continue  # becomes a request_refused reject in the ingest run
@@ -414,7 +398,7 @@ def generate_batch(options: GenerateOptions) -> Manifest:
     finally:
         job.close()
     teacher = CacheOnlyTeacher(job.planner.teacher.info, refused=job.refused, base_url=job.base_url)
-    return execute(BatchIngestRun(options, unanswered, teacher))
+    return execute(Run(options, teacher, unanswered))
 
 
 def status_rows(folder: Path, base_url: str | None = None) -> tuple[list[dict], list[str]]:

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from datagen.batch import BatchIngestRun, BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, read_results
+from datagen.batch import BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, read_results
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.output import atomic_file
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute, select_image_ids, teacher_info
 from datagen.manifest import Manifest
+from datagen.records import SkipReason
 from datagen.teacher import ChatRequest
 
 
@@ -95,12 +96,12 @@ def ingest_results(options: GenerateOptions) -> Manifest:
     finally:
         cache.close()
     _report(path, results, len(expected))
-    unanswered = {}
+    unanswered: dict[tuple[int, str], SkipReason] = {}
     for cid, key in expected.items():
         if key not in results.answers and key not in results.refused:
             image_id, task, _ = parse_custom_id(cid)
             unanswered[(image_id, task)] = "not_in_results"
-    return execute(BatchIngestRun(options, unanswered, CacheOnlyTeacher(teacher_info(options), refused=results.refused)))
+    return execute(Run(options, CacheOnlyTeacher(teacher_info(options), refused=results.refused), unanswered))
 
 
 def _report(path: Path, results: BatchResults, needed: int) -> None:

@@ -80,8 +80,11 @@ def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit:
 class Run:
     """One invocation of `generate` over an output folder."""
 
-    def __init__(self, options: GenerateOptions, teacher: Teacher | None = None) -> None:
+    def __init__(self, options: GenerateOptions, teacher: Teacher | None = None, unanswered: dict[tuple[int, str], SkipReason] | None = None) -> None:
+        """`teacher` is where replies come from: live, or (batch, results file) the cache alone, with `unanswered`
+        naming the items that source ended without, which are skipped for that reason instead of asked."""
         self.options = options
+        self.unanswered = unanswered or {}
         self.out = options.out
         # A teacher shown only the image is sent no boxes, so it needs no instances file.
         needs_boxes = [task for task in options.tasks if options.context_of(task) == "captions+boxes" and options.see != "image"]
@@ -242,10 +245,11 @@ class Run:
                 continue
             image = self.source.image(image_id)
             for task in todo:
-                if image is None:
-                    self.skip(task, "no_usable_caption")
-                else:
+                reason: SkipReason | None = "no_usable_caption" if image is None else self.unanswered.get((image_id, task))
+                if reason is None:
                     yield image, task
+                else:
+                    self.skip(task, reason)
 
     def check_images(self) -> None:
         """With --see image|both, some selected image must be in --images: else nothing could be asked at all."""
