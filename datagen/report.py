@@ -505,6 +505,9 @@ def _table(header: list[str], rows: list[list[str]], row_heads: bool = True) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"
 
 
+SEEN = {"image": "the image only", "both": "the image and the captions/boxes text"}
+
+
 def run_rows(runs: list[RunReport], prices: Prices | None) -> list[list[str]]:
     def setting(run: RunReport, *path: str) -> str:
         value: object = run.manifest
@@ -516,6 +519,8 @@ def run_rows(runs: list[RunReport], prices: Prices | None) -> list[list[str]]:
         ["folder", *(str(run.folder) for run in runs)],
         ["teacher", *(f"{run.teacher.get('model', 'n/a')} (kind {run.teacher.get('kind', 'n/a')})" for run in runs)],
         ["mock teacher", *("yes: not a language model" if run.teacher.get("mock") else "no" for run in runs)],
+        # generate --see: runs of one set of images in two regimes are the comparison a vision switch is for
+        ["teacher saw", *(SEEN.get(setting(run, "settings", "fingerprint_parts", "see"), "captions and boxes as text") for run in runs)],
         ["status", *(setting(run, "status") for run in runs)],
         ["seed / temperature / max tokens", *(
             f"{setting(run, 'settings', 'sampling', 'seed')} / {setting(run, 'settings', 'sampling', 'temperature')} / "

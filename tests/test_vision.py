@@ -373,3 +373,21 @@ def test_a_teacher_that_saw_only_the_image_may_read_text_in_it():
         with pytest.raises(Rejected) as rejected:
             parse_answer("detail", answer, "stop", see=see)
         assert rejected.value.reason == "reveals_text_source"
+
+
+# --- the comparison a researcher reads -------------------------------------------------------------
+
+
+def test_report_sets_a_text_run_beside_an_image_run(server, images, tmp_path):
+    from datagen.report import write_report
+
+    text = generate(options(tmp_path / "text", server, images=images))
+    image = generate(options(tmp_path / "image", server, see="image", images=images))
+    runs = write_report([tmp_path / "text", tmp_path / "image"], tmp_path / "report.html", None)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert [run.label for run in runs] == ["text (mock-teacher)", "image (mock-teacher)"]
+    assert "captions and boxes as text" in page and "the image only" in page
+    # the image run paid for the pictures: its prompt tokens, as the server reported them, are shown beside the text run's
+    assert image.usage.prompt_tokens > text.usage.prompt_tokens
+    assert f"{text.usage.prompt_tokens:,}" in page and f"{image.usage.prompt_tokens:,}" in page
+    assert all(run.tasks[task].counts["written"] == 22 for run in runs for task in TASKS)

@@ -1,6 +1,6 @@
 """docs/COMPARING_TEACHERS.md's loop on the sample data, offline: two mock teachers, the mock judge, tiny models.
 
-generate A and B -> judge A vs B -> export, align -> one stage 1 -> a stage 2 per teacher -> eval bench both ->
+generate A and B -> report both -> judge A vs B -> export, align -> one stage 1 -> a stage 2 per teacher -> eval bench both ->
 judge each against the same references. The numbers mean nothing; that every step feeds the next does.
 """
 from __future__ import annotations
@@ -67,7 +67,11 @@ def test_compare_two_teachers_end_to_end(tmp_path):
         datagen("generate", "--teacher", teacher, "--captions", CAPTIONS, "--instances", INSTANCES, "--out", tmp_path / name,
                 "--no-progress")
 
-    # 1. the data: judge A (reference) against B (candidate)
+    # 1. the data: read both side by side, then judge A (reference) against B (candidate)
+    output = datagen("report", tmp_path / "A", tmp_path / "B", "--out", tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "A (mock teacher)" in page and "B (mock-terse, mock teacher)" in page and "wrote" in output
+
     output = datagen("judge", tmp_path / "A", tmp_path / "B", "--captions", CAPTIONS, "--instances", INSTANCES,
                      "--out", tmp_path / "judge-data", "--judge", "mock", "--bootstrap", "200")
     data_summary = json.loads((tmp_path / "judge-data" / "summary.json").read_text())
