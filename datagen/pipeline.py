@@ -35,7 +35,7 @@ from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
 from datagen.tasks import task_spec
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
-from datagen.teacher_factory import BackendSettings, build_teacher
+from datagen.teacher_factory import BackendSettings, build_teacher, check_kind
 from datagen.vision import EncodedImage, ImageProblem, encode_image
 
 def _utc_now() -> str:
@@ -63,6 +63,7 @@ def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ)
 
 def teacher_info(options: GenerateOptions, environ: dict[str, str] = os.environ) -> TeacherInfo:
     """What a run's records will say about their teacher, checked like make_teacher's but with no key needed."""
+    check_kind(options.teacher, MOCK_TEACHERS)
     if options.teacher in MOCK_TEACHERS:
         return MOCK_TEACHERS[options.teacher]().info
     resolve_endpoint(options.teacher, options.model, options.base_url, environ, need_key=False)

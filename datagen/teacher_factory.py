@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
 
-from datagen.endpoints import resolve_endpoint
+from datagen.endpoints import HTTP_TEACHERS, resolve_endpoint
 from datagen.errors import InputError
 from datagen.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.redaction import redact_url, url_has_credentials
@@ -29,6 +29,12 @@ class BackendSettings(BaseModel):
     tpm: float | None = None
 
 
+def check_kind(kind: str, mocks: Mapping[str, Callable[[], Teacher]], kind_flag: str = "--teacher") -> None:
+    """An unknown backend is named with every one this command knows: its HTTP kinds and its own offline mocks."""
+    if kind not in mocks and kind not in HTTP_TEACHERS:
+        raise InputError(f"{kind_flag} {kind}: unknown backend; use {', '.join([*HTTP_TEACHERS, *mocks])}")
+
+
 def build_teacher(
     settings: BackendSettings,
     mocks: Mapping[str, Callable[[], Teacher]],
@@ -37,6 +43,7 @@ def build_teacher(
     environ: Mapping[str, str] = os.environ,
 ) -> Teacher:
     """`settings.kind` is "openai", "azure" or one of `mocks` (offline backends, each labelled mock by itself)."""
+    check_kind(settings.kind, mocks, kind_flag)
     if settings.kind in mocks:
         return mocks[settings.kind]()
     base_url, api_key = resolve_endpoint(settings.kind, settings.model, settings.base_url, environ, kind_flag=kind_flag, model_flag=model_flag)

@@ -36,3 +36,15 @@ def test_the_cache_wrapper_shows_the_inner_teachers_provenance(tmp_path: Path) -
     live.last_error = "HTTP 500"
     assert (wrapped.base_url, wrapped.last_error, wrapped.limiter) == ("http://127.0.0.1:9/v1", "HTTP 500", live.limiter)
     assert CachingTeacher(MockTeacher(), ResponseCache(tmp_path / "other.sqlite")).base_url is None
+
+
+def test_an_unknown_backend_is_named_with_every_known_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from datagen.cli import app
+
+    repo = Path(__file__).resolve().parent.parent
+    args = ["generate", "--teacher", "nope", "--captions", str(repo / "data" / "captions.json"), "--out", str(tmp_path / "o"), "--tasks", "conversation"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--teacher nope: unknown backend; use openai, azure, mock, mock-terse" in result.output
