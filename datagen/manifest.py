@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, computed_field, model_serializer
 
 from datagen.records import Grounding, TeacherInfo, UsageTotals
 
@@ -118,6 +118,31 @@ class SourceStats(BaseModel):
     )
 
 
+class RunSettings(BaseModel):
+    """How a run was set up, as far as the manifest keeps it; `fingerprint_parts` is what a resume or merge must match."""
+
+    tasks: list[str]
+    prompts: str
+    concurrency: int
+    limit: int | None
+    timeout: float
+    max_retries: int
+    rpm: float | None
+    tpm: float | None
+    cache: str | None
+    sampling: dict[str, Any] = Field(description="The model, temperature, token limit, seed, contexts and request shape of every request")
+    fingerprint_parts: dict[str, Any]
+    shards: list[dict[str, Any]] | None = Field(None, description="A merged folder's shards: folder, shard i/n and status each")
+
+    @model_serializer(mode="wrap")
+    def _omit_shards_when_unmerged(self, handler):
+        # An unmerged run's manifest keeps exactly the settings it always had: no null `shards`.
+        data = handler(self)
+        if data.get("shards") is None:
+            data.pop("shards", None)
+        return data
+
+
 class Manifest(BaseModel):
     """What a run did and with what; never holds a secret."""
 
@@ -128,7 +153,7 @@ class Manifest(BaseModel):
     finished_at: str | None = None
     teacher: TeacherInfo
     base_url: str | None = Field(default=None, description="Teacher endpoint, credentials stripped")
-    settings: dict[str, object]
+    settings: RunSettings
     fingerprint: str = Field(description="Hash of everything that shapes the requests; a resumed run must match it")
     prompt_hashes: dict[str, str]
     source: SourceStats

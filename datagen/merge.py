@@ -43,9 +43,9 @@ def read_manifest(folder: Path) -> Manifest:
 
 def check_one_run(folders: list[Path], manifests: list[Manifest]) -> None:
     """Refuse shards whose requests were shaped differently: their union would be no single run's output."""
-    first = manifests[0].settings["fingerprint_parts"]
+    first = manifests[0].settings.fingerprint_parts
     for folder, manifest in zip(folders[1:], manifests[1:]):
-        parts = manifest.settings["fingerprint_parts"]
+        parts = manifest.settings.fingerprint_parts
         for key in sorted((set(first) | set(parts)) - {"shard"}):
             if first.get(key) != parts.get(key):
                 raise InputError(
@@ -99,7 +99,7 @@ def _cache_files(folders: list[Path], manifests: list[Manifest]) -> list[Path]:
     found: dict[Path, None] = {}
     for folder, manifest in zip(folders, manifests):
         # The folder's own cache first (a copied folder's manifest still names the original), else a --cache file.
-        path = folder / CACHE_FILE if (folder / CACHE_FILE).exists() else Path(manifest.settings.get("cache") or folder / CACHE_FILE)
+        path = folder / CACHE_FILE if (folder / CACHE_FILE).exists() else Path(manifest.settings.cache or folder / CACHE_FILE)
         if path.exists():
             found[path.resolve()] = None  # shards sharing one cache file contribute it once
     return list(found)
@@ -139,7 +139,7 @@ def merge(folders: list[Path], out: Path, merge_cache: bool = True, command: lis
 def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list[str]) -> Manifest:
     manifests = [read_manifest(folder) for folder in folders]
     check_one_run(folders, manifests)
-    tasks: list[str] = manifests[0].settings["tasks"]
+    tasks = manifests[0].settings.tasks
 
     owners: dict[tuple[int, str], Path] = {}
     outputs: dict[str, list[tuple[tuple, bytes]]] = {}
@@ -177,20 +177,21 @@ def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list
 def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path | None, command: list[str]) -> Manifest:
     """The shards' manifest with counts and usage summed, and `shard` cleared so an unsharded rerun resumes it."""
     first = manifests[0]
-    parts = {**first.settings["fingerprint_parts"], "shard": None}
+    parts = {**first.settings.fingerprint_parts, "shard": None}
     statuses = [manifest.status for manifest in manifests]
     hard_cases: Counter[str] = Counter()
     for manifest in manifests:
         hard_cases.update(manifest.source.hard_cases)  # each shard counts its own images'
-    settings = {
-        **first.settings,
-        "cache": str(cache) if cache else None,
-        "fingerprint_parts": parts,
-        "shards": [
-            {"folder": str(folder), "shard": manifest.settings["fingerprint_parts"].get("shard"), "status": manifest.status}
-            for folder, manifest in zip(folders, manifests)
-        ],
-    }
+    settings = first.settings.model_copy(
+        update={
+            "cache": str(cache) if cache else None,
+            "fingerprint_parts": parts,
+            "shards": [
+                {"folder": str(folder), "shard": manifest.settings.fingerprint_parts.get("shard"), "status": manifest.status}
+                for folder, manifest in zip(folders, manifests)
+            ],
+        }
+    )
     return first.model_copy(
         update={
             # Completed only when every shard was: a merge of unfinished shards is unfinished too.

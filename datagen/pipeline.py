@@ -29,7 +29,7 @@ from datagen.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.records import Grounding, RecordMeta, RejectReason, SkipReason, TeacherInfo, Usage, UsageTotals
-from datagen.manifest import MANIFEST_FILE, Manifest, SourceStats, fingerprint, tally
+from datagen.manifest import MANIFEST_FILE, Manifest, RunSettings, SourceStats, fingerprint, tally
 from datagen.redaction import redact_url
 from datagen.storage_errors import StorageError
 from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
@@ -194,19 +194,19 @@ class Run:
             finished_at=None if status == "running" else _utc_now(),
             teacher=self.teacher.info,
             base_url=redact_url(base_url) if base_url else None,
-            settings={
-                "tasks": list(self.options.tasks),
-                "prompts": str(self.options.prompts),
-                "concurrency": self.options.concurrency,
-                "limit": self.options.limit,
-                "timeout": self.options.timeout,
-                "max_retries": self.options.max_retries,
-                "rpm": self.options.rpm,
-                "tpm": self.options.tpm,
-                "cache": str(self.cache_path) if self.cache_path else None,
-                "sampling": self.sampling.model_dump(),
-                "fingerprint_parts": self.fingerprint_parts,
-            },
+            settings=RunSettings(
+                tasks=list(self.options.tasks),
+                prompts=str(self.options.prompts),
+                concurrency=self.options.concurrency,
+                limit=self.options.limit,
+                timeout=self.options.timeout,
+                max_retries=self.options.max_retries,
+                rpm=self.options.rpm,
+                tpm=self.options.tpm,
+                cache=str(self.cache_path) if self.cache_path else None,
+                sampling=self.sampling.model_dump(),
+                fingerprint_parts=self.fingerprint_parts,
+            ),
             fingerprint=fingerprint(self.fingerprint_parts),
             prompt_hashes={task: pack.sha256 for task, pack in self.packs.items()},
             source=SourceStats(

@@ -112,7 +112,7 @@ def test_text_regime_sends_the_context_as_before(server, images, tmp_path):
     assert sum(": [" in query(body) for body in bodies) == 20  # two sample images have no boxes
     system = (BUNDLED_PROMPTS / "detail" / "system_message.txt").read_text(encoding="utf-8")
     assert all(body["messages"][0]["content"] == system for body in bodies)
-    assert "see" not in manifest.settings["fingerprint_parts"]
+    assert "see" not in manifest.settings.fingerprint_parts
     assert all("see" not in record["meta"] and "image_sha256" not in record["meta"] for record in records_of(tmp_path / "text", "detail"))
 
 
@@ -142,8 +142,8 @@ def test_image_regime_sends_only_the_resized_image_and_the_teacher_sees_it(serve
         assert record["meta"]["see"] == "image" and record["meta"]["caption_ids"] == [] and record["meta"]["box_ids"] == []
         sent = encode_image(images / record["image"], MAX_SIDE)
         assert record["meta"]["image_sha256"] == sent.sha256
-    assert manifest.settings["fingerprint_parts"]["see"] == "image"
-    assert manifest.settings["fingerprint_parts"]["image_max_side"] == MAX_SIDE
+    assert manifest.settings.fingerprint_parts["see"] == "image"
+    assert manifest.settings.fingerprint_parts["image_max_side"] == MAX_SIDE
 
 
 def test_image_regime_needs_no_instances_file(server, images, tmp_path):
