@@ -46,6 +46,8 @@ SkipReason = Literal[
     "batch_cancelled",
     "batch_unanswered",  # --batch: no batch could be asked for it
     "not_in_results",  # --results-in: the results file holds no line for its request
+    "image_missing",  # --see image|both: the image file is not in --images
+    "image_unreadable",  # --see image|both: the file cannot be decoded as an image
 ]
 
 

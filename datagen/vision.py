@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from datagen.records import SkipReason
 from datagen.token_estimate import estimate_tokens
 
 See = Literal["text", "image", "both"]
@@ -28,7 +29,7 @@ DATA_URL_PREFIX = "data:image/jpeg;base64,"
 class ImageProblem(Exception):
     """This item's image cannot be shown; `reason` is the skip reason counted in the manifest."""
 
-    def __init__(self, reason: Literal["image_missing", "image_unreadable"], detail: str) -> None:
+    def __init__(self, reason: SkipReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
