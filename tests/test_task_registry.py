@@ -97,3 +97,15 @@ def test_unknown_and_duplicate_tasks_are_refused(tmp_path: Path) -> None:
         register(TaskSpec("detail", ("detail",), "captions", ResponseFormat.PROSE, instructions="detail"))
     with pytest.raises(ValueError, match="instruction list"):
         TaskSpec("bad", ("bad",), "captions", ResponseFormat.PROSE)
+
+
+def test_shards_of_a_registered_task_merge(toy_task, tmp_path: Path) -> None:
+    prompts = toy_prompts(tmp_path / "prompts")
+    generate(tmp_path / "a", prompts, "--shard", "0/2")
+    generate(tmp_path / "b", prompts, "--shard", "1/2")
+    invoke("merge", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "merged")
+    whole = tmp_path / "whole"
+    generate(whole, prompts)
+    assert sorted((tmp_path / "merged" / f"{TOY}.jsonl").read_bytes().splitlines()) == sorted((whole / f"{TOY}.jsonl").read_bytes().splitlines())
+    merged = json.loads((tmp_path / "merged" / "manifest.json").read_text(encoding="utf-8"))
+    assert merged["counts"][TOY]["written"] == json.loads((whole / "manifest.json").read_text(encoding="utf-8"))["counts"][TOY]["written"]
