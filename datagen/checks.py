@@ -66,7 +66,9 @@ _ON_SOMETHING = re.compile(
     r"\s*(?:\w+\s+){0,3}?(?:on|onto|upon|under|underneath|beneath|below|beside|next to|along|across|at|inside|"
     r"printed|written|painted|posted|displayed|engraved|etched|attached|inscribed|stenciled|stencilled|"
     r"scrawled|taped|pinned|stuck|hanging|chalked|handwritten)\b"
-    r"|\s+by\s+(?:the|a|an|its|their|his|her|this|some|many)\s+(?!descri|caption|sentence|annot|text|information|data|notes?\b|context|prompt|user)",
+    # "as indicated by green arrows": a bare plural points at marks in the picture as well
+    r"|\s+by\s+(?!(?:(?:the|a|an|its|their|his|her|this|these|those|my|your|our|some|many|several|two|three|four|five|all|both)\s+)?"
+    r"(?:descri|caption|sentence|annot|text|information|data|notes?\b|context|prompt|user|you\b|me\b))",
     _I,
 )
 
