@@ -40,6 +40,12 @@ class BadRow(ValueError):
     pass
 
 
+def fail(message: str) -> None:
+    """One line naming the file or argument and the fix, exit status 2, as the datagen CLI does."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def as_pairs(row: dict) -> list[tuple[str, str]]:
     """(question, answer) pairs of a row, the `<image>` token a finished LLaVA record carries removed."""
     if "conversations" in row:
@@ -81,7 +87,7 @@ def load(folder: Path) -> list[tuple[str, dict]]:
     rows: list[tuple[str, dict]] = []
     files = sorted(folder.glob("*.jsonl"))
     if not files:
-        raise SystemExit(f"error: no *.jsonl files in {folder}; give a folder of gathered teacher answers")
+        fail(f"no *.jsonl files in {folder}; give a folder of gathered teacher answers")
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -89,7 +95,7 @@ def load(folder: Path) -> list[tuple[str, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise SystemExit(f"error: {path}:{number} is not JSON ({error.msg}); fix or remove that line")
+                fail(f"{path}:{number} is not JSON ({error.msg}); fix or remove that line")
             rows.append((f"{path.name}:{number}", row))
     return rows
 
@@ -100,7 +106,7 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=200, help="print at most this many refused excerpts")
     args = parser.parse_args()
     if not args.folder.is_dir():
-        raise SystemExit(f"error: {args.folder} is not a folder; give the folder holding your *.jsonl files")
+        fail(f"{args.folder} is not a folder; give the folder holding your *.jsonl files")
     answers: Counter[str] = Counter()
     refused_by_task: Counter[str] = Counter()
     refused_by_rule: Counter[str] = Counter()
@@ -108,11 +114,11 @@ def main() -> None:
     for where, row in load(args.folder):
         task = _TASK_ALIASES.get(row.get("task", ""), row.get("task", ""))
         if task not in TASKS:
-            raise SystemExit(f"error: {where} has task {row.get('task')!r}; use one of {', '.join(TASKS)}")
+            fail(f"{where} has task {row.get('task')!r}; use one of {', '.join(TASKS)}")
         try:
             pairs = as_pairs(row)
         except (BadRow, KeyError, TypeError) as error:
-            raise SystemExit(f"error: {where}: {error}; see the row format in bench/realtext_bench.py")
+            fail(f"{where}: {error}; see the row format at the top of bench/realtext_bench.py")
         answers[task] += len(pairs)
         outcome = reject_reason(task, pairs, row.get("finish_reason", "stop"))
         if outcome is None:
