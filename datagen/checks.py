@@ -66,7 +66,9 @@ _ON_SOMETHING = re.compile(
     r"\s*(?:\w+\s+){0,3}?(?:on|onto|upon|under|underneath|beneath|below|beside|next to|along|across|at|inside|"
     r"printed|written|painted|posted|displayed|engraved|etched|attached|inscribed|stenciled|stencilled|"
     r"scrawled|taped|pinned|stuck|hanging|chalked|handwritten)\b"
-    r"|\s+by\s+(?:the|a|an|its|their|his|her|this|some|many)\s+(?!descri|caption|sentence|annot|text|information|data|notes?\b|context|prompt|user)",
+    # "as indicated by green arrows": a bare plural points at marks in the picture as well
+    r"|\s+by\s+(?!(?:(?:the|a|an|its|their|his|her|this|these|those|my|your|our|some|many|several|two|three|four|five|all|both)\s+)?"
+    r"(?:descri|caption|sentence|annot|text|information|data|notes?\b|context|prompt|user|you\b|me\b))",
     _I,
 )
 
@@ -252,6 +254,7 @@ _REPORTING = (
     r"|put|puts|position|positions|imply|implies|talk|talks|provide|provides|give|gives|differ|differs|vary|varies|conflict|conflicts"
     r"|match|matches|focus|focuses|emphasi[sz]es?|suggest|suggests|indicate|indicates|call|calls|claim|claims)"
 )
+_PICTURE_WORD = r"(?:image|picture|photo|photograph|scene|scan|x-ray|figure|frame|shot)"
 _HEDGE = rf"(?:(?:also|all|both|only|clearly|explicitly|specifically|do not|does not|don{_A}?t|doesn{_A}?t|never|just)\s+)?"
 # The noun "coordinates" (not the verb: "her scarf and hat coordinate"), unless a map or GPS shows them.
 _COORDINATES = (
@@ -317,6 +320,15 @@ _TEXT_SOURCE_ABOUT_SOMETHING = (
         rf"\b(?:objects?|items?|elements|entities|categories|things|people|persons|animals)\s+{_WHICH_WERE}(?:listed|mentioned|described|specified|annotated)\b",
         _I,
     ),
+    # "the tumor mentioned in the context", "another condition mentioned": a thing named by the text, not seen
+    # (but "the man you mentioned", "the sign mentioned earlier", "the date mentioned on the poster")
+    _when(
+        "mentioned",
+        r"\b(?:the|a|an|another|any|other|this|that|these|those|each|every|no|some)\s+(?:[\w-]+\s+){0,2}?"
+        r"(?!(?:is|are|was|were|been|being|not|also|I|you|we|he|she|they|it|just|already|previously|earlier)\s)[\w-]+"
+        r"\s+mentioned\b(?!\s+(?:as\s+)?(?:earlier|above|before|previously|in (?:my|the) (?:previous|earlier|last) answer))",
+        _I,
+    ),
     # "what's written" (but "what is written on the sign")
     _when(
         "written|described|stated|mentioned|listed|given|provided|told",
@@ -329,7 +341,9 @@ _TEXT_SOURCE_ABOUT_SOMETHING = (
         # "as mentioned earlier/above" points back into the answer itself, which is fine
         r"\bas (?:(?:was|is|were|are|clearly|explicitly|I was)\s+)?(?:described|mentioned|stated|listed|noted|specified"
         r"|indicated|annotated|provided|given|detailed|outlined)\b"
-        r"(?!\s+(?:as\b|earlier|before|previously|above|in (?:my|the) (?:previous|earlier|last) answer))",
+        r"(?!\s+(?:as\b|earlier|before|previously|above|in (?:my|the) (?:previous|earlier|last) answer))"
+        # "as indicated in the image", "as shown in the photo": the picture itself is the source
+        rf"(?!(?:(?<=indicated)|(?<=noted))\s+(?:in|on)\s+(?:the|this)\s+{_PICTURE_WORD}\b)",
         _I,
     ),
     # "it was mentioned", "is not described", "are listed" (but "are listed on the menu")
@@ -349,7 +363,7 @@ _TEXT_SOURCE_ABOUT_SOMETHING = (
         "the information|the info|the data|the text|the notes|the list|these notes|those notes|my notes|your notes|all the"
         "|the available|the limited|my text|your text|my list|your list|my data|your data|my information|your information",
 
-        r"\b(?:according to|based on|from|in|per|judging (?:by|from)|going by|as per|relying on|given)\s+"
+        r"\b(?:according to|based on|from|per|judging (?:by|from)|going by|as per|relying on|given)\s+"
         r"(?:the|these|those|all|my|your)\s+(?:available\s+|limited\s+)?(?:information|info|data|text|notes|list)\b"
         r"(?!\s+(?:\w+\s+){0,2}?(?:in|from|of|within|about|visible|shown|seen)\s+(?:the|this)\s+(?:image|picture|photo|scene|photograph))",
         _I,
@@ -385,20 +399,42 @@ _TEXT_SOURCE_ABOUT_SOMETHING = (
 )
 
 
+# "in the data", "in the text": a leak, unless the picture shows data itself ("outliers in the data" of a plot)
+_IN_THE_TEXT = _when(
+    "the information|the info|the data|the text|the notes|the list|my |your ",
+    r"\bin\s+(?:the|these|those|all|my|your)\s+(?:available\s+|limited\s+)?(?:information|info|data|text|notes|list)\b"
+    r"(?!\s+(?:\w+\s+){0,2}?(?:in|from|of|within|about|visible|shown|seen)\s+(?:the|this)\s+(?:image|picture|photo|scene|photograph))",
+    _I,
+)
+_SHOWS_DATA = re.compile(
+    r"\b(?:charts?|graphs?|plots?|diagrams?|spreadsheets?|matrix|matrices|dashboards?|infographics?|histograms?|screens?"
+    r"|monitors?|displays?)\b",
+    _I,
+)
+
+
 def _find_text_source(text: str, task: str) -> Span | None:
-    return _strong_text_source(text, task) or _coordinates(text, task) or _text_source_about_something(text, task)
+    return (
+        _strong_text_source(text, task)
+        or _coordinates(text, task)
+        or _text_source_about_something(text, task)
+        or (None if _SHOWS_DATA.search(text) else _in_the_text(text, task))
+    )
 
 
 _strong_text_source = _finder(*_TEXT_SOURCE_STRONG)
 _coordinates = _finder(*_COORDINATES, unless_before=_MAP_WORDS)
 _text_source_about_something = _finder(*_TEXT_SOURCE_ABOUT_SOMETHING, unless_on_something=True)
+_in_the_text = _finder(_IN_THE_TEXT, unless_on_something=True)
 
 # --- box_coordinates: numbers only the normalised box corners can have produced ---
 _NORM = r"(?:0?\.\d{1,3}|1\.0{1,3})"  # a 0..1 value with a decimal point, as the context writes corners
 _UNIT = (
     r"\s*-?\s*(?:%|percent|per ?cent|mm|cm|km|m|kg|g|mg|lbs?|oz|ml|l|liters?|litres?|gal|gallons?|mi|miles?|mph|km/h|kph|inch(?:es)?|ft"
     r"|feet|seconds?|secs?|s|ct|carats?|dollars?|cents?|euros?|pounds?|points?|pts|stars?|x|times|ounces?|grams?|meters?|metres?"
-    r"|kilometers?|kilometres?|hours?|hrs?|minutes?|mins?|volts?|v|amps?|mpg|acres?|each|apiece|a piece|per|a pound|a dozen|/)(?![a-z])"
+    r"|kilometers?|kilometres?|hours?|hrs?|minutes?|mins?|volts?|v|amps?|mpg|acres?|each|apiece|a piece|per|a pound|a dozen|/"
+    r"|(?:milli|centi|micro|nano)(?:met(?:er|re)s?|lit(?:er|re)s?|grams?)|microns?|µm|μm|nm|kilograms?|degrees?|°|yards?|tons?|tonnes?"
+    r"|inch|watts?|hz|khz|mhz|ghz)(?![a-z])"
 )
 _NUMBER = r"(?<![\w.$€£¥,/:])"  # a number of its own, not the tail of 10.52, $0.99 or 3:45
 _BOX_NUMBERS = (
@@ -420,12 +456,13 @@ _BOX_NUMBERS = (
 # Looser shapes that signs, price tags and scoreboards also show: "0.42-0.88", a bare "0.55".
 _LOOSE_BOX_NUMBERS = (
     re.compile(rf"{_NUMBER}0?\.\d{{1,3}}\s*(?:-|–|—|to|and)\s*{_NORM}(?!\d)(?!{_UNIT})", _I),
-    re.compile(rf"{_NUMBER}0?\.\d{{2,3}}(?![\d.,]\d)(?!{_UNIT})", _I),
+    re.compile(rf"{_NUMBER}0?\.\d{{2,3}}(?!\d)(?![.,]\d)(?!{_UNIT})", _I),
     re.compile(rf"{_NUMBER}{_NORM}\s*[,/]\s*{_NORM}(?!\d)"),  # "its center is about 0.4, 0.6", "0.8/0.7"
 )
 _WRITTEN_IN_PICTURE = re.compile(
     r"\b(?:price[sd]?|cost|costs|tags?|signs?|menu|labels?|board|screen|display|displays|scoreboard|reads|says|shows|written|printed"
-    r"|sells?|sold|fare|average|percentage|stats|rate|ratio|odds|chart|graph|odometer|meter|gauge|thermometer|scale|dial)\b",
+    r"|sells?|sold|fare|average|percentage|stats|rate|ratio|odds|chart|graph|odometer|meter|gauge|thermometer|scale|dial)\b"
+    r"|\bp\s*(?:[=<>≤≥]|-?values?\b)|\b(?:significan\w*|correlat\w*|coefficients?|probabilit\w*|confidence|statistic\w*)\b",
     _I,
 )
 _DECIMAL = re.compile(r"\.\d")

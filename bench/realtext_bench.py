@@ -1,0 +1,144 @@
+"""Answer checks on real teacher text: how often the rules of datagen/checks.py refuse answers a real
+teacher (GPT-4 for LLaVA, or any other) wrote, which the repository does not ship.
+
+    .venv/bin/python bench/realtext_bench.py FOLDER [--show N]
+
+FOLDER holds `*.jsonl` files you gathered yourself (third-party text stays outside the repository).
+Each line is one answer, or one whole LLaVA record:
+
+    {"task": "conversation", "question": "What is the man holding?", "answer": "...", "source": "..."}
+    {"task": "detail", "answer": "..."}
+    {"task": "conversation", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]}
+
+`task` is conversation, detail or complex_reasoning (LLaVA's `conv`/`complex` are accepted too).
+Every answer goes through the checks as in `datagen generate`: a description through `parse_answer`,
+a question and its answer wrapped into the teacher's `Question:`/`Answer:` reply (a LLaVA record as one
+reply of all its turns) and parsed by `parse_answer`; an answer whose question was not kept is checked
+alone with `check_pairs`, as an empty detail instruction is. Real teacher data is nearly all good, so
+every refusal printed is a candidate false refusal to judge by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from datagen.checks import RULE_NAMES, check_pairs  # noqa: E402  (run as a script from the repository)
+from datagen.parse import Rejected, parse_answer  # noqa: E402
+
+TASKS = ("conversation", "detail", "complex_reasoning")
+_TASK_ALIASES = {"conv": "conversation", "complex": "complex_reasoning", "detail_description": "detail"}
+_IMAGE_TOKEN = "<image>"
+
+
+class BadRow(ValueError):
+    pass
+
+
+def fail(message: str) -> None:
+    """One line naming the file or argument and the fix, exit status 2, as the datagen CLI does."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def as_pairs(row: dict) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a row, the `<image>` token a finished LLaVA record carries removed."""
+    if "conversations" in row:
+        turns = row["conversations"]
+        humans = [turn["value"] for turn in turns if turn["from"] in ("human", "user")]
+        answers = [turn["value"] for turn in turns if turn["from"] in ("gpt", "assistant")]
+        if len(humans) != len(answers):
+            raise BadRow("conversations do not alternate human/gpt")
+        return [(question.replace(_IMAGE_TOKEN, "").strip(), answer) for question, answer in zip(humans, answers)]
+    if not isinstance(row.get("answer"), str):
+        raise BadRow("no 'answer' or 'conversations'")
+    return [((row.get("question") or "").replace(_IMAGE_TOKEN, "").strip(), row["answer"])]
+
+
+def reject_reason(task: str, pairs: list[tuple[str, str]], finish_reason: str | None = "stop") -> tuple[str, str] | None:
+    """(rule, detail) of the first refusal, or None when the answer would be written."""
+    if task == "detail":
+        texts = [answer for _, answer in pairs]
+        try:
+            parse_answer(task, "\n\n".join(texts), finish_reason)
+        except Rejected as rejection:
+            return rejection.reason, rejection.detail
+        return None
+    if all(question for question, _ in pairs):
+        reply = "\n===\n".join(f"Question:\n{question}\n===\nAnswer:\n{answer}" for question, answer in pairs)
+        try:
+            parse_answer(task if len(pairs) == 1 else "conversation", reply, finish_reason)
+        except Rejected as rejection:
+            return rejection.reason, rejection.detail
+        return None
+    findings = check_pairs(task, pairs)
+    if findings:
+        first = findings[0]
+        return first.rule, f"{first.role} {first.turn + 1}: {first.excerpt!r}"
+    return None
+
+
+def load(folder: Path) -> list[tuple[str, dict]]:
+    rows: list[tuple[str, dict]] = []
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        fail(f"no *.jsonl files in {folder}; give a folder of gathered teacher answers")
+    for path in files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                fail(f"{path}:{number} is not JSON ({error.msg}); fix or remove that line")
+            rows.append((f"{path.name}:{number}", row))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="folder of *.jsonl teacher answers (not shipped)")
+    parser.add_argument("--show", type=int, default=200, help="print at most this many refused excerpts")
+    args = parser.parse_args()
+    if not args.folder.is_dir():
+        fail(f"{args.folder} is not a folder; give the folder holding your *.jsonl files")
+    answers: Counter[str] = Counter()
+    refused_by_task: Counter[str] = Counter()
+    refused_by_rule: Counter[str] = Counter()
+    refusals: list[str] = []
+    for where, row in load(args.folder):
+        task = _TASK_ALIASES.get(row.get("task", ""), row.get("task", ""))
+        if task not in TASKS:
+            fail(f"{where} has task {row.get('task')!r}; use one of {', '.join(TASKS)}")
+        try:
+            pairs = as_pairs(row)
+        except (BadRow, KeyError, TypeError) as error:
+            fail(f"{where}: {error}; see the row format at the top of bench/realtext_bench.py")
+        answers[task] += len(pairs)
+        outcome = reject_reason(task, pairs, row.get("finish_reason", "stop"))
+        if outcome is None:
+            continue
+        rule, detail = outcome
+        refused_by_task[task] += 1
+        refused_by_rule[rule] += 1
+        refusals.append(f"- {where} [{task}] `{rule}`: {detail}")
+    total = sum(answers.values())
+    print(f"{total} answers ({', '.join(f'{task} {answers[task]}' for task in TASKS)}) from {args.folder}")
+    print(f"refused: {sum(refused_by_task.values())} ({', '.join(f'{task} {refused_by_task[task]}' for task in TASKS)})")
+    print("| rule | refusals |\n|---|---|")
+    for name in RULE_NAMES:
+        print(f"| `{name}` | {refused_by_rule[name]} |")
+    for name in sorted(set(refused_by_rule) - set(RULE_NAMES)):  # parse-level reasons (unparseable, ...)
+        print(f"| `{name}` | {refused_by_rule[name]} |")
+    if refusals:
+        print("\nRefused (judge each by hand: a real leak, refusal or cut-off, or a false refusal):")
+        print("\n".join(refusals[: args.show]))
+
+
+if __name__ == "__main__":
+    main()
