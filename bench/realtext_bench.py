@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from datagen.checks import RULE_NAMES, check_pairs  # noqa: E402  (run as a script from the repository)
-from datagen.parse import Rejected, parse_answer  # noqa: E402
+from datagen.parse import Rejected  # noqa: E402
+from datagen.tasks import TASKS, parse_answer  # noqa: E402
 
-TASKS = ("conversation", "detail", "complex_reasoning")
 _TASK_ALIASES = {"conv": "conversation", "complex": "complex_reasoning", "detail_description": "detail"}
 _IMAGE_TOKEN = "<image>"
 
