@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import BaseModel
 
@@ -53,7 +53,8 @@ def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, object]]:
                 raise InputError(f"{path} line {number}: not valid JSON; delete that line and rerun (its item is redone)") from None
 
 
-def iter_jsonl(path: Path) -> Iterator[dict]:
+def iter_jsonl(path: Path) -> Iterator[Any]:
+    """Each line's JSON value, whatever it is: callers check what they need of it."""
     for _, row in iter_numbered_jsonl(path):
         yield row
 
@@ -85,7 +86,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     left as it was."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        with open(temporary, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
         os.replace(temporary, path)
     except BaseException as error:

@@ -62,11 +62,14 @@ def _done_item(row: object, reject: bool) -> DoneItem:
         usage = Usage.model_validate(_field(row, "meta", "usage"))
     except ValidationError as error:
         raise ValueError(f"meta.usage: {error.errors()[0]['msg']}") from None
-    task = reason = None
+    task: str | None = None
+    reason: str | None = None
     if reject:
-        task, reason = _field(row, "task"), _field(row, "reason")
-        if not isinstance(task, str) or not isinstance(reason, str):
+        found_task, found_reason = _field(row, "task"), _field(row, "reason")
+        if not isinstance(found_task, str) or not isinstance(found_reason, str):
             raise ValueError("task and reason must be strings")
+        task, reason = found_task, found_reason
+    assert isinstance(row, dict)  # _field walked into it
     return DoneItem(image_id, task, reason, usage, row)
 
 

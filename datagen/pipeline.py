@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, UTC
 from pathlib import Path
 
@@ -47,7 +47,7 @@ def _utc_now() -> str:
 MOCK_TEACHERS = {"mock": MockTeacher, "mock-terse": lambda: MockTeacher(variant="terse")}
 
 
-def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ) -> Teacher:
+def make_teacher(options: GenerateOptions, environ: Mapping[str, str] = os.environ) -> Teacher:
     settings = BackendSettings(
         kind=options.teacher,
         model=options.model,
@@ -61,7 +61,7 @@ def make_teacher(options: GenerateOptions, environ: dict[str, str] = os.environ)
     return build_teacher(settings, MOCK_TEACHERS, environ=environ)
 
 
-def teacher_info(options: GenerateOptions, environ: dict[str, str] = os.environ) -> TeacherInfo:
+def teacher_info(options: GenerateOptions, environ: Mapping[str, str] = os.environ) -> TeacherInfo:
     """What a run's records will say about their teacher, checked like make_teacher's but with no key needed."""
     check_kind(options.teacher, MOCK_TEACHERS)
     if options.teacher in MOCK_TEACHERS:
@@ -101,7 +101,7 @@ class Run:
         vision = options.see != "text"
         self.packs: dict[str, PromptPack] = {task: task_spec(task).load_pack(options.prompts, vision) for task in options.tasks}
         # "detail" always: its hash has been a fingerprint part since the first manifest, whichever tasks ran.
-        lists = {"detail", *(task_spec(task).instructions for task in options.tasks)} - {None}
+        lists = {"detail", *(name for name in (task_spec(task).instructions for task in options.tasks) if name is not None)}
         self.instructions: dict[str, InstructionList] = {name: load_instructions(name, options.prompts) for name in sorted(lists)}
         self.teacher: Teacher = teacher or make_teacher(options)
         self.source = CocoSource(options.captions, options.instances, snapshot=options.out / SOURCE_SNAPSHOT_FILE)
@@ -158,7 +158,7 @@ class Run:
                 self._count_existing(line.image_id, task, "written", line.usage)
                 self.groundings[(line.image_id, task)] = stored_grounding(line.row, self.source)
         for line in read_done_items(self.out / REJECTS_FILE, reject=True):
-            if line.task in self.options.tasks:
+            if line.task in self.options.tasks and line.reason is not None:  # a reject's line always names both
                 self._count_existing(line.image_id, line.task, line.reason, line.usage)
         self.done_before = len(self.outcomes)
 
@@ -247,9 +247,9 @@ class Run:
             image = self.source.image(image_id)
             for task in todo:
                 reason: SkipReason | None = "no_usable_caption" if image is None else self.unanswered.get((image_id, task))
-                if reason is None:
+                if image is not None and reason is None:
                     yield image, task
-                else:
+                elif reason is not None:
                     self.skip(task, reason)
 
     def check_images(self) -> None:
@@ -257,6 +257,7 @@ class Run:
         if self.options.see == "text" or not self.selected_ids:
             return
         folder = self.options.images
+        assert folder is not None  # Run() refuses --see image|both without --images
         if not any((folder / self.source.file_name(image_id)).is_file() for image_id in self.selected_ids):
             example = self.source.file_name(self.selected_ids[0])
             raise InputError(
@@ -268,6 +269,7 @@ class Run:
         """The item's request, with its image encoded now (one at a time); ImageProblem when it cannot be shown."""
         picture = None
         if self.options.see != "text":
+            assert self.options.images is not None  # Run() refuses --see image|both without --images
             picture = encode_image(self.options.images / image.file_name, self.options.image_max_side)
         return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
 
@@ -318,7 +320,8 @@ class Run:
         else:
             self.writers[task].append(record)
             self.outcomes[(image.image_id, task)] = "written"
-            self.groundings[(image.image_id, task)] = record.meta.grounding
+            if record.meta.grounding is not None:  # ground_record always sets it
+                self.groundings[(image.image_id, task)] = record.meta.grounding
             self.on_progress("written")
             return
         self.reject(image, task, reason, detail, reply, meta)

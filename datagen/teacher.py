@@ -125,8 +125,12 @@ class Teacher(Protocol):
     info: TeacherInfo
     stats: Counter[str]  # "requests" sent and "cache_hits", for the manifest
     base_url: str | None = None  # the endpoint the answers come from, None offline; the manifest stores it redacted
-    last_error: str | None = None  # the last request's error message, for the manifest and a failed run's one line
     limiter: RateLimiter | None = None  # the client-side rate limiter, whose current limit the progress line shows
+
+    @property
+    def last_error(self) -> str | None:
+        """The last request's error message, for the manifest and a failed run's one line."""
+        return None
 
     async def complete(self, request: ChatRequest) -> ChatReply: ...
 
