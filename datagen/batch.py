@@ -82,7 +82,7 @@ def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None
         reply = cache.get(request.key()) if cache is not None else None
         retry = length_retry(request, reply, retry_tokens) if reply is not None else None
         if retry is not None:
-            request, reply = retry, cache.get(retry.key())
+            request, reply = retry, cache.get(retry.key()) if cache is not None else None
         if reply is None:
             yield custom_id(image.image_id, task, request.key()), request
 
@@ -182,8 +182,12 @@ class CacheOnlyTeacher(Teacher):
     def __init__(self, info: TeacherInfo, refused: dict[str, str] | None = None, base_url: str | None = None) -> None:
         self.info = info
         self.refused = refused or {}
-        self.base_url = base_url
+        self._base_url = base_url
         self.stats: Counter[str] = Counter()
+
+    @property
+    def base_url(self) -> str | None:
+        return self._base_url
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         message = self.refused.get(request.key())
@@ -205,13 +209,16 @@ class BatchJob:
             raise InputError("--batch needs the response cache (batch answers are ingested through it); drop --no-cache")
         self.options = options
         self.planner = Run(options)  # checks --model, the API key and the inputs before anything is uploaded
-        self.base_url: str = self.planner.teacher.base_url
+        base_url = self.planner.teacher.base_url
+        assert base_url is not None  # --batch takes only --teacher openai, checked above
+        self.base_url = base_url
         self.where = redact_url(self.base_url)
         self.state = load_state(options.out) or BatchState()
         self.planner.open()  # refuses an --out made with other settings, as a live run does
         # Written before any waiting, so an --out whose batches are still out already records its settings.
         self.planner.write_manifest("running")
-        self.cache = self.planner.teacher.cache
+        assert self.planner.cache is not None  # --batch takes the response cache, checked above
+        self.cache = self.planner.cache
         self.folder = options.out / BATCH_DIR
         self.folder.mkdir(exist_ok=True)
         self.failed: dict[str, SkipReason] = {}  # request key -> skip reason, for answers a batch of this invocation did not give

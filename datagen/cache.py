@@ -65,13 +65,19 @@ class CachingTeacher:
         self.cache = cache
         self.info = inner.info
         self.stats: Counter[str] = inner.stats
-        # Provenance, the last error and the limiter belong to the teacher beneath; the manifest reads them here.
-        self.base_url: str | None = inner.base_url
-        self.limiter: RateLimiter | None = inner.limiter
+
+    # Provenance, the last error and the limiter belong to the teacher beneath; the manifest reads them here.
+    @property
+    def base_url(self) -> str | None:
+        return self.inner.base_url
 
     @property
     def last_error(self) -> str | None:
         return self.inner.last_error
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self.inner.limiter
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         key = request.key()

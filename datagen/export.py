@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -21,7 +22,7 @@ from datagen.items import item_seed
 FORMATS = ("llava", "messages")
 
 
-def write_records(records: list[BaseModel], out: Path, jsonl: bool, keep_meta: bool = True) -> None:
+def write_records(records: Sequence[BaseModel], out: Path, jsonl: bool, keep_meta: bool = True) -> None:
     exclude = None if keep_meta else {"meta"}
     write_rows([record.model_dump(mode="json", by_alias=True, exclude=exclude) for record in records], out, jsonl)
 

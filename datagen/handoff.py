@@ -60,6 +60,7 @@ def planned_requests(options: GenerateOptions, skipped: Counter[str] | None = No
 
 def write_requests(options: GenerateOptions) -> int:
     path = options.requests_out
+    assert path is not None  # the CLI calls this only with --requests-out
     written = 0
     try:
         # Written whole or not at all: a bad --images or a full disk midway leaves no half file behind.
@@ -76,12 +77,14 @@ def ingest_results(options: GenerateOptions) -> Manifest:
     if not options.use_cache:
         raise InputError("--results-in needs the response cache (results are ingested through it); drop --no-cache")
     path = options.results_in
+    assert path is not None  # the CLI calls this only with --results-in
     try:
         data = path.read_bytes()
     except OSError as error:
         raise InputError(f"--results-in {path}: cannot read ({error.strerror}); pass the results file your batch engine wrote") from None
     run = offline_run(options)
     cache = open_cache(run, create=True)
+    assert cache is not None  # --no-cache was refused above
     try:
         # Keys only: the requests themselves (images included) are not kept.
         expected = {cid: request.key() for cid, request in iter_planned(run, cache, options.length_retry_max_tokens)}

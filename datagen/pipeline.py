@@ -355,8 +355,9 @@ class Run:
         self.selected_ids = select_image_ids(self.source.image_ids, self.options.shard, self.options.limit)
         self.selected = set(self.selected_ids)
         self.check_images()
-        if self.cache_path is not None:
-            self.teacher = CachingTeacher(self.teacher, ResponseCache(self.cache_path))
+        self.cache = ResponseCache(self.cache_path) if self.cache_path is not None else None
+        if self.cache is not None:
+            self.teacher = CachingTeacher(self.teacher, self.cache)
         self.writers = {task: JsonlAppender(self.out / task_spec(task).file_name) for task in self.options.tasks}
         self.rejects = JsonlAppender(self.out / REJECTS_FILE)
 

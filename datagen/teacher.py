@@ -14,6 +14,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,7 +76,7 @@ class ChatRequest(BaseModel):
             self._encoded = (data, hashlib.sha256(material).hexdigest())
         return self._encoded
 
-    def model_copy(self, *, update: dict | None = None, deep: bool = False) -> ChatRequest:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ChatRequest:
         copied = super().model_copy(update=update, deep=deep)
         copied._encoded = None  # pydantic copies private attributes too; the copy serialises itself afresh
         return copied
@@ -124,12 +125,20 @@ class Teacher(Protocol):
 
     info: TeacherInfo
     stats: Counter[str]  # "requests" sent and "cache_hits", for the manifest
-    base_url: str | None = None  # the endpoint the answers come from, None offline; the manifest stores it redacted
-    limiter: RateLimiter | None = None  # the client-side rate limiter, whose current limit the progress line shows
+
+    @property
+    def base_url(self) -> str | None:
+        """The endpoint the answers come from, None offline; the manifest stores it redacted."""
+        return None
 
     @property
     def last_error(self) -> str | None:
         """The last request's error message, for the manifest and a failed run's one line."""
+        return None
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        """The client-side rate limiter, whose current limit the progress line shows."""
         return None
 
     async def complete(self, request: ChatRequest) -> ChatReply: ...
@@ -241,7 +250,7 @@ def _content_text(content: object) -> str:
     raise TypeError("content is neither text nor a list of parts")
 
 
-def parse_completion(data: object) -> ChatReply:
+def parse_completion(data: Any) -> ChatReply:
     """A chat.completion object, live or from a Batch API output line, as a reply."""
     if isinstance(data, dict) and "error" in data and "choices" not in data:
         # Some servers and gateways answer HTTP 200 with an error object: a transient failure, not an answer.

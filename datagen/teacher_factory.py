@@ -51,6 +51,7 @@ def build_teacher(
         # aiohttp refuses userinfo beside the key header, and the password would be one more secret to keep.
         flag = "--base-url" if settings.base_url else ("AZURE_OPENAI_ENDPOINT" if settings.kind == "azure" else "OPENAI_BASE_URL")
         raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and pass the key in the API key variable")
+    assert settings.model is not None and api_key is not None  # resolve_endpoint refuses either missing
     return OpenAITeacher(
         model=settings.model,
         api_key=api_key,
