@@ -153,7 +153,8 @@ class UsageTotals(BaseModel):
 
 
 class TeacherInfo(BaseModel):
-    kind: Literal["mock", "openai", "azure"]
+    # The backends are listed where they are built (datagen/teacher_factory.py), not again here.
+    kind: str = Field(description="The teacher backend: openai, azure, or mock for an offline one")
     model: str
     mock: bool = Field(description="True when the answers come from the offline mock teacher, not a language model")
 
