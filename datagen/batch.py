@@ -21,15 +21,15 @@ from pydantic import BaseModel, ValidationError
 
 from datagen.cache import ResponseCache
 from datagen.errors import InputError, TeacherFatalError
-from datagen.output import atomic_file, write_json_atomic
 from datagen.items import length_retry
+from datagen.manifest import Manifest
 from datagen.options import GenerateOptions
+from datagen.output import atomic_file, write_json_atomic
 from datagen.pipeline import Run, execute
 from datagen.records import SkipReason, TeacherInfo
-from datagen.manifest import Manifest
 from datagen.redaction import environment_secrets, redact_secrets
-from datagen.vision import ImageProblem
 from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, one_line, parse_completion, redact_url
+from datagen.vision import ImageProblem
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"

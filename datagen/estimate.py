@@ -14,9 +14,9 @@ from collections import Counter
 from pydantic import BaseModel
 
 from datagen.handoff import planned_requests
-from datagen.token_estimate import estimate_tokens
 from datagen.options import GenerateOptions
 from datagen.tasks import task_spec
+from datagen.token_estimate import estimate_tokens
 from datagen.vision import content_image_tokens, content_text_tokens
 
 MESSAGE_FRAMING_TOKENS = 4  # role and separators around each chat message

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datagen.batch import generate_batch
 from datagen.folder_lock import lock_folder
 from datagen.handoff import ingest_results
+from datagen.manifest import Manifest
 from datagen.options import GenerateOptions
 from datagen.pipeline import Run, execute
-from datagen.manifest import Manifest
 
 
 def generate(options: GenerateOptions) -> Manifest:

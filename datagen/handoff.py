@@ -16,10 +16,10 @@ from pathlib import Path
 from datagen.batch import BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, read_results
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
-from datagen.output import atomic_file
-from datagen.options import GenerateOptions
-from datagen.pipeline import Run, execute, select_image_ids, teacher_info
 from datagen.manifest import Manifest
+from datagen.options import GenerateOptions
+from datagen.output import atomic_file
+from datagen.pipeline import Run, execute, select_image_ids, teacher_info
 from datagen.records import SkipReason
 from datagen.teacher import ChatRequest
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import operator
 import json
+import operator
 import os
 import shutil
 import sqlite3
 from collections import Counter
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,10 +23,10 @@ from pydantic import ValidationError
 from datagen.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.folder_lock import LOCK_FILE, lock_folder
+from datagen.manifest import MANIFEST_FILE, Manifest, fingerprint
 from datagen.output import write_json_atomic
 from datagen.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.records import task_file
-from datagen.manifest import MANIFEST_FILE, Manifest, fingerprint
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
 

@@ -8,10 +8,10 @@ from pydantic import BaseModel, field_validator
 
 from datagen.context import ContextKind
 from datagen.prompts import BUNDLED_PROMPTS
-from datagen.request_shape import RequestShape, TokenLimitField
-from datagen.records import Task
-from datagen.tasks import TASKS, task_spec
 from datagen.ratelimit import DEFAULT_CONCURRENCY
+from datagen.records import Task
+from datagen.request_shape import RequestShape, TokenLimitField
+from datagen.tasks import TASKS, task_spec
 from datagen.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from datagen.vision import DEFAULT_IMAGE_MAX_SIDE, See
 

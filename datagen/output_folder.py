@@ -16,8 +16,8 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from datagen.errors import InputError
-from datagen.output import iter_numbered_jsonl, repair_torn_tail
 from datagen.manifest import MANIFEST_FILE
+from datagen.output import iter_numbered_jsonl, repair_torn_tail
 from datagen.records import Usage
 from datagen.tasks import TASKS
 

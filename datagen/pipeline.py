@@ -12,7 +12,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,20 +23,21 @@ from datagen.coco import CocoSource, ImageAnnotations
 from datagen.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.grounding import ground_record, stored_grounding
-from datagen.output import JsonlAppender, write_json_atomic
+from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
+from datagen.manifest import MANIFEST_FILE, Manifest, RunSettings, SourceStats, fingerprint, tally
 from datagen.options import GenerateOptions
+from datagen.output import JsonlAppender, write_json_atomic
 from datagen.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE, claim_output_folder, read_done_items
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.records import Grounding, RecordMeta, RejectReason, SkipReason, TeacherInfo, Usage, UsageTotals
-from datagen.manifest import MANIFEST_FILE, Manifest, RunSettings, SourceStats, fingerprint, tally
 from datagen.redaction import redact_url
 from datagen.storage_errors import StorageError
-from datagen.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
 from datagen.tasks import task_spec
 from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
 from datagen.teacher_factory import BackendSettings, build_teacher, check_kind
 from datagen.vision import EncodedImage, ImageProblem, encode_image
+
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -8,7 +8,6 @@ like a real teacher it answers in the format of the pack's few-shot answers (pro
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -69,11 +68,8 @@ def register(spec: TaskSpec) -> TaskSpec:
 
 
 def unregister(name: str) -> None:
+    """For a test (or a plugin) that registered a task only for a while."""
     del TASKS[name]
-
-
-def task_names() -> list[str]:
-    return list(TASKS)
 
 
 def task_spec(name: str) -> TaskSpec:
@@ -82,10 +78,6 @@ def task_spec(name: str) -> TaskSpec:
 
 def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "text") -> Content:
     return TASKS[task].parse(text, finish_reason, see)
-
-
-def specs(names: list[str]) -> Iterator[TaskSpec]:
-    return (TASKS[name] for name in names)
 
 
 # LLaVA-Instruct-150K's three tasks. LLaVA generated conversations from captions alone, the other two from
