@@ -1,0 +1,61 @@
+"""The parts Run is composed of, each on its own: claiming an output folder and tallying a run's outcomes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from datagen.errors import InputError
+from datagen.manifest import TaskCounts, tally
+from datagen.output_folder import claim_output_folder
+from datagen.records import Grounding
+
+
+def write_manifest(folder: Path, parts: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"settings": {"fingerprint_parts": parts}}), encoding="utf-8")
+
+
+def test_a_folder_with_the_same_settings_is_resumed(tmp_path: Path) -> None:
+    write_manifest(tmp_path, {"seed": 0})
+    (tmp_path / "detail.jsonl").write_text("{}\n", encoding="utf-8")
+    claim_output_folder(tmp_path, {"seed": 0}, force=False, absent_means={})
+    assert (tmp_path / "detail.jsonl").exists() and not list(tmp_path.glob("replaced-*"))
+
+
+def test_changed_settings_are_refused_then_set_aside_with_force(tmp_path: Path) -> None:
+    write_manifest(tmp_path, {"seed": 0})
+    (tmp_path / "detail.jsonl").write_text("{}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"changed: seed"):
+        claim_output_folder(tmp_path, {"seed": 1}, force=False, absent_means={})
+    claim_output_folder(tmp_path, {"seed": 1}, force=True, absent_means={})
+    aside = next(tmp_path.glob("replaced-*"))
+    assert sorted(path.name for path in aside.iterdir()) == ["detail.jsonl", "manifest.json"]
+
+
+def test_a_part_an_old_manifest_does_not_name_counts_by_its_default(tmp_path: Path) -> None:
+    write_manifest(tmp_path, {"seed": 0})  # a text run's manifest names no `see`
+    claim_output_folder(tmp_path, {"seed": 0}, force=False, absent_means={"see": "text"})
+    with pytest.raises(InputError, match=r"changed: see"):
+        claim_output_folder(tmp_path, {"seed": 0, "see": "image"}, force=False, absent_means={"see": "text"})
+
+
+def test_records_without_a_manifest_and_an_unreadable_manifest_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "conversation.jsonl").write_text("{}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"conversation.jsonl but no manifest.json"):
+        claim_output_folder(tmp_path, {}, force=False, absent_means={})
+    (tmp_path / "manifest.json").write_text("not json", encoding="utf-8")
+    with pytest.raises(InputError, match=r"manifest.json \(unreadable\)"):
+        claim_output_folder(tmp_path, {}, force=False, absent_means={})
+
+
+def test_tally_counts_the_selected_images_only_and_what_was_not_reached() -> None:
+    outcomes = {(1, "detail"): "written", (2, "detail"): "refusal", (9, "detail"): "written"}
+    skipped = {"detail": Counter({"request_failed": 1})}
+    groundings = {(1, "detail"): Grounding(mentioned=["dog", "cat"], unsupported=["cat"]), (9, "detail"): Grounding(mentioned=["x"], unsupported=[])}
+    counts, quality = tally(["detail"], {1, 2, 3, 4}, outcomes, skipped, groundings)
+    assert counts == {"detail": TaskCounts(requested=4, written=1, rejected={"refusal": 1}, skipped={"request_failed": 1, "not_reached": 1})}
+    assert (quality["detail"].records, quality["detail"].mentions, quality["detail"].chair_i) == (1, 2, 0.5)
