@@ -76,7 +76,7 @@ class TaskSummary(BaseModel):
     quality: QualityStats = Field(default_factory=QualityStats)
     unsupported_objects: dict[str, int] = Field(default_factory=dict, description="Per category: records naming it unsupported")
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def flagged_share(self) -> float | None:
         return round(self.flagged_by_checks / self.checked, 4) if self.checked else None
@@ -185,7 +185,7 @@ def image_id_of(record: dict, known: set[int]) -> int | None:
 
 
 def audit_record(index: int, record: object, source: CocoSource, known: set[int], task: str | None, instructions: frozenset[str]) -> AuditedRecord:
-    identity = {"id": None, "image": None}
+    identity: dict[str, str | None] = {"id": None, "image": None}
     if isinstance(record, dict):
         identity = {"id": str(record["id"]) if "id" in record else None, "image": str(record["image"]) if "image" in record else None}
     try:

@@ -240,11 +240,11 @@ class CocoSource:
         with _gc_paused():
             # Identities are taken before reading: a file changed during the load then never matches its snapshot.
             inputs = _identities([captions_path, instances_path]) if snapshot is not None else None
-            state = _read_snapshot(snapshot, inputs) if inputs is not None else None
+            state = _read_snapshot(snapshot, inputs) if snapshot is not None and inputs is not None else None
             self.loaded_from_snapshot = state is not None
             if state is None:
                 state = _load(captions_path, instances_path)
-                if inputs is not None:
+                if snapshot is not None and inputs is not None:
                     _write_snapshot(snapshot, inputs, state)
         self.captions_sha256: str = state["captions_sha256"]
         self.instances_sha256: str | None = state["instances_sha256"]

@@ -343,7 +343,7 @@ def _provenance(run: dict, heading: str) -> list[str]:
     counts, quality = run.get("counts") or {}, run.get("quality") or {}
     for task, task_counts in counts.items():
         task_counts = task_counts if isinstance(task_counts, dict) else {}
-        task_quality = quality.get(task) if isinstance(quality.get(task), dict) else {}
+        task_quality = quality[task] if isinstance(quality.get(task), dict) else {}
         lines.append(
             f"| {task} | `{_figure(run.get('prompt_hashes', {}).get(task))}` | {_figure(run.get('contexts', {}).get(task))} "
             f"| {_count(task_counts.get('requested'))} | {_count(task_counts.get('written'))} "

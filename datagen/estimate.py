@@ -76,7 +76,7 @@ def describe(result: Estimate) -> str:
     if result.image_tokens:
         lines.append(f"of the prompt tokens, {result.image_tokens:,} are images (OpenAI's detail=high tile formula; other servers count differently)")
     if result.cost is not None:
-        lines.append(f"estimated cost: {_money(result.cost)} (at most {_money(result.cost_max)}) before any prompt-cache discount")
+        lines.append(f"estimated cost: {_money(result.cost)} (at most {_money(result.cost_max or result.cost)}) before any prompt-cache discount")
     return "\n".join(lines)
 
 

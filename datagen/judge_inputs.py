@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.coco import Box, CocoSource, ImageAnnotations
-from datagen.context import render_context
+from datagen.context import ContextKind, render_context
 from datagen.errors import InputError
 from datagen.output import iter_jsonl
 from datagen.records import IMAGE_TOKEN, task_file
@@ -110,7 +110,7 @@ def items_from_folders(
             raise InputError(
                 f"{flag} {folder}: was generated from another captions file than --captions {captions}; pass the one both runs used"
             )
-    kind = "captions+boxes" if instances is not None else "captions"
+    kind: ContextKind = "captions+boxes" if instances is not None else "captions"
     items: list[JudgeItem] = []
     skipped: Counter[str] = Counter()
     hashes = {"captions": source.captions_sha256, "instances": source.instances_sha256 or ""}

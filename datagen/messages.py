@@ -20,7 +20,7 @@ def content_parts(value: str) -> list[dict]:
 
 
 def to_messages(record: InstructRecord, meta: dict | None = None) -> dict:
-    row = {
+    row: dict[str, object] = {
         "id": record.id,
         "images": [record.image],
         "messages": [{"role": CHAT_ROLES[turn.speaker], "content": content_parts(turn.value)} for turn in record.conversations],

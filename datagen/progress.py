@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from datagen.manifest import Manifest
 
@@ -21,8 +22,8 @@ class ProgressDisplay:
         self.enabled = enabled
         self.rejects = 0
         self.skipped = 0
-        self._progress = None
-        self._bar = None
+        self._progress: Any = None  # a rich Progress once entered, imported only when shown
+        self._bar: Any = None
 
     def __enter__(self) -> ProgressDisplay:
         if self.enabled:

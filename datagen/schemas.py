@@ -6,10 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from datagen.records import GeneratedRecord, InstructRecord, Reject
 from datagen.manifest import Manifest
 
-MODELS = {
+MODELS: dict[str, type[BaseModel]] = {
     "instruct_record": InstructRecord,
     "generated_record": GeneratedRecord,
     "reject": Reject,

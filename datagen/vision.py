@@ -76,8 +76,8 @@ def _encode_cached(path: str, size: int, mtime_ns: int, max_side: int) -> Encode
     longer = max(picture.size)
     if longer > max_side:
         scale = max_side / longer
-        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-        picture = picture.resize(size, Image.Resampling.LANCZOS)
+        dimensions = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(dimensions, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     # Fixed quality and chroma subsampling, no optimisation passes, no EXIF/ICC: the bytes depend on the pixels only.
     picture.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=2, optimize=False, progressive=False)
@@ -129,10 +129,10 @@ def image_tokens(width: int, height: int, detail: str = "high") -> int:
     if detail == "low":
         return 85
     scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, 768 / min(width, height))
-    width, height = width * scale, height * scale
-    return 85 + 170 * math.ceil(width / 512) * math.ceil(height / 512)
+    fitted_width, fitted_height = width * scale, height * scale
+    scale = min(1.0, 768 / min(fitted_width, fitted_height))
+    fitted_width, fitted_height = fitted_width * scale, fitted_height * scale
+    return 85 + 170 * math.ceil(fitted_width / 512) * math.ceil(fitted_height / 512)
 
 
 def estimate_content_tokens(content: object) -> int:
