@@ -76,7 +76,7 @@ def reject_reason(task: str, pairs: list[tuple[str, str]], finish_reason: str | 
         except Rejected as rejection:
             return rejection.reason, rejection.detail
         return None
-    findings = check_pairs(task, pairs)
+    findings = check_pairs(TASKS[task].response.value, pairs)
     if findings:
         first = findings[0]
         return first.rule, f"{first.role} {first.turn + 1}: {first.excerpt!r}"

@@ -208,7 +208,7 @@ def audit_record(index: int, record: object, source: CocoSource, known: set[int]
         task=chosen,
         task_from=task_from,
         status="checked",
-        findings=check_pairs(chosen, checked),
+        findings=check_pairs("prose" if prose else "qa_pairs", checked),
         grounding=ground([answer for _, answer in pairs], image),
     )
 

@@ -18,6 +18,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 Role = Literal["question", "answer"]
+# The reply's form, all a rule needs of its task: one free-text answer (a description) or Question/Answer pairs
+# (the values of tasks.ResponseFormat, which names each task's form).
+Form = Literal["prose", "qa_pairs"]
 Span = tuple[int, int]
 
 
@@ -34,7 +37,7 @@ class Finding(BaseModel):
 class Rule:
     name: str
     roles: frozenset[str]
-    find: Callable[[str, str], Span | None]  # (text, task) -> where the rule fires, or None
+    find: Callable[[str, Form], Span | None]  # (text, form) -> where the rule fires, or None
     summary: str
 
 
@@ -90,12 +93,12 @@ def _when(triggers: str, pattern: str, flags: int = 0) -> _Gated:
 
 
 def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = False, unless_quoted: bool = True,
-            unless_before: re.Pattern[str] | None = None) -> Callable[[str, str], Span | None]:
+            unless_before: re.Pattern[str] | None = None) -> Callable[[str, Form], Span | None]:
     """First match of any pattern that is not inside a quotation (or, when asked, not about a thing
     in the picture, or not preceded closely by `unless_before`)."""
     gated = [p if isinstance(p, _Gated) else _Gated((), p) for p in patterns]
 
-    def find(text: str, task: str) -> Span | None:
+    def find(text: str, form: Form) -> Span | None:
         lowered = text.lower()
         for candidate in gated:
             if not candidate.may_match(lowered):
@@ -220,12 +223,12 @@ _PREAMBLES = (
 _BARE_OPENER = re.compile(r"^\s*(?:Sure|Certainly|Of course|Absolutely|Okay|OK|Alright|All right|Gladly|Great)\b\s*[!,.:]", _I)
 
 
-def _find_preamble(text: str, task: str) -> Span | None:
+def _find_preamble(text: str, form: Form) -> Span | None:
     for pattern in _PREAMBLES:
         match = pattern.match(text)
         if match:
             return match.span()
-    if task == "detail":
+    if form == "prose":
         match = _BARE_OPENER.match(text)
         if match:
             return match.span()
@@ -413,12 +416,12 @@ _SHOWS_DATA = re.compile(
 )
 
 
-def _find_text_source(text: str, task: str) -> Span | None:
+def _find_text_source(text: str, form: Form) -> Span | None:
     return (
-        _strong_text_source(text, task)
-        or _coordinates(text, task)
-        or _text_source_about_something(text, task)
-        or (None if _SHOWS_DATA.search(text) else _in_the_text(text, task))
+        _strong_text_source(text, form)
+        or _coordinates(text, form)
+        or _text_source_about_something(text, form)
+        or (None if _SHOWS_DATA.search(text) else _in_the_text(text, form))
     )
 
 
@@ -470,10 +473,10 @@ _find_box_numbers_strict = _finder(*_BOX_NUMBERS)
 _find_box_numbers_loose = _finder(*_LOOSE_BOX_NUMBERS, unless_before=_WRITTEN_IN_PICTURE)
 
 
-def _find_box_numbers(text: str, task: str) -> Span | None:
+def _find_box_numbers(text: str, form: Form) -> Span | None:
     if _DECIMAL.search(text) is None:  # every shape below holds a decimal point followed by a digit
         return None
-    return _find_box_numbers_strict(text, task) or _find_box_numbers_loose(text, task)
+    return _find_box_numbers_strict(text, form) or _find_box_numbers_loose(text, form)
 
 
 # --- incomplete_sentence: cut mid-sentence although the teacher reported a normal stop ---
@@ -482,7 +485,7 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
 _CLOSING_MARKUP = "*_` \t\n'’]"
 
 
-def _find_incomplete(text: str, task: str) -> Span | None:
+def _find_incomplete(text: str, form: Form) -> Span | None:
     body = text.rstrip()
     ending = body.rstrip(_CLOSING_MARKUP)
     if not ending or ending[-1] in _END_OK or len(body.split()) <= 3:
@@ -523,34 +526,34 @@ def _excerpt(text: str, span: Span, margin: int = 30) -> str:
     return ("…" if start else "") + text[start:end].replace("\n", " ") + ("…" if end < len(text) else "")
 
 
-def check_text(text: str, role: Role, turn: int = 0, task: str = "conversation") -> list[Finding]:
+def check_text(text: str, role: Role, turn: int = 0, form: Form = "qa_pairs") -> list[Finding]:
     """Every rule that fires on one question or answer, in rule order."""
     findings = []
     for rule in RULES:
         if role in rule.roles:
-            span = rule.find(text, task)
+            span = rule.find(text, form)
             if span is not None:
                 findings.append(Finding(rule=rule.name, turn=turn, role=role, excerpt=_excerpt(text, span)))
     return findings
 
 
-def check_pairs(task: str, pairs: list[tuple[str, str]]) -> list[Finding]:
+def check_pairs(form: Form, pairs: list[tuple[str, str]]) -> list[Finding]:
     """Findings over every question and answer of a reply, most serious rule first, then by turn.
 
     Questions as the teacher wrote them: without the `<image>` token a record adds to its first turn
-    (strip it before checking a finished LLaVA record). For `detail`, pairs is [(instruction,
-    description)]; an empty question is skipped.
+    (strip it before checking a finished LLaVA record). For a prose reply (a description), pairs is
+    [(instruction, description)]; an empty question is skipped.
     """
     findings: list[Finding] = []
     for turn, (question, answer) in enumerate(pairs):
         if question.strip():
-            findings.extend(check_text(question, "question", turn, task))
-        findings.extend(check_text(answer, "answer", turn, task))
+            findings.extend(check_text(question, "question", turn, form))
+        findings.extend(check_text(answer, "answer", turn, form))
     return sorted(findings, key=lambda finding: (_PRIORITY[finding.rule], finding.turn, finding.role != "question"))
 
 
 def check_lead(text: str) -> list[Finding]:
     """Findings on text a Question/Answer reply holds before its first `Question:` (or instead of any):
     judged like a free-text reply, since no such text belongs there; its ending is not judged."""
-    findings = check_text(text, "answer", 0, "detail")
+    findings = check_text(text, "answer", 0, "prose")
     return [finding for finding in findings if finding.rule not in _ENDING_RULES]

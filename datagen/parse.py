@@ -86,7 +86,7 @@ def parse_prose(task: str, text: str, finish_reason: str | None, see: str = "tex
     answer = check_answer(text, finish_reason)
     if _LABEL.match(answer):
         raise Rejected("unparseable", f"a {task} description must be plain paragraphs, not Question/Answer blocks")
-    _raise_first(check_pairs(task, [("", answer)]), see)
+    _raise_first(check_pairs("prose", [("", answer)]), see)
     return answer
 
 
@@ -108,7 +108,7 @@ def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs
     if exact_pairs is not None and len(pairs) != exact_pairs:
         wanted = "one Question/Answer pair" if exact_pairs == 1 else f"{exact_pairs} Question/Answer pairs"
         raise Rejected("wrong_turn_count", f"{task.replace('_', ' ')} needs exactly {wanted}, got {len(pairs)}")
-    _raise_first(check_pairs(task, pairs), see)
+    _raise_first(check_pairs("qa_pairs", pairs), see)
     return pairs
 
 

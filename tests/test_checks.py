@@ -17,8 +17,8 @@ from datagen.records import RejectReason
 CORPUS = Path(__file__).parent / "data" / "answer_corpus.jsonl"
 
 
-def rules_on(text: str, role: str = "answer", task: str = "conversation") -> list[str]:
-    return [finding.rule for finding in check_text(text, role, 0, task)]  # type: ignore[arg-type]
+def rules_on(text: str, role: str = "answer", form: str = "qa_pairs") -> list[str]:
+    return [finding.rule for finding in check_text(text, role, 0, form)]  # type: ignore[arg-type]
 
 
 # (rule, text that must make it fire)
@@ -203,8 +203,8 @@ def test_rule_stays_quiet_on_picture_content(rule: str, text: str) -> None:
 
 def test_a_description_may_not_open_with_chat_but_a_conversation_answer_may() -> None:
     text = "Certainly! The image shows a harbor full of fishing boats."
-    assert rules_on(text, task="detail") == ["chat_preamble"]
-    assert rules_on(text, task="conversation") == []
+    assert rules_on(text, form="prose") == ["chat_preamble"]
+    assert rules_on(text, form="qa_pairs") == []
 
 
 def test_questions_are_checked_for_leaks_but_not_for_endings_or_refusals() -> None:
@@ -231,8 +231,8 @@ def test_check_pairs_orders_by_rule_then_turn() -> None:
 
 
 def test_check_pairs_skips_an_empty_detail_instruction() -> None:
-    assert check_pairs("detail", [("", "A red bus waits at a stop while people board it.")]) == []
-    assert [f.role for f in check_pairs("detail", [("Describe the image.", "Based on the captions, a bus.")])] == ["answer"]
+    assert check_pairs("prose", [("", "A red bus waits at a stop while people board it.")]) == []
+    assert [f.role for f in check_pairs("prose", [("Describe the image.", "Based on the captions, a bus.")])] == ["answer"]
 
 
 def test_check_lead_judges_chat_talk_but_not_its_ending() -> None:

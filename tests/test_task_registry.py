@@ -109,3 +109,14 @@ def test_shards_of_a_registered_task_merge(toy_task, tmp_path: Path) -> None:
     assert sorted((tmp_path / "merged" / f"{TOY}.jsonl").read_bytes().splitlines()) == sorted((whole / f"{TOY}.jsonl").read_bytes().splitlines())
     merged = json.loads((tmp_path / "merged" / "manifest.json").read_text(encoding="utf-8"))
     assert merged["counts"][TOY]["written"] == json.loads((whole / "manifest.json").read_text(encoding="utf-8"))["counts"][TOY]["written"]
+
+
+def test_a_registered_prose_task_gets_the_prose_answer_checks(toy_task) -> None:
+    from datagen.parse import Rejected
+    from datagen.tasks import parse_answer
+
+    reply = "Sure, a brown dog runs across a green park while its owner watches from a bench."
+    with pytest.raises(Rejected) as rejected:
+        parse_answer(TOY, reply, "stop")
+    assert rejected.value.reason == "chat_preamble"  # as for detail: a description opens with the picture
+    assert parse_answer(TOY, reply.removeprefix("Sure, ").capitalize(), "stop")
