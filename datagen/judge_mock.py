@@ -62,12 +62,13 @@ class MockJudge(Teacher):
         self.stats["requests"] += 1
         prompt = request.messages[-1]["content"]
         context, question = _section(prompt, "context"), _section(prompt, "question")
-        answers = [_section(prompt, "answer_1"), _section(prompt, "answer_2")]
-        if context is None or question is None or None in answers:
+        first, second = _section(prompt, "answer_1"), _section(prompt, "answer_2")
+        if context is None or question is None or first is None or second is None:
             # A replaced user template without our tags: answer without scores, as a confused model would.
             text = "The request did not contain the sections this mock judge reads."
         else:
             known = context + "\n" + question
+            answers = [first, second]
             scores = [heuristic_score(self.heuristic, answer, known) for answer in answers]
             counts = [len(_words(answer)) for answer in answers]
             text = (

@@ -86,7 +86,7 @@ class DistinctNGrams:
     """Distinct-n (Li et al., 2016): distinct word n-grams over all n-grams of the texts added; None before any."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.seen, self.total = n, set(), 0
+        self.n, self.seen, self.total = n, set[tuple[str, ...]](), 0
 
     def add(self, tokens: list[str]) -> None:
         grams = list(zip(*(tokens[offset:] for offset in range(self.n))))
@@ -170,7 +170,7 @@ class TaskStats:
                 self.answer_words.append(len(value.split()))
                 self.distinct_1.add(tokens)
                 self.distinct_2.add(tokens)
-        meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+        meta = _object(row.get("meta"))
         self.add_usage(meta)
         if meta.get("finish_reason") is not None:
             self.finish_reasons[str(meta["finish_reason"])] += 1
@@ -284,9 +284,14 @@ def _rows(path: Path) -> Iterable[dict]:
         yield row
 
 
+def _object(value: object) -> dict:
+    """A JSON object as it is, anything else (missing, hand-edited) as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def read_run(folder: Path) -> RunReport:
     manifest = read_manifest(folder)
-    quality = manifest.get("quality") if isinstance(manifest.get("quality"), dict) else {}
+    quality = _object(manifest.get("quality"))
     tasks: dict[str, TaskStats] = {}
     for task, counts in manifest["counts"].items():
         task_quality = quality.get(task)
@@ -296,7 +301,7 @@ def read_run(folder: Path) -> RunReport:
     for row in _rows(folder / REJECTS_FILE):
         stats = tasks.get(str(row.get("task")))
         if stats is not None:  # rejected answers were paid for too
-            stats.add_usage(row.get("meta") if isinstance(row.get("meta"), dict) else {})
+            stats.add_usage(_object(row.get("meta")))
     return RunReport(folder=folder, manifest=manifest, tasks=tasks)
 
 
@@ -417,7 +422,7 @@ def outcome_figure(runs: list[RunReport], tasks: list[str]) -> str:
     axes = figure.subplots(1, len(tasks), squeeze=False)[0]
     for axis, task in zip(axes, tasks):
         labels = [run.label for run in runs]
-        parts = {"written": [], "rejected": [], "skipped": []}
+        parts: dict[str, list[int]] = {"written": [], "rejected": [], "skipped": []}
         for run in runs:
             counts = run.tasks[task].counts if task in run.tasks else {}
             parts["written"].append(counts.get("written", 0) if isinstance(counts.get("written"), int) else 0)
