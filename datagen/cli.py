@@ -12,6 +12,7 @@ import typer
 
 from datagen.errors import InputError, TeacherFatalError
 from datagen.storage_errors import StorageError, explain_os_error
+from datagen.judge import JudgeOptions
 from datagen.options import MAX_BATCH_REQUESTS, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 from datagen.tasks import TASKS
@@ -435,26 +436,26 @@ def judge(
     candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
     questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
     context: Optional[Path] = typer.Option(None, help='Context JSONL, one line per image: {"image", "caption", "boxes"?}'),
-    judge_backend: str = typer.Option("openai", "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
+    judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
     judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
     judge_prompt: Optional[Path] = typer.Option(None, help="File replacing prompts/judge/system_message.txt"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (per task with A_DIR B_DIR)"),
-    concurrency: int = typer.Option(16, min=1),
-    timeout: float = typer.Option(120.0, min=0.1),
-    max_retries: int = typer.Option(6, min=0),
+    concurrency: int = typer.Option(default("concurrency", JudgeOptions), min=1),
+    timeout: float = typer.Option(default("timeout", JudgeOptions), min=0.1),
+    max_retries: int = typer.Option(default("max_retries", JudgeOptions), min=0),
     rpm: Optional[float] = typer.Option(None, min=0.001),
     tpm: Optional[float] = typer.Option(None, min=1),
-    temperature: float = typer.Option(0.2, min=0.0, max=2.0),
-    max_tokens: int = typer.Option(512, min=1),
-    seed: int = typer.Option(0, help="Seeds the judge's sampling and the bootstrap"),
-    bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples of the 95% interval (0: none)"),
+    temperature: float = typer.Option(default("temperature", JudgeOptions), min=0.0, max=2.0),
+    max_tokens: int = typer.Option(default("max_tokens", JudgeOptions), min=1),
+    seed: int = typer.Option(default("seed", JudgeOptions), help="Seeds the judge's sampling and the bootstrap"),
+    bootstrap: int = typer.Option(default("resamples", JudgeOptions), min=0, help="Bootstrap resamples of the 95% interval (0: none)"),
     cache: Optional[Path] = typer.Option(None, help="Response cache file; default OUT/cache.sqlite"),
     no_cache: bool = typer.Option(False, "--no-cache"),
     force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
 ) -> None:
     """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table."""
-    from datagen.judge import SYSTEM_MESSAGE, JudgeOptions, run_judge
+    from datagen.judge import SYSTEM_MESSAGE, run_judge
     from datagen.judge_inputs import items_from_files, items_from_folders
 
     files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}

@@ -26,7 +26,8 @@ from datagen.judge_stats import Agreement, Pair, TaskSummary, agreement, summari
 from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.output_folder import CACHE_FILE, set_aside
 from datagen.records import TeacherInfo, Usage, UsageTotals
-from datagen.teacher import ChatRequest, RetryableError, Teacher, redact_url
+from datagen.ratelimit import DEFAULT_CONCURRENCY
+from datagen.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, ChatRequest, RetryableError, Teacher, redact_url
 from datagen.teacher_factory import BackendSettings, build_teacher
 
 JUDGE_PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "judge"
@@ -46,9 +47,9 @@ class JudgeOptions(BaseModel):
     judge_models: list[str] = []
     base_url: str | None = None
     system_prompt: Path = SYSTEM_MESSAGE
-    concurrency: int = 16
-    timeout: float = 120.0
-    max_retries: int = 6
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
     rpm: float | None = None
     tpm: float | None = None
     temperature: float = 0.2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, field_validator
 
@@ -82,6 +83,6 @@ class GenerateOptions(BaseModel):
         return RequestShape(token_limit_field=limit_field, omit=self.omit_params, extra_body=self.extra_body)
 
 
-def default(name: str) -> object:
-    """The default of a GenerateOptions field, for the command line's flag of the same setting."""
-    return GenerateOptions.model_fields[name].get_default(call_default_factory=True)
+def default(name: str, model: type[BaseModel] = GenerateOptions) -> Any:
+    """The default of a settings field (GenerateOptions' unless `model` says), for the command line's flag of it."""
+    return model.model_fields[name].get_default(call_default_factory=True)
