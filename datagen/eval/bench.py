@@ -92,8 +92,8 @@ def answered(path: Path, model_id: str) -> set[str]:
 
 
 def run_bench(
-    model_path: Path, questions_path: Path, images: Path | None, out: Path, batch_size: int = 8,
-    max_new_tokens: int = 512, model_id: str | None = None, dtype: str = "auto",
+    model_path: Path, questions_path: Path, images: Path | None, out: Path, batch_size: int,
+    max_new_tokens: int, model_id: str | None, dtype: str,
 ) -> tuple[Path, int, int]:
     """Returns (answers file, answered now, answered before)."""
     from datagen.eval.model import AnswerModel, batches

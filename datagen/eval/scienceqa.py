@@ -188,7 +188,7 @@ def problem_image(images: Path | None, split: str, pid: str, problem: Problem) -
 
 def run_scienceqa(
     model_path: Path, problems_path: Path, split_path: Path, split: str, images: Path | None, out: Path,
-    batch_size: int = 8, max_new_tokens: int = 32, limit: int | None = None, dtype: str = "auto",
+    batch_size: int, max_new_tokens: int, limit: int | None, dtype: str,
 ) -> tuple[dict, str]:
     from datagen.eval.model import AnswerModel, batches
 
