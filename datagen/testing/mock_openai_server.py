@@ -3,7 +3,7 @@
 It speaks enough of the OpenAI HTTP API (chat completions, models, files and batches) for the
 official SDK and our pipeline to run against it offline, and injects the failures real servers
 produce (rate limits, 5xx, hangs, dropped connections, broken JSON, truncation, refusals) at chosen
-rates, so retry and validation logic can be tested and benchmarked reproducibly. Quirks (`QUIRKS`) switch
+rates, so retry and validation logic can be tested and benchmarked reproducibly. Quirks (`QUIRKS`, in mock_server_config.py) switch
 on the ways real endpoints differ from OpenAI's own: content as parts, structured refusals, errors inside
 a 200, context-length and size limits, content filters, missing usage, reasoning-model parameter rules,
 and Azure's deployment paths.
