@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 
 from datagen.checks import check_text
+from datagen.object_words import plural
 
 QA_SEPARATOR = "\n===\n"
 
@@ -75,15 +76,8 @@ _IRREGULAR_PLURALS = {
 
 @lru_cache(maxsize=4096)
 def _plural(noun: str) -> str:
-    head, _, last = noun.rpartition(" ")
-    prefix = head + " " if head else ""
-    if last in _IRREGULAR_PLURALS:
-        return prefix + _IRREGULAR_PLURALS[last]
-    if last.endswith(("s", "x", "z", "ch", "sh")):
-        return prefix + last + "es"
-    if last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
-        return prefix + last[:-1] + "ies"
-    return prefix + last + "s"
+    # The mock says "people", where the grounding word list also reads the rarer "persons".
+    return plural(noun, _IRREGULAR_PLURALS)
 
 
 def _with_article(noun: str) -> str:

@@ -25,6 +25,7 @@ Choices for ambiguous words (they decide what counts as a mention, so they shape
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 # category -> words naming it (singular; plurals are derived, irregular ones are listed in _PLURALS)
 CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
@@ -174,16 +175,17 @@ _PLURALS = {
 }
 
 
-def plural(word: str) -> str:
-    if word in _PLURALS:
-        return _PLURALS[word]
+def plural(word: str, irregular: Mapping[str, str] = _PLURALS) -> str:
+    """English plural of a noun or a noun phrase (its last word); `irregular` overrides the spelling rules."""
+    if word in irregular:
+        return irregular[word]
     head, _, last = word.rpartition(" ")
     prefix = head + " " if head else ""
-    if last in _PLURALS:
-        return prefix + _PLURALS[last]
+    if last in irregular:
+        return prefix + irregular[last]
     if last.endswith(("s", "x", "z", "ch", "sh")):
         return prefix + last + "es"
-    if last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
+    if last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
         return prefix + last[:-1] + "ies"
     return prefix + last + "s"
 
