@@ -16,7 +16,7 @@ import re
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from functools import cached_property
@@ -440,6 +440,14 @@ def outcome_figure(runs: list[RunReport], tasks: list[str]) -> str:
     return _png(figure)
 
 
+def _grouped_bars(axes, runs: list[RunReport], positions, shares: Callable[[TaskStats], list[float]], task: str) -> None:
+    """One bar per run at each position, side by side, each run's bars its shares of its own records."""
+    width = 0.8 / max(1, len(runs))
+    for offset, run in enumerate(runs):
+        shift = (offset - (len(runs) - 1) / 2) * width
+        axes.bar([value + shift for value in positions], shares(run.tasks[task]), width=width, label=run.label)
+
+
 def task_figure(runs: list[RunReport], task: str) -> str:
     figure = _new_figure(11, 3.4)
     lengths, rounds, kinds = figure.subplots(1, 3)
@@ -458,29 +466,17 @@ def task_figure(runs: list[RunReport], task: str) -> str:
     lengths.set_xlabel("words per answer")
     lengths.set_ylabel("answers")
 
-    width = 0.8 / max(1, len(present))
     all_rounds = sorted({count for run in present for count in run.tasks[task].rounds})
-    for offset, run in enumerate(present):
-        total = run.tasks[task].records or 1
-        rounds.bar(
-            [value + (offset - (len(present) - 1) / 2) * width for value in all_rounds],
-            [run.tasks[task].rounds.get(value, 0) / total for value in all_rounds],
-            width=width,
-            label=run.label,
-        )
+    _grouped_bars(rounds, present, all_rounds, lambda stats: [stats.rounds.get(value, 0) / (stats.records or 1) for value in all_rounds], task)
     rounds.set_xticks(all_rounds)
     rounds.set_title("question-answer rounds per record", fontsize=10)
     rounds.set_ylabel("share of records")
 
     positions = range(len(QUESTION_TYPES))
-    for offset, run in enumerate(present):
-        total = run.tasks[task].question_total or 1
-        kinds.bar(
-            [value + (offset - (len(present) - 1) / 2) * width for value in positions],
-            [run.tasks[task].question_types.get(kind, 0) / total for kind in QUESTION_TYPES],
-            width=width,
-            label=run.label,
-        )
+    _grouped_bars(
+        kinds, present, positions,
+        lambda stats: [stats.question_types.get(kind, 0) / (stats.question_total or 1) for kind in QUESTION_TYPES], task,
+    )
     kinds.set_xticks(list(positions), QUESTION_TYPES, rotation=45, ha="right", fontsize=8)
     kinds.set_title("question types", fontsize=10)
     kinds.set_ylabel("share of questions")
