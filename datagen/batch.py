@@ -27,8 +27,8 @@ from datagen.options import GenerateOptions
 from datagen.output import atomic_file, write_json_atomic
 from datagen.pipeline import Run, execute
 from datagen.records import SkipReason, TeacherInfo
-from datagen.redaction import environment_secrets, redact_secrets
-from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, one_line, parse_completion, redact_url
+from datagen.redaction import environment_secrets, one_line, redact_secrets
+from datagen.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, parse_completion, redact_url
 from datagen.vision import ImageProblem
 
 BATCH_DIR = "batch"
@@ -266,7 +266,7 @@ class BatchJob:
     @staticmethod
     def _message(error) -> str:
         body = error.body if isinstance(error.body, dict) else {}
-        return redact_secrets(str(body.get("message") or error.message), environment_secrets(), limit=200, one_line=True)
+        return redact_secrets(str(body.get("message") or error.message), environment_secrets(), limit=200, fold=True)
 
     def save(self) -> None:
         write_json_atomic(self.folder / STATE_FILE, self.state.model_dump(mode="json"), indent=None)
@@ -371,7 +371,7 @@ class BatchJob:
         self.save()
         left = f", {len(missing)} left pending for the next run" if missing else ""
         if first_error:  # the server's words, which may quote what it was sent
-            left += f" (first error: {redact_secrets(first_error, environment_secrets(), limit=200, one_line=True)})"
+            left += f" (first error: {redact_secrets(first_error, environment_secrets(), limit=200, fold=True)})"
         self.say(f"{batch.id} {batch.status}: {len(answered)} answers into the cache{left}")
 
     def _write(self, name: str, data: bytes) -> None:

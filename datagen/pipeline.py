@@ -31,10 +31,10 @@ from datagen.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE
 from datagen.parse import Rejected
 from datagen.prompts import InstructionList, PromptPack, load_instructions
 from datagen.records import Grounding, RecordMeta, RejectReason, SkipReason, TeacherInfo, Usage, UsageTotals
-from datagen.redaction import redact_url
+from datagen.redaction import one_line, redact_url
 from datagen.storage_errors import StorageError
 from datagen.tasks import task_spec
-from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher, one_line
+from datagen.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher
 from datagen.teacher_factory import BackendSettings, build_teacher, check_kind
 from datagen.vision import EncodedImage, ImageProblem, encode_image
 

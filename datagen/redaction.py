@@ -69,14 +69,20 @@ def _mask_prefixes(text: str, form: str) -> str:
     return "".join(out) + text[position:]
 
 
-def redact_secrets(text: str, secrets: Iterable[str | None], limit: int | None = None, one_line: bool = False) -> str:
-    """`text` with every secret masked (plain, base64-encoded, or cut short), then, in this order, its whitespace
-    runs made single spaces (`one_line`, for a body quoted in an error line) and the whole cut to `limit`."""
+def one_line(message: str, limit: int | None = 300) -> str:
+    """A server's message as one line (whitespace runs made single spaces), cut to `limit` for a summary or a log."""
+    line = " ".join(message.split())
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
+def redact_secrets(text: str, secrets: Iterable[str | None], limit: int | None = None, fold: bool = False) -> str:
+    """`text` with every secret masked (plain, base64-encoded, or cut short), and only then cut to `limit` —
+    with `fold`, as `one_line` folds and cuts a body quoted in an error line."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         for form in _forms(secret):
             text = _mask_prefixes(text, form)
-    if one_line:
-        text = " ".join(text.split())
+    if fold:
+        return one_line(text, limit)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "..."
     return text

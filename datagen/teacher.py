@@ -25,7 +25,7 @@ from datagen.endpoints import DEFAULT_BASE_URL
 from datagen.errors import TeacherFatalError
 from datagen.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.records import TeacherInfo, Usage
-from datagen.redaction import redact_secrets, redact_url
+from datagen.redaction import one_line, redact_secrets, redact_url
 from datagen.token_estimate import estimate_tokens
 from datagen.request_shape import RequestShape, fix_for_refused_field
 from datagen.vision import estimate_content_tokens
@@ -180,12 +180,6 @@ class RetryableError(Exception):
 
 class RequestRefused(Exception):
     """The server refused this one request (too long, too large...) after it had accepted the run's first one."""
-
-
-def one_line(message: str, limit: int = 300) -> str:
-    """A server's message as one line (newlines collapsed), short enough for a summary or a log."""
-    line = " ".join(message.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # A 4xx that names this item's size, not the request's shape: refusing the item lets the run go on.
@@ -439,7 +433,7 @@ class OpenAITeacher:
 
     def _hide_key(self, message: str) -> str:
         # Some servers echo the key or the headers they were given: mask the whole text, then fold and cut it.
-        return redact_secrets(message, [self._api_key], limit=300, one_line=True)
+        return redact_secrets(message, [self._api_key], limit=300, fold=True)
 
     async def aclose(self) -> None:
         if self._session is not None:
