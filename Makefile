@@ -54,7 +54,7 @@ bench: setup-train
 	@echo "wrote bench/results.md"
 
 schemas: setup
-	$(BIN)/python -m datagen.schemas schemas
+	$(BIN)/python -m datagen.formats.schemas schemas
 
 clean:
 	rm -rf $(VENV) $(VENV_TF4) demo-out .pytest_cache

@@ -1,4 +1,4 @@
-"""Answer-check benchmark: precision and recall of every rule of datagen/checks.py on the labelled corpus.
+"""Answer-check benchmark: precision and recall of every rule of datagen/quality/checks.py on the labelled corpus.
 
 Each reply of `tests/data/answer_corpus.jsonl` goes through `parse_answer`, exactly as a teacher
 reply does during `datagen generate`; its reject reason (or none) is compared with its label.
@@ -23,9 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from datagen.checks import RULES  # noqa: E402  (run as a script from the repository)
-from datagen.parse import Rejected  # noqa: E402
-from datagen.tasks import TASKS, parse_answer  # noqa: E402
+from datagen.quality.checks import RULES  # noqa: E402  (run as a script from the repository)
+from datagen.quality.parse import Rejected  # noqa: E402
+from datagen.tasks.registry import TASKS, parse_answer  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "answer_corpus.jsonl"
 PROMPTS = ROOT / "prompts"

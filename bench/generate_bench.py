@@ -196,10 +196,10 @@ def write_payloads(captions: Path, instances: Path, count: int, path: Path) -> P
 
 
 def _write_payloads(captions: Path, instances: Path, count: int, path: Path) -> None:
-    from datagen.coco import CocoSource
-    from datagen.items import SamplingSettings, build_request
-    from datagen.prompts import BUNDLED_PROMPTS
-    from datagen.tasks import task_spec
+    from datagen.source.coco import CocoSource
+    from datagen.run.items import SamplingSettings, build_request
+    from datagen.tasks.prompts import BUNDLED_PROMPTS
+    from datagen.tasks.registry import task_spec
 
     source = CocoSource(captions, instances)
     pack = task_spec(TASK).load_pack(BUNDLED_PROMPTS)

@@ -1,4 +1,4 @@
-"""Grounding benchmark: how well `datagen.grounding` finds objects an answer names that its image lacks.
+"""Grounding benchmark: how well `datagen.quality.grounding` finds objects an answer names that its image lacks.
 
 Three measurements over the bundled sample data (data/, 22 images):
 1. Right image: hand-written answers (tests/data/grounding_cases.jsonl), each grounded against the image it was
@@ -31,9 +31,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from datagen.audit import audit  # noqa: E402
-from datagen.coco import CocoSource  # noqa: E402
-from datagen.grounding import ground  # noqa: E402
+from datagen.data.audit import audit  # noqa: E402
+from datagen.source.coco import CocoSource  # noqa: E402
+from datagen.quality.grounding import ground  # noqa: E402
 
 CAPTIONS = ROOT / "data" / "captions.json"
 INSTANCES = ROOT / "data" / "instances.json"

@@ -1,4 +1,4 @@
-"""Answer checks on real teacher text: how often the rules of datagen/checks.py refuse answers a real
+"""Answer checks on real teacher text: how often the rules of datagen/quality/checks.py refuse answers a real
 teacher (GPT-4 for LLaVA, or any other) wrote, which the repository does not ship.
 
     .venv/bin/python bench/realtext_bench.py FOLDER [--show N]
@@ -28,9 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from datagen.checks import RULE_NAMES, check_pairs  # noqa: E402  (run as a script from the repository)
-from datagen.parse import Rejected  # noqa: E402
-from datagen.tasks import TASKS, parse_answer  # noqa: E402
+from datagen.quality.checks import RULE_NAMES, check_pairs  # noqa: E402  (run as a script from the repository)
+from datagen.quality.parse import Rejected  # noqa: E402
+from datagen.tasks.registry import TASKS, parse_answer  # noqa: E402
 
 _TASK_ALIASES = {"conv": "conversation", "complex": "complex_reasoning", "detail_description": "detail"}
 _IMAGE_TOKEN = "<image>"

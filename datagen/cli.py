@@ -11,11 +11,11 @@ from typing import Optional
 import typer
 
 from datagen.errors import InputError, TeacherFatalError
-from datagen.storage_errors import StorageError, explain_os_error
-from datagen.judge import JudgeOptions
-from datagen.options import MAX_BATCH_REQUESTS, default
+from datagen.files.storage_errors import StorageError, explain_os_error
+from datagen.judge.run import JudgeOptions
+from datagen.run.options import MAX_BATCH_REQUESTS, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
-from datagen.tasks import TASKS
+from datagen.tasks.registry import TASKS
 
 app = typer.Typer(
     help="Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it.",
@@ -65,7 +65,7 @@ def parse_tasks(value: str) -> list[str]:
 
 def parse_contexts(values: list[str]) -> dict[str, str]:
     """Only the tasks named: the others keep their task's default context."""
-    from datagen.context import CONTEXT_KINDS
+    from datagen.source.context import CONTEXT_KINDS
 
     contexts = {}
     for value in values:
@@ -78,7 +78,7 @@ def parse_contexts(values: list[str]) -> dict[str, str]:
 
 
 def parse_see(value: str) -> str:
-    from datagen.vision import SEE_CHOICES
+    from datagen.teachers.vision import SEE_CHOICES
 
     if value not in SEE_CHOICES:
         raise typer.BadParameter(f"{value!r}: choose text, image or both", param_hint="--see")
@@ -105,9 +105,8 @@ def safe_argv() -> list[str]:
 
 
 def write_card(folder: Path, write) -> None:
-    """The README.md dataset card beside the data (datagen/dataset_card.py); someone else's README is left alone."""
-    from datagen import dataset_card
-
+    """The README.md dataset card beside the data (datagen/data/dataset_card.py); someone else's README is left alone."""
+    from datagen.data import dataset_card
     try:
         written = write(dataset_card)
     except dataset_card.UntypeableField as error:
@@ -173,10 +172,10 @@ def generate(
     image_max_side: int = typer.Option(default("image_max_side"), min=16, help="Longer side of the JPEG sent to the teacher, in pixels (--see image|both)"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
-    from datagen.generate import generate as run_generate
-    from datagen.options import GenerateOptions
-    from datagen.prompts import BUNDLED_PROMPTS
-    from datagen.request_shape import parse_extra_body, parse_omit_params
+    from datagen.run.generate import generate as run_generate
+    from datagen.run.options import GenerateOptions
+    from datagen.tasks.prompts import BUNDLED_PROMPTS
+    from datagen.teachers.request_shape import parse_extra_body, parse_omit_params
 
     offline = [flag for flag, on in (("--dry-run", dry_run), ("--requests-out", requests_out), ("--results-in", results_in), ("--batch", batch)) if on]
     if len(offline) > 1:
@@ -229,12 +228,12 @@ def generate(
         image_max_side=image_max_side,
     )
     if dry_run:
-        from datagen.estimate import describe, estimate
+        from datagen.run.estimate import describe, estimate
 
         typer.echo(describe(estimate(options)))
         return
     if requests_out is not None:
-        from datagen.handoff import write_requests
+        from datagen.run.handoff import write_requests
 
         typer.echo(f"wrote {write_requests(options)} requests to {requests_out} (OpenAI Batch input format); nothing was sent")
         return
@@ -259,7 +258,7 @@ def export(
     fmt: str = typer.Option("llava", "--format", help="llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)"),
 ) -> None:
     """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
-    from datagen.export import export as run_export
+    from datagen.data.export import export as run_export
 
     counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed, fmt)
     if fmt == "llava":  # the card types LLaVA records; chat-message rows are TRL's format, read without one
@@ -278,7 +277,7 @@ def align(
     jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
 ) -> None:
     """Stage-1 alignment records (LLaVA-Pretrain style) from caption pairs; no teacher needed."""
-    from datagen.export import align as run_align
+    from datagen.data.export import align as run_align
 
     count = run_align(captions, out, limit, seed, jsonl, prompts)
     typer.echo(f"wrote {count} alignment records to {out}")
@@ -296,7 +295,7 @@ def audit(
     max_flagged: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records with check findings exceeds this"),
 ) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
-    from datagen.audit import audit as run_audit, format_summary
+    from datagen.data.audit import audit as run_audit, format_summary
 
     if task is not None and task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
@@ -315,7 +314,7 @@ def report(
     price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
 ) -> None:
     """Compare output folders: outcomes, grounding (CHAIR), lengths, question types, diversity, tokens and cost."""
-    from datagen.report import Prices, print_summary, write_report
+    from datagen.data.report import Prices, print_summary, write_report
 
     if (price_in is None) != (price_out is None):
         raise typer.BadParameter("pass both --price-in and --price-out, or neither", param_hint="--price-in/--price-out")
@@ -325,7 +324,7 @@ def report(
     typer.echo(f"wrote {out}")
 
 
-# -- production runs: Batch API status and merging shards (datagen/batch.py, datagen/merge.py) --------
+# -- production runs: Batch API status and merging shards (datagen/run/batch.py, datagen/data/merge.py) --------
 
 batch_app = typer.Typer(help="Inspect the batches of `generate --batch` runs", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
@@ -338,7 +337,7 @@ def batch_status(
     base_url: Optional[str] = typer.Option(None, help="Ask this endpoint instead of the one each batch was submitted to"),
 ) -> None:
     """Each stored batch's id, status and request counts, as the server reports them now."""
-    from datagen.batch import print_status
+    from datagen.run.batch import print_status
 
     print_status(folder, base_url)
 
@@ -351,7 +350,7 @@ def merge(
     cache: bool = typer.Option(True, help="Merge the shards' response caches too, so a rerun into --out sends no requests"),
 ) -> None:
     """Join shard outputs into the folder one unsharded run would have written."""
-    from datagen.merge import merge as run_merge
+    from datagen.data.merge import merge as run_merge
 
     manifest = run_merge(folders, out, merge_cache=cache, command=safe_argv())
     write_card(out, lambda card: card.write_run_card(out))
@@ -455,8 +454,8 @@ def judge(
     force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
 ) -> None:
     """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table."""
-    from datagen.judge import SYSTEM_MESSAGE, run_judge
-    from datagen.judge_inputs import items_from_files, items_from_folders
+    from datagen.judge.run import SYSTEM_MESSAGE, run_judge
+    from datagen.judge.inputs import items_from_files, items_from_folders
 
     files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
     if folders and any(files.values()):

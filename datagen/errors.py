@@ -1,6 +1,6 @@
 """The ways a run ends early on purpose; the CLI turns each into one line and an exit code."""
 
-from datagen.storage_errors import StorageError
+from datagen.files.storage_errors import StorageError
 
 
 class InputError(Exception):

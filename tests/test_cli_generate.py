@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from datagen.cli import app
-from datagen.prompts import BUNDLED_PROMPTS
-from datagen.records import GeneratedRecord, Reject
-from datagen.tasks import TASKS, task_spec
+from datagen.tasks.prompts import BUNDLED_PROMPTS
+from datagen.formats.records import GeneratedRecord, Reject
+from datagen.tasks.registry import TASKS, task_spec
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO / "data" / "captions.json"
@@ -231,8 +231,8 @@ def test_llava_layout_prompts_root(tmp_path: Path, llava_prompts: Path) -> None:
         assert len(rows) >= 20
         assert {row["meta"]["prompt_hash"] for row in rows} == {data["prompt_hashes"][task]}
     # The request sent for an image is exactly system message (byte for byte) + shots in file order + context.
-    from datagen.coco import CocoSource
-    from datagen.items import SamplingSettings, build_request
+    from datagen.source.coco import CocoSource
+    from datagen.run.items import SamplingSettings, build_request
 
     image = CocoSource(CAPTIONS, INSTANCES).image(100027)
     sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={name: spec.default_context for name, spec in TASKS.items()})

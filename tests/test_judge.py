@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from datagen.judge import ORDERS, JudgeOptions, parse_scores, run_judge
-from datagen.judge_inputs import JudgeItem, LoadedItems
-from datagen.judge_stats import Pair, agreement, bootstrap_interval, pearson, percentile, ranks, spearman, summarise
-from datagen.records import TeacherInfo, Usage
-from datagen.teacher import ChatReply, RetryableError, Teacher
+from datagen.judge.run import ORDERS, JudgeOptions, parse_scores, run_judge
+from datagen.judge.inputs import JudgeItem, LoadedItems
+from datagen.judge.stats import Pair, agreement, bootstrap_interval, pearson, percentile, ranks, spearman, summarise
+from datagen.formats.records import TeacherInfo, Usage
+from datagen.teachers.teacher import ChatReply, RetryableError, Teacher
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTIONS, INSTANCES = DATA / "captions.json", DATA / "instances.json"
@@ -317,7 +317,7 @@ def test_judge_llava_answer_files(cli, tmp_path):
 
 
 def test_judge_sees_context_rendered_as_formats_section_2(tmp_path):
-    from datagen.judge_inputs import items_from_files
+    from datagen.judge.inputs import items_from_files
 
     files = bench_files(tmp_path)
     loaded = items_from_files(files["reference"], files["candidate"], files["questions"], files["context"])

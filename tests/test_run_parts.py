@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import InputError
-from datagen.manifest import TaskCounts, tally
-from datagen.output_folder import claim_output_folder
-from datagen.records import Grounding
+from datagen.formats.manifest import TaskCounts, tally
+from datagen.run.output_folder import claim_output_folder
+from datagen.formats.records import Grounding
 
 
 def write_manifest(folder: Path, parts: dict) -> None:

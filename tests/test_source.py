@@ -1,4 +1,4 @@
-"""Source (datagen/coco.py) and context (datagen/context.py): rendering, hard cases, bad input."""
+"""Source (datagen/source/coco.py) and context (datagen/source/context.py): rendering, hard cases, bad input."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from datagen.coco import Box, CocoSource, ImageAnnotations, normalise_caption, normalised_box
-from datagen.context import render_context
-from datagen.tasks import TASKS
+from datagen.source.coco import Box, CocoSource, ImageAnnotations, normalise_caption, normalised_box
+from datagen.source.context import render_context
+from datagen.tasks.registry import TASKS
 from datagen.errors import InputError
 
 

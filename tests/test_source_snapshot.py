@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from datagen import coco
+from datagen.source import coco
 from datagen.cli import app
-from datagen.coco import CocoSource
+from datagen.source.coco import CocoSource
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.output import JsonlAppender, iter_jsonl
+from datagen.files.jsonl import JsonlAppender, iter_jsonl
 
 ANSWERS_FILE = "answers.jsonl"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.output import JsonlAppender, iter_jsonl, write_json_atomic
+from datagen.files.jsonl import JsonlAppender, iter_jsonl, write_json_atomic
 
 LETTERS = "ABCDEFGHIJ"
 PREDICTIONS_FILE = "predictions.jsonl"

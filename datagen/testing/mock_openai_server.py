@@ -25,10 +25,10 @@ from typing import Optional
 
 from aiohttp import web
 
-from datagen.mock_teacher import mock_answer
+from datagen.teachers.mock import mock_answer
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig
-from datagen.token_estimate import estimate_tokens
-from datagen.vision import estimate_content_tokens
+from datagen.tasks.token_estimate import estimate_tokens
+from datagen.teachers.vision import estimate_content_tokens
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 CHAT_ENDPOINT = "/v1/chat/completions"

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from datagen.errors import InputError
 
-from datagen.records import CHAT_ROLES, IMAGE_TOKEN, check_llava_turns
+from datagen.formats.records import CHAT_ROLES, IMAGE_TOKEN, check_llava_turns
 
 log = logging.getLogger("datagen.train")
 IGNORE = -100

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from .chat_template import chat_template_for
 from .checkpoint import CheckpointError, load_checkpoint
-from datagen.records import IMAGE_TOKEN
+from datagen.formats.records import IMAGE_TOKEN
 
 # transformers 5 prefix -> llava-hf (transformers 4.x) prefix; the first match wins.
 LEGACY_PREFIXES = (

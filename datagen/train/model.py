@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from datagen.records import IMAGE_TOKEN
+from datagen.formats.records import IMAGE_TOKEN
 
 TINY = "tiny"
 # LLaVA reads the second-to-last CLIP layer and drops the CLS token ("default" strategy).

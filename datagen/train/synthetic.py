@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from datagen.records import place_image_token
+from datagen.formats.records import place_image_token
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 215, 30)}
 SHAPES = ("circle", "square", "triangle")

@@ -61,8 +61,8 @@ def exports(tmp_path_factory) -> dict[str, dict]:
 
 def parts(rec: dict) -> list[dict]:
     """The record as OpenAI-style messages with content parts (image part where <image> stood)."""
-    from datagen.messages import to_messages
-    from datagen.records import InstructRecord
+    from datagen.formats.messages import to_messages
+    from datagen.formats.records import InstructRecord
 
     return to_messages(InstructRecord.model_validate(rec))["messages"]
 

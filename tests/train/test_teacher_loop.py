@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from datagen.cli import app
-from datagen.coco import CocoSource
-from datagen.context import render_context
+from datagen.source.coco import CocoSource
+from datagen.source.context import render_context
 from datagen.train import synthetic
 
 from train_helpers import FAST

@@ -1,0 +1,411 @@
+"""`datagen judge`: pairwise scoring of two answer sets by a text-only judge, through the teacher layer.
+
+Every item is judged in both orders by every judge: one judgement per (item, judge, order) request.
+Judgements are appended to `reviews.jsonl` as they arrive (a failure to give two scores included); a rerun
+skips those and the response cache answers the ones in flight, so a killed run loses nothing. Then the
+summary (`summary.json`, `summary.md`) is computed from the reviews.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from datagen import __version__
+from datagen.teachers.cache import CachingTeacher, ResponseCache
+from datagen.errors import InputError, TeacherFatalError
+from datagen.judge.inputs import JudgeItem, LoadedItems
+from datagen.judge.mock import HEURISTICS, MockJudge
+from datagen.judge.stats import Agreement, Pair, TaskSummary, agreement, summarise, table, winner
+from datagen.files.jsonl import JsonlAppender, iter_jsonl, write_json_atomic
+from datagen.run.output_folder import CACHE_FILE, set_aside
+from datagen.formats.records import TeacherInfo, Usage, UsageTotals
+from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
+from datagen.teachers.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, ChatRequest, RetryableError, Teacher, redact_url
+from datagen.teachers.factory import BackendSettings, build_teacher
+
+JUDGE_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "judge"
+SYSTEM_MESSAGE = JUDGE_PROMPTS / "system_message.txt"
+USER_TEMPLATE = JUDGE_PROMPTS / "user_message.txt"
+REVIEWS_FILE = "reviews.jsonl"
+SETTINGS_FILE = "judge.json"
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "summary.md"
+Order = Literal["reference_first", "candidate_first"]
+ORDERS: tuple[Order, ...] = ("reference_first", "candidate_first")
+
+
+class JudgeOptions(BaseModel):
+    out: Path
+    judge: str = "openai"
+    judge_models: list[str] = []
+    base_url: str | None = None
+    system_prompt: Path = SYSTEM_MESSAGE
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    rpm: float | None = None
+    tpm: float | None = None
+    temperature: float = 0.2
+    max_tokens: int = 512
+    seed: int = 0
+    resamples: int = 1000
+    cache: Path | None = None
+    use_cache: bool = True
+    force: bool = False
+    command: list[str] = []
+
+
+class Review(BaseModel):
+    """One judgement: one judge, one order, one item; `ok` false when the reply held no two scores."""
+
+    item_id: str
+    task: str
+    judge: TeacherInfo
+    mock: bool
+    order: Order
+    ok: bool
+    reference_score: float | None = None
+    candidate_score: float | None = None
+    shown_scores: list[float] | None = None  # as the judge wrote them: the first-shown answer's first
+    reason: str
+    raw: str | None = None  # the whole reply, kept for failures so the prompt can be tuned
+    request_key: str
+    usage: Usage
+
+
+# -- the judge's reply -----------------------------------------------------------------------------
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_OUT_OF_TEN = re.compile(r"\s*(?:/|out of)\s*10\b", re.IGNORECASE)
+_SCORE_LINE = re.compile(rf"(?:scores?\s*[:=]?\s*)?{_NUMBER}\s*(?:,|;|and|&|-|\s)\s*{_NUMBER}\s*\.?", re.IGNORECASE)
+
+
+def _labelled(label: str) -> re.Pattern:
+    # "Assistant 1: 8", "Answer 1 score - 8", "Answer 1 gets 8"; few words between, so "Answer 1 beats Answer 2" is no score.
+    return re.compile(rf"\b(?:assistant|answer|response)\s*#?\s*{label}\b[^\d\n]{{0,12}}?{_NUMBER}", re.IGNORECASE)
+
+
+_LABELS = (_labelled("1"), _labelled("2"))
+
+
+def parse_scores(text: str) -> tuple[tuple[float, float], str] | None:
+    """(score of the first-shown answer, of the second), and the reason; None unless two scores in 1..10."""
+    cleaned = _OUT_OF_TEN.sub("", text.replace("*", ""))
+    lines = [line.strip() for line in cleaned.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return None
+    first = _SCORE_LINE.fullmatch(lines[0])
+    if first:
+        scores, reason = (float(first.group(1)), float(first.group(2))), " ".join(lines[1:])
+    else:
+        found = [pattern.search(cleaned) for pattern in _LABELS]
+        if None in found:
+            return None
+        scores, reason = (float(found[0].group(1)), float(found[1].group(1))), " ".join(lines)
+    if not all(1 <= score <= 10 for score in scores):
+        return None
+    return scores, reason[:500]
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def build_request(item: JudgeItem, order: Order, model: str, system: str, template: str, options: JudgeOptions) -> ChatRequest:
+    first, second = (item.reference, item.candidate) if order == "reference_first" else (item.candidate, item.reference)
+    # str.replace, not format: answers are free text and may hold braces.
+    user = template
+    for name, value in (("{context}", item.context), ("{question}", item.question), ("{answer_1}", first), ("{answer_2}", second)):
+        user = user.replace(name, value.strip())
+    return ChatRequest(
+        model=model,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        seed=options.seed,
+    )
+
+
+def make_judges(options: JudgeOptions) -> list[Teacher]:
+    if options.judge == "mock":
+        names = options.judge_models or ["overlap"]
+        unknown = [name for name in names if name.removeprefix("mock-") not in HEURISTICS]
+        if unknown:
+            raise InputError(f"--judge-model {unknown[0]}: the mock judge knows {', '.join(HEURISTICS)}")
+        return [MockJudge(name.removeprefix("mock-")) for name in names]
+    if not options.judge_models:
+        raise InputError("--judge-model is required with --judge openai; pass the model name your endpoint serves (twice for two judges)")
+    judges = []
+    for model in options.judge_models:
+        settings = BackendSettings(
+            kind=options.judge, model=model, base_url=options.base_url, concurrency=options.concurrency,
+            timeout=options.timeout, max_retries=options.max_retries, rpm=options.rpm, tpm=options.tpm,
+        )
+        judges.append(build_teacher(settings, {}, kind_flag="--judge", model_flag="--judge-model"))
+    return judges
+
+
+def _read_text(path: Path, flag: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{flag} {path}: cannot read it ({type(error).__name__}); pass a UTF-8 text file") from None
+    if not text.strip():
+        raise InputError(f"{flag} {path}: the file is empty; write the judge's instructions in it")
+    return text
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+class JudgeRun:
+    def __init__(self, options: JudgeOptions, loaded: LoadedItems, judges: list[Teacher] | None = None) -> None:
+        if len(set(options.judge_models)) != len(options.judge_models):
+            raise InputError("--judge-model: the same judge was given twice; give two different models to compare judges")
+        self.options = options
+        self.loaded = loaded
+        self.system = _read_text(options.system_prompt, "--judge-prompt")
+        self.template = _read_text(USER_TEMPLATE, "user template")
+        # Callers embedding datagen (and tests) may bring their own backends; the CLI builds them from the options.
+        self.judges = judges if judges is not None else make_judges(options)
+        self.out = options.out
+        self.fingerprint_parts = {
+            "inputs": loaded.input_hashes,
+            "system_prompt": _sha(self.system),
+            "user_template": _sha(self.template),
+            "judges": [judge.info.model_dump() for judge in self.judges],
+            "temperature": options.temperature,
+            "max_tokens": options.max_tokens,
+            "seed": options.seed,
+        }
+        self.reviews: dict[tuple[str, str, str, str], Review] = {}  # (task, item, judge model, order) -> review
+        self.skipped: Counter[str] = Counter()
+        self.usage = UsageTotals()
+
+    def prepare_output(self) -> None:
+        import json
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        settings_path = self.out / SETTINGS_FILE
+        if settings_path.exists():
+            try:
+                before = json.loads(settings_path.read_text(encoding="utf-8"))["fingerprint_parts"]
+            except (ValueError, KeyError, TypeError):
+                before = None
+            changed = ["judge.json (unreadable)"] if before is None else [k for k, v in self.fingerprint_parts.items() if before.get(k) != v]
+            if changed and not self.options.force:
+                raise InputError(
+                    f"--out {self.out}: holds judgements made with other inputs or settings (changed: {', '.join(changed)}); "
+                    "rerun with the original ones to resume, pick another --out, or pass --force to set the old files aside"
+                )
+            if changed:
+                set_aside(self.out, [REVIEWS_FILE, SUMMARY_FILE, TABLE_FILE, SETTINGS_FILE])
+        base_url = self.judges[0].base_url
+        write_json_atomic(
+            settings_path,
+            {
+                "datagen_version": __version__,
+                "command": self.options.command,
+                "base_url": redact_url(base_url) if base_url else None,
+                "fingerprint_parts": self.fingerprint_parts,
+            },
+        )
+        path = self.out / REVIEWS_FILE
+        if path.exists():
+            JsonlAppender(path).close()  # repairs a line torn by a kill before reading
+            for line in iter_jsonl(path):
+                review = Review.model_validate(line)
+                self.reviews[(review.task, review.item_id, review.judge.model, review.order)] = review
+                self.usage = self.usage + review.usage
+
+    def pending(self):
+        for item in self.loaded.items:
+            for judge in self.judges:
+                for order in ORDERS:
+                    if (item.task, item.item_id, judge.info.model, order) not in self.reviews:
+                        yield item, judge, order
+
+    async def judge_one(self, item: JudgeItem, judge: Teacher, order: Order) -> None:
+        request = build_request(item, order, judge.info.model, self.system, self.template, self.options)
+        try:
+            reply = await judge.complete(request)
+        except RetryableError:
+            self.skipped["request_failed"] += 1  # not written: a rerun asks again
+            return
+        parsed = parse_scores(reply.text)
+        common = dict(
+            item_id=item.item_id, task=item.task, judge=judge.info, mock=judge.info.mock, order=order,
+            request_key=request.key(), usage=reply.usage,
+        )
+        if parsed is None:
+            review = Review(ok=False, reason="no two scores from 1 to 10 in the reply", raw=reply.text, **common)
+        else:
+            shown, reason = parsed
+            first, second = shown if order == "reference_first" else shown[::-1]
+            review = Review(ok=True, reference_score=first, candidate_score=second, shown_scores=list(shown), reason=reason, **common)
+        self.writer.append(review)
+        self.reviews[(item.task, item.item_id, judge.info.model, order)] = review
+        self.usage = self.usage + reply.usage
+
+    async def run_items(self) -> None:
+        items = self.pending()
+
+        async def worker() -> None:
+            for item, judge, order in items:
+                await self.judge_one(item, judge, order)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, self.options.concurrency)):
+                group.create_task(worker())
+
+    def open(self) -> None:
+        self.prepare_output()
+        if self.options.use_cache:
+            cache = ResponseCache(self.options.cache or self.out / CACHE_FILE)
+            self.judges = [CachingTeacher(judge, cache) for judge in self.judges]
+        self.writer = JsonlAppender(self.out / REVIEWS_FILE)
+
+    async def close(self) -> None:
+        self.writer.close()
+        for judge in self.judges:
+            await judge.aclose()
+
+    # -- the summary ------------------------------------------------------------------------------
+
+    def pairs(self, model: str) -> list[Pair]:
+        pairs = []
+        for item in self.loaded.items:
+            both = [self.reviews.get((item.task, item.item_id, model, order)) for order in ORDERS]
+            if not all(review is not None and review.ok for review in both):
+                continue
+            first, second = both
+            pairs.append(
+                Pair(
+                    item_id=item.item_id,
+                    task=item.task,
+                    reference=(first.reference_score + second.reference_score) / 2,
+                    candidate=(first.candidate_score + second.candidate_score) / 2,
+                    order_flip=winner(first.reference_score, first.candidate_score)
+                    != winner(second.reference_score, second.candidate_score),
+                )
+            )
+        return pairs
+
+    def summary(self, status: str) -> dict:
+        judged = failed = 0
+        wanted = {(item.task, item.item_id) for item in self.loaded.items}
+        for (task, item_id, _, _), review in self.reviews.items():
+            if (task, item_id) in wanted:
+                judged += review.ok
+                failed += not review.ok
+        per_item = len(ORDERS) * len(self.judges)
+        skipped = Counter({reason: count * per_item for reason, count in self.loaded.skipped.items()})
+        skipped.update(self.skipped)
+        requested = (len(self.loaded.items) + sum(self.loaded.skipped.values())) * per_item
+        not_reached = requested - judged - failed - sum(skipped.values())
+        if not_reached > 0:
+            skipped["not_reached"] = not_reached
+        tables: dict[str, dict[str, TaskSummary]] = {}
+        all_pairs: dict[str, list[Pair]] = {}
+        for judge in self.judges:
+            model = judge.info.model
+            pairs = all_pairs[model] = self.pairs(model)
+            by_task: dict[str, list[Pair]] = defaultdict(list)
+            for pair in pairs:
+                by_task[pair.task].append(pair)
+            rows = {task: summarise(task_pairs, self.options.resamples, self.options.seed) for task, task_pairs in by_task.items()}
+            rows["all"] = summarise(pairs, self.options.resamples, self.options.seed)
+            tables[model] = rows
+        agreements: list[Agreement] = []
+        models = [judge.info.model for judge in self.judges]
+        for index, first in enumerate(models):
+            for second in models[index + 1:]:
+                agreements.append(agreement(first, second, all_pairs[first], all_pairs[second]))
+        return {
+            "status": status,
+            "judges": [judge.info.model_dump() for judge in self.judges],
+            "mock": any(judge.info.mock for judge in self.judges),
+            "counts": {
+                "requested": requested,
+                "judged": judged,
+                "failed": {"no_scores": failed} if failed else {},
+                "skipped": dict(skipped),
+            },
+            "usage": self.usage.model_dump(),
+            "bootstrap": {"resamples": self.options.resamples, "seed": self.options.seed, "level": 95},
+            "tables": {model: {task: row.model_dump() for task, row in rows.items()} for model, rows in tables.items()},
+            "agreement": [item.model_dump() for item in agreements],
+        }
+
+    def write_summary(self, status: str) -> tuple[dict, str]:
+        summary = self.summary(status)
+        text = render_summary(summary)
+        write_json_atomic(self.out / SUMMARY_FILE, summary)
+        (self.out / TABLE_FILE).write_text(text + "\n", encoding="utf-8")
+        return summary, text
+
+
+def render_summary(summary: dict) -> str:
+    parts = []
+    for judge in summary["judges"]:
+        label = f"judge {judge['model']}"
+        if judge["mock"]:
+            label += " (mock: a heuristic, its scores mean nothing for quality)"
+        rows = {task: TaskSummary.model_validate(row) for task, row in summary["tables"][judge["model"]].items()}
+        parts.append(f"{label}; relative % = mean(candidate) / mean(reference) x 100\n\n{table(rows)}")
+    for item in summary["agreement"]:
+        same = "-" if item["same_winner"] is None else f"{100 * item['same_winner']:.1f}%"
+        correlations = ", ".join(
+            f"{name} {'-' if item[name] is None else format(item[name], '.2f')}" for name in ("pearson", "spearman")
+        )
+        parts.append(
+            f"judges {item['judges'][0]} vs {item['judges'][1]}: {item['pairs']} pairs, same winner {same}, "
+            f"score differences {correlations}"
+        )
+    counts = summary["counts"]
+
+    def total(kind: str) -> str:
+        reasons = counts[kind]
+        detail = " (" + ", ".join(f"{reason} {count}" for reason, count in reasons.items()) + ")" if reasons else ""
+        return f"{kind} {sum(reasons.values())}{detail}"
+
+    parts.append(f"judgements: requested {counts['requested']} = judged {counts['judged']} + {total('failed')} + {total('skipped')}")
+    return "\n\n".join(parts)
+
+
+def run_judge(options: JudgeOptions, loaded: LoadedItems, judges: list[Teacher] | None = None) -> tuple[dict, str]:
+    run = JudgeRun(options, loaded, judges)
+    run.open()
+    status = "failed"
+
+    async def main() -> None:
+        try:
+            await run.run_items()
+        except ExceptionGroup as group:
+            fatal = [error for error in group.exceptions if isinstance(error, TeacherFatalError)]
+            if fatal:
+                raise fatal[0] from None
+            raise
+        finally:
+            await run.close()
+
+    try:
+        asyncio.run(main())
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        result = run.write_summary(status)
+    return result

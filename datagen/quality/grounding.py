@@ -1,0 +1,173 @@
+"""Grounding: which COCO objects an answer claims, and which of them the image's annotations do not support.
+
+An object is supported when the image has a box of its category or one of its captions mentions it. A mention is
+a claim unless it is negated ("no dogs", "there aren't any cars or trucks") or generic in a hypothetical ("an
+umbrella can protect people from the sun", "passengers may need to hurry", "a bench for people to rest"). The
+figures follow CHAIR (Rohrbach et al. 2018): per record, each category counts once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from datagen.source.coco import CocoSource, ImageAnnotations
+from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
+from datagen.quality.parse import Rejected
+from datagen.formats.records import GeneratedRecord, Grounding, Turn
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
+_CLAUSE_BREAK = re.compile(
+    r"[,;:()\u2014\u2013]|\b(?:but|although|though|while|whereas|yet|except|however|whether|if|that|which|who|where|when"
+    r"|because|since|so|only|just|instead|rather|and(?=\s+(?:there|the|a|an)\b))\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[\w'’]+")
+_NEGATIONS = frozenset({"no", "not", "never", "without", "nor", "neither", "none", "nobody", "cannot", "lack", "lacks", "absence"})
+_NOT_NEGATING_AFTER_NO = frozenset({"longer", "matter", "doubt"})
+_NEGATION_REACH = 6  # words between a negation and the noun it still governs ("no sign of any other dogs")
+# Another noun of a negated list: "no cars, trucks or buses".
+_LIST_CONTINUES = re.compile(r"^[\s,]*(?:(?:or|nor|and)\s+)?(?:any\s+|other\s+)?$", re.IGNORECASE)
+
+# Words before a noun that make it a particular, countable thing in the picture, not a kind of thing.
+_SPECIFIC = frozenset(
+    "the this these those his her their its my our your both each several few another couple pair group herd flock "
+    "team crowd lone single one two three four five six seven eight nine ten eleven twelve dozen".split()
+)
+_DETERMINER_REACH = 3
+# Right before a noun these presuppose it is there, negation or not: "the dog is not chasing the cat".
+_DEFINITE = frozenset("the this that these those his her their its my our your".split())
+# Sentence markers of hypothetical, purpose or habit: a bare plural in such a sentence names a kind, not an object.
+_HYPOTHETICAL = re.compile(
+    r"(?<!\bas )(?<!\beven )\b(?:may|might|could|would|should|can|cannot|must|will|shall|if|unless|whether|potential(?:ly)?"
+    r"|possibly|perhaps|likely|probably"
+    r"|often|usually|typically|generally|commonly|tend to|designed|intended|meant|ideal|perfect|suitable"
+    r"|popular|convenient|important|essential|useful|helpful|safe|dangerous"
+    r"|(?:help|allow|enable|protect|attract|ensure|encourage|invite|provide|offer|serve|shield|warn|prevent|remind"
+    r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
+    re.IGNORECASE,
+)
+_CONDITIONAL = re.compile(r"(?<!\bas )(?<!\beven )\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Mention:
+    text: str
+    categories: tuple[str, ...]  # more than one for words such as "bike" (bicycle or motorcycle)
+    claimed: bool
+
+
+def _clause_before(sentence: str, start: int, after: int) -> str:
+    """The words of `sentence` leading up to a noun, back to the last clause break or the previous noun."""
+    before = sentence[after:start]
+    breaks = list(_CLAUSE_BREAK.finditer(before))
+    return before[breaks[-1].end():] if breaks else before
+
+
+def _negated(words: list[str]) -> bool:
+    reach = words[-_NEGATION_REACH:]
+    for index, word in enumerate(reach):
+        following = reach[index + 1] if index + 1 < len(reach) else ""
+        if word in _NEGATIONS and not (word == "no" and following in _NOT_NEGATING_AFTER_NO):
+            return True
+        if word.endswith(("n't", "n’t")):
+            return True
+    return False
+
+
+def _generic(words: list[str], sentence: str, before: str) -> bool:
+    """A kind of thing, not a thing in the picture: "people may...", "for visitors", "if a dog were to..."."""
+    near = words[-_DETERMINER_REACH:]
+    if any(word in _SPECIFIC or word.isdigit() or word.endswith(("'s", "’s")) for word in near):
+        return False
+    if near and near[-1] == "for":
+        return True
+    if "a" in near or "an" in near:
+        # One thing: hypothetical only inside a condition ("if a child runs...") or a purpose ("for a person").
+        article = max(index for index, word in enumerate(near) if word in ("a", "an"))
+        return _CONDITIONAL.search(before) is not None or (article > 0 and near[article - 1] == "for")
+    return _HYPOTHETICAL.search(sentence) is not None
+
+
+def mentions(text: str) -> list[Mention]:
+    """Every object word in `text`, in order, each marked claimed or not (negated or generic)."""
+    found: list[Mention] = []
+    for sentence in _SENTENCE_END.split(text):
+        forms = find_forms(sentence)
+        previous: tuple[int, bool] | None = None  # where the last object word ended and whether it was negated
+        previous_end = 0  # a noun's determiners and negation lie after the previous noun
+        for index, (start, end, categories) in enumerate(forms):
+            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, start, previous_end))]
+            previous_end = end
+            if not categories:
+                previous = None
+                continue
+            surface = sentence[start:end]
+            following = forms[index + 1] if index + 1 < len(forms) else None
+            if surface.lower() in PERSON_MODIFIERS and following and not sentence[end : following[0]].strip():
+                continue  # "passenger jet": an adjective here
+            presupposed = any(word in _DEFINITE or word.endswith(("'s", "’s")) for word in words[-2:])
+            negated = (_negated(words) and not presupposed) or (
+                previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None
+            )
+            claimed = not negated and not _generic(words, sentence, sentence[:start])
+            found.append(Mention(surface, categories, claimed))
+            previous = (end, negated)
+    return found
+
+
+def claimed_categories(texts: Iterable[str]) -> list[tuple[str, ...]]:
+    return [mention.categories for text in texts for mention in mentions(text) if mention.claimed]
+
+
+@lru_cache(maxsize=4096)
+def _caption_support(captions: tuple[str, ...]) -> frozenset[str]:
+    # Cached: the three tasks of an image, and an audited file's several records per image, share captions.
+    return frozenset(category for categories in claimed_categories(captions) for category in categories)
+
+
+def supported_categories(image: ImageAnnotations) -> set[str]:
+    return {box.category for box in image.boxes} | _caption_support(tuple(image.captions))
+
+
+def ground(texts: Iterable[str], image: ImageAnnotations) -> Grounding:
+    """The categories the texts claim, and those of them neither a box nor a caption of `image` shows."""
+    supported = supported_categories(image)
+    mentioned: set[str] = set()
+    unsupported: set[str] = set()
+    for categories in claimed_categories(texts):
+        present = [category for category in categories if category in supported]
+        if present:
+            mentioned.add(present[0])
+        else:
+            mentioned.add(categories[0])
+            unsupported.add(categories[0])
+    return Grounding(mentioned=sorted(mentioned), unsupported=sorted(unsupported))
+
+
+def answers(turns: Iterable[Turn]) -> list[str]:
+    """Only the gpt turns make claims; a question may ask about something absent."""
+    return [turn.value for turn in turns if turn.speaker == "gpt"]
+
+
+def ground_record(record: GeneratedRecord, image: ImageAnnotations, reject_unsupported: bool) -> None:
+    """Sets `record.meta.grounding`; with `reject_unsupported`, a record naming an absent object is refused."""
+    record.meta.grounding = ground(answers(record.conversations), image)
+    if reject_unsupported and record.meta.grounding.unsupported:
+        raise Rejected(
+            "unsupported_object",
+            f"names {', '.join(record.meta.grounding.unsupported)}, which neither the boxes nor the captions of the image show",
+        )
+
+
+def stored_grounding(line: dict, source: CocoSource) -> Grounding:
+    """A written record's grounding as stored; one written before records carried it is grounded now."""
+    if line["meta"].get("grounding") is not None:
+        return Grounding.model_validate(line["meta"]["grounding"])
+    image = source.image(line["meta"]["image_id"], Counter())
+    turns = [Turn.model_validate(turn) for turn in line["conversations"]]
+    return ground(answers(turns), image) if image is not None else Grounding(mentioned=[], unsupported=[])

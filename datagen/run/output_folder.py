@@ -1,0 +1,149 @@
+"""Reading back what an output folder already holds (for a resume), and room beside it for set-aside files.
+
+A line may have been edited by hand: anything that is not one of our records stops the run with one line
+naming the file and line number, before anything in the folder is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from datagen.errors import InputError
+from datagen.formats.manifest import MANIFEST_FILE
+from datagen.files.jsonl import iter_numbered_jsonl, repair_torn_tail
+from datagen.formats.records import Usage
+from datagen.tasks.registry import TASKS
+
+# The files of an output folder besides each task's `<task>.jsonl` (and manifest.MANIFEST_FILE).
+REJECTS_FILE = "rejects.jsonl"
+CACHE_FILE = "cache.sqlite"
+SOURCE_SNAPSHOT_FILE = "source-index.bin"  # the inputs, indexed: a resume reads it instead of the JSON
+
+
+def output_files() -> list[str]:
+    """Every file a run writes its items to: each registered task's, whether or not this run asks for it, and the rejects."""
+    return [*(spec.file_name for spec in TASKS.values()), REJECTS_FILE]
+
+
+class DoneItem(NamedTuple):
+    """What a resume needs from a written record or reject."""
+
+    image_id: int
+    task: str | None  # rejects only: records are per task file
+    reason: str | None
+    usage: Usage
+    row: dict  # the whole line, for what only some readers need (a record's stored grounding)
+
+
+def _field(row: object, *names: str) -> object:
+    value = row
+    for depth, name in enumerate(names):
+        if not isinstance(value, dict):
+            where = ".".join(names[:depth]) or "the line"
+            raise ValueError(f"{where} is a JSON {type(value).__name__}, not an object")
+        if name not in value:
+            raise ValueError(f"no {'.'.join(names[: depth + 1])}")
+        value = value[name]
+    return value
+
+
+def _done_item(row: object, reject: bool) -> DoneItem:
+    image_id = _field(row, "meta", "image_id")
+    if not isinstance(image_id, int) or isinstance(image_id, bool):
+        raise ValueError("meta.image_id is not an integer")
+    try:
+        usage = Usage.model_validate(_field(row, "meta", "usage"))
+    except ValidationError as error:
+        raise ValueError(f"meta.usage: {error.errors()[0]['msg']}") from None
+    task: str | None = None
+    reason: str | None = None
+    if reject:
+        found_task, found_reason = _field(row, "task"), _field(row, "reason")
+        if not isinstance(found_task, str) or not isinstance(found_reason, str):
+            raise ValueError("task and reason must be strings")
+        task, reason = found_task, found_reason
+    assert isinstance(row, dict)  # _field walked into it
+    return DoneItem(image_id, task, reason, usage, row)
+
+
+def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:
+    """Each line of a task file (or, with `reject`, the rejects file), after cutting a torn last line."""
+    if not path.exists():
+        return
+    repair_torn_tail(path)  # only a kill's half-written tail; any other bad line is the user's to fix
+    for number, row in iter_numbered_jsonl(path):
+        try:
+            yield _done_item(row, reject)
+        except ValueError as error:
+            raise InputError(
+                f"{path} line {number}: not a datagen {'reject' if reject else 'record'} ({error}); "
+                "restore it, or delete the line and rerun (its item is redone)"
+            ) from None
+
+
+def claim_output_folder(out: Path, fingerprint_parts: dict[str, object], force: bool, absent_means: dict[str, object]) -> None:
+    """Make `out` ready for a run with these settings: resume what it holds when they match, else refuse, or (with
+    `force`) set the old files aside. `absent_means` gives the value of a part a manifest may not name."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST_FILE
+    orphans = [name for name in output_files() if (out / name).is_file() and (out / name).stat().st_size]
+    if orphans and not manifest_path.exists():
+        # Records without the manifest that says how they were made (a --force or merge killed midway):
+        # adopting them would pass them off as this run's.
+        if not force:
+            raise InputError(
+                f"--out {out}: holds {', '.join(orphans)} but no {MANIFEST_FILE}, so what made them is unknown; "
+                "pass --force to set them aside, or pick another --out"
+            )
+        set_aside(out, [*output_files(), MANIFEST_FILE])
+    if not manifest_path.exists():
+        return
+    try:
+        before = json.loads(manifest_path.read_text(encoding="utf-8"))["settings"]["fingerprint_parts"]
+    except (ValueError, KeyError, TypeError):
+        before = None
+    if before is None:
+        changed = [f"{MANIFEST_FILE} (unreadable)"]
+    else:
+        changed = [key for key, value in fingerprint_parts.items() if key in before and before[key] != value]
+        changed += [
+            key for key, default in absent_means.items() if key not in changed and before.get(key, default) != fingerprint_parts.get(key, default)
+        ]
+    if changed and not force:
+        raise InputError(
+            f"--out {out}: holds a run made with other settings (changed: {', '.join(changed)}); "
+            "rerun with the original settings to resume, pick another --out, or pass --force to set the old files aside"
+        )
+    if changed:
+        set_aside(out, [*output_files(), MANIFEST_FILE])
+
+
+def set_aside(folder: Path, names: list[str]) -> Path:
+    """--force keeps old outputs, moved in `names` order into a dated sub-folder, instead of deleting paid-for data.
+
+    Name the file that says how the others were made (a manifest) last: a kill midway leaves it in place, still
+    describing the old settings, so the next run refuses the folder instead of adopting what was left as its own."""
+    aside = unique_folder(folder, f"replaced-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    for name in names:
+        if (folder / name).exists():
+            shutil.move(str(folder / name), aside / name)
+    return aside
+
+
+def unique_folder(parent: Path, name: str) -> Path:
+    """A new folder `parent/name`, or `name-2`, `name-3`, ... when two runs pick the same name in one second."""
+    candidate, number = parent / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = parent / f"{name}-{number}"
