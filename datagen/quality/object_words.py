@@ -216,13 +216,32 @@ FORMS: dict[str, tuple[str, ...]] = _forms()
 PERSON_MODIFIERS = frozenset({"mother", "father", "passenger"})
 
 
-_TOKEN = re.compile(r"\w+(?:['’]\w+)*")
 _JOINER = re.compile(r"[\s\-]+")  # what may stand between the words of one name: "hot dog", "hot-dog"
-# first word of a form -> the most words a form starting with it has; most words of a text start none
-_STARTS: dict[str, int] = {}
-for _form in FORMS:
-    _first, *_rest = _form.split(" ")
-    _STARTS[_first] = max(_STARTS.get(_first, 0), 1 + len(_rest))
+
+
+def _alternation(words: list[str]) -> str:
+    """One regex for all `words` (space-separated forms), shaped as a trie so that the regex engine steps through
+    the forms sharing a prefix once, trying longer forms before the shorter ones they start with."""
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for character in word:
+            node = node.setdefault(character, {})
+        node[""] = {}
+
+    def pattern(node: dict) -> str:
+        branches = [(r"[\s\-]+" if key == " " else re.escape(key)) + pattern(child) for key, child in sorted(node.items()) if key]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return pattern(trie)
+
+
+# Any listed form as whole words: it starts a word (a word is r"\w+('\w+)*", so "dog" in "hotdog" or "rock'dog" does
+# not count) and ends one, or ends in "'s" ("the dog's collar"). Greedy, so "hot dog" wins over "hot" and "dog".
+_FORM = re.compile(r"(?<!\w)(?<!\w')(?:" + _alternation(sorted(FORMS)) + r")(?:'s)?(?!\w)(?!'\w)")
 
 
 def find_forms(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
@@ -231,24 +250,11 @@ def find_forms(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
     lowered = text.lower().replace("’", "'")
     if len(lowered) != len(text):  # a few characters change length when lowered ("İ"): keep positions exact
         lowered = "".join(character.lower()[:1] for character in text).replace("’", "'")
-    tokens = [(match.start(), match.end(), match.group()) for match in _TOKEN.finditer(lowered)]
     found = []
-    index = 0
-    while index < len(tokens):
-        first = tokens[index][2]
-        longest = max(_STARTS.get(first, 0), _STARTS.get(first[:-2], 0) if first.endswith("'s") else 0)
-        for length in range(min(longest, len(tokens) - index), 0, -1):
-            span = tokens[index : index + length]
-            if any(not _JOINER.fullmatch(text[left[1] : right[0]]) for left, right in zip(span, span[1:])):
-                continue
-            key = " ".join(word for _, _, word in span)
-            categories = FORMS.get(key)
-            if categories is None and key.endswith("'s"):
-                categories = FORMS.get(key[:-2])  # possessive: "the dog's collar"
-            if categories is not None:
-                found.append((span[0][0], span[-1][1], categories))
-                index += length
-                break
-        else:
-            index += 1
+    for match in _FORM.finditer(lowered):
+        key = _JOINER.sub(" ", match.group())
+        categories = FORMS.get(key)
+        if categories is None:
+            categories = FORMS[key[:-2]]  # possessive: "the dog's collar"
+        found.append((match.start(), match.end(), categories))
     return found
