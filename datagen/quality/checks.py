@@ -13,9 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel
+
+from datagen.quality.patterns import Caseless, Triggers, fold
 
 Role = Literal["question", "answer"]
 # The reply's form, all a rule needs of its task: one free-text answer (a description) or Question/Answer pairs
@@ -78,32 +81,46 @@ _ON_SOMETHING = re.compile(
 
 @dataclass(frozen=True)
 class _Gated:
-    """A pattern and the lowercase words one of which any match contains: a substring test skips the
-    regex on the many answers that lack them all, which keeps checking a reply well under a millisecond."""
+    """A pattern and the lowercase words one of which any match contains: the regex is skipped on the many
+    answers that lack them all. Which words a text holds is found once per text (`_view`), for every rule."""
 
-    triggers: tuple[str, ...]
-    pattern: re.Pattern[str]
+    triggers: frozenset[str]
+    pattern: Caseless
 
-    def may_match(self, lowered: str) -> bool:
-        return not self.triggers or any(word in lowered for word in self.triggers)
+
+_TRIGGER_WORDS: set[str] = set()
 
 
 def _when(triggers: str, pattern: str, flags: int = 0) -> _Gated:
-    return _Gated(tuple(triggers.split("|")), re.compile(pattern, flags))
+    words = frozenset(triggers.split("|"))
+    _TRIGGER_WORDS.update(words)
+    return _Gated(words, Caseless(re.compile(pattern, flags)))
+
+
+@lru_cache(maxsize=4)
+def _triggers(words: frozenset[str]) -> Triggers:
+    return Triggers(set(words))
+
+
+@lru_cache(maxsize=32)
+def _view(text: str) -> tuple[str | None, frozenset[str]]:
+    """What every rule needs of one text, computed once: the text lowered for caseless patterns (None where that
+    would not be exact) and the trigger words it holds."""
+    return fold(text), _triggers(frozenset(_TRIGGER_WORDS)).present(text.lower())
 
 
 def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = False, unless_quoted: bool = True,
             unless_before: re.Pattern[str] | None = None) -> Callable[[str, Form], Span | None]:
     """First match of any pattern that is not inside a quotation (or, when asked, not about a thing
     in the picture, or not preceded closely by `unless_before`)."""
-    gated = [p if isinstance(p, _Gated) else _Gated((), p) for p in patterns]
+    gated = [p if isinstance(p, _Gated) else _Gated(frozenset(), Caseless(p)) for p in patterns]
 
     def find(text: str, form: Form) -> Span | None:
-        lowered = text.lower()
+        folded, present = _view(text)
         for candidate in gated:
-            if not candidate.may_match(lowered):
+            if candidate.triggers and present.isdisjoint(candidate.triggers):
                 continue
-            for match in candidate.pattern.finditer(text):
+            for match in candidate.pattern.finditer(text, folded):
                 if unless_quoted and _in_quotes(text, match.start()):
                     continue
                 after = text[match.end():match.end() + 60]
@@ -421,8 +438,13 @@ def _find_text_source(text: str, form: Form) -> Span | None:
         _strong_text_source(text, form)
         or _coordinates(text, form)
         or _text_source_about_something(text, form)
-        or (None if _SHOWS_DATA.search(text) else _in_the_text(text, form))
+        or _in_the_text_unless_data_shown(text, form)
     )
+
+
+def _in_the_text_unless_data_shown(text: str, form: Form) -> Span | None:
+    span = _in_the_text(text, form)  # gated, so nearly always None at once: the picture test runs only after a hit
+    return None if span is None or _SHOWS_DATA.search(text) else span
 
 
 _strong_text_source = _finder(*_TEXT_SOURCE_STRONG)

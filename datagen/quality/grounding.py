@@ -17,15 +17,16 @@ from functools import lru_cache
 from datagen.source.coco import CocoSource, ImageAnnotations
 from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
 from datagen.quality.parse import Rejected
+from datagen.quality.patterns import Caseless, fold
 from datagen.formats.records import GeneratedRecord, Grounding, Turn
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 # Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
-_CLAUSE_BREAK = re.compile(
+_CLAUSE_BREAK = Caseless(re.compile(
     r"[,;:()\u2014\u2013]|\b(?:but|although|though|while|whereas|yet|except|however|whether|if|that|which|who|where|when"
     r"|because|since|so|only|just|instead|rather|and(?=\s+(?:there|the|a|an)\b))\b",
     re.IGNORECASE,
-)
+))
 _WORD = re.compile(r"[\w'’]+")
 _NEGATIONS = frozenset({"no", "not", "never", "without", "nor", "neither", "none", "nobody", "cannot", "lack", "lacks", "absence"})
 _NOT_NEGATING_AFTER_NO = frozenset({"longer", "matter", "doubt"})
@@ -42,7 +43,7 @@ _DETERMINER_REACH = 3
 # Right before a noun these presuppose it is there, negation or not: "the dog is not chasing the cat".
 _DEFINITE = frozenset("the this that these those his her their its my our your".split())
 # Sentence markers of hypothetical, purpose or habit: a bare plural in such a sentence names a kind, not an object.
-_HYPOTHETICAL = re.compile(
+_HYPOTHETICAL = Caseless(re.compile(
     r"(?<!\bas )(?<!\beven )\b(?:may|might|could|would|should|can|cannot|must|will|shall|if|unless|whether|potential(?:ly)?"
     r"|possibly|perhaps|likely|probably"
     r"|often|usually|typically|generally|commonly|tend to|designed|intended|meant|ideal|perfect|suitable"
@@ -50,8 +51,8 @@ _HYPOTHETICAL = re.compile(
     r"|(?:help|allow|enable|protect|attract|ensure|encourage|invite|provide|offer|serve|shield|warn|prevent|remind"
     r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
     re.IGNORECASE,
-)
-_CONDITIONAL = re.compile(r"(?<!\bas )(?<!\beven )\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE)
+))
+_CONDITIONAL = Caseless(re.compile(r"(?<!\bas )(?<!\beven )\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE))
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,24 @@ class Mention:
     claimed: bool
 
 
-def _clause_before(sentence: str, start: int, after: int) -> str:
-    """The words of `sentence` leading up to a noun, back to the last clause break or the previous noun."""
-    before = sentence[after:start]
-    breaks = list(_CLAUSE_BREAK.finditer(before))
-    return before[breaks[-1].end():] if breaks else before
+def _clause_before(sentence: str, breaks: list[tuple[int, int]], start: int, after: int) -> str:
+    """The words of `sentence` leading up to a noun, back to the last clause break or the previous noun.
+
+    `breaks` are the sentence's clause breaks; no break can straddle `after` or `start`, since the words before
+    and after an object word are not word characters, so those inside equal the breaks of the slice alone."""
+    last = after
+    for break_start, break_end in reversed(breaks):
+        if break_end <= start:
+            if break_start >= after:
+                last = break_end
+            break
+    return sentence[last:start]
 
 
 def _negated(words: list[str]) -> bool:
     reach = words[-_NEGATION_REACH:]
+    if _NEGATIONS.isdisjoint(reach) and not any(word.endswith(("n't", "n’t")) for word in reach):
+        return False  # most nouns: no negation word near, settled without the word-by-word reading below
     for index, word in enumerate(reach):
         following = reach[index + 1] if index + 1 < len(reach) else ""
         if word in _NEGATIONS and not (word == "no" and following in _NOT_NEGATING_AFTER_NO):
@@ -79,18 +89,37 @@ def _negated(words: list[str]) -> bool:
     return False
 
 
-def _generic(words: list[str], sentence: str, before: str) -> bool:
+class _Hypothetical:
+    """Whether a sentence speaks of a hypothetical: asked at most once per sentence, and only when the words near
+    a noun leave it open."""
+
+    def __init__(self, sentence: str, folded: str | None) -> None:
+        self.sentence, self.folded = sentence, folded
+        self.answer: bool | None = None
+
+    def __call__(self) -> bool:
+        if self.answer is None:
+            self.answer = _HYPOTHETICAL.search(self.sentence, self.folded) is not None
+        return self.answer
+
+
+def _presupposed(words: list[str]) -> bool:
+    return any(word in _DEFINITE or word.endswith(("'s", "’s")) for word in words[-2:])
+
+
+def _generic(words: list[str], hypothetical: _Hypothetical, start: int) -> bool:
     """A kind of thing, not a thing in the picture: "people may...", "for visitors", "if a dog were to..."."""
     near = words[-_DETERMINER_REACH:]
-    if any(word in _SPECIFIC or word.isdigit() or word.endswith(("'s", "’s")) for word in near):
+    if not _SPECIFIC.isdisjoint(near) or any(word.isdigit() or word.endswith(("'s", "’s")) for word in near):
         return False
     if near and near[-1] == "for":
         return True
     if "a" in near or "an" in near:
         # One thing: hypothetical only inside a condition ("if a child runs...") or a purpose ("for a person").
         article = max(index for index, word in enumerate(near) if word in ("a", "an"))
-        return _CONDITIONAL.search(before) is not None or (article > 0 and near[article - 1] == "for")
-    return _HYPOTHETICAL.search(sentence) is not None
+        before, folded = hypothetical.sentence[:start], hypothetical.folded
+        return _CONDITIONAL.search(before, folded and folded[:start]) is not None or (article > 0 and near[article - 1] == "for")
+    return hypothetical()
 
 
 def mentions(text: str) -> list[Mention]:
@@ -98,10 +127,15 @@ def mentions(text: str) -> list[Mention]:
     found: list[Mention] = []
     for sentence in _SENTENCE_END.split(text):
         forms = find_forms(sentence)
+        if not forms:
+            continue
+        folded = fold(sentence)
+        breaks = [match.span() for match in _CLAUSE_BREAK.finditer(sentence, folded)]
+        hypothetical = _Hypothetical(sentence, folded)
         previous: tuple[int, bool] | None = None  # where the last object word ended and whether it was negated
         previous_end = 0  # a noun's determiners and negation lie after the previous noun
         for index, (start, end, categories) in enumerate(forms):
-            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, start, previous_end))]
+            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, breaks, start, previous_end))]
             previous_end = end
             if not categories:
                 previous = None
@@ -110,11 +144,10 @@ def mentions(text: str) -> list[Mention]:
             following = forms[index + 1] if index + 1 < len(forms) else None
             if surface.lower() in PERSON_MODIFIERS and following and not sentence[end : following[0]].strip():
                 continue  # "passenger jet": an adjective here
-            presupposed = any(word in _DEFINITE or word.endswith(("'s", "’s")) for word in words[-2:])
-            negated = (_negated(words) and not presupposed) or (
+            negated = (_negated(words) and not _presupposed(words)) or (
                 previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None
             )
-            claimed = not negated and not _generic(words, sentence, sentence[:start])
+            claimed = not negated and not _generic(words, hypothetical, start)
             found.append(Mention(surface, categories, claimed))
             previous = (end, negated)
     return found

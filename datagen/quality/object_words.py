@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from datagen.quality.patterns import alternation
+
 # category -> words naming it (singular; plurals are derived, irregular ones are listed in _PLURALS)
 CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
     "person": (
@@ -219,29 +221,9 @@ PERSON_MODIFIERS = frozenset({"mother", "father", "passenger"})
 _JOINER = re.compile(r"[\s\-]+")  # what may stand between the words of one name: "hot dog", "hot-dog"
 
 
-def _alternation(words: list[str]) -> str:
-    """One regex for all `words` (space-separated forms), shaped as a trie so that the regex engine steps through
-    the forms sharing a prefix once, trying longer forms before the shorter ones they start with."""
-    trie: dict = {}
-    for word in words:
-        node = trie
-        for character in word:
-            node = node.setdefault(character, {})
-        node[""] = {}
-
-    def pattern(node: dict) -> str:
-        branches = [(r"[\s\-]+" if key == " " else re.escape(key)) + pattern(child) for key, child in sorted(node.items()) if key]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if "" in node else body
-
-    return pattern(trie)
-
-
 # Any listed form as whole words: it starts a word (a word is r"\w+('\w+)*", so "dog" in "hotdog" or "rock'dog" does
 # not count) and ends one, or ends in "'s" ("the dog's collar"). Greedy, so "hot dog" wins over "hot" and "dog".
-_FORM = re.compile(r"(?<!\w)(?<!\w')(?:" + _alternation(sorted(FORMS)) + r")(?:'s)?(?!\w)(?!'\w)")
+_FORM = re.compile(r"(?<!\w)(?<!\w')(?:" + alternation(sorted(FORMS), space=r"[\s\-]+") + r")(?:'s)?(?!\w)(?!'\w)")
 
 
 def find_forms(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
