@@ -6,16 +6,23 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-train setup-tf4 demo test bench schemas clean
+.PHONY: setup setup-dev setup-train setup-tf4 demo test bench schemas clean
 
+# The runtime alone: all `make demo` and `datagen generate` need, so a first run installs in seconds.
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+# Test and lint tools (pytest, ruff, mypy, datasets, matplotlib) on top of the runtime.
+setup-dev: $(VENV)/.dev-done
+$(VENV)/.dev-done: $(VENV)/.setup-done
 	$(PIP) -e '.[dev]'
 	touch $@
 
 setup-train: $(VENV)/.train-done
-$(VENV)/.train-done: $(VENV)/.setup-done
+$(VENV)/.train-done: $(VENV)/.dev-done
 	$(PIP) '$(TORCH_SPEC)'
 	$(PIP) -e '.[train,dev]'
 	touch $@

@@ -283,9 +283,14 @@ def test_bad_input_is_one_line_and_exit_2(two_runs, tmp_path: Path, cli) -> None
     assert not (tmp_path / "x.html").exists()
 
 
-def test_generate_does_not_import_matplotlib() -> None:
-    code = "import sys, datagen.cli, datagen.run.pipeline; assert 'matplotlib' not in sys.modules and 'datasets' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+def test_without_matplotlib_report_names_the_extra_in_one_line(two_runs, tmp_path: Path, cli, monkeypatch) -> None:
+    for module in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import` now fails as if it were not installed
+    result = cli("report", *two_runs, "--out", tmp_path / "x.html")
+    assert result.exit_code == 2, result.output
+    assert "pip install 'datagen[report]'" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "x.html").exists()
 
 
 # -- the page in a browser --------------------------------------------------------------------------

@@ -408,11 +408,17 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _new_figure(width: float, height: float):
+def _matplotlib_figure() -> type:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise InputError("datagen report draws its plots with matplotlib; install it: pip install 'datagen[report]'") from None
+        # Not a runtime dependency (`make demo` and `pip install datagen` leave it out): say which extra brings it.
+        raise InputError("datagen report draws its plots with matplotlib, which is not installed; install the report extra: pip install 'datagen[report]'") from None
+    return Figure
+
+
+def _new_figure(width: float, height: float):
+    Figure = _matplotlib_figure()
     # A bare Figure renders through Agg without pyplot: no display, no global state.
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -631,6 +637,7 @@ def print_summary(runs: list[RunReport], prices: Prices | None) -> None:
 def write_report(folders: list[Path], out: Path, prices: Prices | None) -> list[RunReport]:
     if out.is_dir():
         raise InputError(f"--out {out}: is a folder; name the HTML file to write, e.g. --out report.html")
+    _matplotlib_figure()  # before reading the runs, which can take a while
     runs = [read_run(folder) for folder in folders]
     label_runs(runs)
     page = render_html(runs, prices)
