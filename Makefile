@@ -8,11 +8,12 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: setup setup-dev setup-train setup-tf4 demo test bench schemas clean
 
-# The runtime alone: all `make demo` and `datagen generate` need, so a first run installs in seconds.
+# The runtime alone: all `make demo` and `datagen generate` need, so a first run installs in seconds. Without
+# byte-compiling every file of every package (a third of pip's time): Python compiles the modules a command imports.
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e .
+	$(PIP) --no-compile -e .
 	touch $@
 
 # Test and lint tools (pytest, ruff, mypy, datasets, matplotlib) on top of the runtime.
