@@ -174,15 +174,15 @@ def measure(command: list[str], server: Server, kill_after: int | None = None) -
 # -- the clients -----------------------------------------------------------------------------------
 
 
-def datagen_command(base_url: str, captions: Path, instances: Path, out: Path, concurrency: int, limit: int) -> list[str]:
+def datagen_command(base_url: str, captions: Path, instances: Path, out: Path, concurrency: int, limit: int, task: str = TASK) -> list[str]:
     return [
         str(BIN / "datagen"), "generate", "--teacher", "openai", "--model", "mock", "--base-url", base_url,
-        "--captions", str(captions), "--instances", str(instances), "--out", str(out), "--tasks", TASK,
+        "--captions", str(captions), "--instances", str(instances), "--out", str(out), "--tasks", task,
         "--concurrency", str(concurrency), "--limit", str(limit), "--no-progress",
     ]  # fmt: skip
 
 
-def write_payloads(captions: Path, instances: Path, count: int, path: Path) -> Path:
+def write_payloads(captions: Path, instances: Path, count: int, path: Path, task: str = TASK) -> Path:
     """The request bodies datagen sends for the first `count` images, for the bare loops to send too.
 
     Built in a child process: a fork inherits this process's peak RSS into the child's `ru_maxrss`,
@@ -190,23 +190,23 @@ def write_payloads(captions: Path, instances: Path, count: int, path: Path) -> P
     """
     if not path.exists():
         command = [sys.executable, __file__, "--write-payloads", str(path), "--captions", str(captions),
-                   "--instances", str(instances), "--count", str(count)]  # fmt: skip
+                   "--instances", str(instances), "--count", str(count), "--task", task]  # fmt: skip
         subprocess.run(command, cwd=ROOT, check=True)
     return path
 
 
-def _write_payloads(captions: Path, instances: Path, count: int, path: Path) -> None:
+def _write_payloads(captions: Path, instances: Path, count: int, path: Path, task: str) -> None:
     from datagen.source.coco import CocoSource
     from datagen.run.items import SamplingSettings, build_request
     from datagen.tasks.prompts import BUNDLED_PROMPTS
     from datagen.tasks.registry import task_spec
 
     source = CocoSource(captions, instances)
-    pack = task_spec(TASK).load_pack(BUNDLED_PROMPTS)
-    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={TASK: task_spec(TASK).default_context})
+    pack = task_spec(task).load_pack(BUNDLED_PROMPTS)
+    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={task: task_spec(task).default_context})
     with path.open("w") as handle:
         for image in source.images(source.image_ids[:count]):
-            handle.write(json.dumps(build_request(image, TASK, pack, sampling).body()) + "\n")
+            handle.write(json.dumps(build_request(image, task, pack, sampling).body()) + "\n")
 
 
 async def _bare_loop(kind: str, base_url: str, payloads: Path, concurrency: int) -> None:
@@ -427,9 +427,10 @@ def main() -> None:
     parser.add_argument("--captions", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--instances", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--task", default=TASK, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write_payloads:
-        _write_payloads(args.captions, args.instances, args.count, args.write_payloads)
+        _write_payloads(args.captions, args.instances, args.count, args.write_payloads, args.task)
         return
     if args.bare:
         asyncio.run(_bare_loop(args.bare, args.base_url, args.payloads, args.concurrency))

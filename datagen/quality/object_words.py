@@ -234,9 +234,11 @@ def find_forms(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
         lowered = "".join(character.lower()[:1] for character in text).replace("’", "'")
     found = []
     for match in _FORM.finditer(lowered):
-        key = _JOINER.sub(" ", match.group())
-        categories = FORMS.get(key)
+        categories = FORMS.get(match.group())  # a form as listed; else spelt with other joiners, or possessive
         if categories is None:
-            categories = FORMS[key[:-2]]  # possessive: "the dog's collar"
+            key = _JOINER.sub(" ", match.group())
+            categories = FORMS.get(key)
+            if categories is None:
+                categories = FORMS[key[:-2]]  # possessive: "the dog's collar"
         found.append((match.start(), match.end(), categories))
     return found
