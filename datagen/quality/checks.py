@@ -98,15 +98,16 @@ def _when(triggers: str, pattern: str, flags: int = 0) -> _Gated:
 
 
 @lru_cache(maxsize=4)
-def _triggers(words: frozenset[str]) -> Triggers:
-    return Triggers(set(words))
+def _triggers(count: int) -> Triggers:
+    """The scanner for every trigger word; `count` words so far, so a rule defined after the first check counts too."""
+    return Triggers(set(_TRIGGER_WORDS))
 
 
 @lru_cache(maxsize=32)
-def _view(text: str) -> tuple[str | None, frozenset[str]]:
+def _view(text: str, count: int) -> tuple[str | None, frozenset[str]]:
     """What every rule needs of one text, computed once: the text lowered for caseless patterns (None where that
     would not be exact) and the trigger words it holds."""
-    return fold(text), _triggers(frozenset(_TRIGGER_WORDS)).present(text.lower())
+    return fold(text), _triggers(count).present(text.lower())
 
 
 def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = False, unless_quoted: bool = True,
@@ -114,9 +115,13 @@ def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = Fal
     """First match of any pattern that is not inside a quotation (or, when asked, not about a thing
     in the picture, or not preceded closely by `unless_before`)."""
     gated = [p if isinstance(p, _Gated) else _Gated(frozenset(), Caseless(p)) for p in patterns]
+    # When every pattern is gated, a text holding none of their words is settled by one set test.
+    any_trigger = frozenset().union(*(candidate.triggers for candidate in gated)) if all(candidate.triggers for candidate in gated) else None
 
     def find(text: str, form: Form) -> Span | None:
-        folded, present = _view(text)
+        folded, present = _view(text, len(_TRIGGER_WORDS))
+        if any_trigger is not None and any_trigger.isdisjoint(present):
+            return None
         for candidate in gated:
             if candidate.triggers and present.isdisjoint(candidate.triggers):
                 continue

@@ -78,7 +78,7 @@ def _clause_before(sentence: str, breaks: list[tuple[int, int]], start: int, aft
 
 def _negated(words: list[str]) -> bool:
     reach = words[-_NEGATION_REACH:]
-    if _NEGATIONS.isdisjoint(reach) and not any(word.endswith(("n't", "n’t")) for word in reach):
+    if _NEGATIONS.isdisjoint(reach) and "n't " not in " ".join(reach).replace("’", "'") + " ":
         return False  # most nouns: no negation word near, settled without the word-by-word reading below
     for index, word in enumerate(reach):
         following = reach[index + 1] if index + 1 < len(reach) else ""
@@ -104,14 +104,20 @@ class _Hypothetical:
 
 
 def _presupposed(words: list[str]) -> bool:
-    return any(word in _DEFINITE or word.endswith(("'s", "’s")) for word in words[-2:])
+    for word in words[-2:]:
+        if word in _DEFINITE or word.endswith(("'s", "’s")):
+            return True
+    return False
 
 
 def _generic(words: list[str], hypothetical: _Hypothetical, start: int) -> bool:
     """A kind of thing, not a thing in the picture: "people may...", "for visitors", "if a dog were to..."."""
     near = words[-_DETERMINER_REACH:]
-    if not _SPECIFIC.isdisjoint(near) or any(word.isdigit() or word.endswith(("'s", "’s")) for word in near):
+    if not _SPECIFIC.isdisjoint(near):
         return False
+    for word in near:
+        if word.isdigit() or word.endswith(("'s", "’s")):
+            return False
     if near and near[-1] == "for":
         return True
     if "a" in near or "an" in near:
