@@ -141,7 +141,10 @@ def mentions(text: str) -> list[Mention]:
         previous: tuple[int, bool] | None = None  # where the last object word ended and whether it was negated
         previous_end = 0  # a noun's determiners and negation lie after the previous noun
         for index, (start, end, categories) in enumerate(forms):
-            words = [word.lower() for word in _WORD.findall(_clause_before(sentence, breaks, start, previous_end))]
+            if folded is not None:  # lowering keeps every character's word-ness, so these are the same words lowered
+                words = _WORD.findall(_clause_before(folded, breaks, start, previous_end))
+            else:
+                words = [word.lower() for word in _WORD.findall(_clause_before(sentence, breaks, start, previous_end))]
             previous_end = end
             if not categories:
                 previous = None
