@@ -122,7 +122,9 @@ def _generic(words: list[str], hypothetical: _Hypothetical, start: int) -> bool:
         return True
     if "a" in near or "an" in near:
         # One thing: hypothetical only inside a condition ("if a child runs...") or a purpose ("for a person").
-        article = max(index for index, word in enumerate(near) if word in ("a", "an"))
+        article = len(near) - 1
+        while near[article] not in ("a", "an"):  # the last article
+            article -= 1
         before, folded = hypothetical.sentence[:start], hypothetical.folded
         return _CONDITIONAL.search(before, folded and folded[:start]) is not None or (article > 0 and near[article - 1] == "for")
     return hypothetical()
