@@ -31,6 +31,7 @@ RejectReason = Literal[
     "empty",
     "unparseable",
     "wrong_turn_count",
+    "oversized_reply",  # a reply body over --max-reply-bytes, or an answer far longer than --max-tokens can produce
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
     "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
 ]

@@ -58,6 +58,8 @@ def make_teacher(options: GenerateOptions, environ: Mapping[str, str] = os.envir
         max_retries=options.max_retries,
         rpm=options.rpm,
         tpm=options.tpm,
+        give_up_after=options.give_up_after,
+        max_reply_bytes=options.max_reply_bytes,
     )
     return build_teacher(settings, MOCK_TEACHERS, environ=environ)
 
@@ -182,6 +184,15 @@ class Run:
             return f"no record could be written ({summary}){because}"
         return None
 
+    def unfinished(self) -> str | None:
+        """Why a run that did write records is still not done: items a transient failure left unanswered."""
+        failed = sum(counts["request_failed"] for counts in self.skipped.values())
+        if not failed:
+            return None
+        last_error = self.teacher.last_error
+        because = f"; the teacher's last error: {one_line(last_error)}" if last_error else ""
+        return f"{failed} items got no answer after their retries (request_failed); rerun the same command to do them{because}"
+
     def manifest(self, status: str, failure: str | None = None) -> Manifest:
         counts, quality = tally(self.options.tasks, self.selected, self.outcomes, self.skipped, self.groundings)
         base_url = self.teacher.base_url
@@ -302,7 +313,7 @@ class Run:
             # A reject, so a rerun does not ask again: the server would refuse this item the same way.
             reply = ChatReply(text="", finish_reason=None, usage=Usage(prompt_tokens=0, completion_tokens=0))
             meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
-            self.reject(image, task, "request_refused", str(refused), reply, meta)
+            self.reject(image, task, refused.reason, str(refused), reply, meta)
             return
         self.usage = self.usage + reply.usage
         meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
@@ -395,6 +406,8 @@ def execute(run: Run) -> Manifest:
         asyncio.run(main())
         failure = run.failure()
         status = "completed" if failure is None else "failed"
+        if failure is None and (failure := run.unfinished()) is not None:
+            status = "incomplete"
     finally:
         error = sys.exc_info()[1]
         if isinstance(error, KeyboardInterrupt):
