@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pycocotools.coco import COCO
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
@@ -133,7 +133,12 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "captions": {"images": _Image, "annotations": _Caption},
     "instances": {"images": _Image, "annotations": _Box, "categories": _Category},
 }
-_ADAPTERS = {entry: TypeAdapter(list[entry]) for entry in (_Image, _Caption, _Box, _Category)}
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {
+    _Image: TypeAdapter(list[_Image]),
+    _Caption: TypeAdapter(list[_Caption]),
+    _Box: TypeAdapter(list[_Box]),
+    _Category: TypeAdapter(list[_Category]),
+}
 def _finite_numbers(column: list) -> bool:
     # sum() refuses anything but numbers and carries NaN and infinity through: one C loop instead of three.
     return set(map(type, column)) <= {list} and math.isfinite(sum(chain.from_iterable(column)))
@@ -155,7 +160,7 @@ def _already_normal(entries: list, entry: type) -> bool:
     A field this check does not know is left to the model."""
     by_kind: dict[str, list[str]] = {}
     for key, annotation in entry.__annotations__.items():
-        by_kind.setdefault(getattr(annotation, "__forward_arg__", annotation), []).append(key)  # annotations are strings here
+        by_kind.setdefault(str(getattr(annotation, "__forward_arg__", annotation)), []).append(key)  # annotations are strings here
     try:
         for kind, keys in by_kind.items():
             check = _NORMAL_COLUMN.get(kind)
@@ -195,9 +200,10 @@ def _validate(data: dict, path: Path, flag: str, kind: str) -> None:
     for section in _SECTIONS[kind]:
         ids = list(map(operator.itemgetter("id"), data[section]))
         if len(set(ids)) != len(ids):
-            seen: set[int] = set()
-            index, duplicate = next((index, value) for index, value in enumerate(ids) if value in seen or seen.add(value))
-            raise InputError(f"{flag} {path}: {section}[{index}].id: id {duplicate} is used twice; each {section[:-1]} needs its own id")
+            first_at: dict[int, int] = {}
+            for index, value in enumerate(ids):
+                if first_at.setdefault(value, index) != index:
+                    raise InputError(f"{flag} {path}: {section}[{index}].id: id {value} is used twice; each {section[:-1]} needs its own id")
 
 
 @contextlib.contextmanager
