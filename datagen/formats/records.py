@@ -48,7 +48,8 @@ SkipReason = Literal[
     "batch_unanswered",  # --batch: no batch could be asked for it
     "not_in_results",  # --results-in: the results file holds no line for its request
     "image_missing",  # --see image|both: the image file is not in --images
-    "image_unreadable",  # --see image|both: the file cannot be decoded as an image
+    "image_unreadable",  # --see image|both: the file cannot be decoded as an image, or claims more pixels than a photo has
+    "image_outside_folder",  # --see image|both: the captions file names a path outside --images (never read)
 ]
 
 

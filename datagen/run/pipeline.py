@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from datagen.files.storage_errors import StorageError
 from datagen.tasks.registry import task_spec
 from datagen.teachers.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher
 from datagen.teachers.factory import BackendSettings, build_teacher, check_kind
-from datagen.teachers.vision import EncodedImage, ImageProblem, encode_image
+from datagen.teachers.vision import DECODES_AT_ONCE, EncodedImage, ImageProblem, encode_image, image_path
 
 
 def _utc_now() -> str:
@@ -282,7 +283,7 @@ class Run:
         picture = None
         if self.options.see != "text":
             assert self.options.images is not None  # Run() refuses --see image|both without --images
-            picture = encode_image(self.options.images / image.file_name, self.options.image_max_side)
+            picture = encode_image(image_path(self.options.images, image.file_name), self.options.image_max_side)
         return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
 
     async def process(self, image: ImageAnnotations, task: str) -> None:
@@ -291,8 +292,9 @@ class Run:
             if self.options.see == "text":
                 request, picture = self.request_for(image, task)
             else:
-                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop.
-                request, picture = await asyncio.to_thread(self.request_for, image, task)
+                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop,
+                # on a pool of DECODES_AT_ONCE threads however many requests are in flight.
+                request, picture = await asyncio.get_running_loop().run_in_executor(self.decoder, self.request_for, image, task)
         except ImageProblem as problem:
             self.skip(task, problem.reason)
             return
@@ -372,6 +374,7 @@ class Run:
             self.teacher = CachingTeacher(self.teacher, self.cache)
         self.writers = {task: JsonlAppender(self.out / task_spec(task).file_name) for task in self.options.tasks}
         self.rejects = JsonlAppender(self.out / REJECTS_FILE)
+        self.decoder = ThreadPoolExecutor(DECODES_AT_ONCE, thread_name_prefix="decode")
 
     def remaining(self) -> int:
         done = sum(1 for (image_id, task) in self.outcomes if image_id in self.selected and task in self.options.tasks)
@@ -380,6 +383,7 @@ class Run:
     async def close(self) -> None:
         for writer in [*self.writers.values(), self.rejects]:
             writer.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
         await self.teacher.aclose()
 
 
