@@ -283,6 +283,24 @@ def test_bad_input_is_one_line_and_exit_2(two_runs, tmp_path: Path, cli) -> None
     assert not (tmp_path / "x.html").exists()
 
 
+@pytest.mark.parametrize("edit", [
+    {"id": ["a", "list"]},
+    {"id": {"an": "object"}},
+    {"meta": {"grounding": {"mentioned": 5, "unsupported": 7}}},
+    {"meta": {"grounding": {"mentioned": "dog", "unsupported": None}, "usage": "none", "finish_reason": [1]}},
+    {"conversations": [{"from": ["human"], "value": ["x"]}, "not a turn"]},
+], ids=["id-list", "id-object", "grounding-numbers", "grounding-strings", "turns"])
+def test_a_hand_edited_line_is_counted_not_a_traceback(two_runs, tmp_path: Path, cli, edit) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(two_runs[0], edited)
+    lines = (edited / "detail.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({**json.loads(lines[0]), **edit})
+    (edited / "detail.jsonl").write_text("\n".join(lines) + "\n")
+    result = cli("report", edited, "--out", tmp_path / "x.html")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (tmp_path / "x.html").stat().st_size > 0
+
+
 def test_generate_does_not_import_matplotlib() -> None:
     code = "import sys, datagen.cli, datagen.run.pipeline; assert 'matplotlib' not in sys.modules and 'datasets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
