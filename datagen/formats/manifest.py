@@ -148,7 +148,7 @@ class Manifest(BaseModel):
 
     datagen_version: str
     status: Literal["running", "completed", "incomplete", "interrupted", "failed"] = Field(
-        description="completed: every selected item written, rejected or skipped for a lasting reason (exit 0);"
+        description="completed: the whole selection gone through, written, rejected or skipped with a reason (exit 0);"
         " incomplete: done, but some items got no answer (request_failed) and a rerun does them (exit 3);"
         " failed: stopped or nothing written (exit 1, 2 for bad input); interrupted: Ctrl-C (exit 130)"
     )
