@@ -11,6 +11,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from datagen.teachers.vision import MAX_IMAGE_PIXELS
@@ -53,6 +54,7 @@ def peak_rss_mb(command: list[str]) -> tuple[subprocess.CompletedProcess, float]
     return subprocess.CompletedProcess(command, code, stdout, stderr), peak
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # this test opens the bomb itself, to check it
 def test_image_bombs_are_refused_from_their_header_and_counted_within_the_memory_bound(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

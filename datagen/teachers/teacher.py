@@ -473,7 +473,7 @@ class OpenAITeacher:
             if isinstance(data.get("error"), dict):
                 code, param = data["error"].get("code"), data["error"].get("param")
         except (ValueError, AttributeError):
-            message = self._hide_key(raw.decode("utf-8", "replace"))
+            message = _page_words(raw, [self._api_key])
         return message, code if isinstance(code, str) else None, param
 
     def _hide_key(self, message: str, first_line: bool = True) -> str:
@@ -504,14 +504,19 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 
 
+def _page_words(raw: bytes, secrets: list[str], limit: int = 200) -> str:
+    """A text body's first words, an HTML page by its title (a gateway's 502 page, a proxy's sign-in page)."""
+    head = raw[:4096].lstrip()
+    title = _TITLE.search(head)
+    text = (title.group(1) if title else head).decode("utf-8", "replace")
+    return server_message(_TAG.sub(" ", text), secrets, limit=limit)
+
+
 def _not_json(raw: bytes, content_type: str, secrets: list[str]) -> str | None:
     """What came back instead of JSON, in a few words ("a text/html page: 'Sign in - Corp Proxy'"), when it
     is a page or text rather than a cut-off JSON body; None for broken JSON."""
-    head = raw[:4096].lstrip()
     kind = content_type.split(";")[0].strip() or "no content type"
-    if head.startswith((b"{", b"[")) and "json" in kind:
+    if raw.lstrip().startswith((b"{", b"[")) and "json" in kind:
         return None
-    title = _TITLE.search(head)
-    text = (title.group(1) if title else head).decode("utf-8", "replace")
-    words = server_message(_TAG.sub(" ", text), secrets, limit=80)
+    words = _page_words(raw, secrets, limit=80)
     return f"a {kind} page: {words!r}" if words else f"a {kind} body"
