@@ -124,6 +124,7 @@ def test_the_bound_at_default_settings(monkeypatch):
 def simulated_trip_time_with(clock: list[float], timeout: float, fails_at_once: bool) -> float:
     clock[0] = 0.0
     watch = ServerWatch("http://server/v1")
+    random.seed(0)
     longest_wait = [max(_retry_delay(RetryableError("x"), attempt) for _ in range(500)) for attempt in range(1, DEFAULT_MAX_RETRIES + 1)]
     assert max(longest_wait) <= 20
     try:
@@ -133,7 +134,7 @@ def simulated_trip_time_with(clock: list[float], timeout: float, fails_at_once: 
                 clock[0] += 0.0 if fails_at_once else timeout
                 watch.failed(started, "failure", timed_out=not fails_at_once)
                 if attempt < DEFAULT_MAX_RETRIES:
-                    clock[0] += 0.5 if attempt == 0 else min(20.0, 2.0 ** attempt)  # the longest each wait can be
+                    clock[0] += longest_wait[attempt]  # about the longest this wait can draw
     except ServerUnavailable:
         return clock[0]
 

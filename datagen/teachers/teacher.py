@@ -218,8 +218,8 @@ def _retry_delay(error: RetryableError, attempt: int) -> float:
         # The server said when; waiting less earns another 429, waiting much more wastes the window. A 5xx's
         # Retry-After is capped like the backoff, so a dead server is noticed within the watch's window.
         return min(error.retry_after, 120.0 if error.throttled else 20.0) + random.uniform(0, 0.25)
-    # Full-jitter exponential backoff, the first retry almost at once.
-    return random.uniform(0, 0.5 if attempt <= 1 else min(20.0, 2.0 ** (attempt - 1)))
+    # Full-jitter exponential backoff (1, 2, 4... s at most), the first retry almost at once.
+    return random.uniform(0, 0.5 if attempt <= 1 else min(20.0, 2.0 ** (attempt - 2)))
 
 
 def _token_count(value: object) -> int | None:
