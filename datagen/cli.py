@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from datagen.errors import InputError, TeacherFatalError
+from datagen.errors import INCOMPLETE_EXIT, InputError, TeacherFatalError
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, default
@@ -37,8 +37,10 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (InputError, TeacherFatalError) as error:
+        except InputError as error:
             raise fail(str(error)) from None
+        except TeacherFatalError as error:
+            raise fail(str(error), error.exit_code) from None
         except StorageError as error:
             raise fail(str(error), error.exit_code) from None
         except OSError as error:  # a full disk, a read-only folder, a folder where a file belongs, ...
@@ -145,7 +147,11 @@ def generate(
         None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
     ),
     timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
+    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 5xx, timeouts and dropped connections (429s are waited out by time)"),
+    give_up_after: float = typer.Option(
+        default("give_up_after"), min=0.1, help="Stop the run (exit 1) when the server has answered nothing for this many seconds (only 429s: 5x as long)"
+    ),
+    max_reply_bytes: int = typer.Option(default("max_reply_bytes"), min=1024, help="Largest reply body read; a bigger one is rejected as oversized_reply"),
     context: list[str] = typer.Option([], help="TASK=captions|captions+boxes, repeatable; LLaVA's defaults otherwise"),
     cache: Optional[Path] = typer.Option(None, help="Response cache file to share across runs; default OUT/cache.sqlite"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache"),
@@ -201,6 +207,8 @@ def generate(
         max_tokens=max_tokens,
         timeout=timeout,
         max_retries=max_retries,
+        give_up_after=give_up_after,
+        max_reply_bytes=max_reply_bytes,
         contexts=parse_contexts(context),
         cache=cache,
         use_cache=not no_cache,
@@ -241,6 +249,8 @@ def generate(
     write_card(out, lambda card: card.write_run_card(out))
     if manifest.status == "failed" and manifest.failure:
         raise fail(manifest.failure, code=1)
+    if manifest.status == "incomplete":
+        raise fail(manifest.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
     if manifest.status != "completed":
         raise typer.Exit(1)
 

@@ -2,6 +2,9 @@
 
 from datagen.files.storage_errors import StorageError
 
+# A run that finished but left items unanswered (status "incomplete"): distinct from 1, so a script can rerun it.
+INCOMPLETE_EXIT = 3
+
 
 class InputError(Exception):
     """A file, flag or setting the user gave is wrong; the message names it and the fix (exit code 2)."""
@@ -9,6 +12,15 @@ class InputError(Exception):
 
 class TeacherFatalError(Exception):
     """The teacher refused in a way no retry can fix (bad key, unknown model, malformed request)."""
+
+    exit_code = 2
+
+
+class ServerUnavailable(TeacherFatalError):
+    """The server gave no answer for a whole window (dead, hanging or only rate-limiting): the run stops, and a
+    rerun resumes once it answers again. Not the user's input, so exit code 1."""
+
+    exit_code = 1
 
 
 def leading_error(group: BaseExceptionGroup) -> BaseException:

@@ -1,8 +1,10 @@
 """Taking secrets out of text before it reaches a message, a log or a file.
 
 A server may echo what it was sent: the key itself, `Bearer <key>`, the whole header block base64-encoded,
-or a cut-off copy of any of these. `redact_secrets` takes them all out of the whole text and only then cuts
-it to display length; cutting first can split a secret so that neither half matches and most of it goes out.
+wrapped, or a cut-off copy of any of these. `redact_secrets` takes every piece of a known secret out of the
+whole text and only then cuts it to display length; cutting first can split a secret so that neither half
+matches and most of it goes out. `server_message` goes further for what a server says: it keeps only the first
+line and drops every token-like run, known or not.
 """
 
 from __future__ import annotations
@@ -53,19 +55,27 @@ def _forms(secret: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
-def _mask_prefixes(text: str, form: str) -> str:
-    """Mask whole copies of `form` and copies cut short (a prefix of at least MIN_PIECE characters)."""
-    text = text.replace(form, MASK)
-    if len(form) < MIN_PIECE:
+def _mask_pieces(text: str, forms: list[str]) -> str:
+    """Mask every copy of a form and every piece of one at least MIN_PIECE characters long: cut at the start,
+    the end or both, a copy is still too much of a key to show."""
+    windows = {form[start : start + MIN_PIECE] for form in forms if len(form) >= MIN_PIECE for start in range(len(form) - MIN_PIECE + 1)}
+    for form in forms:
+        if len(form) < MIN_PIECE:
+            text = text.replace(form, MASK)
+    if not windows:
         return text
-    head = form[:MIN_PIECE]
+    hidden = bytearray(len(text))
+    for start in range(len(text) - MIN_PIECE + 1):
+        if text[start : start + MIN_PIECE] in windows:
+            hidden[start : start + MIN_PIECE] = b"\1" * MIN_PIECE
+    if not any(hidden):
+        return text
     out, position = [], 0
-    while (found := text.find(head, position)) >= 0:
-        length = MIN_PIECE
-        while found + length < len(text) and length < len(form) and text[found + length] == form[length]:
-            length += 1
+    while (found := hidden.find(1, position)) >= 0:
+        end = hidden.find(0, found)
+        end = len(text) if end < 0 else end
         out += [text[position:found], MASK]
-        position = found + length
+        position = end
     return "".join(out) + text[position:]
 
 
@@ -76,16 +86,48 @@ def one_line(message: str, limit: int | None = 300) -> str:
 
 
 def redact_secrets(text: str, secrets: Iterable[str | None], limit: int | None = None, fold: bool = False) -> str:
-    """`text` with every secret masked (plain, base64-encoded, or cut short), and only then cut to `limit` —
-    with `fold`, as `one_line` folds and cuts a body quoted in an error line."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        for form in _forms(secret):
-            text = _mask_prefixes(text, form)
+    """`text` with every secret masked (plain, base64-encoded, or a piece of either), and only then cut to
+    `limit` — with `fold`, as `one_line` folds and cuts a body quoted in an error line."""
+    forms = sorted({form for secret in secrets if secret for form in _forms(secret)}, key=len, reverse=True)
+    if forms:
+        text = _mask_pieces(text, forms)
     if fold:
         return one_line(text, limit)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "..."
     return text
+
+
+# Characters of keys and of their base64 forms; a line break between two of them may be a wrap inside one key.
+_TOKEN_CHARS = "A-Za-z0-9+/=_-"
+_WRAP = re.compile(rf"(?<=[{_TOKEN_CHARS}])[ \t]*\r?\n[ \t]*(?=[{_TOKEN_CHARS}])")
+_RUN = re.compile(rf"[{_TOKEN_CHARS}]+")
+_SEGMENTS = re.compile(r"[+/=_-]+")
+_WORD = re.compile(r"[a-z]{1,24}|[A-Z][a-z]{1,23}|[A-Z]{1,11}")
+# A run of token characters this long may be a secret or enough of one to matter (12 base64 characters
+# decode to 9 bytes), unless it is made of words ("rate_limit_exceeded", "com/account/api-keys").
+SECRET_RUN = 12
+
+
+def _remove_token_runs(text: str) -> str:
+    def keep_words(match: re.Match[str]) -> str:
+        run = match.group()
+        if len(run) < SECRET_RUN or all(_WORD.fullmatch(segment) for segment in _SEGMENTS.split(run) if segment):
+            return run
+        return MASK
+
+    return _RUN.sub(keep_words, text)
+
+
+def server_message(text: str, secrets: Iterable[str | None], limit: int = 200, first_line: bool = True) -> str:
+    """What an error line may quote from a server's text (a JSON error's message whole, other text by its first
+    line), lines wrapped inside a long token joined back first, with the known secrets masked in every form and
+    every other run that could be a secret or a piece of one taken out. Masking known forms alone always misses
+    one (a wrap, a cut, an encoding); a message needs its words, not its tokens."""
+    joined = _WRAP.sub("", text)
+    if first_line:
+        joined = next((line for line in joined.splitlines() if line.strip()), "")
+    return one_line(_remove_token_runs(redact_secrets(joined, secrets)), limit)
 
 
 def redact_url(url: str) -> str:

@@ -293,6 +293,25 @@ def test_without_matplotlib_report_names_the_extra_in_one_line(two_runs, tmp_pat
     assert not (tmp_path / "x.html").exists()
 
 
+@pytest.mark.parametrize("edit", [
+    {"id": ["a", "list"]},
+    {"id": {"an": "object"}},
+    {"meta": {"grounding": {"mentioned": 5, "unsupported": 7}}},
+    {"meta": {"grounding": {"mentioned": "dog", "unsupported": None}, "usage": "none", "finish_reason": [1]}},
+    {"conversations": [{"from": ["human"], "value": ["x"]}, "not a turn"]},
+], ids=["id-list", "id-object", "grounding-numbers", "grounding-strings", "turns"])
+def test_a_hand_edited_line_is_counted_not_a_traceback(two_runs, tmp_path: Path, cli, edit) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(two_runs[0], edited)
+    lines = (edited / "detail.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({**json.loads(lines[0]), **edit})
+    (edited / "detail.jsonl").write_text("\n".join(lines) + "\n")
+    result = cli("report", edited, "--out", tmp_path / "x.html")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (tmp_path / "x.html").stat().st_size > 0
+
+
+
 # -- the page in a browser --------------------------------------------------------------------------
 
 # Added to a copy of the page: once everything has loaded, each image records the size it decoded to.

@@ -164,9 +164,10 @@ def test_no_form_of_the_key_anywhere_after_a_run_through_the_error_paths(tmp_pat
     with MockServer(faults) as server, MockServer(MockServerConfig(api_key=KEY, batch_delay_s=0.01)) as calm, EchoServer(100) as echo:
         host_port = server.base_url.split("://")[1]
         results.append((datagen("generate", *common, "--out", tmp_path / "userinfo", f"--base-url=http://me:{KEY}@{host_port}"), 2))
-        results.append((datagen("generate", *common, "--out", tmp_path / "run", f"--base-url={server.base_url}"), 0))
+        # 0, or 3 when an item still got no answer after its 2 retries (status incomplete)
+        results.append((datagen("generate", *common, "--out", tmp_path / "run", f"--base-url={server.base_url}"), {0, 3}))
         results.append((datagen("generate", *common, "--out", tmp_path / "run", "--seed", "3", base_url=server.base_url), 2))
-        results.append((datagen("generate", *common, "--out", tmp_path / "run", "--seed", "3", "--force", base_url=server.base_url), 0))
+        results.append((datagen("generate", *common, "--out", tmp_path / "run", "--seed", "3", "--force", base_url=server.base_url), {0, 3}))
         results.append((datagen("generate", *common, "--out", tmp_path / "echoed", base_url=echo.base_url), 2))
         results.append((datagen("generate", *common, "--out", tmp_path / "wrong", key=KEY[::-1], base_url=server.base_url), 2))
         results.append((datagen("generate", *common, "--out", tmp_path / "batch", "--batch", "--poll-interval", "0.05",
@@ -176,7 +177,7 @@ def test_no_form_of_the_key_anywhere_after_a_run_through_the_error_paths(tmp_pat
         results.append((datagen("export", tmp_path / "run", "--out", tmp_path / "run.json"), 0))
         results.append((datagen("merge", tmp_path / "run", "--out", tmp_path / "merged"), 0))
     for result, expected in results:
-        assert result.returncode == expected, (result.args, result.stderr)
+        assert result.returncode in (expected if isinstance(expected, set) else {expected}), (result.args, result.stderr)
     assert "holds user:password@" in results[0][0].stderr and "HTTP 400" in results[4][0].stderr
     assert "rejected the API key" in results[5][0].stderr
     checked = 0

@@ -156,7 +156,8 @@ class TaskStats:
 
     def add_record(self, row: dict) -> None:
         self.records += 1
-        self.ids.add(row.get("id"))
+        record_id = row.get("id")
+        self.ids.add(record_id if isinstance(record_id, (str, int)) else repr(record_id))  # a hand-edited id may be a list
         turns = [turn for turn in row.get("conversations") or [] if isinstance(turn, dict)]
         self.rounds[len(turns) // 2] += 1
         for turn in turns:
@@ -176,7 +177,7 @@ class TaskStats:
             self.finish_reasons[str(meta["finish_reason"])] += 1
         grounding = meta.get("grounding")
         if isinstance(grounding, dict):
-            mentioned, unsupported = grounding.get("mentioned") or [], grounding.get("unsupported") or []
+            mentioned, unsupported = _list(grounding.get("mentioned")), _list(grounding.get("unsupported"))
             self.grounded_records += 1
             self.mentions += len(mentioned)
             self.unsupported_mentions += len(unsupported)
@@ -287,6 +288,11 @@ def _rows(path: Path) -> Iterable[dict]:
 def _object(value: object) -> dict:
     """A JSON object as it is, anything else (missing, hand-edited) as an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list:
+    """A JSON array as it is, anything else (missing, hand-edited) as an empty one."""
+    return value if isinstance(value, list) else []
 
 
 def read_run(folder: Path) -> RunReport:

@@ -147,7 +147,11 @@ class Manifest(BaseModel):
     """What a run did and with what; never holds a secret."""
 
     datagen_version: str
-    status: Literal["running", "completed", "interrupted", "failed"]
+    status: Literal["running", "completed", "incomplete", "interrupted", "failed"] = Field(
+        description="completed: the whole selection gone through, written, rejected or skipped with a reason (exit 0);"
+        " incomplete: done, but some items got no answer (request_failed) and a rerun does them (exit 3);"
+        " failed: stopped or nothing written (exit 1, 2 for bad input); interrupted: Ctrl-C (exit 130)"
+    )
     command: list[str]
     started_at: str
     finished_at: str | None = None
@@ -165,4 +169,4 @@ class Manifest(BaseModel):
     requests_sent: int = Field(0, description="HTTP requests sent to the teacher by this invocation, retries included")
     cache_hits: int = 0
     last_error: str | None = Field(None, description="The teacher's last error message (one line), when a request failed")
-    failure: str | None = Field(None, description="Why the run failed (status failed), in one line")
+    failure: str | None = Field(None, description="Why the run failed (status failed) or is incomplete, in one line")

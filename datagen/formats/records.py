@@ -31,6 +31,7 @@ RejectReason = Literal[
     "empty",
     "unparseable",
     "wrong_turn_count",
+    "oversized_reply",  # a reply body over --max-reply-bytes, or an answer far longer than --max-tokens can produce
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
     "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
 ]
@@ -47,7 +48,8 @@ SkipReason = Literal[
     "batch_unanswered",  # --batch: no batch could be asked for it
     "not_in_results",  # --results-in: the results file holds no line for its request
     "image_missing",  # --see image|both: the image file is not in --images
-    "image_unreadable",  # --see image|both: the file cannot be decoded as an image
+    "image_unreadable",  # --see image|both: the file cannot be decoded as an image, or claims more pixels than a photo has
+    "image_outside_folder",  # --see image|both: the captions file names a path outside --images (never read)
 ]
 
 

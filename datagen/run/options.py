@@ -13,7 +13,8 @@ from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
 from datagen.formats.records import Task
 from datagen.teachers.request_shape import RequestShape, TokenLimitField
 from datagen.tasks.registry import TASKS, task_spec
-from datagen.teachers.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER
+from datagen.teachers.teacher import DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from datagen.teachers.vision import DEFAULT_IMAGE_MAX_SIDE, See
 
 MAX_BATCH_REQUESTS = 50_000  # the OpenAI Batch API's cap on requests per batch
@@ -40,6 +41,8 @@ class GenerateOptions(BaseModel):
     extra_body: dict[str, object] = {}
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     contexts: dict[str, ContextKind] = {}  # per task, where it differs from the task's default_context
     cache: Path | None = None
     use_cache: bool = True

@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from datagen.files.storage_errors import StorageError
 from datagen.tasks.registry import task_spec
 from datagen.teachers.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher
 from datagen.teachers.factory import BackendSettings, build_teacher, check_kind
-from datagen.teachers.vision import EncodedImage, ImageProblem, encode_image
+from datagen.teachers.vision import DECODES_AT_ONCE, EncodedImage, ImageProblem, encode_image, image_path
 
 
 def _utc_now() -> str:
@@ -58,6 +59,8 @@ def make_teacher(options: GenerateOptions, environ: Mapping[str, str] = os.envir
         max_retries=options.max_retries,
         rpm=options.rpm,
         tpm=options.tpm,
+        give_up_after=options.give_up_after,
+        max_reply_bytes=options.max_reply_bytes,
     )
     return build_teacher(settings, MOCK_TEACHERS, environ=environ)
 
@@ -182,6 +185,15 @@ class Run:
             return f"no record could be written ({summary}){because}"
         return None
 
+    def unfinished(self) -> str | None:
+        """Why a run that did write records is still not done: items a transient failure left unanswered."""
+        failed = sum(counts["request_failed"] for counts in self.skipped.values())
+        if not failed:
+            return None
+        last_error = self.teacher.last_error
+        because = f"; the teacher's last error: {one_line(last_error)}" if last_error else ""
+        return f"{failed} items got no answer after their retries (request_failed); rerun the same command to do them{because}"
+
     def manifest(self, status: str, failure: str | None = None) -> Manifest:
         counts, quality = tally(self.options.tasks, self.selected, self.outcomes, self.skipped, self.groundings)
         base_url = self.teacher.base_url
@@ -271,7 +283,7 @@ class Run:
         picture = None
         if self.options.see != "text":
             assert self.options.images is not None  # Run() refuses --see image|both without --images
-            picture = encode_image(self.options.images / image.file_name, self.options.image_max_side)
+            picture = encode_image(image_path(self.options.images, image.file_name), self.options.image_max_side)
         return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
 
     async def process(self, image: ImageAnnotations, task: str) -> None:
@@ -280,8 +292,9 @@ class Run:
             if self.options.see == "text":
                 request, picture = self.request_for(image, task)
             else:
-                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop.
-                request, picture = await asyncio.to_thread(self.request_for, image, task)
+                # Decoding and re-encoding a photo takes milliseconds of CPU (PIL frees the GIL): off the event loop,
+                # on a pool of DECODES_AT_ONCE threads however many requests are in flight.
+                request, picture = await asyncio.get_running_loop().run_in_executor(self.decoder, self.request_for, image, task)
         except ImageProblem as problem:
             self.skip(task, problem.reason)
             return
@@ -302,7 +315,7 @@ class Run:
             # A reject, so a rerun does not ask again: the server would refuse this item the same way.
             reply = ChatReply(text="", finish_reason=None, usage=Usage(prompt_tokens=0, completion_tokens=0))
             meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
-            self.reject(image, task, "request_refused", str(refused), reply, meta)
+            self.reject(image, task, refused.reason, str(refused), reply, meta)
             return
         self.usage = self.usage + reply.usage
         meta = build_meta(image, task, pack, self.sampling, self.teacher.info, request, reply, see, picture)
@@ -361,6 +374,7 @@ class Run:
             self.teacher = CachingTeacher(self.teacher, self.cache)
         self.writers = {task: JsonlAppender(self.out / task_spec(task).file_name) for task in self.options.tasks}
         self.rejects = JsonlAppender(self.out / REJECTS_FILE)
+        self.decoder = ThreadPoolExecutor(DECODES_AT_ONCE, thread_name_prefix="decode")
 
     def remaining(self) -> int:
         done = sum(1 for (image_id, task) in self.outcomes if image_id in self.selected and task in self.options.tasks)
@@ -369,6 +383,7 @@ class Run:
     async def close(self) -> None:
         for writer in [*self.writers.values(), self.rejects]:
             writer.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
         await self.teacher.aclose()
 
 
@@ -395,6 +410,8 @@ def execute(run: Run) -> Manifest:
         asyncio.run(main())
         failure = run.failure()
         status = "completed" if failure is None else "failed"
+        if failure is None and (failure := run.unfinished()) is not None:
+            status = "incomplete"
     finally:
         error = sys.exc_info()[1]
         if isinstance(error, KeyboardInterrupt):

@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 import marshal
+import math
+import operator
 import re
 import struct
 import sys
@@ -20,10 +22,13 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
+from typing import Annotated, Any
 
 from pycocotools.coco import COCO
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
 from datagen.errors import InputError
 from datagen.files.jsonl import atomic_file
@@ -87,12 +92,118 @@ def _load_json(path: Path, flag: str, skip_segmentations: bool = False) -> tuple
     return data, digest
 
 
-def _require_keys(data: dict, path: Path, flag: str, kind: str, keys: tuple[str, ...]) -> None:
-    for section, required in (("images", ("id", "file_name", "width", "height")), ("annotations", keys)):
-        if data[section] and not all(key in data[section][0] for key in required):
-            raise InputError(
-                f"{flag} {path}: not a COCO {kind} file ({section} need the keys {', '.join(required)})"
-            )
+# -- the typed subset of COCO we read ---------------------------------------------------------------------
+# Ids are integers; one written as a string of digits ("42") is normalised to it at reading, so every later
+# comparison (records, resume, the instances file) sees one type. Anything else is refused in one line.
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+@with_config(ConfigDict(extra="allow"))
+class _Image(TypedDict):
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+@with_config(ConfigDict(extra="allow"))
+class _Caption(TypedDict):
+    id: int
+    image_id: int
+    caption: str | None  # null counts as a blank caption (a hard case), like whitespace
+
+
+@with_config(ConfigDict(extra="allow"))
+class _Box(TypedDict):
+    id: int
+    image_id: int
+    category_id: int
+    bbox: list[_Finite]  # NaN or infinity would become a zero-width or inverted box; a length other than 4 is counted
+    # iscrowd is read for its truth only: absent, 0 or 1 alike
+
+
+@with_config(ConfigDict(extra="allow"))
+class _Category(TypedDict):
+    id: int
+    name: str
+
+
+_SECTIONS: dict[str, dict[str, type]] = {
+    "captions": {"images": _Image, "annotations": _Caption},
+    "instances": {"images": _Image, "annotations": _Box, "categories": _Category},
+}
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {
+    _Image: TypeAdapter(list[_Image]),
+    _Caption: TypeAdapter(list[_Caption]),
+    _Box: TypeAdapter(list[_Box]),
+    _Category: TypeAdapter(list[_Category]),
+}
+def _finite_numbers(column: list) -> bool:
+    # sum() refuses anything but numbers and carries NaN and infinity through: one C loop instead of three.
+    return set(map(type, column)) <= {list} and math.isfinite(sum(chain.from_iterable(column)))
+
+
+# Per annotation of the models above, whether a column of values (all the fields of that annotation, entry after
+# entry) already has exactly that type; bool is no int.
+_NORMAL_COLUMN = {
+    "int": lambda column: set(map(type, column)) <= {int},
+    "str": lambda column: set(map(type, column)) <= {str},
+    "str | None": lambda column: set(map(type, column)) <= {str, type(None)},
+    "list[_Finite]": _finite_numbers,
+}
+
+
+def _already_normal(entries: list, entry: type) -> bool:
+    """Whether every entry already has the model's types exactly, checked a column at a time at C speed: the
+    typed model costs seconds on train2017 and is needed only to normalise or to name a fault, when this fails.
+    A field this check does not know is left to the model."""
+    by_kind: dict[str, list[str]] = {}
+    for key, annotation in entry.__annotations__.items():
+        by_kind.setdefault(str(getattr(annotation, "__forward_arg__", annotation)), []).append(key)  # annotations are strings here
+    try:
+        for kind, keys in by_kind.items():
+            check = _NORMAL_COLUMN.get(kind)
+            values = map(operator.itemgetter(*keys), entries)
+            if check is None or not check(list(chain.from_iterable(values) if len(keys) > 1 else values)):
+                return False
+    except (KeyError, TypeError, AttributeError):  # a missing field, an entry that is not an object, a non-number
+        return False
+    return True
+
+
+def _where(section: str, loc: tuple) -> str:
+    return section + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _validate(data: dict, path: Path, flag: str, kind: str) -> None:
+    """Every entry of the sections a `kind` file must have, checked against the typed model and normalised in
+    place; the first fault is one line naming the file, the entry and the field."""
+    for section, entry in _SECTIONS[kind].items():
+        entries = data.get(section)
+        if not isinstance(entries, list):
+            raise InputError(f"{flag} {path}: not a COCO {kind} file (no '{section}' list)")
+        if _already_normal(entries, entry):
+            continue
+        try:
+            data[section] = _ADAPTERS[entry].validate_python(entries)
+        except ValidationError as error:
+            faults = error.errors()
+            first = faults[0]
+            if first["type"] == "missing":
+                # Every field the entry lacks, so a file of the other kind shows as one ("caption" vs "bbox").
+                missing = [str(fault["loc"][-1]) for fault in faults if fault["type"] == "missing" and fault["loc"][:-1] == first["loc"][:-1]]
+                problem = f"{_where(section, first['loc'][:-1])}: no {', '.join(missing)}"
+            else:
+                problem = f"{_where(section, first['loc'])}: {first['msg']}"
+            raise InputError(f"{flag} {path}: not a valid COCO {kind} file: {problem} (fix that entry or pass the right file)") from None
+    for section in _SECTIONS[kind]:
+        ids = list(map(operator.itemgetter("id"), data[section]))
+        if len(set(ids)) != len(ids):
+            first_at: dict[int, int] = {}
+            for index, value in enumerate(ids):
+                if first_at.setdefault(value, index) != index:
+                    raise InputError(f"{flag} {path}: {section}[{index}].id: id {value} is used twice; each {section[:-1]} needs its own id")
 
 
 @contextlib.contextmanager
@@ -156,14 +267,12 @@ def _rows(captions: COCO, instances: COCO | None) -> dict[int, _Row]:
 def _load(captions_path: Path, instances_path: Path | None) -> dict:
     """Both files parsed and indexed, boiled down to what a source keeps (the snapshot's body)."""
     captions_data, captions_sha256 = _load_json(captions_path, "--captions")
-    _require_keys(captions_data, captions_path, "--captions", "captions", ("image_id", "caption"))
+    _validate(captions_data, captions_path, "--captions", "captions")
     captions = _index(captions_data)
     instances, instances_sha256, categories = None, None, {}
     if instances_path is not None:
         instances_data, instances_sha256 = _load_json(instances_path, "--instances", skip_segmentations=True)
-        _require_keys(instances_data, instances_path, "--instances", "instances", ("image_id", "category_id", "bbox"))
-        if not isinstance(instances_data.get("categories"), list):
-            raise InputError(f"--instances {instances_path}: not a COCO instances file (no 'categories' list)")
+        _validate(instances_data, instances_path, "--instances", "instances")
         instances = _index(instances_data)
         categories = {cat["id"]: cat["name"] for cat in instances_data["categories"]}
     return {

@@ -15,7 +15,8 @@ from datagen.teachers.endpoints import HTTP_TEACHERS, resolve_endpoint
 from datagen.errors import InputError
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.redaction import redact_url, url_has_credentials
-from datagen.teachers.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, OpenAITeacher, Teacher
+from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER
+from datagen.teachers.teacher import DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, OpenAITeacher, Teacher
 
 
 class BackendSettings(BaseModel):
@@ -27,6 +28,8 @@ class BackendSettings(BaseModel):
     max_retries: int = DEFAULT_MAX_RETRIES
     rpm: float | None = None
     tpm: float | None = None
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
 
 def check_kind(kind: str, mocks: Mapping[str, Callable[[], Teacher]], kind_flag: str = "--teacher") -> None:
@@ -61,4 +64,6 @@ def build_teacher(
         concurrency=settings.concurrency,
         limiter=RateLimiter(rpm=settings.rpm, tpm=settings.tpm, concurrency=settings.concurrency),
         kind=settings.kind,
+        give_up_after=settings.give_up_after,
+        max_reply_bytes=settings.max_reply_bytes,
     )

@@ -19,13 +19,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from datagen.teachers.endpoints import DEFAULT_BASE_URL
 from datagen.errors import TeacherFatalError
+from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER, ServerWatch
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
-from datagen.formats.records import TeacherInfo, Usage
-from datagen.redaction import one_line, redact_secrets, redact_url
+from datagen.formats.records import RejectReason, TeacherInfo, Usage
+from datagen.redaction import redact_url, server_message
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.request_shape import RequestShape, fix_for_refused_field
 from datagen.teachers.vision import estimate_content_tokens
@@ -33,7 +33,11 @@ from datagen.teachers.vision import estimate_content_tokens
 
 # The client's defaults, shared by `generate` (datagen/run/options.py) and anything else that builds a teacher.
 DEFAULT_TIMEOUT = 120.0  # seconds per request before it is retried
-DEFAULT_MAX_RETRIES = 6  # per request, on 429, 5xx, timeouts and dropped connections
+DEFAULT_MAX_RETRIES = 6  # per request, on 5xx, timeouts and dropped connections (429s are waited out by time)
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024  # a chat completion of --max-tokens is a few KB; more is not an answer
+# No tokenizer spends more characters on a token than this, on average over a whole answer: an answer longer
+# than `max_tokens * MAX_CHARS_PER_TOKEN` (plus a margin) did not come from a request with that limit.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class ChatRequest(BaseModel):
@@ -173,13 +177,19 @@ class MockTeacher(Teacher):
 
 
 class RetryableError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, throttled: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled  # a 429: waited out by time, not counted against --max-retries
 
 
 class RequestRefused(Exception):
-    """The server refused this one request (too long, too large...) after it had accepted the run's first one."""
+    """The server refused this one request (too long, too large...) after it had accepted the run's first one,
+    or answered it with something no request of this size can produce; `reason` is the reject reason."""
+
+    def __init__(self, message: str, reason: RejectReason = "request_refused") -> None:
+        super().__init__(message)
+        self.reason: RejectReason = reason
 
 
 # A 4xx that names this item's size, not the request's shape: refusing the item lets the run go on.
@@ -202,21 +212,14 @@ def parse_retry_after(headers) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
-def _server_delay(error: RetryableError) -> float | None:
-    if error.retry_after is None:
-        return None
-    # The server said when; waiting less earns another 429, waiting much more wastes the window.
-    return min(error.retry_after, 120.0) + random.uniform(0, 0.25)
-
-
-# Full-jitter exponential backoff; tenacity's attempt 1 is the request's second (see _complete_with_retries).
-_BACKOFF = wait_random_exponential(multiplier=1, max=20)
-
-
-def _wait_for(state: RetryCallState) -> float:
-    error = state.outcome.exception() if state.outcome else None
-    delay = _server_delay(error) if isinstance(error, RetryableError) else None
-    return _BACKOFF(state) if delay is None else delay
+def _retry_delay(error: RetryableError, attempt: int) -> float:
+    """How long to wait before another try of a request that failed `attempt` times (of this kind) so far."""
+    if error.retry_after is not None:
+        # The server said when; waiting less earns another 429, waiting much more wastes the window. A 5xx's
+        # Retry-After is capped like the backoff, so a dead server is noticed within the watch's window.
+        return min(error.retry_after, 120.0 if error.throttled else 20.0) + random.uniform(0, 0.25)
+    # Full-jitter exponential backoff (1, 2, 4... s at most), the first retry almost at once.
+    return random.uniform(0, 0.5 if attempt <= 1 else min(20.0, 2.0 ** (attempt - 2)))
 
 
 def _token_count(value: object) -> int | None:
@@ -248,7 +251,7 @@ def parse_completion(data: Any) -> ChatReply:
     """A chat.completion object, live or from a Batch API output line, as a reply."""
     if isinstance(data, dict) and "error" in data and "choices" not in data:
         # Some servers and gateways answer HTTP 200 with an error object: a transient failure, not an answer.
-        raise RetryableError(f"HTTP 200 with an error body: {one_line(_message_of(data))}")
+        raise RetryableError(f"HTTP 200 with an error body: {server_message(_message_of(data), [], first_line=False)}")
     try:
         choice = data["choices"][0]
         message = choice["message"]
@@ -289,6 +292,8 @@ class OpenAITeacher:
         concurrency: int = DEFAULT_CONCURRENCY,
         limiter: RateLimiter | None = None,
         kind: str = "openai",
+        give_up_after: float = DEFAULT_GIVE_UP_AFTER,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.info = TeacherInfo(kind=kind, model=model, mock=False)
         self.base_url = base_url.rstrip("/")
@@ -300,8 +305,10 @@ class OpenAITeacher:
         self._key_variable = "AZURE_OPENAI_API_KEY" if kind == "azure" else "OPENAI_API_KEY"
         self._timeout = timeout
         self._max_retries = max_retries
+        self._max_reply_bytes = max_reply_bytes
         self._concurrency = concurrency
         self.limiter = limiter or RateLimiter(concurrency=concurrency)
+        self.watch = ServerWatch(redact_url(self.base_url), give_up_after)
         self._session = None
         self._verified = asyncio.Event()
         self._probe_lock = asyncio.Lock()
@@ -322,6 +329,7 @@ class OpenAITeacher:
         return self._session
 
     async def complete(self, request: ChatRequest) -> ChatReply:
+        self.watch.check()
         if not self._verified.is_set():
             # One request goes first: a wrong key or model then costs one request, not `concurrency` of them.
             # Only an answer verifies; an item refused for its size leaves the next request to go first.
@@ -340,30 +348,32 @@ class OpenAITeacher:
         return await self._complete_with_retries(request)
 
     async def _complete_with_retries(self, request: ChatRequest) -> ChatReply:
-        # Nearly every request succeeds at once; tenacity is set up only after a failure, since its per-call
-        # set-up cost ~10% of a record's CPU on the hot path.
-        try:
-            return await self._send(request)
-        except RetryableError as error:
-            if self._max_retries == 0:
-                raise
-            delay = _server_delay(error)
-            await asyncio.sleep(random.uniform(0, 0.5) if delay is None else delay)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_retries),
-            wait=_wait_for,
-            retry=retry_if_exception_type(RetryableError),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                self.stats["retries"] += 1
+        failures = throttles = 0
+        while True:
+            try:
                 return await self._send(request)
-        raise AssertionError("unreachable: tenacity returns the reply or reraises the last error")
+            except RetryableError as error:
+                if self._max_retries == 0:
+                    raise
+                # A 429 is waited out by time (the watch ends a run that only ever gets them), not by count:
+                # a burst longer than the retries would otherwise leave items unanswered for no reason.
+                if error.throttled:
+                    throttles += 1
+                    attempt = throttles
+                else:
+                    failures += 1
+                    if failures > self._max_retries:
+                        raise
+                    attempt = failures
+                await asyncio.sleep(_retry_delay(error, attempt))
+                self.watch.check()  # another request may have found the server dead meanwhile
+                self.stats["retries"] += 1
 
-    def _transient(self, message: str, retry_after: float | None = None) -> RetryableError:
+    def _failure(self, started: float, message: str, timed_out: bool = False) -> RetryableError:
+        """A failed attempt: counted by the watch (which may stop the run), remembered, and retried."""
         self.last_error = message
-        return RetryableError(message, retry_after)
+        self.watch.failed(started, message, timed_out)
+        return RetryableError(message)
 
     async def _send(self, request: ChatRequest) -> ChatReply:
         import aiohttp
@@ -374,23 +384,36 @@ class OpenAITeacher:
         estimated_tokens = request.max_tokens + text_chars // 4 + parts
         async with self.limiter.slot(estimated_tokens) as outcome:
             self.stats["requests"] += 1
+            started = time.monotonic()
             try:
                 async with self._client().post(self.chat_url, data=request.encoded()) as response:
                     status = response.status
-                    raw = await response.read()
+                    # An error's message is in its first bytes; an answer may be longer, up to the cap.
+                    raw = await _read_capped(response, self._max_reply_bytes if status == 200 else 65536)
                     headers = response.headers
-            except (TimeoutError, aiohttp.ClientError) as error:
+            except TimeoutError:
                 self.stats["connection_errors"] += 1
-                raise self._transient(f"{type(error).__name__}: {error}") from None
+                raise self._failure(started, f"no answer within --timeout {self._timeout:g} s", timed_out=True) from None
+            except aiohttp.ClientError as error:
+                self.stats["connection_errors"] += 1
+                raise self._failure(started, f"{type(error).__name__}: {error}") from None
             self.stats[f"http_{status}"] += 1
             if status == 200:
-                reply = self._parse(raw)
+                reply = self._parse(raw, headers, request, started)
                 outcome.ok = True
+                self.watch.answered()
                 return reply
             outcome.throttled = status == 429
-            message, code, param = self._error_details(raw)
-        if status in (408, 409, 429) or status >= 500:
-            raise self._transient(f"HTTP {status}: {message}", parse_retry_after(headers))
+            message, code, param = self._error_details(raw or b"")
+        if status == 429:
+            self.last_error = f"HTTP 429: {message}"
+            self.watch.throttled(started, self.last_error)
+            raise RetryableError(self.last_error, parse_retry_after(headers), throttled=True)
+        if status in (408, 409) or status >= 500:
+            failed = self._failure(started, f"HTTP {status}: {message}")
+            failed.retry_after = parse_retry_after(headers)
+            raise failed
+        self.watch.answered()  # a 4xx is the server's considered answer: it is alive
         where = redact_url(self.base_url)
         if status in (401, 403):
             raise TeacherFatalError(
@@ -409,32 +432,91 @@ class OpenAITeacher:
         fix = fix_for_refused_field(message, param, request.shape)
         raise TeacherFatalError(f"the teacher at {where} refused the request (HTTP {status}): {message}" + (f"; {fix}" if fix else ""))
 
-    def _parse(self, raw: bytes) -> ChatReply:
+    def _parse(self, raw: bytes | None, headers: Mapping[str, str], request: ChatRequest, started: float) -> ChatReply:
+        if raw is None:
+            self.stats["oversized"] += 1
+            self.watch.answered()  # the server is alive; this one answer is not usable
+            raise RequestRefused(
+                f"a reply body over {self._max_reply_bytes} bytes (--max-reply-bytes); not read further", reason="oversized_reply"
+            )
         try:
-            return parse_completion(json.loads(raw))
+            reply = parse_completion(json.loads(raw))
         except ValueError:
             self.stats["malformed"] += 1
-            raise self._transient("malformed response body") from None
+            what = _not_json(raw, headers.get("Content-Type", ""), [self._api_key])
+            if not self._verified.is_set() and what is not None:
+                # A web page where completions should be (a wrong --base-url, a proxy's login page) will not
+                # turn into one on a retry: stop before every item tries it.
+                raise TeacherFatalError(
+                    f"the teacher at {redact_url(self.base_url)} answered HTTP 200 with {what}, not a chat completion;"
+                    " check --base-url (the server's OpenAI-compatible root, usually ending in /v1)"
+                ) from None
+            raise self._failure(started, "malformed response body" + (f": {what}" if what else "")) from None
         except RetryableError as error:
             self.stats["error_body" if str(error).startswith("HTTP 200") else "malformed"] += 1
-            raise self._transient(self._hide_key(str(error))) from None
+            raise self._failure(started, self._hide_key(str(error))) from None
+        limit = request.max_tokens * MAX_CHARS_PER_TOKEN + 4096
+        if len(reply.text) > limit:
+            self.stats["oversized"] += 1
+            raise RequestRefused(
+                f"an answer of {len(reply.text)} characters, far more than --max-tokens {request.max_tokens} can produce",
+                reason="oversized_reply",
+            )
+        return reply
 
     def _error_details(self, raw: bytes) -> tuple[str, str | None, object]:
-        """The error's message (one line, the key hidden), code and param, from a JSON error body or plain text."""
+        """The error's message (one line, no secret), code and param, from a JSON error body or plain text."""
         code = param = None
         try:
             data = json.loads(raw)
-            message = _message_of(data)
+            message = self._hide_key(_message_of(data), first_line=False)
             if isinstance(data.get("error"), dict):
                 code, param = data["error"].get("code"), data["error"].get("param")
         except (ValueError, AttributeError):
-            message = raw.decode("utf-8", "replace")
-        return self._hide_key(message), code if isinstance(code, str) else None, param
+            message = _page_words(raw, [self._api_key])
+        return message, code if isinstance(code, str) else None, param
 
-    def _hide_key(self, message: str) -> str:
-        # Some servers echo the key or the headers they were given: mask the whole text, then fold and cut it.
-        return redact_secrets(message, [self._api_key], limit=300, fold=True)
+    def _hide_key(self, message: str, first_line: bool = True) -> str:
+        # Servers echo the key or the headers they were given, whole, wrapped, cut or encoded: quote only the words.
+        return server_message(message, [self._api_key], first_line=first_line)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _read_capped(response, cap: int) -> bytes | None:
+    """The body, or None when it is longer than `cap` (then not read further: memory stays bounded)."""
+    length = response.content_length
+    if length is not None and length <= cap:
+        return await response.read()
+    if length is not None:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _page_words(raw: bytes, secrets: list[str], limit: int = 200) -> str:
+    """A text body's first words, an HTML page by its title (a gateway's 502 page, a proxy's sign-in page)."""
+    head = raw[:4096].lstrip()
+    title = _TITLE.search(head)
+    text = (title.group(1) if title else head).decode("utf-8", "replace")
+    return server_message(_TAG.sub(" ", text), secrets, limit=limit)
+
+
+def _not_json(raw: bytes, content_type: str, secrets: list[str]) -> str | None:
+    """What came back instead of JSON, in a few words ("a text/html page: 'Sign in - Corp Proxy'"), when it
+    is a page or text rather than a cut-off JSON body; None for broken JSON."""
+    kind = content_type.split(";")[0].strip() or "no content type"
+    if raw.lstrip().startswith((b"{", b"[")) and "json" in kind:
+        return None
+    words = _page_words(raw, secrets, limit=80)
+    return f"a {kind} page: {words!r}" if words else f"a {kind} body"

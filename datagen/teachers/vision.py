@@ -24,6 +24,13 @@ SEE_CHOICES: tuple[See, ...] = ("text", "image", "both")
 DEFAULT_IMAGE_MAX_SIDE = 768
 JPEG_QUALITY = 90
 DATA_URL_PREFIX = "data:image/jpeg;base64,"
+# A photo of 50 Mpx is a large DSLR frame; a file claiming more is a decompression bomb (a 110 KB 1-bit PNG can
+# claim 144 Mpx and take gigabytes decoded). Refused from its header, before any pixel is decoded.
+MAX_IMAGE_PIXELS = 50_000_000
+# Decodes at once, whatever the run's concurrency (the caller's thread pool has this many threads): each may hold
+# ~6 bytes per pixel (the file's mode, a copy, then RGB) for a format without reduced-size decoding, and each
+# thread's malloc arena keeps its high-water mark, so this bounds a run's image memory (~0.6 GB at the limit).
+DECODES_AT_ONCE = 2
 
 
 class ImageProblem(Exception):
@@ -45,6 +52,30 @@ class EncodedImage:
         return {"type": "image_url", "image_url": {"url": self.data_url}}
 
 
+def image_path(folder: Path, name: str) -> Path:
+    """The file `name` names under `folder` (resolved, links followed); ImageProblem when that lies outside it
+    (`../x.jpg`, an absolute path, a link out): a captions file must not make a run read and send any file."""
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ImageProblem("image_outside_folder", f"{name!r} lies outside --images {folder}")
+    return path
+
+
+def open_image(path: Path | str):
+    """PIL's Image.open (the header read, no pixel decoded yet), refusing an image over MAX_IMAGE_PIXELS with a
+    ValueError that says so. Our limit replaces PIL's own bomb warning, which would only clutter the console."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    opened = Image.open(path)
+    if opened.width * opened.height > MAX_IMAGE_PIXELS:
+        opened.close()
+        raise ValueError(f"{opened.width}x{opened.height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+    return opened
+
+
 def encode_image(path: Path, max_side: int = DEFAULT_IMAGE_MAX_SIDE) -> EncodedImage:
     try:
         status = path.stat()
@@ -63,11 +94,11 @@ def _encode_cached(path: str, size: int, mtime_ns: int, max_side: int) -> Encode
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
+        with open_image(path) as opened:
             longer = max(opened.size)
             if longer > max_side:
                 # A JPEG decodes straight at 1/2, 1/4 or 1/8 scale when that still covers the target (libjpeg's
-                # DCT scaling): several times faster on big photos, and as deterministic as a full decode.
+                # DCT scaling): several times faster on big photos, less memory, and as deterministic as a full decode.
                 scale = max_side / longer
                 opened.draft("RGB", (math.ceil(opened.width * scale), math.ceil(opened.height * scale)))
             picture = ImageOps.exif_transpose(opened).convert("RGB")

@@ -12,6 +12,7 @@ and Azure's deployment paths.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hashlib
 import itertools
@@ -126,6 +127,7 @@ class MockBackend:
         self._body_hashes: set[bytes] = set()
         self._rng = random.Random(self.config.seed)
         self._failures_left = self.config.fail_first
+        self._throttle_until: Optional[float] = None
 
     def stats(self) -> dict:
         """Chat requests in total and by outcome, and how many distinct request bodies were seen."""
@@ -282,6 +284,10 @@ class MockBackend:
         if self._failures_left > 0:
             self._failures_left -= 1
             return self._failure(self.config.fail_status)
+        if self.config.echo_key is not None:
+            return self._echo_key(request)
+        if self._in_throttle_burst():
+            return self._failure(429)
         if "too_large" in self.config.quirks and len(raw) > self.config.max_body_bytes:
             self._count("413")
             self._count("too_large")
@@ -304,6 +310,10 @@ class MockBackend:
         refused = self._refusal(body, messages)
         if refused is not None:
             return _json_response(refused[1], status=refused[0])
+        if self._applies("html200", identity):
+            self._count("html200")
+            page = b"<!DOCTYPE html><html><head><title>Sign in - Corporate Proxy</title></head><body><form>...</form></body></html>"
+            return web.Response(body=page, status=200, content_type="text/html")
         if self._applies("error200", identity):
             self._count("error200")
             return _error(200, "The engine is currently overloaded.\nPlease try again later.", kind="server_error", code="overloaded")
@@ -355,6 +365,35 @@ class MockBackend:
             self._count("no_usage")
             del completion["usage"]
 
+    def _in_throttle_burst(self) -> bool:
+        if self.config.throttle_seconds <= 0 or self.counts["total"] <= self.config.throttle_after:
+            return False
+        if self._throttle_until is None:
+            self._throttle_until = time.monotonic() + self.config.throttle_seconds
+        return time.monotonic() < self._throttle_until
+
+    def _echo_key(self, request: web.Request) -> web.Response:
+        """An error body quoting the client's Authorization header in form `echo_key` (ECHO_FORMS)."""
+        header = f"Authorization: {request.headers.get('Authorization', '')}"
+        key = header.removeprefix("Authorization: Bearer ")
+        status = self.config.echo_status
+        self._count("500" if status >= 500 else str(status))
+
+        def wrapped(text: str, width: int) -> str:
+            return "\n".join(text[start : start + width] for start in range(0, len(text), width))
+
+        form = self.config.echo_key
+        if form in ("json", "json_60"):
+            message = f"Invalid request from {header}; check the key."
+            return _error(status, wrapped(message, 60) if form == "json_60" else message, kind="server_error")
+        if form == "plain_60":
+            text = wrapped(f"Upstream refused the request sent with the key {key} as invalid", 60)
+        elif form == "base64_76":
+            text = "Request headers (base64):\n" + wrapped(base64.b64encode(f"Host: x\n{header}\n".encode()).decode(), 76)
+        else:  # cut_24: a log line that lost the key's first 24 characters
+            text = f"invalid api key ...{key[24:]} (request rejected)"
+        return web.Response(text=text, status=status, content_type="text/plain")
+
     def _draw(self, table: list[tuple[float, str]]) -> str:
         if not table:
             return "ok"
@@ -391,6 +430,9 @@ class MockBackend:
         if limit and estimate_tokens(content) > limit:
             content = _truncate(content, int(limit) * 4)
             finish_reason, outcome = "length", "length"
+        if self.config.reply_bytes > len(content):
+            # A runaway or hostile server: an answer far beyond the token limit it was given.
+            content += " and so on" * ((self.config.reply_bytes - len(content)) // 10 + 1)
         prompt_tokens = sum(estimate_content_tokens(m.get("content")) for m in messages)
         completion_tokens = estimate_tokens(content)
         completion = {

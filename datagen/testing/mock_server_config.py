@@ -20,7 +20,13 @@ QUIRKS = {
     "null_finish": "finish_reason null",
     "reasoning": "a reasoning model's rules: HTTP 400 for max_tokens (takes max_completion_tokens) and for any temperature but 1",
     "no_seed": "HTTP 400 for a `seed` field",
+    "html200": "HTTP 200 with a proxy's HTML sign-in page instead of a completion (a wrong --base-url)",
 }
+
+# How a server that echoes the client's key in its error bodies (`echo_key`) writes it: the ways a key has
+# leaked past masking, each a test case of datagen/redaction.py.
+ECHO_FORMS = ("json", "json_60", "plain_60", "base64_76", "cut_24")
+
 
 @dataclass
 class MockServerConfig:
@@ -47,6 +53,14 @@ class MockServerConfig:
     quirks: Optional[dict[str, float]] = None  # quirk name -> share of requests it applies to
     context_window: int = 4096
     max_body_bytes: int = 65536
+    # Hostile servers (tests of datagen/teachers/health.py and teacher.py): every chat request answered with
+    # `echo_status` and a body quoting the Authorization header in form `echo_key`; answers padded to `reply_bytes`;
+    # a burst of 429s for `throttle_seconds` after the first `throttle_after` chat requests.
+    echo_key: Optional[str] = None
+    echo_status: int = 500
+    reply_bytes: int = 0
+    throttle_after: int = 0
+    throttle_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         rates = self.fault_rates()
@@ -57,6 +71,8 @@ class MockServerConfig:
         unknown = sorted(set(self.quirks) - set(QUIRKS))
         if unknown:
             raise ValueError(f"unknown quirk {', '.join(unknown)}; choose from {', '.join(QUIRKS)}")
+        if self.echo_key is not None and self.echo_key not in ECHO_FORMS:
+            raise ValueError(f"unknown echo_key form {self.echo_key}; choose from {', '.join(ECHO_FORMS)}")
         if any(not 0.0 <= rate <= 1.0 for rate in self.quirks.values()):
             raise ValueError(f"quirk rates must lie in [0, 1], got {self.quirks}")
 

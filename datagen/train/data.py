@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from datagen.errors import InputError
 
 from datagen.formats.records import CHAT_ROLES, IMAGE_TOKEN, check_llava_turns
+from datagen.teachers.vision import open_image
 
 log = logging.getLogger("datagen.train")
 IGNORE = -100
@@ -36,14 +38,24 @@ class DataError(InputError, ValueError):
 
 def load_records(path: str) -> list[dict]:
     """A JSON array or JSONL of LLaVA records (schemas/instruct_record.schema.json)."""
-    text = Path(path).read_text(encoding="utf-8")
     try:
-        if text.lstrip().startswith("["):
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"--data {path}: not UTF-8 text (byte {e.start}); pass a JSON or JSONL file of records") from None
+    if text.lstrip().startswith("["):
+        try:
             records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise DataError(f"--data {path}: broken JSON at line {e.lineno} column {e.colno}; fix or regenerate the file") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"--data {path}: broken JSON at line {e.lineno} column {e.colno}; fix or regenerate the file") from None
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):  # the file's own line numbers, blank lines counted
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"--data {path}: broken JSON at line {number} column {e.colno}; fix or regenerate the file") from None
     if not records or not all(isinstance(r, dict) for r in records):
         raise DataError(f"--data {path}: expected a non-empty list of record objects")
     return records
@@ -222,7 +234,9 @@ def tokenize_record(turns, template, tokenizer, image_token_id: int, n_image: in
     return ids, lab
 
 
-def safe_image_path(folder: Path, name: str) -> Path:
+def safe_image_path(folder: Path, name: object) -> Path:
+    if not isinstance(name, str):
+        raise Skip("malformed record", f"image must be a file name (a string), not {type(name).__name__}")
     path = (folder / name).resolve()
     if not path.is_relative_to(folder):
         raise Skip("image path escapes --image-folder", repr(name))
@@ -231,10 +245,18 @@ def safe_image_path(folder: Path, name: str) -> Path:
     return path
 
 
+# The processor wants ~336 px; a JPEG this much larger decodes at a reduced scale (libjpeg's DCT scaling) instead.
+DECODE_SIDE = 1024
+
+
 def load_image(path: Path, processor, aspect: str) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as im:
+    # A decompression bomb (a small PNG claiming 144 Mpx takes gigabytes decoded) is refused from its header.
+    with open_image(path) as im:
+        if max(im.size) > 2 * DECODE_SIDE:
+            scale = DECODE_SIDE / max(im.size)
+            im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
         im = im.convert("RGB")
     if aspect == "pad":
         # LLaVA-1.5: pad to a square with the processor's mean colour so nothing is cropped away.

@@ -53,6 +53,17 @@ def test_broken_json(files):
     clear_error(run_cli(*pretrain(files, "--data", files / "broken.json"), expect=2), "broken JSON at line 1")
 
 
+def test_data_that_is_not_utf8(files):
+    (files / "latin1.jsonl").write_bytes(b'{"id": "caf\xe9"}\n')
+    clear_error(run_cli(*pretrain(files, "--data", files / "latin1.jsonl"), expect=2), "latin1.jsonl", "not UTF-8", "byte 11")
+
+
+def test_broken_jsonl_names_the_files_own_line(files):
+    good = json.dumps({"id": "t", "conversations": []})
+    (files / "broken.jsonl").write_text(f"{good}\n\n{good}\n{{\"id\": \"x\",\n{good}\n")
+    clear_error(run_cli(*pretrain(files, "--data", files / "broken.jsonl"), expect=2), "broken.jsonl: broken JSON at line 4")
+
+
 def test_unknown_yaml_key(files):
     clear_error(run_cli(*pretrain(files, "--data", files / "ok.json", "--config", files / "bad.yaml"), expect=2),
                    "bad.yaml", "learning_rate")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 import torch
@@ -133,6 +134,41 @@ def test_bad_records_are_reported_by_id_and_counted(tmp_path, caplog):
         assert ds[0]["pixel_values"].shape == (3, 64, 64)
     for rid in ("missing", "escape", "broken", "wrong-roles", "too-long"):
         assert f"record {rid} skipped" in caplog.text
+
+
+def test_an_image_that_is_not_a_file_name_is_a_malformed_record(tmp_path):
+    write_image(tmp_path / "a.png")
+    records = [RECORD, dict(RECORD, id="number", image=5), dict(RECORD, id="list", image=["a.png"])]
+    ds = SupervisedDataset(records, tmp_path, TOK, "vicuna_v1", IMG, 16, 300, None)
+    assert [e.id for e in ds.examples] == ["r1"] and ds.skipped == {"malformed record": 2}
+
+
+def test_an_image_bomb_is_refused_from_its_header_and_counted(tmp_path, caplog):
+    from tests.test_teachers_image_bombs import write_png_bomb
+    from datagen.train.model import image_processor_for, tiny_vision_config
+
+    write_image(tmp_path / "a.png")
+    write_png_bomb(tmp_path / "bomb.png")
+    proc = image_processor_for("tiny", tiny_vision_config())
+    ds = SupervisedDataset([dict(RECORD, id="bomb", image="bomb.png"), RECORD], tmp_path, TOK, "vicuna_v1", IMG, 16, 300, proc)
+    with caplog.at_level(logging.WARNING, logger="datagen.train"):
+        item = ds[0]  # the bomb is reported, counted and replaced by the next record
+    assert item["pixel_values"].shape == (3, 64, 64) and ds.skipped == {"unreadable image": 1}
+    assert "12000x12000 pixels, over the 50,000,000-pixel limit" in caplog.text
+
+
+def test_the_loaders_peak_memory_on_a_bomb_stays_bounded(tmp_path):
+    """Measured in a fresh process (ru_maxrss): the issue saw 2.3 GB for one such PNG."""
+    from tests.test_teachers_image_bombs import PEAK_LIMIT_MB, peak_rss_mb, write_png_bomb
+
+    write_png_bomb(tmp_path / "bomb.png")
+    script = (
+        "import sys; from pathlib import Path; from datagen.train.data import load_image\n"
+        "try:\n    load_image(Path(sys.argv[1]), None, 'pad')\nexcept ValueError as error:\n    print('refused:', error)\n"
+    )
+    done, peak = peak_rss_mb([sys.executable, "-c", script, str(tmp_path / "bomb.png")])
+    assert peak < PEAK_LIMIT_MB, peak
+    assert done.returncode == 0 and "refused: 12000x12000 pixels" in done.stdout, done.stderr
 
 
 def test_all_records_unusable_is_an_error(tmp_path):
