@@ -426,19 +426,24 @@ def mock_server_command(
 @app.command()
 @friendly_errors
 def judge(
-    folders: list[Path] = typer.Argument(None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference)"),
-    out: Path = typer.Option(..., help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
+    folders: list[Path] = typer.Argument(
+        None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference); or `summarize REVIEWS.jsonl...`"
+    ),
+    out: Optional[Path] = typer.Option(None, help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
     captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
     instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
     tasks: str = typer.Option(",".join(TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
     reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
     candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
     questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
-    context: Optional[Path] = typer.Option(None, help='Context JSONL, one line per image: {"image", "caption", "boxes"?}'),
+    context: Optional[Path] = typer.Option(
+        None, help="Context JSONL, one line per image: LLaVA-Bench COCO's caps_boxes file, in-the-wild's context.jsonl, or ours"
+    ),
+    rule: Optional[Path] = typer.Option(None, help="LLaVA's rule.json: per-category judge prompts, requests laid out as LLaVA's scripts do"),
     judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
     judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing prompts/judge/system_message.txt"),
+    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing the system message (prompts/judge/)"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (per task with A_DIR B_DIR)"),
     concurrency: int = typer.Option(default("concurrency", JudgeOptions), min=1),
     timeout: float = typer.Option(default("timeout", JudgeOptions), min=0.1),
@@ -453,10 +458,18 @@ def judge(
     no_cache: bool = typer.Option(False, "--no-cache"),
     force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
 ) -> None:
-    """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table."""
-    from datagen.judge.run import SYSTEM_MESSAGE, run_judge
-    from datagen.judge.inputs import items_from_files, items_from_folders
+    """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table.
 
+    `datagen judge summarize REVIEWS.jsonl...` reads LLaVA's review files instead and prints our table with intervals.
+    """
+    from datagen.judge.inputs import items_from_files, items_from_folders
+    from datagen.judge.run import RULE_SYSTEM_MESSAGE, SYSTEM_MESSAGE, run_judge
+
+    if folders and str(folders[0]) == "summarize":
+        _judge_summarize(folders[1:], out, bootstrap, seed)
+        return
+    if out is None:
+        raise typer.BadParameter("is required: the folder for reviews.jsonl and the summary", param_hint="--out")
     files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
     if folders and any(files.values()):
         raise typer.BadParameter("give either A_DIR B_DIR or the four answer files, not both", param_hint="A_DIR B_DIR")
@@ -465,15 +478,21 @@ def judge(
             raise typer.BadParameter(f"got {len(folders)} folders; pass exactly two: A_DIR B_DIR", param_hint="A_DIR B_DIR")
         if captions is None:
             raise typer.BadParameter("is required with A_DIR B_DIR: the COCO captions file both runs used", param_hint="--captions")
+        if rule is not None:
+            raise typer.BadParameter("goes with the LLaVA answer files (--questions ...), whose categories it names", param_hint="--rule")
         loaded = items_from_folders(folders[0], folders[1], captions, instances, parse_tasks(tasks), limit)
     else:
         missing = [flag for flag, value in files.items() if value is None]
         if missing:
             raise typer.BadParameter(f"missing {', '.join(missing)}: pass A_DIR B_DIR, or all four answer files", param_hint="judge")
         loaded = items_from_files(reference, candidate, questions, context, limit)
+    if not loaded.items:
+        skipped = ", ".join(f"{reason} {count}" for reason, count in loaded.skipped.items()) or "no items"
+        raise fail(f"nothing to judge: no item could be paired ({skipped}); check that the files name the same questions and images", 1)
     options = JudgeOptions(
         out=out, judge=judge_backend, judge_models=judge_model, base_url=base_url,
-        system_prompt=judge_prompt or SYSTEM_MESSAGE, concurrency=concurrency, timeout=timeout,
+        system_prompt=judge_prompt or (RULE_SYSTEM_MESSAGE if rule else SYSTEM_MESSAGE), rule=rule,
+        concurrency=concurrency, timeout=timeout,
         max_retries=max_retries, rpm=rpm, tpm=tpm, temperature=temperature, max_tokens=max_tokens, seed=seed,
         resamples=bootstrap, cache=cache, use_cache=not no_cache, force=force, command=safe_argv(),
     )
@@ -481,6 +500,22 @@ def judge(
     typer.echo(text)
     if summary["status"] != "completed":
         raise typer.Exit(1)
+    if summary["counts"]["judged"] == 0:
+        raise fail("no judgement gave two scores; read the raw replies in reviews.jsonl and fix the judge prompt or model", 1)
+
+
+def _judge_summarize(paths: list[Path], out: Path | None, resamples: int, seed: int) -> None:
+    from datagen.files.jsonl import write_json_atomic
+    from datagen.judge.summarize import summarize
+
+    if not paths:
+        raise typer.BadParameter("pass one or more review files: datagen judge summarize REVIEWS.jsonl...", param_hint="summarize")
+    summaries, text = summarize(paths, resamples, seed)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "summary.json", {"bootstrap": {"resamples": resamples, "seed": seed, "level": 95}, "files": summaries})
+        (out / "summary.md").write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
 
 
 # -- scoring trained models (datagen/eval/); torch loads inside the commands -------------------------
