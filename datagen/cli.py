@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from datagen.errors import InputError, TeacherFatalError
+from datagen.eval.scienceqa import INSTRUCTION as SCIENCEQA_INSTRUCTION
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, default
@@ -546,21 +547,31 @@ def eval_bench(
 @eval_app.command("scienceqa")
 @friendly_errors
 def eval_scienceqa(
-    model: Path = typer.Option(..., help="A datagen checkpoint or a LlavaForConditionalGeneration folder"),
     problems: Path = typer.Option(..., help="ScienceQA's problems.json"),
     split_file: Path = typer.Option(..., help="ScienceQA's pid_splits.json"),
+    out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (LLaVA's: question_id = pid, prompt, text)"),
     split: str = typer.Option("test", help="Which split of --split-file"),
     images: Optional[Path] = typer.Option(None, help="ScienceQA's image folder (<pid>/image.png, or <split>/<pid>/image.png)"),
-    out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
+    instruction: str = typer.Option(
+        SCIENCEQA_INSTRUCTION, help="The prompt's last line, asking for the letter (LLaVA-1.5's: \"Answer with the option's letter from the given choices directly.\")"
+    ),
     batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(32, min=1),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N problems of the split"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
 ) -> None:
-    """Multiple-choice accuracy overall and per subject, context modality and grade band."""
-    from datagen.eval.scienceqa import run_scienceqa
+    """Multiple-choice accuracy overall and per subject, context modality and grade band, read as LLaVA reads replies."""
+    from datagen.eval.scienceqa import run_scienceqa, score_answers
 
-    _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype)
+    if (model is None) == (answers is None):
+        raise typer.BadParameter("pass --model to run a model, or --answers to score an answers file (one of them)", param_hint="--model/--answers")
+    if answers is not None:
+        _, text = score_answers(answers, problems, split_file, split, out, limit)
+    else:
+        assert model is not None
+        _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype, instruction)
     typer.echo(text)
 
 
