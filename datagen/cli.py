@@ -528,18 +528,29 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("bench")
 @friendly_errors
 def eval_bench(
-    model: Path = typer.Option(..., help="A datagen checkpoint or a LlavaForConditionalGeneration folder"),
     questions: Path = typer.Option(..., help="Questions JSONL (question_id, image, text, category)"),
     out: Path = typer.Option(..., help="Folder for answers.jsonl (LLaVA's answer format); rerunning into it resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Take this answers file instead (LLaVA's model_vqa output), checked against --questions"),
     images: Optional[Path] = typer.Option(None, help="Folder the questions' image names are relative to"),
     batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(512, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
 ) -> None:
-    """Answer benchmark questions greedily; `datagen judge` then scores the answers against references."""
-    from datagen.eval.bench import run_bench
+    """Answer benchmark questions greedily (or take another tool's answers); `datagen judge` then scores them."""
+    from datagen.eval.bench import run_bench, take_answers
 
+    if (model is None) == (answers is None):
+        raise typer.BadParameter("pass --model to run a model, or --answers to take an answers file (one of them)", param_hint="--model/--answers")
+    if answers is not None:
+        path, taken, unanswered = take_answers(answers, questions, out)
+        typer.echo(f"took {taken} answers from {answers} into {path}")
+        if unanswered:
+            shown = ", ".join(unanswered[:5]) + (", ..." if len(unanswered) > 5 else "")
+            raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
+        return
+    assert model is not None
     path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype)
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 

@@ -154,3 +154,26 @@ def test_eval_bad_input_is_one_line_before_any_model_loads(cli, tmp_path):
     (tmp_path / "q.jsonl").write_text("not json\n")
     result = cli("eval", "bench", "--model", tmp_path, "--questions", tmp_path / "q.jsonl", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "--questions" in result.output and "line 1" in result.output
+
+
+def test_bench_takes_an_external_answers_file(cli, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": "a.jpg", "text": "?", "category": "conv"}) + "\n" for i in (3, 1, 2)))
+    answers = tmp_path / "llava_answers.jsonl"
+    lines = [{"question_id": i, "prompt": "?", "text": f"answer {i}", "answer_id": f"x{i}", "model_id": "llava-v1.5-13b", "metadata": {}}
+             for i in (1, 2, 3)]
+    answers.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "bench"
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", out)
+    assert result.exit_code == 0, result.output
+    taken = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert taken == [lines[2], lines[0], lines[1]]  # unchanged, in the questions' order
+    # an answer to no question is refused; an unanswered question is taken but fails the command
+    answers.write_text(json.dumps({"question_id": 9, "text": "?"}) + "\n")
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", tmp_path / "o2")
+    assert result.exit_code == 2 and "question_id 9 is not in --questions" in result.output
+    answers.write_text(json.dumps({"question_id": 1, "text": "only one"}) + "\n")
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", tmp_path / "o3")
+    assert result.exit_code == 1 and "2 questions have no answer" in result.output and "(3, 2)" in result.output
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", out)
+    assert result.exit_code == 2 and "already holds other answers" in result.output
