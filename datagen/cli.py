@@ -11,7 +11,6 @@ from typing import Optional
 import typer
 
 from datagen.errors import InputError, TeacherFatalError
-from datagen.eval.scienceqa import INSTRUCTION as SCIENCEQA_INSTRUCTION
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, default
@@ -565,8 +564,9 @@ def eval_scienceqa(
     answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (LLaVA's: question_id = pid, prompt, text)"),
     split: str = typer.Option("test", help="Which split of --split-file"),
     images: Optional[Path] = typer.Option(None, help="ScienceQA's image folder (<pid>/image.png, or <split>/<pid>/image.png)"),
-    instruction: str = typer.Option(
-        SCIENCEQA_INSTRUCTION, help="The prompt's last line, asking for the letter (LLaVA-1.5's: \"Answer with the option's letter from the given choices directly.\")"
+    instruction: Optional[str] = typer.Option(
+        None, help="The prompt's last line, asking for the letter; default ours, \"Reply with the letter of the correct option.\" "
+        "(LLaVA-1.5's: \"Answer with the option's letter from the given choices directly.\")"
     ),
     batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(32, min=1),
@@ -574,7 +574,7 @@ def eval_scienceqa(
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
 ) -> None:
     """Multiple-choice accuracy overall and per subject, context modality and grade band, read as LLaVA reads replies."""
-    from datagen.eval.scienceqa import run_scienceqa, score_answers
+    from datagen.eval.scienceqa import INSTRUCTION, run_scienceqa, score_answers
 
     if (model is None) == (answers is None):
         raise typer.BadParameter("pass --model to run a model, or --answers to score an answers file (one of them)", param_hint="--model/--answers")
@@ -582,8 +582,42 @@ def eval_scienceqa(
         _, text = score_answers(answers, problems, split_file, split, out, limit)
     else:
         assert model is not None
-        _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype, instruction)
+        _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype,
+                                INSTRUCTION if instruction is None else instruction)
     typer.echo(text)
+
+
+@eval_app.command("pope")
+@friendly_errors
+def eval_pope(
+    instances: Path = typer.Option(..., help="COCO instances file the questions are built from (POPE used instances_val2014.json)"),
+    out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (question_id, text; answers to OUT/questions.jsonl)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the instances file's images (with --model)"),
+    image_count: int = typer.Option(500, min=1, help="Images drawn (POPE: 500)"),
+    per_image: int = typer.Option(3, min=1, help="Yes-questions per image, each paired with a no-question (POPE: 3)"),
+    seed: int = typer.Option(0, help="Seeds the images drawn and the random no-questions"),
+    instruction: Optional[str] = typer.Option(
+        None, help="Line after each question; default LLaVA-1.5's \"Answer the question using a single word or phrase.\" ('' for none)"
+    ),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(16, min=1),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """POPE object-hallucination questions (random, popular, adversarial) from COCO instances, and their scores."""
+    from datagen.eval.pope import INSTRUCTION, run_pope
+
+    if model is not None and answers is not None:
+        raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
+    results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
+                             max_new_tokens, model_id, dtype)
+    typer.echo(text)
+    if results is not None:
+        missing = sum(row["missing"] for row in results["samplings"].values())
+        if missing:
+            raise fail(f"{missing} POPE questions have no answer; the metrics above leave them out", 1)
 
 
 def _register_trainer() -> None:

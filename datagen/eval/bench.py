@@ -99,10 +99,19 @@ def run_bench(
     max_new_tokens: int, model_id: str | None, dtype: str,
 ) -> tuple[Path, int, int]:
     """Returns (answers file, answered now, answered before)."""
-    from datagen.eval.model import AnswerModel, batches
-
     questions = load_questions(questions_path)
     paths = {str(q.question_id): image_path(images, q.image) for q in questions}
+    return answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype)
+
+
+def answer_questions(
+    model_path: Path, questions: list[BenchQuestion], paths: dict[str, Path | None], out: Path, batch_size: int,
+    max_new_tokens: int, model_id: str | None, dtype: str,
+) -> tuple[Path, int, int]:
+    """Greedy answers to `questions` (images by question id in `paths`), appended to OUT/answers.jsonl batch by batch;
+    questions already answered there are skipped. Returns (answers file, answered now, answered before)."""
+    from datagen.eval.model import AnswerModel, batches
+
     if not model_path.is_dir():
         raise InputError(f"--model {model_path}: not a directory; pass a checkpoint folder")
     model_id = model_id or model_path.resolve().name
@@ -128,7 +137,6 @@ def run_bench(
     finally:
         writer.close()
     return answers_file, len(todo), len(done)
-
 
 
 def take_answers(answers_path: Path, questions_path: Path, out: Path) -> tuple[Path, int, list[str]]:
