@@ -436,19 +436,24 @@ def mock_server_command(
 @app.command()
 @friendly_errors
 def judge(
-    folders: list[Path] = typer.Argument(None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference)"),
-    out: Path = typer.Option(..., help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
+    folders: list[Path] = typer.Argument(
+        None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference); or `summarize REVIEWS.jsonl...`"
+    ),
+    out: Optional[Path] = typer.Option(None, help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
     captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
     instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
     tasks: str = typer.Option(",".join(TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
     reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
     candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
     questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
-    context: Optional[Path] = typer.Option(None, help='Context JSONL, one line per image: {"image", "caption", "boxes"?}'),
+    context: Optional[Path] = typer.Option(
+        None, help="Context JSONL, one line per image: LLaVA-Bench COCO's caps_boxes file, in-the-wild's context.jsonl, or ours"
+    ),
+    rule: Optional[Path] = typer.Option(None, help="LLaVA's rule.json: per-category judge prompts, requests laid out as LLaVA's scripts do"),
     judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
     judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing prompts/judge/system_message.txt"),
+    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing the system message (prompts/judge/)"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (per task with A_DIR B_DIR)"),
     concurrency: int = typer.Option(default("concurrency", JudgeOptions), min=1),
     timeout: float = typer.Option(default("timeout", JudgeOptions), min=0.1),
@@ -463,10 +468,18 @@ def judge(
     no_cache: bool = typer.Option(False, "--no-cache"),
     force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
 ) -> None:
-    """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table."""
-    from datagen.judge.run import SYSTEM_MESSAGE, run_judge
-    from datagen.judge.inputs import items_from_files, items_from_folders
+    """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table.
 
+    `datagen judge summarize REVIEWS.jsonl...` reads LLaVA's review files instead and prints our table with intervals.
+    """
+    from datagen.judge.inputs import items_from_files, items_from_folders
+    from datagen.judge.run import RULE_SYSTEM_MESSAGE, SYSTEM_MESSAGE, run_judge
+
+    if folders and str(folders[0]) == "summarize":
+        _judge_summarize(folders[1:], out, bootstrap, seed)
+        return
+    if out is None:
+        raise typer.BadParameter("is required: the folder for reviews.jsonl and the summary", param_hint="--out")
     files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
     if folders and any(files.values()):
         raise typer.BadParameter("give either A_DIR B_DIR or the four answer files, not both", param_hint="A_DIR B_DIR")
@@ -475,15 +488,21 @@ def judge(
             raise typer.BadParameter(f"got {len(folders)} folders; pass exactly two: A_DIR B_DIR", param_hint="A_DIR B_DIR")
         if captions is None:
             raise typer.BadParameter("is required with A_DIR B_DIR: the COCO captions file both runs used", param_hint="--captions")
+        if rule is not None:
+            raise typer.BadParameter("goes with the LLaVA answer files (--questions ...), whose categories it names", param_hint="--rule")
         loaded = items_from_folders(folders[0], folders[1], captions, instances, parse_tasks(tasks), limit)
     else:
         missing = [flag for flag, value in files.items() if value is None]
         if missing:
             raise typer.BadParameter(f"missing {', '.join(missing)}: pass A_DIR B_DIR, or all four answer files", param_hint="judge")
         loaded = items_from_files(reference, candidate, questions, context, limit)
+    if not loaded.items:
+        skipped = ", ".join(f"{reason} {count}" for reason, count in loaded.skipped.items()) or "no items"
+        raise fail(f"nothing to judge: no item could be paired ({skipped}); check that the files name the same questions and images", 1)
     options = JudgeOptions(
         out=out, judge=judge_backend, judge_models=judge_model, base_url=base_url,
-        system_prompt=judge_prompt or SYSTEM_MESSAGE, concurrency=concurrency, timeout=timeout,
+        system_prompt=judge_prompt or (RULE_SYSTEM_MESSAGE if rule else SYSTEM_MESSAGE), rule=rule,
+        concurrency=concurrency, timeout=timeout,
         max_retries=max_retries, rpm=rpm, tpm=tpm, temperature=temperature, max_tokens=max_tokens, seed=seed,
         resamples=bootstrap, cache=cache, use_cache=not no_cache, force=force, command=safe_argv(),
     )
@@ -491,6 +510,22 @@ def judge(
     typer.echo(text)
     if summary["status"] != "completed":
         raise typer.Exit(1)
+    if summary["counts"]["judged"] == 0:
+        raise fail("no judgement gave two scores; read the raw replies in reviews.jsonl and fix the judge prompt or model", 1)
+
+
+def _judge_summarize(paths: list[Path], out: Path | None, resamples: int, seed: int) -> None:
+    from datagen.files.jsonl import write_json_atomic
+    from datagen.judge.summarize import summarize
+
+    if not paths:
+        raise typer.BadParameter("pass one or more review files: datagen judge summarize REVIEWS.jsonl...", param_hint="summarize")
+    summaries, text = summarize(paths, resamples, seed)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "summary.json", {"bootstrap": {"resamples": resamples, "seed": seed, "level": 95}, "files": summaries})
+        (out / "summary.md").write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
 
 
 # -- scoring trained models (datagen/eval/); torch loads inside the commands -------------------------
@@ -502,18 +537,29 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("bench")
 @friendly_errors
 def eval_bench(
-    model: Path = typer.Option(..., help="A datagen checkpoint or a LlavaForConditionalGeneration folder"),
     questions: Path = typer.Option(..., help="Questions JSONL (question_id, image, text, category)"),
     out: Path = typer.Option(..., help="Folder for answers.jsonl (LLaVA's answer format); rerunning into it resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Take this answers file instead (LLaVA's model_vqa output), checked against --questions"),
     images: Optional[Path] = typer.Option(None, help="Folder the questions' image names are relative to"),
     batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(512, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
 ) -> None:
-    """Answer benchmark questions greedily; `datagen judge` then scores the answers against references."""
-    from datagen.eval.bench import run_bench
+    """Answer benchmark questions greedily (or take another tool's answers); `datagen judge` then scores them."""
+    from datagen.eval.bench import run_bench, take_answers
 
+    if (model is None) == (answers is None):
+        raise typer.BadParameter("pass --model to run a model, or --answers to take an answers file (one of them)", param_hint="--model/--answers")
+    if answers is not None:
+        path, taken, unanswered = take_answers(answers, questions, out)
+        typer.echo(f"took {taken} answers from {answers} into {path}")
+        if unanswered:
+            shown = ", ".join(unanswered[:5]) + (", ..." if len(unanswered) > 5 else "")
+            raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
+        return
+    assert model is not None
     path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype)
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 
@@ -521,22 +567,67 @@ def eval_bench(
 @eval_app.command("scienceqa")
 @friendly_errors
 def eval_scienceqa(
-    model: Path = typer.Option(..., help="A datagen checkpoint or a LlavaForConditionalGeneration folder"),
     problems: Path = typer.Option(..., help="ScienceQA's problems.json"),
     split_file: Path = typer.Option(..., help="ScienceQA's pid_splits.json"),
+    out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (LLaVA's: question_id = pid, prompt, text)"),
     split: str = typer.Option("test", help="Which split of --split-file"),
     images: Optional[Path] = typer.Option(None, help="ScienceQA's image folder (<pid>/image.png, or <split>/<pid>/image.png)"),
-    out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
+    instruction: Optional[str] = typer.Option(
+        None, help="The prompt's last line, asking for the letter; default ours, \"Reply with the letter of the correct option.\" "
+        "(LLaVA-1.5's: \"Answer with the option's letter from the given choices directly.\")"
+    ),
     batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(32, min=1),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N problems of the split"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
 ) -> None:
-    """Multiple-choice accuracy overall and per subject, context modality and grade band."""
-    from datagen.eval.scienceqa import run_scienceqa
+    """Multiple-choice accuracy overall and per subject, context modality and grade band, read as LLaVA reads replies."""
+    from datagen.eval.scienceqa import INSTRUCTION, run_scienceqa, score_answers
 
-    _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype)
+    if (model is None) == (answers is None):
+        raise typer.BadParameter("pass --model to run a model, or --answers to score an answers file (one of them)", param_hint="--model/--answers")
+    if answers is not None:
+        _, text = score_answers(answers, problems, split_file, split, out, limit)
+    else:
+        assert model is not None
+        _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype,
+                                INSTRUCTION if instruction is None else instruction)
     typer.echo(text)
+
+
+@eval_app.command("pope")
+@friendly_errors
+def eval_pope(
+    instances: Path = typer.Option(..., help="COCO instances file the questions are built from (POPE used instances_val2014.json)"),
+    out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (question_id, text; answers to OUT/questions.jsonl)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the instances file's images (with --model)"),
+    image_count: int = typer.Option(500, min=1, help="Images drawn (POPE: 500)"),
+    per_image: int = typer.Option(3, min=1, help="Yes-questions per image, each paired with a no-question (POPE: 3)"),
+    seed: int = typer.Option(0, help="Seeds the images drawn and the random no-questions"),
+    instruction: Optional[str] = typer.Option(
+        None, help="Line after each question; default LLaVA-1.5's \"Answer the question using a single word or phrase.\" ('' for none)"
+    ),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(16, min=1),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """POPE object-hallucination questions (random, popular, adversarial) from COCO instances, and their scores."""
+    from datagen.eval.pope import INSTRUCTION, run_pope
+
+    if model is not None and answers is not None:
+        raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
+    results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
+                             max_new_tokens, model_id, dtype)
+    typer.echo(text)
+    if results is not None:
+        missing = sum(row["missing"] for row in results["samplings"].values())
+        if missing:
+            raise fail(f"{missing} POPE questions have no answer; the metrics above leave them out", 1)
 
 
 def _register_trainer() -> None:

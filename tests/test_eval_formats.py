@@ -69,13 +69,13 @@ def test_per_category_accuracy_on_known_answers():
         "4": problem("language science", "grade10", hint="h", image="image.png", answer=1),
         "5": problem("language science", "grade1", answer=0),
     }
-    predictions = {"1": "A", "2": "A", "3": "A", "4": "B", "5": None}
-    results = score(problems, predictions)
+    replies = {"1": "A", "2": "A", "3": "A", "4": "B", "5": None}  # None: no reply at all
+    results = score(problems, replies)
     assert results["overall"] == {"correct": 3, "total": 5, "accuracy": 60.0}
     got = {name: (row["correct"], row["total"]) for name, row in results["categories"].items()}
     assert got == {"NAT": (1, 2), "SOC": (1, 1), "LAN": (1, 2), "TXT": (1, 2), "IMG": (2, 2), "NO": (1, 2),
                    "G1-6": (2, 3), "G7-12": (1, 2)}
-    assert results["unextracted"] == 1
+    assert results["missing"] == 1 and results["unextracted"] == 0
     rendered = table(results)
     assert "| accuracy % | 60.00 | 50.00 | 100.00 | 50.00 | 50.00 | 100.00 | 50.00 | 66.67 | 50.00 |" in rendered
     assert "| correct/total | 3/5 |" in rendered
@@ -102,6 +102,12 @@ def test_problems_are_read_in_scienceqa_layout(tmp_path):
     assert problem_image(None, "test", "9", loaded["9"]) is None  # text-only problems need no image folder
     with pytest.raises(InputError, match="--split val: not in"):
         load_problems(problems, splits, "val")
+    # a split that is there but is no list: named as such, not as missing
+    with pytest.raises(InputError) as raised:
+        load_problems(problems, write(tmp_path / "s3.json", {"test": "7,9"}), "test")
+    assert str(raised.value) == (
+        f"--split-file {tmp_path / 's3.json'}: split 'test' is a str, not a list of problem ids; pass ScienceQA's pid_splits.json"
+    )
     write(tmp_path / "bad.json", {"7": {"question": "q", "choices": ["x"], "answer": 3}})
     with pytest.raises(InputError, match="answer index 3"):
         load_problems(tmp_path / "bad.json", write(tmp_path / "s.json", {"test": ["7"]}), "test")
@@ -148,3 +154,26 @@ def test_eval_bad_input_is_one_line_before_any_model_loads(cli, tmp_path):
     (tmp_path / "q.jsonl").write_text("not json\n")
     result = cli("eval", "bench", "--model", tmp_path, "--questions", tmp_path / "q.jsonl", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "--questions" in result.output and "line 1" in result.output
+
+
+def test_bench_takes_an_external_answers_file(cli, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": "a.jpg", "text": "?", "category": "conv"}) + "\n" for i in (3, 1, 2)))
+    answers = tmp_path / "llava_answers.jsonl"
+    lines = [{"question_id": i, "prompt": "?", "text": f"answer {i}", "answer_id": f"x{i}", "model_id": "llava-v1.5-13b", "metadata": {}}
+             for i in (1, 2, 3)]
+    answers.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "bench"
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", out)
+    assert result.exit_code == 0, result.output
+    taken = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert taken == [lines[2], lines[0], lines[1]]  # unchanged, in the questions' order
+    # an answer to no question is refused; an unanswered question is taken but fails the command
+    answers.write_text(json.dumps({"question_id": 9, "text": "?"}) + "\n")
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", tmp_path / "o2")
+    assert result.exit_code == 2 and "question_id 9 is not in --questions" in result.output
+    answers.write_text(json.dumps({"question_id": 1, "text": "only one"}) + "\n")
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", tmp_path / "o3")
+    assert result.exit_code == 1 and "2 questions have no answer" in result.output and "(3, 2)" in result.output
+    result = cli("eval", "bench", "--questions", questions, "--answers", answers, "--out", out)
+    assert result.exit_code == 2 and "already holds other answers" in result.output

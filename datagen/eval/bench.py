@@ -4,18 +4,21 @@ Questions: JSONL of `{"question_id", "image", "text", "category"}` (`image` rela
 without `image` is a text-only question). Answers: `OUT/answers.jsonl`, one `{"question_id", "prompt",
 "text", "answer_id", "model_id", "metadata"}` line per question, appended as each batch finishes, so a
 rerun continues where a killed one stopped. `datagen judge --reference REF --candidate OUT/answers.jsonl`
-then scores them.
+then scores them. `take_answers` brings in an answers file another tool wrote (LLaVA's model_vqa), checked
+against the questions, in its place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.files.jsonl import JsonlAppender, iter_jsonl
+from datagen.eval.answers import read_answers
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_jsonl
 
 ANSWERS_FILE = "answers.jsonl"
 
@@ -96,10 +99,19 @@ def run_bench(
     max_new_tokens: int, model_id: str | None, dtype: str,
 ) -> tuple[Path, int, int]:
     """Returns (answers file, answered now, answered before)."""
-    from datagen.eval.model import AnswerModel, batches
-
     questions = load_questions(questions_path)
     paths = {str(q.question_id): image_path(images, q.image) for q in questions}
+    return answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype)
+
+
+def answer_questions(
+    model_path: Path, questions: list[BenchQuestion], paths: dict[str, Path | None], out: Path, batch_size: int,
+    max_new_tokens: int, model_id: str | None, dtype: str,
+) -> tuple[Path, int, int]:
+    """Greedy answers to `questions` (images by question id in `paths`), appended to OUT/answers.jsonl batch by batch;
+    questions already answered there are skipped. Returns (answers file, answered now, answered before)."""
+    from datagen.eval.model import AnswerModel, batches
+
     if not model_path.is_dir():
         raise InputError(f"--model {model_path}: not a directory; pass a checkpoint folder")
     model_id = model_id or model_path.resolve().name
@@ -126,3 +138,25 @@ def run_bench(
         writer.close()
     return answers_file, len(todo), len(done)
 
+
+def take_answers(answers_path: Path, questions_path: Path, out: Path) -> tuple[Path, int, list[str]]:
+    """Check an external answers file against the questions (every answer to a known question, at most one
+    each) and write its lines, unchanged, in question order to OUT/answers.jsonl. Returns (that file, answers
+    taken, ids of the questions left unanswered)."""
+    questions = load_questions(questions_path)
+    answers = read_answers(answers_path)
+    asked = [str(question.question_id) for question in questions]
+    unknown = [key for key in answers if key not in set(asked)]
+    if unknown:
+        raise InputError(
+            f"--answers {answers_path}: question_id {unknown[0]} is not in --questions {questions_path} "
+            f"({len(unknown)} such); pass the answers to these questions"
+        )
+    text = "".join(json.dumps(answers[key], ensure_ascii=False) + "\n" for key in asked if key in answers)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ANSWERS_FILE
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        raise InputError(f"--out {out}: already holds other answers ({ANSWERS_FILE}); pick another --out")
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
+    return path, len(answers), [key for key in asked if key not in answers]

@@ -2,9 +2,11 @@
 
 Inputs: `problems.json` (pid -> {question, choices, answer (index), hint, image, subject, grade, ...}),
 `pid_splits.json` (split -> [pid, ...]) and the image folder (`<pid>/image.png`, directly or under the
-split's name). The prompt holds the context (the problem's hint), the question and the options lettered
-A, B, C, ...; the reply's letter is extracted, and accuracy is reported overall and per category as the
-ScienceQA paper and LLaVA did: subject (NAT/SOC/LAN), context modality (TXT/IMG/NO), grade (G1-6/G7-12).
+split's name). The prompt holds the context (the problem's hint), the question, the options lettered
+A, B, C, ... and an instruction line (`--instruction`). Replies are scored as LLaVA's eval_science_qa.py scores
+them (llava_letter): so an answers file LLaVA's own inference wrote (`--answers`) gets LLaVA's number. Accuracy
+is reported overall and per category as the ScienceQA paper did: subject (NAT/SOC/LAN), context modality
+(TXT/IMG/NO), grade (G1-6/G7-12).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.files.jsonl import JsonlAppender, iter_jsonl, write_json_atomic
+from datagen.eval.answers import read_answers
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_jsonl, write_json_atomic
 
 LETTERS = "ABCDEFGHIJ"
 PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 INSTRUCTION = "Reply with the letter of the correct option."
+# LLaVA's scorer knows five option letters (ScienceQA has at most five choices).
+LLAVA_OPTIONS = ("A", "B", "C", "D", "E")
+_LLAVA_STATED = re.compile(r"The answer is ([A-Z]).")
 CATEGORY_ORDER = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
 SUBJECTS = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 
@@ -41,19 +47,21 @@ class Prediction(BaseModel):
     pid: str
     prompt: str
     reply: str
-    prediction: str | None  # the extracted letter; None when the reply names no option
+    prediction: str | None  # the letter LLaVA's reading finds; None when it finds none (counted wrong)
     answer: str
     correct: bool
+    source: str = ""  # the model folder, or `answers:FILE`: a rerun never mixes two sources' replies
 
 
-def build_prompt(problem: Problem) -> str:
+def build_prompt(problem: Problem, instruction: str = INSTRUCTION) -> str:
     lines = []
     if problem.hint.strip():
         lines.append(f"Context: {problem.hint.strip()}")
     lines.append(f"Question: {problem.question.strip()}")
     lines.append("Options:")
     lines.extend(f"{letter}. {choice}" for letter, choice in zip(LETTERS, problem.choices))
-    lines.append(INSTRUCTION)
+    if instruction.strip():
+        lines.append(instruction.strip())
     return "\n".join(lines)
 
 
@@ -61,8 +69,26 @@ def _normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
+def llava_letter(reply: str) -> str | None:
+    """The letter LLaVA's eval_science_qa.py (current version) reads from a reply, or None where it reads "FAILED":
+    the whole reply when it is an option letter; else its first character when it opens with "X. "; else the one
+    match of `The answer is ([A-Z]).` (exactly one, and a character must follow the letter). No stripping, as LLaVA."""
+    if reply in LLAVA_OPTIONS:
+        return reply
+    if len(reply) >= 3 and reply[0] in LLAVA_OPTIONS and reply[1:3] == ". ":
+        return reply[0]
+    stated = _LLAVA_STATED.findall(reply)
+    return stated[0] if len(stated) == 1 else None
+
+
+def is_correct(letter: str | None, problem: Problem) -> bool:
+    # LLaVA's get_pred_idx: a letter beyond the problem's choices (or beyond E) is no answer at all.
+    options = LLAVA_OPTIONS[: len(problem.choices)]
+    return letter in options and options.index(letter) == problem.answer
+
+
 def extract_letter(reply: str, choices: list[str]) -> str | None:
-    """The option a reply names: "The answer is B.", "B", "(B)", "B. cat", or the text of exactly one option."""
+    """A lenient reading, reported beside LLaVA's to tell a format problem from a wrong answer: the option a reply names: "The answer is B.", "B", "(B)", "B. cat", or the text of exactly one option."""
     letters = LETTERS[: len(choices)]
     text = reply.strip()
     stated = re.search(rf"answer is:?\s*\(?([{letters}])\b\)?", text, re.IGNORECASE)
@@ -99,19 +125,25 @@ def categories(problem: Problem) -> list[str]:
     return labels
 
 
-def score(problems: dict[str, Problem], predictions: dict[str, str | None]) -> dict:
-    """Accuracy overall and per category over the problems in `predictions`; no answer counts as wrong."""
+def score(problems: dict[str, Problem], replies: dict[str, str | None]) -> dict:
+    """Accuracy overall and per category over the problems in `replies` (pid -> reply; None: no reply), each reply
+    read as LLaVA reads it. A reply LLaVA reads no letter from, and a missing one, count as wrong (LLaVA's current
+    scorer; an older one guessed at random). `lenient` is the accuracy were those replies read by extract_letter."""
     tally: dict[str, list[int]] = {name: [0, 0] for name in CATEGORY_ORDER}
-    correct = unextracted = 0
-    for pid, letter in predictions.items():
+    correct = unextracted = missing = rescued = 0
+    for pid, reply in replies.items():
         problem = problems[pid]
-        hit = letter is not None and LETTERS.index(letter) == problem.answer
+        letter = llava_letter(reply) if reply is not None else None
+        hit = is_correct(letter, problem)
         correct += hit
-        unextracted += letter is None
+        missing += reply is None
+        if reply is not None and letter is None:
+            unextracted += 1
+            rescued += is_correct(extract_letter(reply, problem.choices), problem)
         for label in categories(problem):
             tally[label][0] += hit
             tally[label][1] += 1
-    total = len(predictions)
+    total = len(replies)
 
     def entry(right: int, count: int) -> dict:
         return {"correct": right, "total": count, "accuracy": 100 * right / count if count else None}
@@ -120,6 +152,8 @@ def score(problems: dict[str, Problem], predictions: dict[str, str | None]) -> d
         "overall": entry(correct, total),
         "categories": {name: entry(*tally[name]) for name in CATEGORY_ORDER},
         "unextracted": unextracted,
+        "missing": missing,
+        "lenient": entry(correct + rescued, total),
     }
 
 
@@ -128,11 +162,20 @@ def table(results: dict) -> str:
     rows = [results["overall"], *(results["categories"][name] for name in CATEGORY_ORDER)]
     cells = ["-" if row["accuracy"] is None else f"{row['accuracy']:.2f}" for row in rows]
     counts = [f"{row['correct']}/{row['total']}" for row in rows]
+    lenient = results["lenient"]
+    note = (
+        f"read as LLaVA's eval_science_qa.py reads replies; wrong for want of a letter: {results['unextracted']} replies"
+        f" and {results['missing']} problems without one"
+    )
+    if lenient["accuracy"] is not None:
+        note += f"; a lenient reading of those replies would give {lenient['accuracy']:.2f}% ({lenient['correct']}/{lenient['total']})"
     return "\n".join([
         "| " + " | ".join(["", *names]) + " |",
         "|" + "---|" * (len(names) + 1),
         "| accuracy % | " + " | ".join(cells) + " |",
         "| correct/total | " + " | ".join(counts) + " |",
+        "",
+        note,
     ])
 
 
@@ -153,9 +196,15 @@ def load_problems(problems_path: Path, split_path: Path, split: str, limit: int 
     splits = _read_json(split_path, "--split-file")
     if not isinstance(raw, dict):
         raise InputError(f"--problems {problems_path}: expected an object keyed by problem id (ScienceQA's problems.json)")
-    if not isinstance(splits, dict) or not isinstance(splits.get(split), list):
-        names = ", ".join(splits) if isinstance(splits, dict) else "none"
-        raise InputError(f"--split {split}: not in {split_path} (it has: {names})")
+    if not isinstance(splits, dict):
+        raise InputError(f"--split-file {split_path}: expected an object of split name -> list of problem ids (ScienceQA's pid_splits.json)")
+    if split not in splits:
+        raise InputError(f"--split {split}: not in {split_path} (it has: {', '.join(splits) or 'no splits'})")
+    if not isinstance(splits[split], list):
+        kind = type(splits[split]).__name__
+        raise InputError(
+            f"--split-file {split_path}: split {split!r} is a {kind}, not a list of problem ids; pass ScienceQA's pid_splits.json"
+        )
     problems: dict[str, Problem] = {}
     for pid in splits[split][:limit] if limit else splits[split]:
         pid = str(pid)
@@ -186,9 +235,24 @@ def problem_image(images: Path | None, split: str, pid: str, problem: Problem) -
 # -- the run --------------------------------------------------------------------------------------
 
 
+def _prediction(pid: str, problem: Problem, prompt: str, reply: str, source: str) -> Prediction:
+    letter = llava_letter(reply)
+    return Prediction(pid=pid, prompt=prompt, reply=reply, prediction=letter, answer=LETTERS[problem.answer],
+                      correct=is_correct(letter, problem), source=source)
+
+
+def _finish(out: Path, problems: dict[str, Problem], replies: dict[str, str | None], extra: dict) -> tuple[dict, str]:
+    results = score(problems, replies)
+    results.update(extra)
+    text = table(results)
+    write_json_atomic(out / RESULTS_FILE, results)
+    (out / TABLE_FILE).write_text(text + "\n", encoding="utf-8")
+    return results, text
+
+
 def run_scienceqa(
     model_path: Path, problems_path: Path, split_path: Path, split: str, images: Path | None, out: Path,
-    batch_size: int, max_new_tokens: int, limit: int | None, dtype: str,
+    batch_size: int, max_new_tokens: int, limit: int | None, dtype: str, instruction: str = INSTRUCTION,
 ) -> tuple[dict, str]:
     from datagen.eval.model import AnswerModel, batches
 
@@ -196,31 +260,57 @@ def run_scienceqa(
     paths = {pid: problem_image(images, split, pid, problem) for pid, problem in problems.items()}
     if not model_path.is_dir():
         raise InputError(f"--model {model_path}: not a directory; pass a checkpoint folder")
+    prompts = {pid: build_prompt(problem, instruction) for pid, problem in problems.items()}
+    source = str(model_path)
     out.mkdir(parents=True, exist_ok=True)
     predictions_file = out / PREDICTIONS_FILE
-    done: dict[str, str | None] = {}
+    replies: dict[str, str | None] = {}
     if predictions_file.exists():
         JsonlAppender(predictions_file).close()  # cut a line torn by a kill
-        done = {line["pid"]: line["prediction"] for line in iter_jsonl(predictions_file) if line["pid"] in problems}
-    todo = [pid for pid in problems if pid not in done]
+        for line in iter_jsonl(predictions_file):
+            if line["pid"] not in problems:
+                continue
+            if line.get("source", source) != source or line["prompt"] != prompts[line["pid"]]:
+                raise InputError(
+                    f"--out {out}: holds replies of {line.get('source')!r} or to other prompts (another --instruction?); "
+                    "pick another --out to score this model with these prompts"
+                )
+            replies[line["pid"]] = line["reply"]  # scored afresh: the reading is the scorer's, not the file's
+    todo = [pid for pid in problems if pid not in replies]
     if todo:
         model = AnswerModel(model_path, dtype)
         writer = JsonlAppender(predictions_file)
         try:
             for batch in batches(todo, batch_size, lambda pid: paths[pid] is not None):
-                prompts = [build_prompt(problems[pid]) for pid in batch]
-                replies = model.answer([(paths[pid], prompt) for pid, prompt in zip(batch, prompts)], max_new_tokens)
-                for pid, prompt, reply in zip(batch, prompts, replies):
-                    letter = extract_letter(reply, problems[pid].choices)
-                    answer = LETTERS[problems[pid].answer]
-                    writer.append(Prediction(pid=pid, prompt=prompt, reply=reply, prediction=letter, answer=answer, correct=letter == answer))
-                    done[pid] = letter
+                answers = model.answer([(paths[pid], prompts[pid]) for pid in batch], max_new_tokens)
+                for pid, reply in zip(batch, answers):
+                    writer.append(_prediction(pid, problems[pid], prompts[pid], reply, source))
+                    replies[pid] = reply
         finally:
             writer.close()
-    results = score(problems, done)
-    results["split"] = split
-    results["model"] = str(model_path)
-    text = table(results)
-    write_json_atomic(out / RESULTS_FILE, results)
-    (out / TABLE_FILE).write_text(text + "\n", encoding="utf-8")
-    return results, text
+    return _finish(out, problems, replies, {"split": split, "model": source, "instruction": instruction})
+
+
+def score_answers(
+    answers_path: Path, problems_path: Path, split_path: Path, split: str, out: Path, limit: int | None,
+) -> tuple[dict, str]:
+    """An answers file LLaVA's inference wrote (question_id = pid, prompt, text), scored as LLaVA's
+    eval_science_qa.py scores it: every problem of the split counts, an unanswered one as wrong."""
+    problems = load_problems(problems_path, split_path, split, limit)
+    answers = read_answers(answers_path)
+    replies = {pid: answers[pid]["text"] if pid in answers else None for pid in problems}
+    source = f"answers:{answers_path}"
+    predictions = [
+        _prediction(pid, problems[pid], str(answers[pid].get("prompt", "")), reply, source).model_dump_json()
+        for pid, reply in replies.items() if reply is not None
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / PREDICTIONS_FILE).exists():
+        JsonlAppender(out / PREDICTIONS_FILE).close()
+        others = {line.get("source") for line in iter_jsonl(out / PREDICTIONS_FILE)} - {source}
+        if others:
+            raise InputError(f"--out {out}: holds the predictions of {sorted(map(str, others))[0]!r}; pick another --out")
+    with atomic_file(out / PREDICTIONS_FILE, "w") as handle:
+        handle.write("".join(line + "\n" for line in predictions))
+    extra = {"split": split, "answers": str(answers_path), "not_in_split": sum(pid not in problems for pid in answers)}
+    return _finish(out, problems, replies, extra)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
-from datagen.source.coco import Box, CocoSource, ImageAnnotations
-from datagen.source.context import ContextKind, render_context
+from datagen.source.coco import CocoSource
+from datagen.source.context import ContextKind, box_line, render_context
 from datagen.errors import InputError
 from datagen.files.jsonl import iter_jsonl
 from datagen.formats.records import IMAGE_TOKEN, task_file
@@ -28,6 +29,7 @@ class JudgeItem(BaseModel):
     task: str  # the generate task, or the question's category
     context: str
     question: str
+    context_shape: str = "ours"  # where a file context came from (inputs.ContextShape); folders render ours
     reference: str
     candidate: str
 
@@ -149,8 +151,22 @@ def items_from_folders(
 
 # -- LLaVA eval files ---------------------------------------------------------------------------------
 
+# A context line's shape, told from its keys: LLaVA-Bench (COCO)'s caps_boxes file, LLaVA-Bench in-the-wild's
+# context.jsonl, or ours. The shape also picks the rule key LLaVA's own scripts look up (run.rule_keys).
+ContextShape = Literal["llava_coco", "llava_wild", "ours"]
+CONTEXT_SHAPES = (
+    'LLaVA-Bench COCO {"image", "captions": [...], "instances": [{"category", "bbox"}]}, '
+    'LLaVA-Bench in-the-wild {"image", "caption": "..."}, or ours {"image", "caption", "boxes"?}'
+)
 
-def _read_lines(path: Path, flag: str, required: dict[str, type | tuple[type, ...]]) -> list[dict]:
+
+class Context(BaseModel):
+    shape: ContextShape
+    text: str  # captions one a line; then, when there are boxes, a blank line and `category: [x1, y1, x2, y2]` lines
+
+
+def _read_numbered(path: Path, flag: str, required: dict[str, type | tuple[type, ...]], what: str) -> list[tuple[int, dict]]:
+    """(line number, object) per non-blank line, each holding the required keys with the required types."""
     if not path.is_file():
         raise InputError(f"{flag} {path}: file not found")
     lines = []
@@ -163,13 +179,22 @@ def _read_lines(path: Path, flag: str, required: dict[str, type | tuple[type, ..
                     value = json.loads(line)
                 except json.JSONDecodeError:
                     raise InputError(f"{flag} {path} line {number}: not valid JSON; fix or remove that line") from None
-                missing = [key for key, kind in required.items() if not isinstance(value, dict) or not isinstance(value.get(key), kind)]
+                if not isinstance(value, dict):
+                    raise InputError(f"{flag} {path} line {number}: not a JSON object; pass a JSONL file of {what}")
+                missing = [key for key, kind in required.items() if not isinstance(value.get(key), kind)]
                 if missing:
                     raise InputError(f"{flag} {path} line {number}: needs {', '.join(missing)} ({_describe(required)})")
-                lines.append(value)
+                lines.append((number, value))
     except UnicodeDecodeError:
         raise InputError(f"{flag} {path}: not UTF-8 text; pass a JSONL file") from None
+    if not lines:
+        # Nothing to judge is never a success: a paid run must not end quietly empty.
+        raise InputError(f"{flag} {path}: the file holds no lines; pass a JSONL file of {what}")
     return lines
+
+
+def _read_lines(path: Path, flag: str, required: dict[str, type | tuple[type, ...]], what: str) -> list[dict]:
+    return [value for _, value in _read_numbered(path, flag, required, what)]
 
 
 def _describe(required: dict) -> str:
@@ -186,33 +211,63 @@ def _by_question(lines: list[dict], path: Path, flag: str) -> dict[str, dict]:
     return found
 
 
-def context_of(line: dict, path: Path) -> str:
-    """A context line (`{"image", "caption", "boxes"?}`) rendered as generate renders one (datagen/source/context.py)."""
-    captions = line["caption"] if isinstance(line["caption"], list) else str(line["caption"]).splitlines()
-    boxes = []
-    for index, box in enumerate(line.get("boxes") or []):
-        try:
-            x1, y1, x2, y2 = (round(float(value), 3) for value in box["bbox"])
-            boxes.append(Box(annotation_id=index, category=str(box["category"]), x1=x1, y1=y1, x2=x2, y2=y2))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(
-                f"--context {path}: image {line['image']}: each box needs category and bbox [x1, y1, x2, y2] (0..1)"
-            ) from None
-    image = ImageAnnotations(
-        image_id=0, file_name=line["image"], width=1, height=1,
-        captions=[caption.strip() for caption in captions if str(caption).strip()], caption_ids=[], boxes=boxes,
-    )
-    return render_context(image, "captions+boxes")
+def _box_lines(boxes: object, where: str) -> list[str]:
+    if not isinstance(boxes, list):
+        raise InputError(f"{where}: needs a list of {{category, bbox}} objects")
+    lines = []
+    for box in boxes:
+        corners = box.get("bbox") if isinstance(box, dict) else None
+        category = box.get("category") if isinstance(box, dict) else None
+        if (not isinstance(category, str) or not isinstance(corners, list) or len(corners) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in corners)):
+            raise InputError(f"{where}: each box needs category (a string) and bbox [x1, y1, x2, y2] (four numbers, 0..1)")
+        # The corners as the file has them, printed as Python prints the list: what LLaVA's review scripts show the judge.
+        lines.append(box_line(category, tuple(corners)))  # type: ignore[arg-type]
+    return lines
+
+
+def context_of(line: dict, path: Path, number: int) -> tuple[str, Context]:
+    """(image, context) of one context line, whichever of the three shapes it has."""
+    where = f"--context {path} line {number}"
+    if not isinstance(line.get("image"), str):
+        raise InputError(f"{where}: needs image (a string); expected one of: {CONTEXT_SHAPES}")
+    if "captions" in line:
+        captions, boxes_key, shape = line["captions"], "instances", "llava_coco"
+        if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            raise InputError(f"{where}: captions must be a list of strings (LLaVA-Bench COCO's caps_boxes file)")
+        if "instances" not in line:
+            raise InputError(f"{where}: needs instances (a list of {{category, bbox}}) beside captions, as LLaVA-Bench COCO's file has")
+    elif "caption" in line:
+        captions, boxes_key = line["caption"], "boxes"
+        if isinstance(captions, str):
+            captions = captions.splitlines()
+        elif not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            raise InputError(f"{where}: caption must be a string or a list of strings")
+        shape = "llava_wild" if isinstance(line["caption"], str) and "boxes" not in line else "ours"
+    else:
+        raise InputError(f"{where}: needs caption or captions; expected one of: {CONTEXT_SHAPES}")
+    boxes = _box_lines(line.get(boxes_key) or [], f"{where}: {boxes_key}")
+    text = "\n".join(caption.strip() for caption in captions if caption.strip())
+    if boxes:
+        text += "\n\n" + "\n".join(boxes)
+    return line["image"], Context(shape=shape, text=text)  # type: ignore[arg-type]
+
+
+def read_contexts(path: Path) -> dict[str, Context]:
+    lines = _read_numbered(path, "--context", {}, "contexts (one line per image)")
+    return dict(context_of(line, path, number) for number, line in lines)
 
 
 def items_from_files(
     reference: Path, candidate: Path, questions: Path, context: Path, limit: int | None = None
 ) -> LoadedItems:
     question_id = (str, int)
-    asked = _read_lines(questions, "--questions", {"question_id": question_id, "image": str, "text": str, "category": str})
-    ref = _by_question(_read_lines(reference, "--reference", {"question_id": question_id, "text": str}), reference, "--reference")
-    cand = _by_question(_read_lines(candidate, "--candidate", {"question_id": question_id, "text": str}), candidate, "--candidate")
-    contexts = {line["image"]: context_of(line, context) for line in _read_lines(context, "--context", {"image": str, "caption": (str, list)})}
+    asked = _read_lines(questions, "--questions", {"question_id": question_id, "image": str, "text": str, "category": str},
+                        "questions (question_id, image, text, category)")
+    answers = "answers (question_id, text)"
+    ref = _by_question(_read_lines(reference, "--reference", {"question_id": question_id, "text": str}, answers), reference, "--reference")
+    cand = _by_question(_read_lines(candidate, "--candidate", {"question_id": question_id, "text": str}, answers), candidate, "--candidate")
+    contexts = read_contexts(context)
     if limit is not None:
         asked = asked[:limit]
     items: list[JudgeItem] = []
@@ -226,9 +281,10 @@ def items_from_files(
         elif question["image"] not in contexts:
             skipped["no_context"] += 1
         else:
+            found = contexts[question["image"]]
             items.append(
                 JudgeItem(
-                    item_id=key, task=question["category"], context=contexts[question["image"]],
+                    item_id=key, task=question["category"], context=found.text, context_shape=found.shape,
                     question=question["text"].replace(IMAGE_TOKEN, "").strip(),
                     reference=ref[key]["text"], candidate=cand[key]["text"],
                 )
@@ -236,4 +292,3 @@ def items_from_files(
     hashes = {name: _sha256(path) for name, path in
               (("questions", questions), ("reference", reference), ("candidate", candidate), ("context", context))}
     return LoadedItems(items=items, skipped=dict(skipped), input_hashes=hashes)
-

@@ -1,6 +1,7 @@
 """An offline, deterministic judge for CI: scores by a transparent heuristic, never by quality.
 
-It reads the judge request the same way a model would (the tagged sections of our user message) and
+It reads the judge request the same way a model would (the tagged sections of our user message, or the
+bracketed blocks of LLaVA's layout under --rule) and
 answers in the format the judge prompt asks for, so the whole `judge` path (cache, parsing, both orders,
 summary) runs without a model. Its scores say nothing about which answer is better; every review and
 summary it produces is labelled mock.
@@ -34,6 +35,26 @@ def _section(text: str, tag: str) -> str | None:
     return match.group(1) if match else None
 
 
+# The layout of a --rule request (run.rule_message): LLaVA's bracketed blocks, answers under the rule's role.
+_RULE_LAYOUT = re.compile(
+    r"\[Context\]\n(?P<context>.*?)\n\n\[Question\]\n(?P<question>.*?)\n\n"
+    r"\[(?P<role>[^\]\n]+) 1\]\n(?P<first>.*?)\n\n\[End of (?P=role) 1\]\n\n"
+    r"\[(?P=role) 2\]\n(?P<second>.*?)\n\n\[End of (?P=role) 2\]\n\n\[System\]\n",
+    re.DOTALL,
+)
+
+
+def sections(prompt: str) -> tuple[str, str, str, str] | None:
+    """(context, question, first answer, second answer) from either request layout, or None."""
+    parts = [_section(prompt, tag) for tag in ("context", "question", "answer_1", "answer_2")]
+    if all(part is not None for part in parts):
+        return parts[0], parts[1], parts[2], parts[3]  # type: ignore[return-value]
+    match = _RULE_LAYOUT.search(prompt)
+    if match:
+        return match["context"], match["question"], match["first"], match["second"]
+    return None
+
+
 def heuristic_score(heuristic: str, answer: str, context: str) -> int:
     """1..10. overlap: how much of the answer's vocabulary the context holds, plus some credit for length;
     length: the answer's length alone."""
@@ -60,13 +81,12 @@ class MockJudge(Teacher):
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         self.stats["requests"] += 1
-        prompt = request.messages[-1]["content"]
-        context, question = _section(prompt, "context"), _section(prompt, "question")
-        first, second = _section(prompt, "answer_1"), _section(prompt, "answer_2")
-        if context is None or question is None or first is None or second is None:
-            # A replaced user template without our tags: answer without scores, as a confused model would.
+        found = sections(request.messages[-1]["content"])
+        if found is None:
+            # A request in neither layout: answer without scores, as a confused model would.
             text = "The request did not contain the sections this mock judge reads."
         else:
+            context, question, first, second = found
             known = context + "\n" + question
             answers = [first, second]
             scores = [heuristic_score(self.heuristic, answer, known) for answer in answers]

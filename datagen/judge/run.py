@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import math
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,6 +35,8 @@ from datagen.teachers.factory import BackendSettings, build_teacher
 JUDGE_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "judge"
 SYSTEM_MESSAGE = JUDGE_PROMPTS / "system_message.txt"
 USER_TEMPLATE = JUDGE_PROMPTS / "user_message.txt"
+# With --rule the instructions are the rule's; the system message only sets the judge's stance, as LLaVA's one line does.
+RULE_SYSTEM_MESSAGE = JUDGE_PROMPTS / "rule_system_message.txt"
 REVIEWS_FILE = "reviews.jsonl"
 SETTINGS_FILE = "judge.json"
 SUMMARY_FILE = "summary.json"
@@ -47,6 +51,7 @@ class JudgeOptions(BaseModel):
     judge_models: list[str] = []
     base_url: str | None = None
     system_prompt: Path = SYSTEM_MESSAGE
+    rule: Path | None = None  # a LLaVA rule.json: per category {"role", "prompt"}, requests laid out as LLaVA's scripts do
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -76,6 +81,7 @@ class Review(BaseModel):
     shown_scores: list[float] | None = None  # as the judge wrote them: the first-shown answer's first
     reason: str
     raw: str | None = None  # the whole reply, kept for failures so the prompt can be tuned
+    rule: str | None = None  # the rule.json key the request was built from (--rule)
     request_key: str
     usage: Usage
 
@@ -115,15 +121,89 @@ def parse_scores(text: str) -> tuple[tuple[float, float], str] | None:
     return scores, reason[:500]
 
 
+def parse_llava_scores(text: str) -> tuple[tuple[float, float], str] | None:
+    """Scores as LLaVA's review scripts read them: the first line, commas made spaces, split on single spaces,
+    exactly two parts, both numbers. Where LLaVA records [-1, -1] this returns None: a counted failure."""
+    first, _, rest = text.partition("\n")
+    parts = first.replace(",", " ").split(" ")
+    if len(parts) != 2:
+        return None
+    try:
+        scores = (float(parts[0]), float(parts[1]))
+    except ValueError:
+        return None
+    if not all(math.isfinite(score) for score in scores):
+        return None
+    return scores, " ".join(rest.split())[:500]
+
+
+class Rule(BaseModel):
+    role: str
+    prompt: str
+
+
+def load_rules(path: Path) -> dict[str, Rule]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--rule {path}: file not found; pass LLaVA's llava/eval/table/rule.json or one shaped like it") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"--rule {path}: not a readable JSON file ({type(error).__name__}); pass a rule.json") from None
+    if not isinstance(data, dict) or not data:
+        raise InputError(f'--rule {path}: expected an object of categories, each {{"role": ..., "prompt": ...}}')
+    rules = {}
+    for key, value in data.items():
+        wrong = [name for name in ("role", "prompt") if not isinstance(value, dict) or not isinstance(value.get(name), str)]
+        if wrong:
+            raise InputError(f"--rule {path}: category {key!r} needs {' and '.join(wrong)} (strings)")
+        rules[key] = Rule(role=value["role"], prompt=value["prompt"])
+    return rules
+
+
+def rule_keys(category: str, context_shape: str) -> list[str]:
+    """The rule.json keys tried for a question, in order. LLaVA's script for in-the-wild contexts looks up
+    `llava_bench_<category>`, its script for the COCO caps_boxes file the category itself."""
+    if context_shape == "llava_wild" and not category.startswith("llava_bench_"):
+        return [f"llava_bench_{category}", category]
+    return [category]
+
+
+def pick_rule(rules: dict[str, Rule], item: JudgeItem, path: Path) -> str:
+    keys = rule_keys(item.task, item.context_shape)
+    found = next((key for key in keys if key in rules), None)
+    if found is None:
+        tried = " or ".join(repr(key) for key in keys)
+        raise InputError(
+            f"--rule {path}: no rule for category {item.task!r} of question {item.item_id} (looked up {tried}); "
+            f"add it to the rule file (it has: {', '.join(rules)})"
+        )
+    return found
+
+
 # -- requests ---------------------------------------------------------------------------------------
 
 
-def build_request(item: JudgeItem, order: Order, model: str, system: str, template: str, options: JudgeOptions) -> ChatRequest:
+def rule_message(item: JudgeItem, first: str, second: str, rule: Rule) -> str:
+    """The user turn as LLaVA's eval_gpt_review_visual.py / _bench.py lay it out; Answer 1 is whichever is shown first."""
+    role = rule.role
+    return (
+        f"[Context]\n{item.context}\n\n[Question]\n{item.question}\n\n"
+        f"[{role} 1]\n{first}\n\n[End of {role} 1]\n\n[{role} 2]\n{second}\n\n[End of {role} 2]\n\n"
+        f"[System]\n{rule.prompt}\n\n"
+    )
+
+
+def build_request(
+    item: JudgeItem, order: Order, model: str, system: str, template: str, options: JudgeOptions, rule: Rule | None = None
+) -> ChatRequest:
     first, second = (item.reference, item.candidate) if order == "reference_first" else (item.candidate, item.reference)
-    # str.replace, not format: answers are free text and may hold braces.
-    user = template
-    for name, value in (("{context}", item.context), ("{question}", item.question), ("{answer_1}", first), ("{answer_2}", second)):
-        user = user.replace(name, value.strip())
+    if rule is not None:
+        user = rule_message(item, first, second, rule)
+    else:
+        # str.replace, not format: answers are free text and may hold braces.
+        user = template
+        for name, value in (("{context}", item.context), ("{question}", item.question), ("{answer_1}", first), ("{answer_2}", second)):
+            user = user.replace(name, value.strip())
     return ChatRequest(
         model=model,
         messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
@@ -177,6 +257,9 @@ class JudgeRun:
         self.loaded = loaded
         self.system = _read_text(options.system_prompt, "--judge-prompt")
         self.template = _read_text(USER_TEMPLATE, "user template")
+        self.rules = load_rules(options.rule) if options.rule is not None else {}
+        # Every question's rule is found before the first request: a missing one stops the run with nothing spent.
+        self.rule_of = {(item.task, item.item_id): pick_rule(self.rules, item, options.rule) for item in loaded.items} if options.rule else {}
         # Callers embedding datagen (and tests) may bring their own backends; the CLI builds them from the options.
         self.judges = judges if judges is not None else make_judges(options)
         self.out = options.out
@@ -184,6 +267,7 @@ class JudgeRun:
             "inputs": loaded.input_hashes,
             "system_prompt": _sha(self.system),
             "user_template": _sha(self.template),
+            "rule": _sha(options.rule.read_text(encoding="utf-8")) if options.rule is not None else None,
             "judges": [judge.info.model_dump() for judge in self.judges],
             "temperature": options.temperature,
             "max_tokens": options.max_tokens,
@@ -194,8 +278,6 @@ class JudgeRun:
         self.usage = UsageTotals()
 
     def prepare_output(self) -> None:
-        import json
-
         self.out.mkdir(parents=True, exist_ok=True)
         settings_path = self.out / SETTINGS_FILE
         if settings_path.exists():
@@ -237,19 +319,22 @@ class JudgeRun:
                         yield item, judge, order
 
     async def judge_one(self, item: JudgeItem, judge: Teacher, order: Order) -> None:
-        request = build_request(item, order, judge.info.model, self.system, self.template, self.options)
+        rule_key = self.rule_of.get((item.task, item.item_id))
+        rule = self.rules[rule_key] if rule_key is not None else None
+        request = build_request(item, order, judge.info.model, self.system, self.template, self.options, rule)
         try:
             reply = await judge.complete(request)
         except RetryableError:
             self.skipped["request_failed"] += 1  # not written: a rerun asks again
             return
-        parsed = parse_scores(reply.text)
+        parsed = parse_llava_scores(reply.text) if rule is not None else parse_scores(reply.text)
         common = dict(
             item_id=item.item_id, task=item.task, judge=judge.info, mock=judge.info.mock, order=order,
-            request_key=request.key(), usage=reply.usage,
+            request_key=request.key(), usage=reply.usage, rule=rule_key,
         )
         if parsed is None:
-            review = Review(ok=False, reason="no two scores from 1 to 10 in the reply", raw=reply.text, **common)
+            wanted = "a first line of exactly two numbers" if rule is not None else "two scores from 1 to 10"
+            review = Review(ok=False, reason=f"no {wanted} in the reply", raw=reply.text, **common)
         else:
             shown, reason = parsed
             first, second = shown if order == "reference_first" else shown[::-1]
@@ -334,6 +419,7 @@ class JudgeRun:
                 agreements.append(agreement(first, second, all_pairs[first], all_pairs[second]))
         return {
             "status": status,
+            "rule": str(self.options.rule) if self.options.rule is not None else None,
             "judges": [judge.info.model_dump() for judge in self.judges],
             "mock": any(judge.info.mock for judge in self.judges),
             "counts": {
@@ -380,8 +466,15 @@ def render_summary(summary: dict) -> str:
         detail = " (" + ", ".join(f"{reason} {count}" for reason, count in reasons.items()) + ")" if reasons else ""
         return f"{kind} {sum(reasons.values())}{detail}"
 
-    parts.append(f"judgements: requested {counts['requested']} = judged {counts['judged']} + {total('failed')} + {total('skipped')}")
+    parts.append(
+        f"judgements: requested {counts['requested']} = judged {counts['judged']} + {total('failed')} + {total('skipped')}; "
+        + FAILURE_NOTE
+    )
     return "\n\n".join(parts)
+
+
+# LLaVA's scripts record such a reply as [-1, -1] and average it in, pulling both means down.
+FAILURE_NOTE = "a reply without two scores is counted as failed and left out of the means (LLaVA's scripts average it in as -1, -1)"
 
 
 def run_judge(options: JudgeOptions, loaded: LoadedItems, judges: list[Teacher] | None = None) -> tuple[dict, str]:

@@ -465,3 +465,28 @@ class CocoSource:
             image = self.image(image_id)
             if image is not None:
                 yield image
+
+
+class ImageObjects(BaseModel):
+    """One image of an instances file, as object-presence evals (POPE) see it: the distinct categories annotated."""
+
+    image_id: int
+    file_name: str
+    objects: list[str]  # distinct category names, in the order of their first annotation
+
+
+def image_objects(instances_path: Path, flag: str = "--instances") -> tuple[list[ImageObjects], str]:
+    """Every image of a COCO instances file with its object categories, by id; and the file's sha256.
+    Crowd boxes count (a crowd of people shows a person); annotations of unknown categories do not."""
+    with _gc_paused():
+        data, digest = _load_json(instances_path, flag, skip_segmentations=True)
+        _require_keys(data, instances_path, flag, "instances", ("image_id", "category_id", "bbox"))
+        if not isinstance(data.get("categories"), list):
+            raise InputError(f"{flag} {instances_path}: not a COCO instances file (no 'categories' list)")
+        names = {category["id"]: category["name"] for category in data["categories"]}
+        coco = _index(data)
+    images = []
+    for image_id in sorted(coco.imgs):
+        found = dict.fromkeys(names[ann["category_id"]] for ann in coco.imgToAnns.get(image_id, ()) if ann["category_id"] in names)
+        images.append(ImageObjects(image_id=image_id, file_name=coco.imgs[image_id]["file_name"], objects=list(found)))
+    return images, digest

@@ -145,3 +145,40 @@ def test_hf_llava_folder_answers_like_the_checkpoint(tiny_ckpt, images, tmp_path
     invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", tmp_path / "b",
            "--max-new-tokens", 5, "--model-id", "m")
     assert (tmp_path / "a" / "answers.jsonl").read_text() == (tmp_path / "b" / "answers.jsonl").read_text()
+
+
+def test_pope_with_a_model_batched_and_resumed(tiny_ckpt, images, tmp_path):
+    """POPE over the shapes images (their instances made up): answers in LLaVA's format, one per question, batched
+    like unbatched, a killed run resumed; the metrics are those of the answers written."""
+    from datagen.eval.pope import metrics
+
+    folder, shapes = images
+    categories = ["circle", "square", "triangle", "star", "heart"]
+    annotations = [{"id": 10 * i + j, "image_id": i, "category_id": 1 + (i + j) % 5, "bbox": [1, 1, 5, 5], "iscrowd": 0}
+                   for i in range(len(shapes)) for j in range(2)]
+    instances = tmp_path / "instances.json"
+    instances.write_text(json.dumps({
+        "images": [{"id": i, "file_name": s["image"], "width": 64, "height": 64} for i, s in enumerate(shapes)],
+        "annotations": annotations, "categories": [{"id": k + 1, "name": name} for k, name in enumerate(categories)],
+    }))
+    common = ["eval", "pope", "--model", tiny_ckpt, "--instances", instances, "--images", folder, "--image-count", 2,
+              "--per-image", 1, "--max-new-tokens", 2]
+    batched, single = tmp_path / "batched", tmp_path / "single"
+    result = invoke(*common, "--out", batched, "--batch-size", 8)
+    invoke(*common, "--out", single, "--batch-size", 1)
+    assert (batched / "answers.jsonl").read_text() == (single / "answers.jsonl").read_text()
+    questions = [json.loads(line) for line in (batched / "questions.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (batched / "answers.jsonl").read_text().splitlines()]
+    assert [a["question_id"] for a in answers] == [q["question_id"] for q in questions] == list(range(12))
+    assert answers[0]["prompt"] == questions[0]["text"] and answers[0]["prompt"].endswith("\nAnswer the question using a single word or phrase.")
+    results = json.loads((batched / "results.json").read_text())["samplings"]
+    for sampling in ("random", "popular", "adversarial"):
+        asked = [(q["label"], a["text"]) for q, a in zip(questions, answers) if q["category"] == sampling]
+        expected = metrics([label for label, _ in asked], [text for _, text in asked])
+        assert results[sampling] == {**expected, "missing": 0}
+    assert "| random | 4 |" in result.output
+    # a kill mid-file: the rerun answers only what is missing and ends with the same file
+    full = (batched / "answers.jsonl").read_text()
+    (batched / "answers.jsonl").write_text("".join(full.splitlines(keepends=True)[:5]) + full.splitlines()[5][:15])
+    invoke(*common, "--out", batched, "--batch-size", 8)
+    assert (batched / "answers.jsonl").read_text() == full

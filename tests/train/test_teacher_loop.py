@@ -1,7 +1,7 @@
 """docs/COMPARING_TEACHERS.md's loop on the sample data, offline: two mock teachers, the mock judge, tiny models.
 
 generate A and B -> report both -> judge A vs B -> export, align -> one stage 1 -> a stage 2 per teacher -> eval bench both ->
-judge each against the same references. The numbers mean nothing; that every step feeds the next does.
+judge each against the same references with a rule file -> eval pope both. The numbers mean nothing; that every step feeds the next does.
 """
 from __future__ import annotations
 
@@ -87,6 +87,9 @@ def test_compare_two_teachers_end_to_end(tmp_path):
     datagen("train", "pretrain", "--data", tmp_path / "align.json", "--image-folder", images, "--vision-tower", "tiny",
             "--llm", "tiny", "--out", tmp_path / "stage1", "--config", recipe, "--max-steps", 2, *FAST)
     files = bench(tmp_path, source)
+    rules = tmp_path / "rule.json"  # rule.json's shape, our words
+    rules.write_text(json.dumps({category: {"role": "Assistant", "prompt": f"Score both {category} answers; two scores first."}
+                                 for category in ("conv", "detail", "complex")}))
     relative = {}
     for name in teachers:
         datagen("export", tmp_path / name, "--out", tmp_path / f"{name}.json")
@@ -99,10 +102,16 @@ def test_compare_two_teachers_end_to_end(tmp_path):
         assert [a["question_id"] for a in answers] == list(range(9)) and {a["model_id"] for a in answers} == {f"model-{name}"}
         datagen("judge", "--reference", files["references"], "--candidate", tmp_path / f"answers-{name}" / "answers.jsonl",
                 "--questions", files["questions"], "--context", files["context"], "--out", tmp_path / f"judge-{name}",
-                "--judge", "mock", "--bootstrap", "200")
+                "--judge", "mock", "--bootstrap", "200", "--rule", rules)
         summary = json.loads((tmp_path / f"judge-{name}" / "summary.json").read_text())
         table = summary["tables"]["mock-overlap"]
         assert set(table) == {"conv", "detail", "complex", "all"} and table["all"]["pairs"] == 9
         assert summary["counts"] == {"requested": 18, "judged": 18, "failed": {}, "skipped": {}}
         relative[name] = table["all"]["relative_score"]
+        # 4. object hallucination on questions built from the sample instances: the same questions for both
+        datagen("eval", "pope", "--model", tmp_path / f"model-{name}", "--instances", INSTANCES, "--images", images,
+                "--out", tmp_path / f"pope-{name}", "--image-count", 2, "--per-image", 1, "--max-new-tokens", 4)
+        pope = json.loads((tmp_path / f"pope-{name}" / "results.json").read_text())["samplings"]
+        assert {sampling: row["questions"] for sampling, row in pope.items()} == {"random": 4, "popular": 4, "adversarial": 4}
+    assert (tmp_path / "pope-A" / "questions.jsonl").read_text() == (tmp_path / "pope-B" / "questions.jsonl").read_text()
     assert all(score is not None and score > 0 for score in relative.values())
