@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-train setup-tf4 demo test bench schemas clean
+.PHONY: setup setup-train setup-ray setup-tf4 demo test bench schemas clean
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -18,6 +18,12 @@ setup-train: $(VENV)/.train-done
 $(VENV)/.train-done: $(VENV)/.setup-done
 	$(PIP) '$(TORCH_SPEC)'
 	$(PIP) -e '.[train,dev]'
+	touch $@
+
+# Ray Data for `datagen ray` and its tests (a local Ray of 2 CPUs, started once per test session).
+setup-ray: $(VENV)/.ray-done
+$(VENV)/.ray-done: $(VENV)/.train-done
+	$(PIP) -e '.[train,dev,ray]'
 	touch $@
 
 # transformers 4.57 beside the project's 5.x, for the test that loads `export-hf` output as 4.x users
@@ -40,10 +46,10 @@ demo: setup
 	@echo "demo-out/ holds conversation/detail/complex_reasoning.jsonl, rejects.jsonl, manifest.json and the exports"
 
 # Lint and type-check first (ruff and mypy are configured in pyproject.toml): cheap, and they name the line.
-test: setup-train setup-tf4
+test: setup-train setup-ray setup-tf4
 	$(BIN)/ruff check datagen tests bench
 	$(BIN)/mypy
-	DATAGEN_REQUIRE_TF4=1 $(BIN)/python -m pytest
+	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
 bench: setup-train
 	$(BIN)/python bench/generate_bench.py

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from datagen.teachers.endpoints import DEFAULT_BASE_URL
@@ -80,6 +80,28 @@ class ChatRequest(BaseModel):
         copied = super().model_copy(update=update, deep=deep)
         copied._encoded = None  # pydantic copies private attributes too; the copy serialises itself afresh
         return copied
+
+
+def request_from_body(body: object) -> ChatRequest:
+    """The request whose body() is `body`, as a requests file holds it (ValueError naming what does not fit)."""
+    if not isinstance(body, dict):
+        raise ValueError("its body is not a JSON object")
+    fields = dict(body)
+    model, messages = fields.pop("model", None), fields.pop("messages", None)
+    if not isinstance(model, str) or not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
+        raise ValueError("its body lacks a model name or a list of messages")
+    limit_field = "max_completion_tokens" if "max_completion_tokens" in fields else "max_tokens"
+    limit = fields.pop(limit_field, None)
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise ValueError("its body has no integer max_tokens")
+    omitted = tuple(name for name in ("seed", "temperature") if name not in fields)
+    # An omitted field is never sent, so the value standing in for it here is never seen.
+    temperature, seed = fields.pop("temperature", 0.0), fields.pop("seed", 0)
+    shape = RequestShape(token_limit_field=limit_field, omit=omitted, extra_body=fields)
+    try:
+        return ChatRequest(model=model, messages=messages, temperature=temperature, max_tokens=limit, seed=seed, shape=shape)
+    except ValidationError as error:
+        raise ValueError(f"its body's {error.errors()[0]['loc'][0]} is not a {error.errors()[0]['type']}") from None
 
 
 def _canonical_json(value: object) -> bytes:
@@ -173,13 +195,18 @@ class MockTeacher(Teacher):
 
 
 class RetryableError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, None for a dropped connection or a timeout
 
 
 class RequestRefused(Exception):
     """The server refused this one request (too long, too large...) after it had accepted the run's first one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # A 4xx that names this item's size, not the request's shape: refusing the item lets the run go on.
@@ -289,7 +316,10 @@ class OpenAITeacher:
         concurrency: int = DEFAULT_CONCURRENCY,
         limiter: RateLimiter | None = None,
         kind: str = "openai",
+        verified: bool = False,
     ) -> None:
+        """`verified`: the endpoint already answered this run's requests elsewhere (another worker of a
+        `datagen ray` run), so no probe goes first and a 4xx refuses the item alone."""
         self.info = TeacherInfo(kind=kind, model=model, mock=False)
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(base_url)
@@ -304,6 +334,8 @@ class OpenAITeacher:
         self.limiter = limiter or RateLimiter(concurrency=concurrency)
         self._session = None
         self._verified = asyncio.Event()
+        if verified:
+            self._verified.set()
         self._probe_lock = asyncio.Lock()
         self._fatal: TeacherFatalError | None = None
         self.stats: Counter[str] = Counter()
@@ -322,6 +354,10 @@ class OpenAITeacher:
         return self._session
 
     async def complete(self, request: ChatRequest) -> ChatReply:
+        return (await self.exchange(request))[0]
+
+    async def exchange(self, request: ChatRequest) -> tuple[ChatReply, Any]:
+        """The reply and the response body it was parsed from, for a caller that passes the server's answer on whole."""
         if not self._verified.is_set():
             # One request goes first: a wrong key or model then costs one request, not `concurrency` of them.
             # Only an answer verifies; an item refused for its size leaves the next request to go first.
@@ -330,16 +366,16 @@ class OpenAITeacher:
                     raise self._fatal
                 if not self._verified.is_set():
                     try:
-                        reply = await self._complete_with_retries(request)
+                        answer = await self._complete_with_retries(request)
                     except TeacherFatalError as error:
                         self._fatal = error
                         self.last_error = str(error)
                         raise
                     self._verified.set()
-                    return reply
+                    return answer
         return await self._complete_with_retries(request)
 
-    async def _complete_with_retries(self, request: ChatRequest) -> ChatReply:
+    async def _complete_with_retries(self, request: ChatRequest) -> tuple[ChatReply, Any]:
         # Nearly every request succeeds at once; tenacity is set up only after a failure, since its per-call
         # set-up cost ~10% of a record's CPU on the hot path.
         try:
@@ -361,11 +397,11 @@ class OpenAITeacher:
                 return await self._send(request)
         raise AssertionError("unreachable: tenacity returns the reply or reraises the last error")
 
-    def _transient(self, message: str, retry_after: float | None = None) -> RetryableError:
+    def _transient(self, message: str, retry_after: float | None = None, status: int | None = None) -> RetryableError:
         self.last_error = message
-        return RetryableError(message, retry_after)
+        return RetryableError(message, retry_after, status)
 
-    async def _send(self, request: ChatRequest) -> ChatReply:
+    async def _send(self, request: ChatRequest) -> tuple[ChatReply, Any]:
         import aiohttp
 
         text_chars = sum(len(message["content"]) for message in request.messages if isinstance(message["content"], str))
@@ -384,13 +420,13 @@ class OpenAITeacher:
                 raise self._transient(f"{type(error).__name__}: {error}") from None
             self.stats[f"http_{status}"] += 1
             if status == 200:
-                reply = self._parse(raw)
+                answer = self._parse(raw)
                 outcome.ok = True
-                return reply
+                return answer
             outcome.throttled = status == 429
             message, code, param = self._error_details(raw)
         if status in (408, 409, 429) or status >= 500:
-            raise self._transient(f"HTTP {status}: {message}", parse_retry_after(headers))
+            raise self._transient(f"HTTP {status}: {message}", parse_retry_after(headers), status)
         where = redact_url(self.base_url)
         if status in (401, 403):
             raise TeacherFatalError(
@@ -405,19 +441,20 @@ class OpenAITeacher:
             # After the run's first answer the request's shape is known good: this item alone is at fault.
             self.stats["refused"] += 1
             self.last_error = f"HTTP {status}: {message}"
-            raise RequestRefused(self.last_error)
+            raise RequestRefused(self.last_error, status)
         fix = fix_for_refused_field(message, param, request.shape)
         raise TeacherFatalError(f"the teacher at {where} refused the request (HTTP {status}): {message}" + (f"; {fix}" if fix else ""))
 
-    def _parse(self, raw: bytes) -> ChatReply:
+    def _parse(self, raw: bytes) -> tuple[ChatReply, Any]:
         try:
-            return parse_completion(json.loads(raw))
+            data = json.loads(raw)
+            return parse_completion(data), data
         except ValueError:
             self.stats["malformed"] += 1
-            raise self._transient("malformed response body") from None
+            raise self._transient("malformed response body", status=200) from None
         except RetryableError as error:
             self.stats["error_body" if str(error).startswith("HTTP 200") else "malformed"] += 1
-            raise self._transient(self._hide_key(str(error))) from None
+            raise self._transient(self._hide_key(str(error)), status=200) from None
 
     def _error_details(self, raw: bytes) -> tuple[str, str | None, object]:
         """The error's message (one line, the key hidden), code and param, from a JSON error body or plain text."""
