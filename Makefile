@@ -51,12 +51,13 @@ test: setup-train setup-ray setup-tf4
 	$(BIN)/mypy
 	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
-bench: setup-train
+bench: setup-train setup-ray
 	$(BIN)/python bench/generate_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
 	$(BIN)/python bench/grounding_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md > bench/results.md
+	$(BIN)/python bench/ray_bench.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_ray.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

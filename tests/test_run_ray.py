@@ -323,3 +323,19 @@ def test_read_requests_skips_a_repeated_custom_id(cli, tmp_path):
     path.write_text("".join(json.dumps(line) + "\n" for line in [*lines, lines[0]]))
     ids = [cid for cid, _ in read_requests(path)]
     assert ids == [line["custom_id"] for line in lines] and Counter(ids).most_common(1)[0][1] == 1
+
+
+@pytest.mark.ray
+def test_a_wrong_key_stops_at_the_first_request_in_one_line(cli, coco, tmp_path, ray_cluster):
+    with MockServer(MockServerConfig(api_key="sk-the-right-one")) as server:
+        right = {"OPENAI_API_KEY": "sk-the-right-one", "OPENAI_BASE_URL": server.base_url}
+        captions, instances = coco
+        planned = cli("generate", "--captions", captions, "--instances", instances, "--out", tmp_path / "out", "--model", "m",
+                      "--requests-out", tmp_path / "requests.jsonl", env=right)
+        assert planned.exit_code == 0, planned.output
+        result = cli("ray", tmp_path / "requests.jsonl", "--out", tmp_path / "results.jsonl", env={**right, "OPENAI_API_KEY": KEY})
+        sent = server.stats()["total"]
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert "rejected the API key (HTTP 401)" in line and KEY not in result.output
+    assert sent == 1 and not (tmp_path / "results.jsonl").read_text()

@@ -515,16 +515,16 @@ def _line_message(line: str) -> str:
     return (f"HTTP {status}: " if status else "") + str(error.get("message", "no message"))
 
 
-def _quiet_ray_data(ray, progress: bool) -> None:
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = progress
+def _quiet_ray_data(ray) -> None:
+    # Ray Data's bars and plan lines would bury our one progress line; they stay in its session logs.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _endpoint_dataset(dataset, settings: RaySettings, endpoint: EndpointSettings, key: Secret):
     import ray
 
-    _quiet_ray_data(ray, False)
+    _quiet_ray_data(ray)
     return dataset.map_batches(
         EndpointWorker,
         fn_constructor_kwargs={"settings": endpoint, "key": key},
@@ -541,7 +541,7 @@ def _vllm_dataset(dataset, settings: RaySettings, chat_template_kwargs: dict | N
     import ray
     from ray.data.llm import build_processor
 
-    _quiet_ray_data(ray, False)
+    _quiet_ray_data(ray)
     processor = build_processor(vllm_config(settings.engine, chat_template_kwargs), preprocess=vllm_preprocess, postprocess=vllm_postprocess)
     rows = processor(dataset)
     return rows.map(lambda row: engine_error_row(row) if row.get("__inference_error__") else {k: row[k] for k in ("custom_id", "line", "status")})
@@ -549,11 +549,10 @@ def _vllm_dataset(dataset, settings: RaySettings, chat_template_kwargs: dict | N
 
 def describe(settings: RaySettings, outcome: RayOutcome) -> str:
     counts = outcome.counts
-    text = (
+    return (
         f"ray: {counts['answered']} answered, {counts['refused']} refused per item, {counts['failed']} failed"
         f" of {outcome.pending} pending requests ({outcome.already} already in {settings.out})"
     )
-    return text
 
 
 def print_progress(total: int) -> Callable[[int], None]:
