@@ -37,7 +37,7 @@ from typing import Any
 
 from datagen.errors import InputError, TeacherFatalError
 from datagen.files.jsonl import atomic_file
-from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url
+from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url, url_has_credentials
 from datagen.formats.manifest import Manifest
 from datagen.run.handoff import ingest_results, write_requests
 from datagen.run.batch import CHAT_URL, parse_custom_id, refused_per_item
@@ -424,6 +424,10 @@ def _probe(settings: EndpointSettings, key: Secret, rows: list[tuple[str, ChatRe
 def _endpoint(settings: RaySettings, first_model: str) -> tuple[EndpointSettings, Secret]:
     base_url, key = resolve_endpoint("openai", settings.model or first_model, settings.base_url, os.environ)
     assert key is not None  # resolve_endpoint refuses a missing key
+    if url_has_credentials(base_url):
+        # The URL travels to the actors in the clear: a password in it would be a secret Ray could show.
+        flag = "--base-url" if settings.base_url else "OPENAI_BASE_URL"
+        raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and pass the key in OPENAI_API_KEY")
     workers = max(1, settings.engine.workers)
     share = EndpointSettings(
         base_url=base_url,
