@@ -339,3 +339,46 @@ def test_a_wrong_key_stops_at_the_first_request_in_one_line(cli, coco, tmp_path,
     [line] = error_lines(result)
     assert "rejected the API key (HTTP 401)" in line and KEY not in result.output
     assert sent == 1 and not (tmp_path / "results.jsonl").read_text()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_vllm_path_through_ray_with_an_engine_stand_in(cli, tmp_path, monkeypatch, ray_cluster):
+    """Everything of `--vllm` but the GPU: our rows through Ray Data into an engine-shaped stand-in (what
+    ray.data.llm's stages add to a row), our postprocess, the driver's results file, and `--results-in`."""
+    import ray.data.llm
+
+    from datagen.teachers.mock import mock_answer
+
+    lines = our_requests(cli, tmp_path)
+    failing = lines[1]["custom_id"]
+    built = {}
+
+    def build_processor(config, preprocess, postprocess):
+        built["config"] = config
+
+        def engine(row):
+            messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"]]
+            if row["custom_id"] == failing:
+                return {**row, "generated_text": "", "num_input_tokens": 0, "num_generated_tokens": 0, "request_id": -1, "__inference_error__": "ValueError: prompt too long"}
+            text = mock_answer(messages, int(row["sampling_params"]["seed"]))
+            return {**row, "generated_text": text, "num_input_tokens": 300, "num_generated_tokens": len(text) // 4, "request_id": 7, "__inference_error__": ""}
+
+        # As ray.data.llm's wrap_postprocess does: a failed row bypasses the user's postprocess, whole.
+        return lambda dataset: dataset.map(preprocess).map(engine).map(lambda row: row if row["__inference_error__"] else postprocess(row))
+
+    monkeypatch.setattr(ray.data.llm, "build_processor", build_processor)
+    result = cli("ray", tmp_path / "requests.jsonl", "--out", tmp_path / "results.jsonl", "--vllm", "Qwen/Qwen2.5-0.5B-Instruct",
+                 "--replicas", "2", "--engine-arg", "max_model_len=4096", "--no-progress")
+    assert result.exit_code == 1 and "1 requests failed (first: ValueError: prompt too long)" in result.output, result.output
+    assert built["config"].concurrency == 2 and built["config"].engine_kwargs["max_model_len"] == 4096
+    written = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in written) == sorted(line["custom_id"] for line in lines)
+    [failed] = [line for line in written if line["custom_id"] == failing]
+    assert failed["response"] is None and "prompt too long" in failed["error"]["message"]
+    captions, instances = write_coco(tmp_path, images=2)
+    ingested = cli("generate", "--captions", captions, "--instances", instances, "--out", tmp_path / "out", "--model", "Qwen/Qwen2.5-0.5B-Instruct",
+                   "--results-in", tmp_path / "results.jsonl", "--no-progress")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "5 answers, 0 refused per item" in ingested.output, ingested.output
+    assert sum(counts["written"] for counts in manifest["counts"].values()) >= 1

@@ -373,12 +373,12 @@ def _reachable(address: str) -> str | None:
 
 def _connect(ray, settings: RaySettings) -> bool:
     """Join or start the cluster; True when this call did, so the driver lets go of it at the end."""
-    if ray.is_initialized():
-        return False  # a caller (a test session, a notebook) already holds one
     address = settings.engine.address
     problem = _reachable(address) if address not in (None, "auto") else None
     if problem is not None:
         raise InputError(f"--address {address}: {problem}; pass the address `ray start --head` printed, or drop --address for a local Ray")
+    if ray.is_initialized():
+        return False  # a caller (a test session, a notebook) already holds one
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if settings.engine.address is None:
         options["num_cpus"] = settings.engine.num_cpus
