@@ -236,8 +236,9 @@ def _client(settings: EndpointSettings, key: Secret, verified: bool) -> OpenAITe
     )
 
 
-async def ask(client: OpenAITeacher, cid: str, request: ChatRequest, model: str | None, request_id: str) -> tuple[str, int | None]:
-    """One row's results line and its HTTP status (None when no response came)."""
+async def ask(client: OpenAITeacher, cid: str, request: ChatRequest, model: str | None, request_id: str, probing: bool = False) -> tuple[str, int | None]:
+    """One row's results line and its HTTP status (None when no response came); `probing`, a wrong key, model or
+    request shape ends the command instead."""
     if model is not None:
         request = request.model_copy(update={"model": model})
     try:
@@ -247,6 +248,8 @@ async def ask(client: OpenAITeacher, cid: str, request: ChatRequest, model: str 
         message = str(error).removeprefix(f"HTTP {error.status}: ")
         return error_line(cid, error.status, message, request_id), error.status
     except TeacherFatalError as error:  # a key revoked midway: every row after it fails alike, and a rerun retries them
+        if probing:
+            raise
         return error_line(cid, None, str(error), request_id), None
 
 
@@ -398,25 +401,18 @@ def _probe(settings: EndpointSettings, key: Secret, rows: list[tuple[str, ChatRe
         client = _client(settings, key, verified=False)
         try:
             for used, (cid, request) in enumerate(rows, start=1):
-                line, status = await ask_first(client, cid, request)
+                line, status = await ask(client, cid, request, settings.model, "ray-driver", probing=True)
+                if _outcome(status) == "failed":
+                    raise TeacherFatalError(
+                        f"the endpoint at {redact_url(settings.base_url)} did not answer the first request after {settings.max_retries} retries"
+                        f" ({_line_message(line)}); check --base-url and that the server is up"
+                    )
                 write(cid, line, status)
                 if status == 200:
                     return used
             return len(rows)
         finally:
             await client.aclose()
-
-    async def ask_first(client: OpenAITeacher, cid: str, request: ChatRequest) -> tuple[str, int | None]:
-        if settings.model is not None:
-            request = request.model_copy(update={"model": settings.model})
-        try:
-            _, body = await client.exchange(request)
-            return answer_line(cid, body, "ray-driver"), 200
-        except RequestRefused as error:
-            return error_line(cid, error.status, str(error).removeprefix(f"HTTP {error.status}: "), "ray-driver"), error.status
-        except RetryableError as error:
-            where = redact_url(settings.base_url)
-            raise TeacherFatalError(f"the endpoint at {where} did not answer after {settings.max_retries} retries ({error}); check --base-url and that the server is up") from None
 
     return asyncio.run(run())
 
