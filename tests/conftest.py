@@ -124,7 +124,8 @@ def ray_cluster():
         if os.environ.get("DATAGEN_REQUIRE_RAY"):
             pytest.fail("DATAGEN_REQUIRE_RAY is set but Ray is not installed; run `make setup-ray`")
         pytest.skip("needs the [ray] extra (make setup-ray)")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    # "local": this session's own Ray, never one another process on the machine started with `ray start`.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address, Path(ray._private.worker._global_node.get_session_dir_path())
     finally:

@@ -386,7 +386,8 @@ def _connect(ray, settings: RaySettings) -> bool:
     if settings.engine.address is None:
         options["num_cpus"] = settings.engine.num_cpus
     try:
-        ray.init(address=settings.engine.address, **options)
+        # "local": a new Ray of this command's own; with None, ray.init would join a cluster another user `ray start`ed here.
+        ray.init(address=settings.engine.address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         where = settings.engine.address or "a local Ray"
         raise InputError(f"--address {where}: cannot connect to a Ray cluster ({one_line(str(error), 160)}); start one with `ray start --head` or drop --address") from None
