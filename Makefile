@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-dev setup-train setup-tf4 demo test bench schemas clean
+.PHONY: setup setup-dev setup-train setup-ray setup-tf4 demo test bench schemas clean
 
 # The runtime alone: all `make demo` and `datagen generate` need, so a first run installs in seconds. Without
 # byte-compiling every file of every package (a third of pip's time): Python compiles the modules a command imports.
@@ -29,6 +29,12 @@ $(VENV)/.train-done: $(VENV)/.setup-done
 	$(PIP) -e '.[train,dev]'
 	touch $@
 
+# Ray Data for `datagen ray` and its tests (a local Ray of 2 CPUs, started once per test session).
+setup-ray: $(VENV)/.ray-done
+$(VENV)/.ray-done: $(VENV)/.train-done
+	$(PIP) -e '.[train,dev,ray]'
+	touch $@
+
 # transformers 4.57 beside the project's 5.x, for the test that loads `export-hf` output as 4.x users
 # (and serving engines) do. Built once and reused; it borrows the main environment's torch through a
 # .pth placed after its own site-packages, so torch is not installed twice.
@@ -49,18 +55,19 @@ demo: setup
 	@echo "demo-out/ holds conversation/detail/complex_reasoning.jsonl, rejects.jsonl, manifest.json and the exports"
 
 # Lint and type-check first (ruff and mypy are configured in pyproject.toml): cheap, and they name the line.
-test: setup-train setup-tf4
+test: setup-train setup-ray setup-tf4
 	$(BIN)/ruff check datagen tests bench
 	$(BIN)/mypy
-	DATAGEN_REQUIRE_TF4=1 $(BIN)/python -m pytest
+	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
-bench: setup-train
+bench: setup-train setup-ray
 	$(BIN)/python bench/generate_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
 	$(BIN)/python bench/grounding_bench.py
 	$(BIN)/python bench/stages_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md > bench/results.md
+	$(BIN)/python bench/ray_bench.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

@@ -13,9 +13,11 @@ import typer
 from datagen.errors import INCOMPLETE_EXIT, InputError, TeacherFatalError
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
-from datagen.run.options import MAX_BATCH_REQUESTS, default
+from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 from datagen.tasks.registry import TASKS
+
+_RAY = RayEngine()  # the Ray engine's defaults, which the flags of `ray` and `generate --engine ray` show
 
 app = typer.Typer(
     help="Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it.",
@@ -176,6 +178,14 @@ def generate(
     see: str = typer.Option(default("see"), help="What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)"),
     images: Optional[Path] = typer.Option(None, help="Folder of the images named in the captions file (--see image|both)"),
     image_max_side: int = typer.Option(default("image_max_side"), min=16, help="Longer side of the JPEG sent to the teacher, in pixels (--see image|both)"),
+    engine: str = typer.Option("live", help="live (this process asks the teacher) or ray (Ray Data runs the requests: `datagen ray`'s flags below; needs datagen[ray])"),
+    workers: int = typer.Option(_RAY.workers, min=1, help="Ray actors calling the endpoint (--engine ray)"),
+    vllm: Optional[str] = typer.Option(None, help="Run MODEL on vLLM replicas on the cluster's GPUs instead of calling an endpoint (--engine ray)"),
+    replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
+    tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
+    engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
+    address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster (--engine ray); default a local one"),
+    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (--engine ray without --address); default all"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.run.generate import generate as run_generate
@@ -190,6 +200,13 @@ def generate(
         raise InputError(f"--force with {offline[0]}: nothing is set aside when nothing is sent; drop --force or pick a fresh --out")
     if (requests_out or results_in) and teacher != "openai":
         raise InputError(f"{offline[0]} needs --teacher openai (the requests name --model for an OpenAI-compatible batch engine)")
+    if engine not in ("live", "ray"):
+        raise typer.BadParameter(f"{engine!r}: choose live or ray", param_hint="--engine")
+    ray_engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, None, used=engine == "ray", flag="--engine ray")
+    if ray_engine is not None and offline:
+        raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
+    if vllm is not None and model is None:
+        model = vllm  # the requests name the model the engine runs
 
     options = GenerateOptions(
         captions=captions,
@@ -234,6 +251,7 @@ def generate(
         see=parse_see(see),
         images=images,
         image_max_side=image_max_side,
+        ray=ray_engine,
     )
     if dry_run:
         from datagen.run.estimate import describe, estimate
@@ -332,6 +350,79 @@ def report(
     runs = write_report(folders, out, prices)
     print_summary(runs, prices)
     typer.echo(f"wrote {out}")
+
+
+def ray_settings(
+    workers: int, vllm: str | None, replicas: int, tensor_parallel_size: int, engine_arg: list[str], address: str | None,
+    num_cpus: int | None, batch_size: int | None, used: bool = True, flag: str = "datagen ray",
+):
+    """The Ray engine the flags ask for (None when `used` is False, where any Ray flag given is refused)."""
+    from datagen.run.options import RayEngine
+    from datagen.run.ray_engine import parse_engine_args
+
+    defaults = RayEngine()
+    given = {
+        "--workers": workers != defaults.workers, "--vllm": vllm is not None, "--replicas": replicas != defaults.replicas,
+        "--tensor-parallel-size": tensor_parallel_size != defaults.tensor_parallel_size, "--engine-arg": bool(engine_arg),
+        "--address": address is not None, "--num-cpus": num_cpus is not None,
+    }
+    if not used:
+        named = [name for name, on in given.items() if on]
+        if named:
+            raise InputError(f"{named[0]} is a Ray flag; add {flag}")
+        return None
+    if vllm is None:
+        named = [name for name in ("--replicas", "--tensor-parallel-size", "--engine-arg") if given[name]]
+        if named:
+            raise InputError(f"{named[0]} sets up vLLM engines; add --vllm MODEL, or drop it to call an endpoint")
+    elif given["--workers"]:
+        raise InputError("--workers counts the actors calling an endpoint; with --vllm, --replicas counts the engines")
+    if address is not None and num_cpus is not None:
+        raise InputError("--num-cpus sizes a local Ray; a cluster joined with --address has its own")
+    return RayEngine(
+        address=address, num_cpus=num_cpus, workers=workers, vllm=vllm, replicas=replicas, tensor_parallel_size=tensor_parallel_size,
+        engine_args=parse_engine_args(engine_arg), batch_size=batch_size,
+    )
+
+
+@app.command("ray")
+@friendly_errors
+def ray_command(
+    requests: Path = typer.Argument(..., help="The requests file `generate --requests-out` wrote (OpenAI Batch input lines)"),
+    out: Path = typer.Option(..., help="Results file (OpenAI Batch output lines) for `generate --results-in`; rerunning resumes it"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI (key: $OPENAI_API_KEY)"),
+    model: Optional[str] = typer.Option(None, help="Send this model name instead of the one the requests carry"),
+    workers: int = typer.Option(_RAY.workers, min=1, help="Ray actors calling the endpoint"),
+    concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most, across all workers"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most, across all workers"),
+    qps: Optional[float] = typer.Option(None, min=0.001, help="Requests per second at most, across all workers (instead of --rpm)"),
+    timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
+    vllm: Optional[str] = typer.Option(None, help="Run MODEL (a Hugging Face id or a local folder) on vLLM replicas on the cluster's GPUs instead of calling an endpoint"),
+    replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
+    tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
+    engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
+    rows_per_batch: Optional[int] = typer.Option(None, min=1, help="Rows per Ray batch; default from --concurrency (endpoint) or 64 (--vllm)"),
+    address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster; default a local one started for the command"),
+    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (without --address); default all"),
+    progress: bool = typer.Option(True, help="Print the row count every few seconds"),
+) -> None:
+    """Answer a requests file through Ray Data: an endpoint called by Ray actors, or vLLM on the cluster's GPUs."""
+    from datagen.run.ray_engine import RaySettings, describe, run_ray
+
+    if vllm is not None and (base_url is not None or model is not None):
+        raise InputError(f"--vllm and {'--base-url' if base_url is not None else '--model'} do not go together; --vllm runs the model itself")
+    if rpm is not None and qps is not None:
+        raise InputError("--rpm and --qps set the same limit; pass one")
+    engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, rows_per_batch)
+    settings = RaySettings(
+        requests=requests, out=out, engine=engine, base_url=base_url, model=model, concurrency=concurrency,
+        rpm=qps * 60 if qps is not None else rpm, timeout=timeout, max_retries=max_retries,
+    )
+    outcome = run_ray(settings, progress)
+    typer.echo(describe(settings, outcome))
+    if outcome.counts["failed"]:
+        raise fail(f"{outcome.counts['failed']} requests failed (first: {outcome.first_failure}); rerun the same command to retry them", code=1)
 
 
 # -- production runs: Batch API status and merging shards (datagen/run/batch.py, datagen/data/merge.py) --------

@@ -106,3 +106,27 @@ def write_llava_root(root: Path) -> Path:
 def llava_prompts(tmp_path: Path) -> Path:
     """A prompt root in LLaVA's layout (`detail_description/`, `\\r\\n` in the system messages), three tasks."""
     return write_llava_root(tmp_path / "llava_prompts")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray of 2 CPUs for every Ray test of the session, shut down when the session ends.
+
+    Yields (GCS address, session folder): the address lets a `datagen ray` subprocess join it, the folder holds
+    the logs a secret must never reach. Without the [ray] extra the Ray tests skip, unless DATAGEN_REQUIRE_RAY
+    (set by `make test`) says a missing Ray is a failure."""
+    import os
+
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        if os.environ.get("DATAGEN_REQUIRE_RAY"):
+            pytest.fail("DATAGEN_REQUIRE_RAY is set but Ray is not installed; run `make setup-ray`")
+        pytest.skip("needs the [ray] extra (make setup-ray)")
+    # "local": this session's own Ray, never one another process on the machine started with `ray start`.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address, Path(ray._private.worker._global_node.get_session_dir_path())
+    finally:
+        ray.shutdown()

@@ -97,7 +97,7 @@ class BatchResults(BaseModel):
     foreign: int = 0  # lines whose custom_id names no request expected here
 
 
-def _refused_per_item(status: object) -> bool:
+def refused_per_item(status: object) -> bool:
     # As on the live path: auth, unknown model and throttling are about the run, any other 4xx about the item.
     return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)
 
@@ -140,7 +140,7 @@ def read_results(data: bytes, expected: dict[str, str]) -> BatchResults:
                 message = str(error)
         else:
             message = f"HTTP {status}: {one_line(_line_error(line, body))}"
-            if _refused_per_item(status):
+            if refused_per_item(status):
                 results.refused[expected[cid]] = message
         if results.first_error is None:
             results.first_error = message

@@ -20,4 +20,8 @@ def generate(options: GenerateOptions) -> Manifest:
             return generate_batch(options)
         if options.results_in is not None:
             return ingest_results(options)
+        if options.ray is not None:
+            from datagen.run.ray_engine import generate_with_ray
+
+            return generate_with_ray(options)
         return execute(Run(options))

@@ -21,6 +21,20 @@ MAX_BATCH_REQUESTS = 50_000  # the OpenAI Batch API's cap on requests per batch
 MAX_BATCH_INPUT_BYTES = 190_000_000  # OpenAI caps a batch input file at 200 MB; the margin covers either megabyte
 
 
+class RayEngine(BaseModel):
+    """Where `datagen ray` (and `generate --engine ray`) runs the requests: the cluster, and an endpoint's actors
+    or vLLM's replicas (datagen/run/ray_engine.py)."""
+
+    address: str | None = None  # None: start a local Ray; "auto" or ray://HOST:PORT: join a running cluster
+    num_cpus: int | None = None  # of a local Ray only; None: all of the machine's
+    workers: int = 2  # actors calling the endpoint
+    vllm: str | None = None  # a model for vLLM in-process on the cluster's GPUs, instead of an endpoint
+    replicas: int = 1
+    tensor_parallel_size: int = 1
+    engine_args: dict[str, object] = {}
+    batch_size: int | None = None  # rows per Ray batch; None: sized from --concurrency (endpoint) or 64 (vLLM)
+
+
 class GenerateOptions(BaseModel):
     captions: Path
     instances: Path | None = None
@@ -65,6 +79,8 @@ class GenerateOptions(BaseModel):
     price_out: float | None = None
     requests_out: Path | None = None
     results_in: Path | None = None
+    # Through Ray Data (datagen/run/ray_engine.py): requests-out, `datagen ray`, results-in, in one command.
+    ray: RayEngine | None = None
     # Vision teachers (datagen/teachers/vision.py): what the teacher is shown, and from which folder the images come.
     see: See = "text"
     images: Path | None = None

@@ -480,9 +480,7 @@ def image_objects(instances_path: Path, flag: str = "--instances") -> tuple[list
     Crowd boxes count (a crowd of people shows a person); annotations of unknown categories do not."""
     with _gc_paused():
         data, digest = _load_json(instances_path, flag, skip_segmentations=True)
-        _require_keys(data, instances_path, flag, "instances", ("image_id", "category_id", "bbox"))
-        if not isinstance(data.get("categories"), list):
-            raise InputError(f"{flag} {instances_path}: not a COCO instances file (no 'categories' list)")
+        _validate(data, instances_path, flag, "instances")
         names = {category["id"]: category["name"] for category in data["categories"]}
         coco = _index(data)
     images = []

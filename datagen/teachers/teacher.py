@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from datagen.teachers.endpoints import DEFAULT_BASE_URL
 from datagen.errors import TeacherFatalError
@@ -84,6 +84,28 @@ class ChatRequest(BaseModel):
         copied = super().model_copy(update=update, deep=deep)
         copied._encoded = None  # pydantic copies private attributes too; the copy serialises itself afresh
         return copied
+
+
+def request_from_body(body: object) -> ChatRequest:
+    """The request whose body() is `body`, as a requests file holds it (ValueError naming what does not fit)."""
+    if not isinstance(body, dict):
+        raise ValueError("its body is not a JSON object")
+    fields = dict(body)
+    model, messages = fields.pop("model", None), fields.pop("messages", None)
+    if not isinstance(model, str) or not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
+        raise ValueError("its body lacks a model name or a list of messages")
+    limit_field = "max_completion_tokens" if "max_completion_tokens" in fields else "max_tokens"
+    limit = fields.pop(limit_field, None)
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise ValueError("its body has no integer max_tokens")
+    omitted = tuple(name for name in ("seed", "temperature") if name not in fields)
+    # An omitted field is never sent, so the value standing in for it here is never seen.
+    temperature, seed = fields.pop("temperature", 0.0), fields.pop("seed", 0)
+    shape = RequestShape(token_limit_field=limit_field, omit=omitted, extra_body=fields)
+    try:
+        return ChatRequest(model=model, messages=messages, temperature=temperature, max_tokens=limit, seed=seed, shape=shape)
+    except ValidationError as error:
+        raise ValueError(f"its body's {error.errors()[0]['loc'][0]} is not a {error.errors()[0]['type']}") from None
 
 
 def _canonical_json(value: object) -> bytes:
@@ -177,19 +199,21 @@ class MockTeacher(Teacher):
 
 
 class RetryableError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, throttled: bool = False) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, throttled: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.throttled = throttled  # a 429: waited out by time, not counted against --max-retries
+        self.status = status  # the HTTP status, None for a dropped connection or a timeout
 
 
 class RequestRefused(Exception):
     """The server refused this one request (too long, too large...) after it had accepted the run's first one,
     or answered it with something no request of this size can produce; `reason` is the reject reason."""
 
-    def __init__(self, message: str, reason: RejectReason = "request_refused") -> None:
+    def __init__(self, message: str, reason: RejectReason = "request_refused", status: int | None = None) -> None:
         super().__init__(message)
         self.reason: RejectReason = reason
+        self.status = status
 
 
 # A 4xx that names this item's size, not the request's shape: refusing the item lets the run go on.
@@ -294,7 +318,10 @@ class OpenAITeacher:
         kind: str = "openai",
         give_up_after: float = DEFAULT_GIVE_UP_AFTER,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        verified: bool = False,
     ) -> None:
+        """`verified`: the endpoint already answered this run's requests elsewhere (another worker of a
+        `datagen ray` run), so no probe goes first and a 4xx refuses the item alone."""
         self.info = TeacherInfo(kind=kind, model=model, mock=False)
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(base_url)
@@ -311,6 +338,8 @@ class OpenAITeacher:
         self.watch = ServerWatch(redact_url(self.base_url), give_up_after)
         self._session = None
         self._verified = asyncio.Event()
+        if verified:
+            self._verified.set()
         self._probe_lock = asyncio.Lock()
         self._fatal: TeacherFatalError | None = None
         self.stats: Counter[str] = Counter()
@@ -329,6 +358,10 @@ class OpenAITeacher:
         return self._session
 
     async def complete(self, request: ChatRequest) -> ChatReply:
+        return (await self.exchange(request))[0]
+
+    async def exchange(self, request: ChatRequest) -> tuple[ChatReply, Any]:
+        """The reply and the response body it was parsed from, for a caller that passes the server's answer on whole."""
         self.watch.check()
         if not self._verified.is_set():
             # One request goes first: a wrong key or model then costs one request, not `concurrency` of them.
@@ -338,16 +371,16 @@ class OpenAITeacher:
                     raise self._fatal
                 if not self._verified.is_set():
                     try:
-                        reply = await self._complete_with_retries(request)
+                        answer = await self._complete_with_retries(request)
                     except TeacherFatalError as error:
                         self._fatal = error
                         self.last_error = str(error)
                         raise
                     self._verified.set()
-                    return reply
+                    return answer
         return await self._complete_with_retries(request)
 
-    async def _complete_with_retries(self, request: ChatRequest) -> ChatReply:
+    async def _complete_with_retries(self, request: ChatRequest) -> tuple[ChatReply, Any]:
         failures = throttles = 0
         while True:
             try:
@@ -369,13 +402,13 @@ class OpenAITeacher:
                 self.watch.check()  # another request may have found the server dead meanwhile
                 self.stats["retries"] += 1
 
-    def _failure(self, started: float, message: str, timed_out: bool = False) -> RetryableError:
+    def _failure(self, started: float, message: str, timed_out: bool = False, status: int | None = None) -> RetryableError:
         """A failed attempt: counted by the watch (which may stop the run), remembered, and retried."""
         self.last_error = message
         self.watch.failed(started, message, timed_out)
-        return RetryableError(message)
+        return RetryableError(message, status=status)
 
-    async def _send(self, request: ChatRequest) -> ChatReply:
+    async def _send(self, request: ChatRequest) -> tuple[ChatReply, Any]:
         import aiohttp
 
         text_chars = sum(len(message["content"]) for message in request.messages if isinstance(message["content"], str))
@@ -399,18 +432,18 @@ class OpenAITeacher:
                 raise self._failure(started, f"{type(error).__name__}: {error}") from None
             self.stats[f"http_{status}"] += 1
             if status == 200:
-                reply = self._parse(raw, headers, request, started)
+                answer = self._parse(raw, headers, request, started)
                 outcome.ok = True
                 self.watch.answered()
-                return reply
+                return answer
             outcome.throttled = status == 429
             message, code, param = self._error_details(raw or b"")
         if status == 429:
             self.last_error = f"HTTP 429: {message}"
             self.watch.throttled(started, self.last_error)
-            raise RetryableError(self.last_error, parse_retry_after(headers), throttled=True)
+            raise RetryableError(self.last_error, parse_retry_after(headers), throttled=True, status=429)
         if status in (408, 409) or status >= 500:
-            failed = self._failure(started, f"HTTP {status}: {message}")
+            failed = self._failure(started, f"HTTP {status}: {message}", status=status)
             failed.retry_after = parse_retry_after(headers)
             raise failed
         self.watch.answered()  # a 4xx is the server's considered answer: it is alive
@@ -428,11 +461,11 @@ class OpenAITeacher:
             # After the run's first answer the request's shape is known good: this item alone is at fault.
             self.stats["refused"] += 1
             self.last_error = f"HTTP {status}: {message}"
-            raise RequestRefused(self.last_error)
+            raise RequestRefused(self.last_error, status=status)
         fix = fix_for_refused_field(message, param, request.shape)
         raise TeacherFatalError(f"the teacher at {where} refused the request (HTTP {status}): {message}" + (f"; {fix}" if fix else ""))
 
-    def _parse(self, raw: bytes | None, headers: Mapping[str, str], request: ChatRequest, started: float) -> ChatReply:
+    def _parse(self, raw: bytes | None, headers: Mapping[str, str], request: ChatRequest, started: float) -> tuple[ChatReply, Any]:
         if raw is None:
             self.stats["oversized"] += 1
             self.watch.answered()  # the server is alive; this one answer is not usable
@@ -440,7 +473,8 @@ class OpenAITeacher:
                 f"a reply body over {self._max_reply_bytes} bytes (--max-reply-bytes); not read further", reason="oversized_reply"
             )
         try:
-            reply = parse_completion(json.loads(raw))
+            data = json.loads(raw)
+            reply = parse_completion(data)
         except ValueError:
             self.stats["malformed"] += 1
             what = _not_json(raw, headers.get("Content-Type", ""), [self._api_key])
@@ -451,10 +485,10 @@ class OpenAITeacher:
                     f"the teacher at {redact_url(self.base_url)} answered HTTP 200 with {what}, not a chat completion;"
                     " check --base-url (the server's OpenAI-compatible root, usually ending in /v1)"
                 ) from None
-            raise self._failure(started, "malformed response body" + (f": {what}" if what else "")) from None
+            raise self._failure(started, "malformed response body" + (f": {what}" if what else ""), status=200) from None
         except RetryableError as error:
             self.stats["error_body" if str(error).startswith("HTTP 200") else "malformed"] += 1
-            raise self._failure(started, self._hide_key(str(error))) from None
+            raise self._failure(started, self._hide_key(str(error)), status=200) from None
         limit = request.max_tokens * MAX_CHARS_PER_TOKEN + 4096
         if len(reply.text) > limit:
             self.stats["oversized"] += 1
@@ -462,7 +496,7 @@ class OpenAITeacher:
                 f"an answer of {len(reply.text)} characters, far more than --max-tokens {request.max_tokens} can produce",
                 reason="oversized_reply",
             )
-        return reply
+        return reply, data
 
     def _error_details(self, raw: bytes) -> tuple[str, str | None, object]:
         """The error's message (one line, no secret), code and param, from a JSON error body or plain text."""
