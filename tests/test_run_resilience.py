@@ -47,8 +47,15 @@ def test_a_faulty_server_still_gives_exact_accounting(tmp_path):
         result = subprocess.run(generate_command(captions, instances, tmp_path / "out", "--concurrency", "16", "--timeout", "1",
                                                  "--max-retries", "3"), env=environment(server), capture_output=True, text=True, timeout=300)
         stats = server.stats()
-    assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    unanswered = sum(counts["skipped"].get("request_failed", 0) for counts in manifest["counts"].values())
+    # An item whose every retry hit a fault (about 0.18**4 per item here, more on a loaded machine) leaves the run
+    # incomplete, exit 3, with a line saying how many to rerun; anything else must complete.
+    if unanswered:
+        assert result.returncode == 3 and manifest["status"] == "incomplete", result.stderr
+        assert f"{unanswered} items got no answer" in result.stderr
+    else:
+        assert result.returncode == 0 and manifest["status"] == "completed", result.stderr
     rejects = list(iter_jsonl(tmp_path / "out" / "rejects.jsonl"))
     for task, counts in manifest["counts"].items():
         assert counts["requested"] == 100
