@@ -7,7 +7,8 @@ measures the checks on it).
 
 The requests are datagen's own (`build_request` over the sample's images, tasks and bundled packs, as
 `datagen generate` sends them), rendered with the model's chat template and answered in-process with batched
-sampling (temperature and token limit as given), so no server is needed. A reply that ends on the model's
+sampling (temperature and token limit as given), so no server is needed; the part every request of a task shares
+(system message and shots) is computed once per task. A reply that ends on the model's
 end-of-sequence token gets finish_reason "stop", one cut by the token limit "length", as an OpenAI-compatible
 server would report them. Each output line has `label: null`, to be filled in by hand.
 """
@@ -15,6 +16,7 @@ server would report them. Each output line has `label: null`, to be filled in by
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import sys
@@ -78,46 +80,69 @@ def main() -> None:
 
     folder, name = model_folder()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    tokenizer.padding_side = "left"  # batched generation continues every prompt from its own last token
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     items = requests(args.captions, args.instances, args.tasks, args.limit)
-    prompts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) for _, _, messages in items]
-    # Similar lengths batched together: less padding to compute.
-    order = sorted(range(len(items)), key=lambda index: len(prompts[index]))
     with args.out.open("a", encoding="utf-8") as out:
+        prepared = {}
+        for task in args.tasks:
+            mine = [(image_id, messages) for image_id, item_task, messages in items if item_task == task]
+            # Every request of a task shares its system message and shots (~1,400 tokens): computed once and reused
+            # for each batch, only the per-image query is run per item. The queries are left-padded after the shared
+            # part; the attention mask hides the padding and positions follow the mask, as with plain left padding.
+            prefix = tokenizer.apply_chat_template(mine[0][1][:-1], tokenize=False)
+            prompts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) for _, messages in mine]
+            if not all(prompt.startswith(prefix) for prompt in prompts):
+                sys.exit(f"error: the {task} requests do not share their first messages; the prefix cache cannot be used")
+            prefix_ids = tokenizer(prefix, return_tensors="pt", add_special_tokens=False).input_ids
+            with torch.no_grad():
+                prefix_cache = model(prefix_ids, use_cache=True).past_key_values
+            queries = [tokenizer(prompt[len(prefix) :], add_special_tokens=False).input_ids for prompt in prompts]
+            prepared[task] = (mine, prefix_ids, prefix_cache, queries)
         for seed in args.seeds:
-            for start in range(0, len(order), args.batch):
-                chosen = order[start : start + args.batch]
-                began = time.monotonic()
-                batch = tokenizer([prompts[index] for index in chosen], return_tensors="pt", padding=True, add_special_tokens=False)
-                torch.manual_seed(seed * 100_003 + start)
-                with torch.no_grad():
-                    generated = model.generate(
-                        **batch,
-                        do_sample=True,
-                        temperature=args.temperature,
-                        max_new_tokens=args.max_new_tokens,
-                        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-                    )
-                new_tokens = generated[:, batch["input_ids"].shape[1] :]
-                for row, index in enumerate(chosen):
-                    tokens = new_tokens[row].tolist()
-                    stopped = tokenizer.eos_token_id in tokens
-                    if stopped:
-                        tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
-                    image_id, task, _ = items[index]
-                    line = {
-                        "image_id": image_id,
-                        "task": task,
-                        "model": MODEL_NAME,
-                        "seed": seed,
-                        "text": tokenizer.decode(tokens, skip_special_tokens=True),
-                        "finish_reason": "stop" if stopped else "length",
-                        "label": None,
-                    }
-                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
-                out.flush()
-                print(f"seed {seed}: {start + len(chosen)}/{len(order)} ({time.monotonic() - began:.0f} s)", file=sys.stderr)
+            for task, (mine, prefix_ids, prefix_cache, queries) in prepared.items():
+                for start in range(0, len(mine), args.batch):
+                    began = time.monotonic()
+                    chosen = list(range(start, min(start + args.batch, len(mine))))
+                    longest = max(len(queries[index]) for index in chosen)
+                    input_ids = torch.full((len(chosen), prefix_ids.shape[1] + longest), pad)
+                    mask = torch.zeros_like(input_ids)
+                    input_ids[:, : prefix_ids.shape[1]] = prefix_ids[0]
+                    mask[:, : prefix_ids.shape[1]] = 1
+                    for row, index in enumerate(chosen):
+                        query = queries[index]
+                        input_ids[row, input_ids.shape[1] - len(query) :] = torch.tensor(query)
+                        mask[row, input_ids.shape[1] - len(query) :] = 1
+                    cache = copy.deepcopy(prefix_cache)
+                    cache.batch_repeat_interleave(len(chosen))
+                    torch.manual_seed(seed * 100_003 + start)
+                    with torch.no_grad():
+                        generated = model.generate(
+                            input_ids=input_ids,
+                            attention_mask=mask,
+                            past_key_values=cache,
+                            do_sample=True,
+                            temperature=args.temperature,
+                            max_new_tokens=args.max_new_tokens,
+                            pad_token_id=pad,
+                        )
+                    for row, index in enumerate(chosen):
+                        tokens = generated[row, input_ids.shape[1] :].tolist()
+                        stopped = tokenizer.eos_token_id in tokens
+                        if stopped:
+                            tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
+                        line = {
+                            "image_id": mine[index][0],
+                            "task": task,
+                            "model": MODEL_NAME,
+                            "seed": seed,
+                            "text": tokenizer.decode(tokens, skip_special_tokens=True),
+                            "finish_reason": "stop" if stopped else "length",
+                            "label": None,
+                        }
+                        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    out.flush()
+                    print(f"{task} seed {seed}: {chosen[-1] + 1}/{len(mine)} ({time.monotonic() - began:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 LOOP_WORDS = 10
 # A whole sentence said twice counts from this length: "Yes." or "I see." twice is speech, not a loop.
 SENTENCE_WORDS = 5
-# A question or answer identical to another of the same reply counts from this length.
+# An answer identical to another of the same reply counts from this length.
 TURN_WORDS = 3
 
 # copied_example: word 4-grams ("shingles") of an example's question, answer or paragraph that a reply text
@@ -72,8 +72,8 @@ def _repeated_sentence(text: str) -> tuple[str, ...] | None:
 
 
 def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
-    """A sentence or a long run of words said twice in one answer, the same question or answer twice in a reply,
-    or a long run of words shared by two answers. For a prose reply, pairs is [(instruction, description)]."""
+    """A sentence or a long run of words said twice in one answer, the same answer twice in a reply, or a long
+    run of words shared by two answers. For a prose reply, pairs is [(instruction, description)]."""
     findings: list[Finding] = []
     answers = [_words(answer) for _, answer in pairs]
     for turn, (_, answer) in enumerate(pairs):
@@ -82,13 +82,13 @@ def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
             findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"said twice: {_excerpt(run)!r}"))
     if len(pairs) < 2:
         return findings
-    for role, texts in (("question", [_words(question) for question, _ in pairs]), ("answer", answers)):
-        seen: dict[tuple[str, ...], int] = {}
-        for turn, words in enumerate(texts):
-            key = tuple(words)
-            if len(key) >= TURN_WORDS and key in seen:
-                findings.append(Finding(rule="repetition", turn=turn, role=role, excerpt=f"the same as {role} {seen[key] + 1}: {_excerpt(key)!r}"))  # type: ignore[arg-type]
-            seen.setdefault(key, turn)
+    # Answers only: a question asked twice with two different answers is a dull conversation, not a loop.
+    seen: dict[tuple[str, ...], int] = {}
+    for turn, words in enumerate(answers):
+        key = tuple(words)
+        if len(key) >= TURN_WORDS and key in seen:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"the same as answer {seen[key] + 1}: {_excerpt(key)!r}"))
+        seen.setdefault(key, turn)
     # A loop spread over turns: one answer's run of words again in a later answer.
     runs: dict[tuple[str, ...], int] = {}
     for turn, words in enumerate(answers):
