@@ -50,7 +50,8 @@ bench: setup-train
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
 	$(BIN)/python bench/grounding_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md > bench/results.md
+	$(BIN)/python bench/open_model_bench.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_open_model.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

@@ -20,6 +20,9 @@ from functools import lru_cache
 from datagen.formats.records import Grounding
 from datagen.quality.checks import Finding
 
+# The reject reasons these rules give (RejectReason in records.py), most serious first.
+REPLY_RULE_NAMES = ("copied_example", "repetition")
+
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
