@@ -46,7 +46,7 @@ LOOP = "The picture is a picture of a kitchen with a white refrigerator and a mi
 REPETITIONS = [
     ("conversation", qa(("What is in the picture?", f"{LOOP} {LOOP} {LOOP}"))),
     ("detail", "A man rides a bike down the street. He wears a red jacket. A man rides a bike down the street."),
-    # a run of ten words said twice inside longer, different sentences
+    # a run of nine or more words said twice inside longer, different sentences
     (
         "detail",
         "Two dogs play on the beach near the water at sunset today, and the owner watches. Later, two dogs play on"

@@ -26,13 +26,15 @@ REPLY_RULE_NAMES = ("copied_example", "repetition")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
-# A run of this many words said twice in one answer (or shared by two answers) is a loop: real teacher answers
-# repeat at most 7 words (LLaVA's 90 GPT-4 evaluation answers: "among the group as some people might").
-LOOP_WORDS = 10
+# A run of this many words, inside sentences, said twice in one answer is a loop: real teacher answers repeat at
+# most 7 words (LLaVA's 90 GPT-4 evaluation answers: "among the group as some people might").
+LOOP_WORDS = 9
 # A whole sentence said twice counts from this length: "Yes." or "I see." twice is speech, not a loop.
 SENTENCE_WORDS = 5
-# An answer identical to another of the same reply counts from this length.
+# An answer identical to another of the same reply counts from this length, and a sentence of one answer said
+# again in another from this one.
 TURN_WORDS = 3
+TURN_SENTENCE_WORDS = 8
 
 # copied_example: word 4-grams ("shingles") of an example's question, answer or paragraph that a reply text
 # holds. A text copies an example part when it holds at least COPY_SHARE of that part's shingles; parts shorter
@@ -51,22 +53,26 @@ def _excerpt(words: Iterable[str], limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _repeated_run(words: list[str], size: int) -> tuple[str, ...] | None:
-    """A run of `size` words that occurs twice without overlapping itself, or None."""
-    first: dict[tuple[str, ...], int] = {}
-    for start in range(len(words) - size + 1):
-        run = tuple(words[start : start + size])
-        seen = first.setdefault(run, start)
-        if start - seen >= size:
-            return run
+def _sentences(text: str) -> list[tuple[str, ...]]:
+    return [words for words in (tuple(_words(sentence)) for sentence in _SENTENCE_END.split(text)) if words]
+
+
+def _repeated_run(sentences: list[tuple[str, ...]], size: int) -> tuple[str, ...] | None:
+    """A run of `size` words, inside a sentence, that occurs twice in the text without overlapping itself."""
+    first: dict[tuple[str, ...], tuple[int, int]] = {}
+    for number, words in enumerate(sentences):
+        for start in range(len(words) - size + 1):
+            run = words[start : start + size]
+            seen = first.setdefault(run, (number, start))
+            if seen[0] != number or start - seen[1] >= size:
+                return run
     return None
 
 
-def _repeated_sentence(text: str) -> tuple[str, ...] | None:
+def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[str, ...] | None:
     seen: set[tuple[str, ...]] = set()
-    for sentence in _SENTENCE_END.split(text):
-        words = tuple(_words(sentence))
-        if len(words) < SENTENCE_WORDS:
+    for words in sentences:
+        if len(words) < least:
             continue
         if words in seen:
             return words
@@ -75,34 +81,32 @@ def _repeated_sentence(text: str) -> tuple[str, ...] | None:
 
 
 def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
-    """A sentence or a long run of words said twice in one answer, the same answer twice in a reply, or a long
-    run of words shared by two answers. For a prose reply, pairs is [(instruction, description)]."""
+    """A sentence or a long run of words said twice in one answer, the same answer twice in a reply, or one
+    answer's long sentence again in a later answer. For a prose reply, pairs is [(instruction, description)].
+
+    Runs stay inside sentences: a teacher that quotes the same caption in two sentences or two turns ("there is a
+    dog and a cat in a kitchen") writes dull text, not a loop."""
     findings: list[Finding] = []
-    answers = [_words(answer) for _, answer in pairs]
-    for turn, (_, answer) in enumerate(pairs):
-        run = _repeated_sentence(answer) or _repeated_run(answers[turn], LOOP_WORDS)
+    sentences = [_sentences(answer) for _, answer in pairs]
+    for turn, mine in enumerate(sentences):
+        run = _repeated_sentence(mine, SENTENCE_WORDS) or _repeated_run(mine, LOOP_WORDS)
         if run is not None:
             findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"said twice: {_excerpt(run)!r}"))
     if len(pairs) < 2:
         return findings
-    # Answers only: a question asked twice with two different answers is a dull conversation, not a loop.
-    seen: dict[tuple[str, ...], int] = {}
-    for turn, words in enumerate(answers):
-        key = tuple(words)
-        if len(key) >= TURN_WORDS and key in seen:
-            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"the same as answer {seen[key] + 1}: {_excerpt(key)!r}"))
-        seen.setdefault(key, turn)
-    # A loop spread over turns: one answer's run of words again in a later answer.
-    runs: dict[tuple[str, ...], int] = {}
-    for turn, words in enumerate(answers):
-        mine = {tuple(words[start : start + LOOP_WORDS]) for start in range(len(words) - LOOP_WORDS + 1)}
-        for run in mine:
-            earlier = runs.get(run)
-            if earlier is not None and earlier != turn:
-                findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"also in answer {earlier + 1}: {_excerpt(run)!r}"))
-                break
-        for run in mine:
-            runs.setdefault(run, turn)
+    whole: dict[tuple[str, ...], int] = {}
+    said: dict[tuple[str, ...], int] = {}
+    for turn, mine in enumerate(sentences):
+        answer = tuple(word for words in mine for word in words)
+        if len(answer) >= TURN_WORDS and answer in whole:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"the same as answer {whole[answer] + 1}: {_excerpt(answer)!r}"))
+            continue
+        whole.setdefault(answer, turn)
+        again = next((words for words in mine if len(words) >= TURN_SENTENCE_WORDS and said.get(words, turn) != turn), None)
+        if again is not None:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"also in answer {said[again] + 1}: {_excerpt(again)!r}"))
+        for words in mine:
+            said.setdefault(words, turn)
     return findings
 
 
