@@ -67,7 +67,8 @@ bench: setup-train setup-ray
 	$(BIN)/python bench/grounding_bench.py
 	$(BIN)/python bench/stages_bench.py
 	$(BIN)/python bench/ray_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md > bench/results.md
+	$(BIN)/python bench/open_model_bench.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

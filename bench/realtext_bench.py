@@ -10,12 +10,18 @@ Each line is one answer, or one whole LLaVA record:
     {"task": "detail", "answer": "..."}
     {"task": "conversation", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]}
 
-`task` is conversation, detail or complex_reasoning (LLaVA's `conv`/`complex` are accepted too).
+`task` is conversation, detail or complex_reasoning (LLaVA's `conv`/`complex` are accepted too). A row may also
+carry its image's `captions` (list) and box `categories` (list of COCO category names), as LLaVA's
+`caps_boxes_coco2014_val_80.jsonl` gives them for its GPT-4 evaluation answers: its answer is then grounded too,
+and the counts of records flagged, refused by default (about another image) and refused with
+--reject-unsupported are printed.
 Every answer goes through the checks as in `datagen generate`: a description through `parse_answer`,
 a question and its answer wrapped into the teacher's `Question:`/`Answer:` reply (a LLaVA record as one
 reply of all its turns) and parsed by `parse_answer`; an answer whose question was not kept is checked
 alone with `check_pairs`, as an empty detail instruction is. Real teacher data is nearly all good, so
-every refusal printed is a candidate false refusal to judge by hand.
+every refusal printed is a candidate false refusal to judge by hand. Replies are also compared with the
+few-shot examples of the packs under `--prompts` (ours by default), as `datagen generate` compares them with
+the pack it sent.
 """
 
 from __future__ import annotations
@@ -29,7 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from datagen.quality.checks import RULE_NAMES, check_pairs  # noqa: E402  (run as a script from the repository)
+from datagen.quality.grounding import ground  # noqa: E402
 from datagen.quality.parse import Rejected  # noqa: E402
+from datagen.quality.reply_checks import REPLY_RULE_NAMES, Examples, names_another_image  # noqa: E402
+from datagen.source.coco import Box, ImageAnnotations  # noqa: E402
+from datagen.tasks.prompts import BUNDLED_PROMPTS  # noqa: E402
 from datagen.tasks.registry import TASKS, parse_answer  # noqa: E402
 
 _TASK_ALIASES = {"conv": "conversation", "complex": "complex_reasoning", "detail_description": "detail"}
@@ -60,19 +70,23 @@ def as_pairs(row: dict) -> list[tuple[str, str]]:
     return [((row.get("question") or "").replace(_IMAGE_TOKEN, "").strip(), row["answer"])]
 
 
-def reject_reason(task: str, pairs: list[tuple[str, str]], finish_reason: str | None = "stop") -> tuple[str, str] | None:
+def reject_reason(
+    task: str, pairs: list[tuple[str, str]], finish_reason: str | None = "stop", examples: dict[str, Examples] | None = None
+) -> tuple[str, str] | None:
     """(rule, detail) of the first refusal, or None when the answer would be written."""
+    examples = examples or {}
     if task == "detail":
         texts = [answer for _, answer in pairs]
         try:
-            parse_answer(task, "\n\n".join(texts), finish_reason)
+            parse_answer(task, "\n\n".join(texts), finish_reason, examples=examples.get(task))
         except Rejected as rejection:
             return rejection.reason, rejection.detail
         return None
     if all(question for question, _ in pairs):
         reply = "\n===\n".join(f"Question:\n{question}\n===\nAnswer:\n{answer}" for question, answer in pairs)
+        parsed_as = task if len(pairs) == 1 else "conversation"
         try:
-            parse_answer(task if len(pairs) == 1 else "conversation", reply, finish_reason)
+            parse_answer(parsed_as, reply, finish_reason, examples=examples.get(parsed_as))
         except Rejected as rejection:
             return rejection.reason, rejection.detail
         return None
@@ -81,6 +95,15 @@ def reject_reason(task: str, pairs: list[tuple[str, str]], finish_reason: str | 
         first = findings[0]
         return first.rule, f"{first.role} {first.turn + 1}: {first.excerpt!r}"
     return None
+
+
+def grounding_outcome(row: dict, pairs: list[tuple[str, str]]) -> str:
+    """"refused" (about another image: refused by default), "flagged" (refused only with --reject-unsupported) or "clean"."""
+    boxes = [Box(annotation_id=index, category=category, x1=0, y1=0, x2=1, y2=1) for index, category in enumerate(row.get("categories", []))]
+    captions = list(row["captions"])
+    image = ImageAnnotations(image_id=0, file_name="", width=1, height=1, captions=captions, caption_ids=list(range(len(captions))), boxes=boxes)
+    grounding = ground([answer for _, answer in pairs], image)
+    return "refused" if names_another_image(grounding) else "flagged" if grounding.unsupported else "clean"
 
 
 def load(folder: Path) -> list[tuple[str, dict]]:
@@ -104,9 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder of *.jsonl teacher answers (not shipped)")
     parser.add_argument("--show", type=int, default=200, help="print at most this many refused excerpts")
+    parser.add_argument("--prompts", type=Path, default=BUNDLED_PROMPTS, help="prompt packs whose examples replies must not copy")
     args = parser.parse_args()
     if not args.folder.is_dir():
         fail(f"{args.folder} is not a folder; give the folder holding your *.jsonl files")
+    examples = {name: spec.examples(spec.load_pack(args.prompts)) for name, spec in TASKS.items()}
+    grounded: Counter[str] = Counter()
     answers: Counter[str] = Counter()
     refused_by_task: Counter[str] = Counter()
     refused_by_rule: Counter[str] = Counter()
@@ -120,7 +146,9 @@ def main() -> None:
         except (BadRow, KeyError, TypeError) as error:
             fail(f"{where}: {error}; see the row format at the top of bench/realtext_bench.py")
         answers[task] += len(pairs)
-        outcome = reject_reason(task, pairs, row.get("finish_reason", "stop"))
+        outcome = reject_reason(task, pairs, row.get("finish_reason", "stop"), examples)
+        if "captions" in row:
+            grounded[grounding_outcome(row, pairs)] += 1
         if outcome is None:
             continue
         rule, detail = outcome
@@ -131,10 +159,17 @@ def main() -> None:
     print(f"{total} answers ({', '.join(f'{task} {answers[task]}' for task in TASKS)}) from {args.folder}")
     print(f"refused: {sum(refused_by_task.values())} ({', '.join(f'{task} {refused_by_task[task]}' for task in TASKS)})")
     print("| rule | refusals |\n|---|---|")
-    for name in RULE_NAMES:
+    for name in (*RULE_NAMES, *REPLY_RULE_NAMES):
         print(f"| `{name}` | {refused_by_rule[name]} |")
-    for name in sorted(set(refused_by_rule) - set(RULE_NAMES)):  # parse-level reasons (unparseable, ...)
+    for name in sorted(set(refused_by_rule) - set(RULE_NAMES) - set(REPLY_RULE_NAMES)):  # parse-level reasons (unparseable, ...)
         print(f"| `{name}` | {refused_by_rule[name]} |")
+    if grounded:
+        total_grounded = sum(grounded.values())
+        print(
+            f"\ngrounded against their captions and boxes: {total_grounded}; flagged (unsupported objects) {grounded['flagged'] + grounded['refused']},"
+            f" refused by default (about another image) {grounded['refused']}, refused with --reject-unsupported"
+            f" {grounded['flagged'] + grounded['refused']}"
+        )
     if refusals:
         print("\nRefused (judge each by hand: a real leak, refusal or cut-off, or a false refusal):")
         print("\n".join(refusals[: args.show]))

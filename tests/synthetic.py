@@ -19,7 +19,8 @@ def write_coco(folder: Path, images: int, seed: int = 0) -> tuple[Path, Path]:
         objects = rng.sample(CATEGORIES, rng.randint(1, 3))
         names = " and ".join(f"a {name}" for _, name in objects)
         place = rng.choice(PLACES)
-        for variant in (f"There is {names} {place}.", f"A photo of {names} {place}.", f"{names.capitalize()} seen {place}."):
+        # Worded apart, as real captions are: the mock teacher quotes them, and a long run of words said twice is a loop.
+        for variant in (f"There is {names} {place}.", f"A photo taken {place}, showing {names}.", f"{place.capitalize()}: {names}."):
             captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": variant})
         for category_id, _ in objects:
             x, y = rng.uniform(0, width * 0.6), rng.uniform(0, height * 0.6)

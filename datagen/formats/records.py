@@ -28,12 +28,17 @@ RejectReason = Literal[
     "reveals_text_source",  # mentions captions, descriptions, lists or boxes: the student would learn to hallucinate them
     "box_coordinates",  # numbers only the normalised box corners hold, e.g. "x=0.12" or "(0.12, 0.40, 0.50, 0.90)"
     "incomplete_sentence",  # the answer stops mid-sentence although the teacher said it was done
+    # Whole-reply rules of datagen/quality/reply_checks.py, for the ways weak open models fail.
+    "repetition",  # a sentence or a long run of words said twice, or the same question or answer in two turns
+    "copied_example",  # reproduces most of a few-shot example of the prompt pack it was asked with
     "empty",
     "unparseable",
     "wrong_turn_count",
     "oversized_reply",  # a reply body over --max-reply-bytes, or an answer far longer than --max-tokens can produce
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
-    "unsupported_object",  # --reject-unsupported: names an object neither the boxes nor the captions show
+    # names only objects the image lacks (at least two: a record about another image), or, with --reject-unsupported,
+    # any object neither the boxes nor the captions show
+    "unsupported_object",
 ]
 
 # Why an item was left for a later run: counted in the manifest's `skipped`, written nowhere, asked again by a rerun.

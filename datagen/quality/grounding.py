@@ -18,6 +18,7 @@ from datagen.source.coco import CocoSource, ImageAnnotations
 from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
 from datagen.quality.parse import Rejected
 from datagen.quality.patterns import Caseless, fold
+from datagen.quality.reply_checks import names_another_image
 from datagen.formats.records import GeneratedRecord, Grounding, Turn
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -199,8 +200,14 @@ def answers(turns: Iterable[Turn]) -> list[str]:
 
 
 def ground_record(record: GeneratedRecord, image: ImageAnnotations, reject_unsupported: bool) -> None:
-    """Sets `record.meta.grounding`; with `reject_unsupported`, a record naming an absent object is refused."""
+    """Sets `record.meta.grounding`; a record about another image is refused, and with `reject_unsupported` any
+    record naming an absent object."""
     record.meta.grounding = ground(answers(record.conversations), image)
+    if names_another_image(record.meta.grounding):
+        raise Rejected(
+            "unsupported_object",
+            f"names {', '.join(record.meta.grounding.unsupported)} and nothing else that the boxes or captions of the image show",
+        )
     if reject_unsupported and record.meta.grounding.unsupported:
         raise Rejected(
             "unsupported_object",

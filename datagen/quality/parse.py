@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from datagen.quality.checks import Finding, check_lead, check_pairs
+from datagen.quality.reply_checks import Examples, check_reply
 from datagen.formats.records import RejectReason
 
 
@@ -81,20 +82,27 @@ Content = list[tuple[str, str]] | str  # Question/Answer pairs, or one prose ans
 # to betray, and may rightly talk about text or labels it reads in the picture, so the text-source rule is off for it.
 
 
-def parse_prose(task: str, text: str, finish_reason: str | None, see: str = "text") -> str:
+# `examples` are the few-shot answers of the prompt pack the reply was asked with (TaskSpec.examples), which it must
+# not reproduce; without them the copied_example rule is not applied.
+
+
+def parse_prose(task: str, text: str, finish_reason: str | None, see: str = "text", examples: Examples | None = None) -> str:
     """A prose answer (a description): plain paragraphs, checked as one answer."""
     answer = check_answer(text, finish_reason)
     if _LABEL.match(answer):
         raise Rejected("unparseable", f"a {task} description must be plain paragraphs, not Question/Answer blocks")
     _raise_first(check_pairs("prose", [("", answer)]), see)
+    _raise_first(check_reply([("", answer)], examples))
     return answer
 
 
-def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs: int | None = None, see: str = "text") -> list[tuple[str, str]]:
+def parse_qa_answer(
+    task: str, text: str, finish_reason: str | None, exact_pairs: int | None = None, see: str = "text", examples: Examples | None = None
+) -> list[tuple[str, str]]:
     """Question/Answer pairs (exactly `exact_pairs` of them when set).
 
-    The reply is parsed first, then every question and answer goes through `check_pairs`; the most
-    serious finding becomes the reject reason.
+    The reply is parsed first, then every question and answer goes through `check_pairs`, then the whole reply
+    through `check_reply`; the most serious finding becomes the reject reason.
     """
     answer = check_answer(text, finish_reason)
     try:
@@ -109,6 +117,7 @@ def parse_qa_answer(task: str, text: str, finish_reason: str | None, exact_pairs
         wanted = "one Question/Answer pair" if exact_pairs == 1 else f"{exact_pairs} Question/Answer pairs"
         raise Rejected("wrong_turn_count", f"{task.replace('_', ' ')} needs exactly {wanted}, got {len(pairs)}")
     _raise_first(check_pairs("qa_pairs", pairs), see)
+    _raise_first(check_reply(pairs, examples))
     return pairs
 
 

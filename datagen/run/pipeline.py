@@ -104,6 +104,8 @@ class Run:
             raise InputError(f"--images {options.images}: folder not found; pass the folder holding the COCO images")
         vision = options.see != "text"
         self.packs: dict[str, PromptPack] = {task: task_spec(task).load_pack(options.prompts, vision) for task in options.tasks}
+        # What each task's replies must not copy: the examples of the pack actually sent, ours or the user's --prompts.
+        self.examples = {task: task_spec(task).examples(pack) for task, pack in self.packs.items()}
         # "detail" always: its hash has been a fingerprint part since the first manifest, whichever tasks ran.
         lists = {"detail", *(name for name in (task_spec(task).instructions for task in options.tasks) if name is not None)}
         self.instructions: dict[str, InstructionList] = {name: load_instructions(name, options.prompts) for name in sorted(lists)}
@@ -323,7 +325,7 @@ class Run:
             if reply.refusal is not None:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
             spec = task_spec(task)
-            content = spec.parse(reply.text, reply.finish_reason, see)
+            content = spec.parse(reply.text, reply.finish_reason, see, self.examples[task])
             instructions = self.instructions[spec.instructions] if spec.instructions else None
             record = build_record(image, task, content, meta, instructions, self.sampling.seed)
             ground_record(record, image, self.options.reject_unsupported)

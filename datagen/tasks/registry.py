@@ -13,7 +13,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from datagen.source.context import ContextKind
-from datagen.quality.parse import Content, parse_prose, parse_qa_answer
+from datagen.quality.parse import Content, Rejected, parse_prose, parse_qa_answer, parse_qa_pairs
+from datagen.quality.reply_checks import Examples, examples_from
 from datagen.tasks.prompts import PromptPack, load_pack
 from datagen.formats.records import task_file
 
@@ -50,11 +51,33 @@ class TaskSpec:
     def load_pack(self, root: Path, vision: bool = False) -> PromptPack:
         return load_pack(root, self.name, self.prompt_folders, vision)
 
-    def parse(self, text: str, finish_reason: str | None, see: str = "text") -> Content:
-        """The validated content of an answer, or `Rejected` with the reason; `see` as in datagen/quality/parse.py."""
+    def examples(self, pack: PromptPack) -> Examples:
+        """The parts of the pack's few-shot answers a reply must not copy: each question and answer of a
+        Question/Answer example (a whole example that does not parse as one counts as a single part), or each
+        description and its paragraphs."""
+        parts: list[tuple[str, str]] = []
+        for number, shot in enumerate(pack.shots, 1):
+            if self.response is ResponseFormat.QA_PAIRS:
+                try:
+                    pairs = parse_qa_pairs(shot.response)
+                except Rejected:
+                    parts.append((f"example {number}", shot.response))
+                    continue
+                for turn, (question, answer) in enumerate(pairs, 1):
+                    parts += [(f"example {number}, question {turn}", question), (f"example {number}, answer {turn}", answer)]
+            else:
+                parts.append((f"example {number}", shot.response))
+                paragraphs = [paragraph for paragraph in shot.response.split("\n\n") if paragraph.strip()]
+                if len(paragraphs) > 1:
+                    parts += [(f"example {number}, paragraph {index}", paragraph) for index, paragraph in enumerate(paragraphs, 1)]
+        return examples_from(tuple(parts))
+
+    def parse(self, text: str, finish_reason: str | None, see: str = "text", examples: Examples | None = None) -> Content:
+        """The validated content of an answer, or `Rejected` with the reason; `see` and `examples` as in
+        datagen/quality/parse.py."""
         if self.response is ResponseFormat.PROSE:
-            return parse_prose(self.name, text, finish_reason, see)
-        return parse_qa_answer(self.name, text, finish_reason, self.pairs, see)
+            return parse_prose(self.name, text, finish_reason, see, examples)
+        return parse_qa_answer(self.name, text, finish_reason, self.pairs, see, examples)
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -76,8 +99,8 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "text") -> Content:
-    return TASKS[task].parse(text, finish_reason, see)
+def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "text", examples: Examples | None = None) -> Content:
+    return TASKS[task].parse(text, finish_reason, see, examples)
 
 
 # LLaVA-Instruct-150K's three tasks. LLaVA generated conversations from captions alone, the other two from

@@ -1,0 +1,150 @@
+"""Answer checks on real open-model text: recall and false refusals on what SmolLM2-135M-Instruct wrote for our packs.
+
+    .venv/bin/python bench/open_model_bench.py          # writes bench/results_open_model.md
+
+`tests/data/open_model_replies.jsonl` holds real replies of SmolLM2-135M-Instruct to datagen's requests for the
+sample images (`datagen generate` against `transformers serve`, or bench/collect_open_model_replies.py), each
+labelled by hand twice: `label`, the outcome datagen must give it (`truncated` for a reply cut by the token
+limit, else `ok` or the reject reason a careful reviewer would give, or `bad`: unfit for a reason no rule
+names), and `content`, the same judgement of its text alone, as if the model had stopped at the last full
+sentence before the cut. Nearly every reply of so small a model loops until the token limit, so `content`
+is what measures the content rules on real loops. Each reply goes through what `datagen generate` does with it:
+`parse_answer` with the examples of the pack it was asked with, then (when it parses) the record is built and
+grounded against its image, refusing a record about another image. Replies of the images in HELD_OUT were to be
+labelled only after the rules were written, and are reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from datagen.formats.records import RecordMeta, TeacherInfo, Usage  # noqa: E402  (run as a script from the repository)
+from datagen.quality.grounding import ground_record  # noqa: E402
+from datagen.quality.parse import Rejected  # noqa: E402
+from datagen.run.items import build_record  # noqa: E402
+from datagen.source.coco import CocoSource  # noqa: E402
+from datagen.tasks.prompts import BUNDLED_PROMPTS, load_instructions  # noqa: E402
+from datagen.tasks.registry import task_spec  # noqa: E402
+
+CORPUS = ROOT / "tests" / "data" / "open_model_replies.jsonl"
+OUT = HERE / "results_open_model.md"
+# Every third sample image (sorted ids [2::3]), chosen before any reply was read.
+HELD_OUT = frozenset({100042, 100079, 100103, 100138, 100163, 100194, 100225})
+
+
+def outcome(row: dict, source: CocoSource) -> str:
+    """The reject reason `datagen generate` gives this reply, or "ok" when it writes the record."""
+    spec = task_spec(row["task"])
+    image = source.image(row["image_id"])
+    assert image is not None, row["image_id"]
+    try:
+        content = spec.parse(row["text"], row["finish_reason"], "text", spec.examples(spec.load_pack(BUNDLED_PROMPTS)))
+        meta = RecordMeta(
+            task=row["task"], teacher=TeacherInfo(kind="openai", model=row["model"], mock=False), prompt_hash="", image_id=image.image_id,
+            caption_ids=image.caption_ids, box_ids=[box.annotation_id for box in image.boxes], usage=Usage(), request_key="",
+            finish_reason=row["finish_reason"],
+        )
+        instructions = load_instructions(spec.instructions) if spec.instructions else None
+        ground_record(build_record(image, row["task"], content, meta, instructions, 0), image, reject_unsupported=False)
+    except Rejected as rejection:
+        return rejection.reason
+    return "ok"
+
+
+_LAST_SENTENCE_END = re.compile(r"[.!?][\"”’)]*(?=\s|$)")
+
+
+def content_outcome(row: dict, source: CocoSource) -> str:
+    """The outcome of a reply's text alone: a reply cut by the token limit is judged up to its last full sentence
+    (and, when that leaves a question without its answer, up to its last full answer), as if the model had
+    stopped there."""
+    if row["finish_reason"] != "length":
+        return outcome(row, source)
+    ends = list(_LAST_SENTENCE_END.finditer(row["text"]))
+    text = row["text"][: ends[-1].end()] if ends else row["text"]
+    got = outcome({**row, "text": text, "finish_reason": "stop"}, source)
+    if got == "unparseable" and "\n===\n" in text:  # cut after a question: the reply up to its last full answer
+        got = outcome({**row, "text": text[: text.rindex("\n===\n")], "finish_reason": "stop"}, source)
+    return got
+
+
+def load() -> list[dict]:
+    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ratio(part: int, whole: int) -> str:
+    return f"{part / whole:.1%} ({part}/{whole})" if whole else "n/a"
+
+
+def summary(pairs: list[tuple[dict, str]], key: str) -> str:
+    bad = [(row, got) for row, got in pairs if row[key] != "ok"]
+    good = [got for row, got in pairs if row[key] == "ok"]
+    return (
+        f"{len(pairs)} | {len(good)} | {ratio(sum(got != 'ok' for got in good), len(good))} | {len(bad)} "
+        f"| {ratio(sum(got != 'ok' for _, got in bad), len(bad))} | {ratio(sum(got == row[key] for row, got in bad), len(bad))} |"
+    )
+
+
+def main() -> None:
+    rows = load()
+    source = CocoSource(ROOT / "data" / "captions.json", ROOT / "data" / "instances.json")
+    results = {"label": [(row, outcome(row, source)) for row in rows], "content": [(row, content_outcome(row, source)) for row in rows]}
+    table = [
+        "| judged | part | replies | ok | ok refused (false refusals) | bad | bad refused (recall) | for the labelled reason |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, pairs in results.items():
+        what = "as sent (`label`)" if key == "label" else "text alone (`content`)"
+        for part, mine in (
+            ("tuned on", [(row, got) for row, got in pairs if row["image_id"] not in HELD_OUT]),
+            ("held out", [(row, got) for row, got in pairs if row["image_id"] in HELD_OUT]),
+        ):
+            table.append(f"| {what} | {part} | {summary(mine, key)}")
+    per_label = ["| content label | replies | refused as labelled | refused for another reason | written |", "|---|---|---|---|---|"]
+    for label, count in Counter(row["content"] for row in rows).most_common():
+        mine = [got for row, got in results["content"] if row["content"] == label]
+        same = sum(got == label for got in mine)
+        per_label.append(f"| `{label}` | {count} | {same if label != 'ok' else '-'} | {sum(got not in (label, 'ok') for got in mine)} | {sum(got == 'ok' for got in mine)} |")
+    wrong = [
+        f"- {'held out' if row['image_id'] in HELD_OUT else 'tuned'} {row['image_id']} {row['task']} ({row['source']}): "
+        f"{key} `{row[key]}`, got `{got}`"
+        for key, pairs in results.items()
+        for row, got in pairs
+        if got != row[key] and not (row[key] == "bad" and got != "ok")
+    ]
+    lines = [
+        "# Answer checks on real open-model replies",
+        "",
+        f"`bench/open_model_bench.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}.",
+        "",
+        f"Corpus `tests/data/open_model_replies.jsonl`: {len(rows)} replies of {', '.join(sorted({row['model'] for row in rows}))} "
+        f"to datagen's own requests for the sample images ({', '.join(f'{task} {n}' for task, n in Counter(row['task'] for row in rows).items())}; "
+        f"cut by the token limit: {sum(row['finish_reason'] == 'length' for row in rows)}), labelled by hand. Each goes through "
+        "`parse_answer` with its pack's examples, then grounding, as in `datagen generate`; `content` judges a cut reply "
+        "up to its last full sentence with finish_reason stop.",
+        "",
+        *table,
+        "",
+        "## Per content label",
+        "",
+        *per_label,
+        "",
+        "Outcomes other than the label:" if wrong else "Every reply gets its labelled outcome, as sent and as text alone.",
+        *wrong,
+        "",
+    ]
+    OUT.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

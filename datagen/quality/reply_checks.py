@@ -1,0 +1,172 @@
+"""Checks over a whole reply, for the ways small open teachers fail and GPT-4 rarely does.
+
+The rules of checks.py look at one question or answer at a time, for what it says. These look at what a reply
+repeats, within an answer and across its turns (`repetition`: a model in a loop that happened to stop before the
+token limit), and at what it took from the prompt it was sent (`copied_example`: a few-shot example of the prompt
+pack reproduced for another picture). Both work on word sequences computed once per text, with sets and dicts,
+so they add little to the per-reply cost of the text rules.
+
+`names_another_image` is the grounding side of the same failure: a record most of whose objects the image lacks
+is about some other picture (often the pack's example), and is refused even without --reject-unsupported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from datagen.formats.records import Grounding
+from datagen.quality.checks import Finding
+
+# The reject reasons these rules give (RejectReason in records.py), most serious first.
+REPLY_RULE_NAMES = ("copied_example", "repetition")
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+# A run of this many words, inside sentences, said twice in one answer is a loop: real teacher answers repeat at
+# most 7 words (LLaVA's 90 GPT-4 evaluation answers: "among the group as some people might").
+LOOP_WORDS = 9
+# A whole sentence said twice counts from this length: "Yes." or "I see." twice is speech, not a loop.
+SENTENCE_WORDS = 5
+# An answer identical to another of the same reply counts from this length, and a sentence of one answer said
+# again in another from this one.
+TURN_WORDS = 3
+TURN_SENTENCE_WORDS = 8
+
+# copied_example: word 4-grams ("shingles") of an example's question, answer or paragraph that a reply text
+# holds. A text copies an example part when it holds at least COPY_SHARE of that part's shingles; parts shorter
+# than COPY_MIN_WORDS are left out, since short generic questions ("What is the boy doing?") recur in any data.
+SHINGLE = 4
+COPY_SHARE = 0.5
+COPY_MIN_WORDS = 10
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _excerpt(words: Iterable[str], limit: int = 80) -> str:
+    text = " ".join(words)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _sentences(text: str) -> list[tuple[str, ...]]:
+    return [words for words in (tuple(_words(sentence)) for sentence in _SENTENCE_END.split(text)) if words]
+
+
+def _repeated_run(sentences: list[tuple[str, ...]], size: int) -> tuple[str, ...] | None:
+    """A run of `size` words, inside a sentence, that occurs twice in the text without overlapping itself."""
+    first: dict[tuple[str, ...], tuple[int, int]] = {}
+    for number, words in enumerate(sentences):
+        for start in range(len(words) - size + 1):
+            run = words[start : start + size]
+            seen = first.setdefault(run, (number, start))
+            if seen[0] != number or start - seen[1] >= size:
+                return run
+    return None
+
+
+def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[str, ...] | None:
+    seen: set[tuple[str, ...]] = set()
+    for words in sentences:
+        if len(words) < least:
+            continue
+        if words in seen:
+            return words
+        seen.add(words)
+    return None
+
+
+def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
+    """A sentence or a long run of words said twice in one answer, the same answer twice in a reply, or one
+    answer's long sentence again in a later answer. For a prose reply, pairs is [(instruction, description)].
+
+    Runs stay inside sentences: a teacher that quotes the same caption in two sentences or two turns ("there is a
+    dog and a cat in a kitchen") writes dull text, not a loop."""
+    findings: list[Finding] = []
+    sentences = [_sentences(answer) for _, answer in pairs]
+    for turn, mine in enumerate(sentences):
+        run = _repeated_sentence(mine, SENTENCE_WORDS) or _repeated_run(mine, LOOP_WORDS)
+        if run is not None:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"said twice: {_excerpt(run)!r}"))
+    if len(pairs) < 2:
+        return findings
+    whole: dict[tuple[str, ...], int] = {}
+    said: dict[tuple[str, ...], int] = {}
+    for turn, mine in enumerate(sentences):
+        answer = tuple(word for words in mine for word in words)
+        if len(answer) >= TURN_WORDS and answer in whole:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"the same as answer {whole[answer] + 1}: {_excerpt(answer)!r}"))
+            continue
+        whole.setdefault(answer, turn)
+        again = next((words for words in mine if len(words) >= TURN_SENTENCE_WORDS and said.get(words, turn) != turn), None)
+        if again is not None:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"also in answer {said[again] + 1}: {_excerpt(again)!r}"))
+        for words in mine:
+            said.setdefault(words, turn)
+    return findings
+
+
+@dataclass(frozen=True)
+class ExamplePart:
+    name: str  # "example 3, answer 2": where it is in the pack, for the reject's detail
+    shingles: frozenset[tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The parts of a prompt pack's few-shot answers that a reply must not reproduce, prepared once per pack."""
+
+    parts: tuple[ExamplePart, ...]
+    every_shingle: frozenset[tuple[str, ...]]
+
+
+def _shingles(words: list[str]) -> frozenset[tuple[str, ...]]:
+    return frozenset(tuple(words[start : start + SHINGLE]) for start in range(len(words) - SHINGLE + 1))
+
+
+@lru_cache(maxsize=64)
+def examples_from(parts: tuple[tuple[str, str], ...]) -> Examples:
+    """(name, text) of each example part: a question, an answer, a whole description or one of its paragraphs."""
+    kept = []
+    for name, text in parts:
+        words = _words(text)
+        if len(words) >= COPY_MIN_WORDS:
+            kept.append(ExamplePart(name, _shingles(words)))
+    return Examples(tuple(kept), frozenset().union(*(part.shingles for part in kept)))
+
+
+def find_copies(pairs: list[tuple[str, str]], examples: Examples) -> list[Finding]:
+    """Each question or answer of the reply that holds most of an example part."""
+    findings: list[Finding] = []
+    for turn, pair in enumerate(pairs):
+        for role, text in zip(("question", "answer"), pair):
+            shingles = _shingles(_words(text)) & examples.every_shingle
+            if not shingles:
+                continue
+            for part in examples.parts:
+                share = len(shingles & part.shingles) / len(part.shingles)
+                if share >= COPY_SHARE:
+                    excerpt = f"{share:.0%} of the prompt's {part.name}"
+                    findings.append(Finding(rule="copied_example", turn=turn, role=role, excerpt=excerpt))  # type: ignore[arg-type]
+                    break
+    return findings
+
+
+def check_reply(pairs: list[tuple[str, str]], examples: Examples | None = None) -> list[Finding]:
+    """Findings of the whole-reply rules, copies first (a copied example often repeats itself as well)."""
+    copies = find_copies(pairs, examples) if examples is not None else []
+    return copies + find_repetition(pairs)
+
+
+# Records about another image: so many named objects, and none of them in the image.
+ANOTHER_IMAGE_MIN_OBJECTS = 2
+
+
+def names_another_image(grounding: Grounding) -> bool:
+    """At least ANOTHER_IMAGE_MIN_OBJECTS objects named, and the image's boxes and captions show none of them."""
+    return len(grounding.mentioned) >= ANOTHER_IMAGE_MIN_OBJECTS and set(grounding.unsupported) == set(grounding.mentioned)
+
