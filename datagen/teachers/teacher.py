@@ -331,6 +331,11 @@ class OpenAITeacher:
                 if not self._verified.is_set():
                     try:
                         reply = await self._complete_with_retries(request)
+                    except RetryableError as error:
+                        # No answer at all yet, after every retry: the server is down, still loading its model, or
+                        # not where --base-url points. Going on would only skip every item the same way.
+                        self._fatal = self._unreachable(error)
+                        raise self._fatal from None
                     except TeacherFatalError as error:
                         self._fatal = error
                         self.last_error = str(error)
@@ -360,6 +365,13 @@ class OpenAITeacher:
                 self.stats["retries"] += 1
                 return await self._send(request)
         raise AssertionError("unreachable: tenacity returns the reply or reraises the last error")
+
+    def _unreachable(self, error: RetryableError) -> TeacherFatalError:
+        tries = self._max_retries + 1
+        return TeacherFatalError(
+            f"the teacher at {redact_url(self.base_url)} gave no answer to the run's first request ({tries} tr{'y' if tries == 1 else 'ies'}; "
+            f"last: {one_line(str(error), 200)}); start the server or wait until it has loaded the model (or fix --base-url), then rerun"
+        )
 
     def _transient(self, message: str, retry_after: float | None = None) -> RetryableError:
         self.last_error = message
