@@ -480,7 +480,7 @@ def judge(
     summary, text = run_judge(options, loaded)
     typer.echo(text)
     if summary["status"] != "completed":
-        raise typer.Exit(1)
+        raise fail(summary["failure"], 1) if "failure" in summary else typer.Exit(1)
 
 
 # -- scoring trained models (datagen/eval/); torch loads inside the commands -------------------------
