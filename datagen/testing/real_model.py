@@ -69,10 +69,10 @@ def build(folder: Path = DEFAULT_FOLDER) -> Path:
     folder = Path(folder)
     if is_built(folder):
         return folder
+    gguf = gguf_file()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    gguf = gguf_file()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
