@@ -60,12 +60,13 @@ test: setup-train setup-tf4 setup-real
 test-real: setup-real
 	DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -m real tests/real
 
-bench: setup-train
+bench: setup-train setup-real
 	$(BIN)/python bench/generate_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
 	$(BIN)/python bench/grounding_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md > bench/results.md
+	$(BIN)/python bench/real_teacher.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_real_teacher.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

@@ -8,7 +8,7 @@ datagen loses any of the server's rate: the bare client is `AsyncOpenAI` sending
 records/s, completion tokens/s, datagen's rate over the bare client's (target >= 0.95), datagen's reject profile
 by reason and CHAIR from its manifest.
 
-    make setup-real && .venv/bin/python bench/real_teacher.py            # 2 images x 3 tasks, --max-tokens 128
+    make setup-real && .venv/bin/python bench/real_teacher.py            # 1 image x 3 tasks, --max-tokens 96
     .venv/bin/python bench/real_teacher.py --images 3 --max-tokens 300   # the issue's first real run
 """
 
@@ -77,8 +77,8 @@ def warm_up(base_url: str, model: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--images", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--work", type=Path, default=HERE / "work" / "real_teacher")
     parser.add_argument("--out", type=Path, default=HERE / "results_real_teacher.md")

@@ -13,7 +13,7 @@ DATA = REPO / "data"
 # The one place the tier's run sizes live: a 3-task request is ~1,400 prompt tokens and SmolLM2 writes ~10-20
 # tokens/s on two cores, so each request costs ~10-20 s.
 IMAGES = 2
-MAX_TOKENS = 128
+MAX_TOKENS = 96
 TIMEOUT_S = 900  # per request: generous, a retry would only pile a second generation onto a busy server
 
 

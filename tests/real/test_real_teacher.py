@@ -93,7 +93,7 @@ def test_judge_with_the_real_model_counts_every_judgement(mock_pair, smollm2, re
     out = tmp_path / "judged"
     result = datagen("judge", *mock_pair, "--captions", DATA / "captions.json", "--instances", DATA / "instances.json",
                      "--tasks", "detail", "--out", out, "--judge-model", smollm2, "--base-url", real_server,
-                     "--max-tokens", 48, "--concurrency", 2, "--timeout", TIMEOUT_S, "--max-retries", 1, "--bootstrap", 100)
+                     "--max-tokens", 32, "--concurrency", 2, "--timeout", TIMEOUT_S, "--max-retries", 1, "--bootstrap", 100)
     summary = json.loads((out / "summary.json").read_text())
     counts = summary["counts"]
     reviews = read_jsonl(out / "reviews.jsonl")
