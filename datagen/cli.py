@@ -600,9 +600,7 @@ def judge(
     summary, text = run_judge(options, loaded)
     typer.echo(text)
     if summary["status"] != "completed":
-        raise typer.Exit(1)
-    if summary["counts"]["judged"] == 0:
-        raise fail("no judgement gave two scores; read the raw replies in reviews.jsonl and fix the judge prompt or model", 1)
+        raise fail(summary["failure"], 1) if "failure" in summary else typer.Exit(1)
 
 
 def _judge_summarize(paths: list[Path], out: Path | None, resamples: int, seed: int) -> None:

@@ -22,6 +22,10 @@ class ServerUnavailable(TeacherFatalError):
 
     exit_code = 1
 
+    def __init__(self, message: str, silent: bool = True) -> None:
+        super().__init__(message)
+        self.silent = silent  # no answer at all, as opposed to nothing but rate limits
+
 
 def leading_error(group: BaseExceptionGroup) -> BaseException:
     """The one failure worth reporting from a TaskGroup's group: the first that explains itself (a fatal teacher

@@ -207,6 +207,16 @@ def test_failures_and_skips_are_counted_exactly(tmp_path):
     assert summary["counts"]["judged"] == 6 and summary["counts"]["skipped"] == {"only_in_a": 2}
 
 
+def test_a_judge_that_never_gives_two_scores_fails_the_run_in_one_line(tmp_path):
+    judge = ScriptedJudge(no_scores_for={f"question {i}" for i in range(4)} - {"question 3"}, transient_for={"question 3"})
+    summary, _ = run_judge(options(tmp_path), LoadedItems(items=items(), skipped={}, input_hashes={"x": "1"}), [judge])
+    assert summary["status"] == "failed"
+    assert summary["counts"] == {"requested": 8, "judged": 0, "failed": {"no_scores": 6}, "skipped": {"request_failed": 2}}
+    assert summary["failure"] == ("no pair was scored in both orders, so there is nothing to compare (no_scores 6, request_failed 2);"
+                                  " see reviews.jsonl for the judge's replies")
+    assert json.loads((tmp_path / "judged" / "summary.json").read_text())["failure"] == summary["failure"]
+
+
 def test_a_killed_run_resumes_from_its_reviews(tmp_path):
     loaded = LoadedItems(items=items(), skipped={}, input_hashes={"x": "1"})
     first, _ = run_judge(options(tmp_path), loaded, [ScriptedJudge()])

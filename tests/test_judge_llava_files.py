@@ -125,13 +125,13 @@ def test_nothing_paired_is_a_failure_not_an_empty_success(cli, tmp_path):
 
 
 def test_no_judgement_with_two_scores_exits_1(cli, tmp_path, monkeypatch):
-    """A judge whose every reply lacks scores: the run completes and counts them, and the command still fails."""
+    """A judge whose every reply lacks scores: the run counts them, ends failed and the command says why in one line."""
     import datagen.judge.run as judge_run
 
     monkeypatch.setattr(judge_run, "make_judges", lambda options: [RecordingJudge(reply="I cannot score these.")])
     files = coco_files(tmp_path)
     result = cli("judge", *file_args(files), "--out", tmp_path / "o", "--judge-model", "x", "--no-cache")
-    assert result.exit_code == 1 and "no judgement gave two scores" in result.output
+    assert result.exit_code == 1 and "no pair was scored in both orders" in result.output and "no_scores 6" in result.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["counts"]["judged"] == 0 and summary["counts"]["failed"] == {"no_scores": 6}
 

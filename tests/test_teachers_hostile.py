@@ -80,7 +80,8 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("fault", ["500", "hang", "refused"])
-def test_a_dead_server_stops_the_run_in_one_line_and_a_rerun_completes(cli, coco, tmp_path, fault):
+def test_a_server_dead_from_the_start_stops_at_the_first_request_and_a_rerun_completes(cli, coco, tmp_path, fault):
+    """Dead before any answer (issue 17's rule): the run's first request and its retries, then exit 2 naming the URL."""
     out = tmp_path / "out"
     started = time.monotonic()
     if fault == "refused":
@@ -88,11 +89,25 @@ def test_a_dead_server_stops_the_run_in_one_line_and_a_rerun_completes(cli, coco
     else:
         with MockServer(MockServerConfig(p500=1.0) if fault == "500" else MockServerConfig(hang=1.0)) as server:
             result = generate(cli, server.base_url, coco, out, *SCALED)
+            assert server.stats()["total"] <= 3  # the first request and its --max-retries 2, no item beyond it
+    assert time.monotonic() - started < 15
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "gave no answer to the run's first request" in line and "127.0.0.1" in line and "then rerun" in line
+    assert {"500": "HTTP 50", "hang": "no answer within --timeout 0.5 s", "refused": "ClientConnectorError"}[fault] in line
+    assert_exact_accounting(out)
+    assert_rerun_completes(cli, coco, out)
+
+
+def test_a_server_that_dies_mid_run_stops_the_run_in_one_line_and_a_rerun_completes(cli, coco, tmp_path):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    with MockServer(MockServerConfig(die_after=1)) as server:
+        result = generate(cli, server.base_url, coco, out, *SCALED)
     assert time.monotonic() - started < 15
     assert result.exit_code == 1, result.output
     line = error_line(result)
-    assert "gave no answer for" in line and "rerun the same command to resume" in line
-    assert {"500": "HTTP 50", "hang": "no answer within --timeout 0.5 s", "refused": "ClientConnectorError"}[fault] in line
+    assert "gave no answer for" in line and "rerun the same command to resume" in line and "HTTP 50" in line
     data = manifest(out)
     assert data["status"] == "failed" and data["failure"] == line.removeprefix("error: ")
     assert_exact_accounting(out)
@@ -154,7 +169,7 @@ def test_a_burst_of_429s_is_waited_out_by_time_not_by_count(cli, coco, tmp_path)
 
 def test_items_left_unanswered_end_the_run_incomplete_with_exit_3(cli, coco, tmp_path):
     out = tmp_path / "out"
-    with MockServer(MockServerConfig(p500=0.5, seed=1)) as server:
+    with MockServer(MockServerConfig(p500=0.5, seed=20)) as server:
         result = generate(cli, server.base_url, coco, out, "--max-retries", "0")
     assert result.exit_code == 3, result.output
     data = manifest(out)

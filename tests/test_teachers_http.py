@@ -54,12 +54,13 @@ def test_5xx_dropped_and_malformed_answers_are_retried_with_exact_counts():
         _, teacher = complete(server)
         assert server.stats()["total"] == 4
     assert teacher.stats["retries"] == 3 and teacher.stats["requests"] == 4
+    # The run's first request with no answer after its retries stops the run (see the test below); the error names the last failure.
     with MockServer(MockServerConfig(drop=1.0)) as server:
-        with pytest.raises(RetryableError):
+        with pytest.raises(TeacherFatalError, match="ServerDisconnected|Connection"):
             complete(server, max_retries=2)
         assert server.stats()["drop"] == 3
     with MockServer(MockServerConfig(malformed=1.0)) as server:
-        with pytest.raises(RetryableError, match="malformed"):
+        with pytest.raises(TeacherFatalError, match="malformed"):
             complete(server, max_retries=1)
         assert server.stats()["malformed"] == 2
 
@@ -67,7 +68,7 @@ def test_5xx_dropped_and_malformed_answers_are_retried_with_exact_counts():
 def test_slow_answers_time_out_and_are_retried():
     with MockServer(MockServerConfig(latency_ms=3000)) as server:
         started = time.monotonic()
-        with pytest.raises(RetryableError, match="no answer within --timeout 0.3 s"):
+        with pytest.raises(TeacherFatalError, match="no answer within --timeout 0.3 s"):
             complete(server, timeout=0.3, max_retries=2)
         assert time.monotonic() - started < 3.0
         assert server.stats()["total"] == 3
@@ -87,6 +88,25 @@ def test_unknown_model_is_fatal():
         with pytest.raises(TeacherFatalError, match="--model"):
             complete(server)
         assert server.stats()["total"] == 1
+
+
+def test_after_the_first_answer_a_request_without_answer_fails_only_its_item():
+    async def go(server):
+        teacher = OpenAITeacher(model="mock-teacher", api_key="k", base_url=server.base_url, max_retries=1)
+        try:
+            assert (await teacher.complete(request(1))).text
+            server.config.fail_first, server.config.fail_status = 100, 503
+            server.reset()
+            with pytest.raises(RetryableError, match="HTTP 503"):
+                await teacher.complete(request(2))
+            with pytest.raises(RetryableError):  # the next item is asked too: the run goes on
+                await teacher.complete(request(3))
+        finally:
+            await teacher.aclose()
+
+    with MockServer(MockServerConfig()) as server:
+        asyncio.run(go(server))
+        assert server.stats()["total"] == 4
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -127,3 +147,46 @@ def test_generate_stops_at_once_on_a_bad_key(tmp_path):
     assert "SECRET" not in result.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_stopped_before_any_item(result: subprocess.CompletedProcess, out, url: str) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and url in lines[0] and "Traceback" not in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["failure"] == lines[0].removeprefix("error: ")
+    for counts in manifest["counts"].values():  # nothing consumed: a rerun once the server is up asks everything
+        assert counts["written"] == 0 and counts["rejected"] == {} and set(counts["skipped"]) == {"not_reached"}
+    assert not (out / "rejects.jsonl").read_text()
+    return lines[0]
+
+
+def test_a_server_that_is_down_stops_the_run_in_one_line_naming_the_url(tmp_path):
+    captions, instances = write_coco(tmp_path, images=6)
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    out = tmp_path / "out"
+    result = run_cli("generate", "--captions", str(captions), "--instances", str(instances), "--out", str(out), "--model", "m",
+                     "--base-url", url, "--max-retries", "1", "--no-progress", env={"PATH": "", "OPENAI_API_KEY": "k", "PYTHONPATH": "."})
+    line = assert_stopped_before_any_item(result, out, url)
+    assert "Cannot connect" in line and "start the server" in line
+
+
+def test_a_server_still_loading_its_model_stops_the_run_after_the_first_requests_retries(tmp_path):
+    captions, instances = write_coco(tmp_path, images=6)
+    out = tmp_path / "out"
+    # llama.cpp's server answers 503 while it loads the model; vLLM and Ollama keep the port closed or the request waiting.
+    with MockServer(MockServerConfig(fail_first=1000, fail_status=503, retry_after=0.01)) as server:
+        result = run_cli("generate", "--captions", str(captions), "--instances", str(instances), "--out", str(out), "--model", "m",
+                         "--base-url", server.base_url, "--max-retries", "2", "--concurrency", "8", "--no-progress",
+                         env={"PATH": "", "OPENAI_API_KEY": "k", "PYTHONPATH": "."})
+        assert server.stats()["total"] == 3  # the first request and its two retries, nothing else
+    line = assert_stopped_before_any_item(result, out, server.base_url)
+    assert "HTTP 503" in line and "loaded the model" in line

@@ -124,18 +124,18 @@ def test_structured_refusals_are_rejects_with_their_text(cli, coco, tmp_path):
     assert all(row["raw"] == "I'm sorry, I can't help with that request." for row in rejects)
 
 
-def test_error_bodies_on_200_fail_the_run_with_the_message_on_one_line(cli, coco, tmp_path):
+def test_error_bodies_on_200_stop_the_run_at_its_first_request_with_the_message_on_one_line(cli, coco, tmp_path):
     out = tmp_path / "out"
     with MockServer(MockServerConfig(quirks={"error200": 1.0})) as server:
         result = generate(cli, server, coco, out)
-        assert server.stats()["error200"] == 24 * 2  # each item: the request and its one retry
-    assert result.exit_code == 1
+        assert server.stats()["error200"] == 2  # the run's first request and its one retry; no other item is asked
+    assert result.exit_code == 2
     [line] = error_lines(result)
-    assert "every request failed" in line and "The engine is currently overloaded. Please try again later." in line
+    assert server.base_url in line and "gave no answer to the run's first request" in line
+    assert "The engine is currently overloaded. Please try again later." in line
     data = manifest(out)
     assert data["status"] == "failed" and data["failure"] == line.removeprefix("error: ")
     assert data["last_error"] == "HTTP 200 with an error body: The engine is currently overloaded. Please try again later."
-    assert f"teacher's last error: {data['last_error']}\n" in result.output  # the summary shows it, on one line
 
 
 def test_transient_error_bodies_are_retried_and_the_last_message_kept(cli, coco, tmp_path):
@@ -236,8 +236,22 @@ def test_everything_rejected_exits_1_naming_the_reasons(cli, coco, tmp_path):
         result = generate(cli, server, coco, tmp_path / "out")
     assert result.exit_code == 1
     [line] = error_lines(result)
-    assert "no record could be written (content_filter 24)" in line
+    assert "no answer passed the checks; no record could be written (content_filter 24)" in line
     assert manifest(tmp_path / "out")["status"] == "failed"
+
+
+def test_a_teacher_that_never_follows_the_format_ends_with_every_item_rejected_and_exit_1(cli, coco, tmp_path):
+    out = tmp_path / "out"
+    with MockServer(MockServerConfig(p_length=0.5, p_refusal=0.5, seed=1)) as server:
+        result = generate(cli, server, coco, out)
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert line.startswith("error: no answer passed the checks")
+    data = manifest(out)
+    rejects = read(out / "rejects.jsonl")
+    assert len(rejects) == 24 and {row["reason"] for row in rejects} == {"truncated", "refusal"}
+    for counts in data["counts"].values():
+        assert counts["requested"] == 8 == sum(counts["rejected"].values()) and counts["written"] == 0 and not counts["skipped"]
 
 
 # -- request shaping ------------------------------------------------------------------------------

@@ -434,8 +434,19 @@ class JudgeRun:
             "agreement": [item.model_dump() for item in agreements],
         }
 
-    def write_summary(self, status: str) -> tuple[dict, str]:
+    def failure(self) -> str | None:
+        """Why a run that ended without an error still failed: not one pair got two scores in both orders."""
+        if not self.loaded.items or any(self.pairs(judge.info.model) for judge in self.judges):
+            return None
+        counts = self.summary("failed")["counts"]
+        outcomes = Counter({"judged": counts["judged"], **counts["failed"], **counts["skipped"]})
+        detail = ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()) if count)
+        return f"no pair was scored in both orders, so there is nothing to compare ({detail}); see {REVIEWS_FILE} for the judge's replies"
+
+    def write_summary(self, status: str, failure: str | None = None) -> tuple[dict, str]:
         summary = self.summary(status)
+        if failure is not None:
+            summary["failure"] = failure
         text = render_summary(summary)
         write_json_atomic(self.out / SUMMARY_FILE, summary)
         (self.out / TABLE_FILE).write_text(text + "\n", encoding="utf-8")
@@ -493,12 +504,14 @@ def run_judge(options: JudgeOptions, loaded: LoadedItems, judges: list[Teacher] 
         finally:
             await run.close()
 
+    failure = None
     try:
         asyncio.run(main())
-        status = "completed"
+        failure = run.failure()
+        status = "completed" if failure is None else "failed"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
-        result = run.write_summary(status)
+        result = run.write_summary(status, failure)
     return result

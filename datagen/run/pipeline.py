@@ -184,7 +184,10 @@ class Run:
             reasons = Counter(outcome for (image_id, _), outcome in self.outcomes.items() if image_id in self.selected)
             reasons.update(reason for counts in self.skipped.values() for reason in counts.elements())
             summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "nothing was asked"
-            return f"no record could be written ({summary}){because}"
+            # Every item answered and every answer refused: a teacher that cannot follow the format, not a bad night.
+            every_answer_refused = bool(reasons) and not any(counts.total() for counts in self.skipped.values())
+            headline = "no answer passed the checks; no record could be written" if every_answer_refused else "no record could be written"
+            return f"{headline} ({summary}){because}"
         return None
 
     def unfinished(self) -> str | None:

@@ -49,7 +49,7 @@ class ServerWatch:
         self._timed_out = self._timed_out or timed_out
         silent = time.monotonic() - self._failing_since
         if silent >= self.give_up_after and (self._failures >= MIN_FAILURES or self._timed_out):
-            self._stop(f"gave no answer for {silent:.0f} s ({self._failures} attempts in a row failed; the last: {message})")
+            self._stop(f"gave no answer for {silent:.0f} s ({self._failures} attempts in a row failed; the last: {message})", silent=True)
 
     def throttled(self, started: float, message: str) -> None:
         begin = max(started, self._last_answer)
@@ -57,13 +57,14 @@ class ServerWatch:
         silent = time.monotonic() - self._throttled_since
         if silent >= THROTTLE_PATIENCE * self.give_up_after:
             self._stop(
-                f"answered only with rate limits for {silent:.0f} s (the last: {message}); lower --concurrency or set --rpm/--tpm"
+                f"answered only with rate limits for {silent:.0f} s (the last: {message}); lower --concurrency or set --rpm/--tpm",
+                silent=False,
             )
 
     def check(self) -> None:
         if self.down is not None:
             raise self.down
 
-    def _stop(self, why: str) -> None:
-        self.down = ServerUnavailable(f"the teacher at {self.where} {why}; the run stopped, rerun the same command to resume")
+    def _stop(self, why: str, silent: bool) -> None:
+        self.down = ServerUnavailable(f"the teacher at {self.where} {why}; the run stopped, rerun the same command to resume", silent)
         raise self.down

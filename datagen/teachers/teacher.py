@@ -21,11 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from datagen.teachers.endpoints import DEFAULT_BASE_URL
-from datagen.errors import TeacherFatalError
+from datagen.errors import ServerUnavailable, TeacherFatalError
 from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER, ServerWatch
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.formats.records import RejectReason, TeacherInfo, Usage
-from datagen.redaction import redact_url, server_message
+from datagen.redaction import one_line, redact_url, server_message
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.request_shape import RequestShape, fix_for_refused_field
 from datagen.teachers.vision import estimate_content_tokens
@@ -372,6 +372,15 @@ class OpenAITeacher:
                 if not self._verified.is_set():
                     try:
                         answer = await self._complete_with_retries(request)
+                    except (RetryableError, ServerUnavailable) as error:
+                        # No answer at all yet, after every retry (or the watch's whole window): the server is down,
+                        # still loading its model, or not where --base-url points. Going on would only skip every
+                        # item the same way. A server that only rate-limits is alive: the watch's line says so.
+                        if isinstance(error, ServerUnavailable) and not error.silent:
+                            self._fatal = error
+                            raise
+                        self._fatal = self._unreachable(self.last_error or str(error))
+                        raise self._fatal from None
                     except TeacherFatalError as error:
                         self._fatal = error
                         self.last_error = str(error)
@@ -401,6 +410,13 @@ class OpenAITeacher:
                 await asyncio.sleep(_retry_delay(error, attempt))
                 self.watch.check()  # another request may have found the server dead meanwhile
                 self.stats["retries"] += 1
+
+    def _unreachable(self, last_error: str) -> TeacherFatalError:
+        tries = self._max_retries + 1
+        return TeacherFatalError(
+            f"the teacher at {redact_url(self.base_url)} gave no answer to the run's first request ({tries} tr{'y' if tries == 1 else 'ies'}; "
+            f"last: {one_line(last_error, 200)}); start the server or wait until it has loaded the model (or fix --base-url), then rerun"
+        )
 
     def _failure(self, started: float, message: str, timed_out: bool = False, status: int | None = None) -> RetryableError:
         """A failed attempt: counted by the watch (which may stop the run), remembered, and retried."""

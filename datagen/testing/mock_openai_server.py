@@ -288,6 +288,8 @@ class MockBackend:
             return self._echo_key(request)
         if self._in_throttle_burst():
             return self._failure(429)
+        if 0 < self.config.die_after < self.counts["total"]:
+            return self._failure(500)
         if "too_large" in self.config.quirks and len(raw) > self.config.max_body_bytes:
             self._count("413")
             self._count("too_large")

@@ -55,12 +55,14 @@ class MockServerConfig:
     max_body_bytes: int = 65536
     # Hostile servers (tests of datagen/teachers/health.py and teacher.py): every chat request answered with
     # `echo_status` and a body quoting the Authorization header in form `echo_key`; answers padded to `reply_bytes`;
-    # a burst of 429s for `throttle_seconds` after the first `throttle_after` chat requests.
+    # a burst of 429s for `throttle_seconds` after the first `throttle_after` chat requests; a 500 for every chat
+    # request after the first `die_after` (a server that dies mid-run, once the run's first answer came).
     echo_key: Optional[str] = None
     echo_status: int = 500
     reply_bytes: int = 0
     throttle_after: int = 0
     throttle_seconds: float = 0.0
+    die_after: int = 0
 
     def __post_init__(self) -> None:
         rates = self.fault_rates()
