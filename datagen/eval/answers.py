@@ -4,31 +4,16 @@ one JSON object a line with at least `question_id` and `text` (the reply), usual
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from datagen.errors import InputError
+from datagen.files.jsonl import iter_input_objects
 
 
 def read_answers(path: Path, flag: str = "--answers") -> dict[str, dict]:
     """question_id (as a string) -> its line, in file order."""
-    if not path.is_file():
-        raise InputError(f"{flag} {path}: file not found; pass an answers JSONL file (question_id, text per line)")
     answers: dict[str, dict] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{flag} {path}: not UTF-8 text; pass an answers JSONL file") from None
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        where = f"{flag} {path} line {number}"
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            raise InputError(f"{where}: not valid JSON; fix or remove that line") from None
-        if not isinstance(line, dict):
-            raise InputError(f"{where}: not a JSON object; each line needs question_id and text")
+    for where, line in iter_input_objects(path, flag, "an answers JSONL file (question_id, text per line)", "question_id and text"):
         question_id = line.get("question_id")
         if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
             raise InputError(f"{where}: needs question_id (a string or an integer)")

@@ -53,6 +53,29 @@ def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, object]]:
                 raise InputError(f"{path} line {number}: not valid JSON; delete that line and rerun (its item is redone)") from None
 
 
+def iter_input_objects(path: Path, label: str, kind: str, needs: str) -> Iterator[tuple[str, dict]]:
+    """(where, object) for each non-blank line of a JSONL file the user gave; a missing file, text that is not
+    UTF-8 and a line that is not a JSON object are one InputError each, naming `label path` (and the line) and
+    saying it takes a `kind` whose lines need `needs`."""
+    if not path.is_file():
+        raise InputError(f"{label} {path}: file not found; pass {kind}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{label} {path}: not UTF-8 text; pass {kind}") from None
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        where = f"{label} {path} line {number}"
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            raise InputError(f"{where}: not valid JSON; fix or remove that line") from None
+        if not isinstance(line, dict):
+            raise InputError(f"{where}: not a JSON object; each line needs {needs}")
+        yield where, line
+
+
 def iter_jsonl(path: Path) -> Iterator[Any]:
     """Each line's JSON value, whatever it is: callers check what they need of it."""
     for _, row in iter_numbered_jsonl(path):

@@ -8,11 +8,11 @@ ours so the two can be told apart.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from datagen.errors import InputError
+from datagen.files.jsonl import iter_input_objects
 from datagen.judge.stats import Pair, TaskSummary, summarise, table
 
 
@@ -26,22 +26,10 @@ def _tuple(line: object, where: str) -> tuple[float, float]:
 
 def read_reviews(path: Path) -> list[tuple[str, str, tuple[float, float]]]:
     """(question id, category, scores) per review line, in file order."""
-    if not path.is_file():
-        raise InputError(f"REVIEWS {path}: file not found; pass review files written by LLaVA's eval_gpt_review_*.py")
     reviews = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"REVIEWS {path}: not UTF-8 text; pass a JSONL review file") from None
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        where = f"REVIEWS {path} line {number}"
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            raise InputError(f"{where}: not valid JSON; fix or remove that line") from None
-        if not isinstance(line, dict) or "question_id" not in line:
+    kind = "a JSONL review file written by LLaVA's eval_gpt_review_*.py"
+    for where, line in iter_input_objects(path, "REVIEWS", kind, "question_id, category and tuple"):
+        if "question_id" not in line:
             raise InputError(f"{where}: needs question_id (LLaVA's review format: question_id, category, tuple)")
         category = line.get("category", "all")  # LLaVA's summarizer files a review without one under `all` only
         if not isinstance(category, str):
