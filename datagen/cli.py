@@ -321,13 +321,15 @@ def audit(
     task: Optional[str] = typer.Option(None, help="Task of records without meta.task; inferred from their turns otherwise"),
     max_chair_s: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records naming an absent object exceeds this"),
     max_flagged: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records with check findings exceeds this"),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root the records were made with; copied_example looks for its few-shot examples (default: ours)"),
 ) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
     from datagen.data.audit import audit as run_audit, format_summary
+    from datagen.tasks.prompts import BUNDLED_PROMPTS
 
     if task is not None and task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
-    summary = run_audit(file, captions, instances, out or Path(f"{file.stem}-audit"), task, max_chair_s, max_flagged)
+    summary = run_audit(file, captions, instances, out or Path(f"{file.stem}-audit"), task, max_chair_s, max_flagged, prompts or BUNDLED_PROMPTS)
     typer.echo(format_summary(summary))
     if summary.failures:
         raise typer.Exit(1)

@@ -138,6 +138,36 @@ def test_audit_of_our_output_agrees_with_its_meta(generate_mock, cli, tmp_path: 
         assert summary["tasks"][task]["quality"] == manifest["quality"][task]
 
 
+def test_whole_reply_rules_run_as_generate_runs_them(cli, tmp_path: Path) -> None:
+    """A loop and a copy of the prompt pack's example, each in a record whose every sentence passes the text rules."""
+    from datagen.tasks.prompts import BUNDLED_PROMPTS
+
+    example = (BUNDLED_PROMPTS / "complex_reasoning" / "000_conv.txt").read_text(encoding="utf-8")
+    question, answer = (part.split(":", 1)[1].strip() for part in example.split("\n===\n"))
+    loop = "The cat sleeps on a white bed in a quiet room."
+    records = [
+        {"id": "1", "image": "000000100084.jpg", "conversations": turns("<image>\nWhat is the cat doing?", f"{loop} It looks calm. {loop}")},
+        {"id": "2", "image": "000000100042.jpg", "conversations": turns(f"<image>\n{question}", answer), "meta": {"task": "complex_reasoning"}},
+    ]
+    file = write_json(tmp_path / "open_model.json", records)
+    assert run_audit(cli, file, tmp_path / "ours").exit_code == 0
+    rows = read_lines(tmp_path / "ours" / "findings.jsonl")
+    assert [finding["rule"] for finding in rows[0]["findings"]] == ["repetition"]
+    assert {finding["rule"] for finding in rows[1]["findings"]} >= {"copied_example"}
+
+    # Records made with another pack are compared with that pack's examples: ours are then not copied.
+    other = tmp_path / "prompts"
+    for task in ("conversation", "detail", "complex_reasoning"):
+        (other / task).mkdir(parents=True)
+        (other / task / "system_message.txt").write_text("Write about the picture.", encoding="utf-8")
+    assert run_audit(cli, file, tmp_path / "theirs", "--prompts", other).exit_code == 0
+    rows = read_lines(tmp_path / "theirs" / "findings.jsonl")
+    assert [finding["rule"] for finding in rows[0]["findings"]] == ["repetition"]
+    assert "copied_example" not in {finding["rule"] for finding in rows[1]["findings"]}
+    missing = run_audit(cli, file, tmp_path / "none", "--prompts", tmp_path / "nowhere")
+    one_line_error(missing, "--prompts", "folder not found")
+
+
 def one_line_error(result, *words: str) -> None:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()

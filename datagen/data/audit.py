@@ -19,15 +19,16 @@ from typing import Literal
 from pydantic import BaseModel, Field, computed_field
 
 from datagen.quality.checks import Finding, check_pairs
+from datagen.quality.reply_checks import Examples, check_reply
 from datagen.source.coco import CocoSource
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
 from datagen.quality.grounding import ground
 from datagen.files.jsonl import atomic_file, write_json_atomic
-from datagen.tasks.prompts import load_instructions
+from datagen.tasks.prompts import BUNDLED_PROMPTS, load_instructions
 from datagen.formats.records import IMAGE_TOKEN, Grounding
 from datagen.formats.manifest import QualityStats
-from datagen.tasks.registry import TASKS, ResponseFormat
+from datagen.tasks.registry import TASKS, ResponseFormat, task_spec
 
 FINDINGS_FILE = "findings.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -81,20 +82,51 @@ class TaskSummary(BaseModel):
     def flagged_share(self) -> float | None:
         return round(self.flagged_by_checks / self.checked, 4) if self.checked else None
 
+
+class _Tally:
+    """A TaskSummary's counts kept as plain counters while the file is read: setting a pydantic model's fields
+    once per record cost more than the counting itself."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.findings: Counter[str] = Counter()
+        self.unsupported: Counter[str] = Counter()
+
     def add(self, record: AuditedRecord) -> None:
-        self.records += 1
+        counts = self.counts
+        counts["records"] += 1
         if record.status == "not_in_annotations":
-            self.not_in_annotations += 1
+            counts["not_in_annotations"] += 1
         if record.status != "checked":
             return
-        self.checked += 1
-        self.flagged_by_checks += bool(record.findings)
-        for rule in sorted({finding.rule for finding in record.findings}):
-            self.findings[rule] = self.findings.get(rule, 0) + 1
-        if record.grounding is not None:
-            self.quality.add(record.grounding)
-            for category in record.grounding.unsupported:
-                self.unsupported_objects[category] = self.unsupported_objects.get(category, 0) + 1
+        counts["checked"] += 1
+        if record.findings:
+            counts["flagged_by_checks"] += 1
+            self.findings.update(sorted({finding.rule for finding in record.findings}))  # first seen first, as summary.json lists them
+        grounding = record.grounding
+        if grounding is not None:
+            counts["grounded"] += 1
+            counts["records_with_unsupported"] += bool(grounding.unsupported)
+            counts["mentions"] += len(grounding.mentioned)
+            counts["unsupported_mentions"] += len(grounding.unsupported)
+            self.unsupported.update(grounding.unsupported)
+
+    def summary(self) -> TaskSummary:
+        counts = self.counts
+        return TaskSummary(
+            records=counts["records"],
+            checked=counts["checked"],
+            not_in_annotations=counts["not_in_annotations"],
+            flagged_by_checks=counts["flagged_by_checks"],
+            findings=dict(self.findings),
+            quality=QualityStats(
+                records=counts["grounded"],
+                records_with_unsupported=counts["records_with_unsupported"],
+                mentions=counts["mentions"],
+                unsupported_mentions=counts["unsupported_mentions"],
+            ),
+            unsupported_objects=dict(self.unsupported),
+        )
 
 
 class AuditSummary(BaseModel):
@@ -184,7 +216,9 @@ def image_id_of(record: dict, known: set[int]) -> int | None:
     return None
 
 
-def audit_record(index: int, record: object, source: CocoSource, known: set[int], task: str | None, instructions: frozenset[str]) -> AuditedRecord:
+def audit_record(
+    index: int, record: object, source: CocoSource, known: set[int], task: str | None, instructions: frozenset[str], examples: PackExamples
+) -> AuditedRecord:
     identity: dict[str, str | None] = {"id": None, "image": None}
     if isinstance(record, dict):
         identity = {"id": str(record["id"]) if "id" in record else None, "image": str(record["image"]) if "image" in record else None}
@@ -195,20 +229,22 @@ def audit_record(index: int, record: object, source: CocoSource, known: set[int]
     assert isinstance(record, dict)
     chosen, task_from = choose_task(record, pairs, task, instructions)
     image_id = image_id_of(record, known)
-    image = source.image(image_id) if image_id is not None else None
+    image = source.support(image_id) if image_id is not None else None
     if image is None:
         problem = "no image with this id in --captions" if image_id is None else "the image has no usable caption"
         return AuditedRecord(index=index, **identity, task=chosen, task_from=task_from, status="not_in_annotations", problem=problem)
     # A detail record's question is one of a fixed list of instructions, not teacher text: only its answer is checked.
     prose = chosen in TASKS and TASKS[chosen].response is ResponseFormat.PROSE
     checked = [("", answer) for _, answer in pairs] if prose else pairs
+    # As `generate` checks a reply: each question and answer, then the whole reply (loops, copied examples).
+    findings = check_pairs("prose" if prose else "qa_pairs", checked) + check_reply(checked, examples[chosen] if chosen in TASKS else None)
     return AuditedRecord(
         index=index,
         **identity,
         task=chosen,
         task_from=task_from,
         status="checked",
-        findings=check_pairs("prose" if prose else "qa_pairs", checked),
+        findings=findings,
         grounding=ground([answer for _, answer in pairs], image),
     )
 
@@ -221,28 +257,49 @@ def audit(
     task: str | None = None,
     max_chair_s: float | None = None,
     max_flagged: float | None = None,
+    prompts: Path = BUNDLED_PROMPTS,
 ) -> AuditSummary:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder; pick a folder for findings.jsonl and summary.json")
     with lock_folder(out, "audit"):  # two audits into one folder would interleave their findings
-        return _audit_into(file, captions, instances, out, task, max_chair_s, max_flagged)
+        return _audit_into(file, captions, instances, out, task, max_chair_s, max_flagged, PackExamples(prompts))
+
+
+class PackExamples(dict[str, Examples]):
+    """The few-shot examples of each task's pack under a prompts root, loaded when a record of the task comes."""
+
+    def __init__(self, prompts: Path) -> None:
+        super().__init__()
+        self.prompts = prompts
+
+    def __missing__(self, task: str) -> Examples:
+        spec = task_spec(task)
+        self[task] = spec.examples(spec.load_pack(self.prompts))
+        return self[task]
 
 
 def _audit_into(
-    file: Path, captions: Path, instances: Path, out: Path, task: str | None, max_chair_s: float | None, max_flagged: float | None
+    file: Path,
+    captions: Path,
+    instances: Path,
+    out: Path,
+    task: str | None,
+    max_chair_s: float | None,
+    max_flagged: float | None,
+    examples: PackExamples,
 ) -> AuditSummary:
     source = CocoSource(captions, instances)
     known = set(source.image_ids)
     instructions = frozenset(line.casefold() for line in load_instructions("detail").lines)
-    tasks: dict[str, TaskSummary] = {}
-    total = TaskSummary()
+    tasks: dict[str, _Tally] = {}
+    total = _Tally()
     counts: Counter[str] = Counter()
     with atomic_file(out / FINDINGS_FILE) as handle:
         for index, record in enumerate(read_records(file)):
-            audited = audit_record(index, record, source, known, task, instructions)
+            audited = audit_record(index, record, source, known, task, instructions, examples)
             counts[audited.status] += 1
             if audited.task is not None:
-                tasks.setdefault(audited.task, TaskSummary()).add(audited)
+                tasks.setdefault(audited.task, _Tally()).add(audited)
                 total.add(audited)
             handle.write(audited.model_dump_json(exclude_none=True) + "\n")
         if not counts:
@@ -252,17 +309,18 @@ def _audit_into(
                 f"{file}: none of its {sum(counts.values())} records matched an image of --captions {captions}; "
                 "pass the COCO annotations of the split the file was made from"
             )
+    summary_of_all = total.summary()
     summary = AuditSummary(
         file=str(file),
         captions=str(captions),
         instances=str(instances),
         records=sum(counts.values()),
         malformed=counts["malformed"],
-        tasks={name: tasks[name] for name in TASKS if name in tasks},
-        total=total,
+        tasks={name: tasks[name].summary() for name in TASKS if name in tasks},
+        total=summary_of_all,
         max_chair_s=max_chair_s,
         max_flagged=max_flagged,
-        failures=failures(total, max_chair_s, max_flagged),
+        failures=failures(summary_of_all, max_chair_s, max_flagged),
     )
     write_json_atomic(out / SUMMARY_FILE, summary.model_dump(mode="json"))
     return summary

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from datagen.source.coco import CocoSource, ImageAnnotations
+from datagen.source.coco import CocoSource, ImageAnnotations, ImageSupport
 from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
 from datagen.quality.parse import Rejected
 from datagen.quality.patterns import Caseless, fold
@@ -175,11 +175,13 @@ def _caption_support(captions: tuple[str, ...]) -> frozenset[str]:
     return frozenset(category for categories in claimed_categories(captions) for category in categories)
 
 
-def supported_categories(image: ImageAnnotations) -> set[str]:
-    return {box.category for box in image.boxes} | _caption_support(tuple(image.captions))
+def supported_categories(image: ImageAnnotations | ImageSupport) -> frozenset[str]:
+    if isinstance(image, ImageSupport):
+        return image.categories | _caption_support(image.captions)
+    return frozenset(box.category for box in image.boxes) | _caption_support(tuple(image.captions))
 
 
-def ground(texts: Iterable[str], image: ImageAnnotations) -> Grounding:
+def ground(texts: Iterable[str], image: ImageAnnotations | ImageSupport) -> Grounding:
     """The categories the texts claim, and those of them neither a box nor a caption of `image` shows."""
     supported = supported_categories(image)
     mentioned: set[str] = set()

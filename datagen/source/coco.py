@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pycocotools.coco import COCO
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
@@ -41,6 +41,13 @@ class Box(BaseModel):
     y1: float
     x2: float
     y2: float
+
+
+class ImageSupport(NamedTuple):
+    """Of an image, only what can support a claim that an object is in it."""
+
+    captions: tuple[str, ...]
+    categories: frozenset[str]
 
 
 class ImageAnnotations(BaseModel):
@@ -242,6 +249,28 @@ def normalised_box(bbox: list[float], width: int, height: int) -> tuple[tuple[fl
     return (round(c1, 3), round(c2, 3), round(c3, 3), round(c4, 3)), clipped
 
 
+def _clean_captions(texts: tuple[tuple[int, str], ...], counts: Counter[str]) -> tuple[list[str], list[int]]:
+    """An image's captions with whitespace fixed, blank and repeated ones (ignoring case) left out, and their ids."""
+    captions: list[str] = []
+    caption_ids: list[int] = []
+    seen: set[str] = set()
+    for annotation_id, raw in texts:
+        text = normalise_caption(raw)
+        if text != raw:
+            counts["captions_whitespace_fixed"] += 1
+        if not text:
+            counts["captions_blank"] += 1
+            continue
+        folded = text.casefold()
+        if folded in seen:
+            counts["captions_duplicate"] += 1
+            continue
+        seen.add(folded)
+        captions.append(text)
+        caption_ids.append(annotation_id)
+    return captions, caption_ids
+
+
 # Per image of the captions file, all that `image()` reads: file_name, width, height, captions as
 # (annotation id, text), boxes as (annotation id, category id, bbox, iscrowd), both in file order, and
 # whether the instances file lists the image. Marshal-able as it is: the snapshot stores these rows.
@@ -400,23 +429,7 @@ class CocoSource:
 
     def _build(self, image_id: int, counts: Counter[str]) -> ImageAnnotations | None:
         file_name, width, height, texts, boxes, listed = self._rows[image_id]
-        captions: list[str] = []
-        caption_ids: list[int] = []
-        seen: set[str] = set()
-        for annotation_id, raw in texts:
-            text = normalise_caption(raw)
-            if text != raw:
-                counts["captions_whitespace_fixed"] += 1
-            if not text:
-                counts["captions_blank"] += 1
-                continue
-            folded = text.casefold()
-            if folded in seen:
-                counts["captions_duplicate"] += 1
-                continue
-            seen.add(folded)
-            captions.append(text)
-            caption_ids.append(annotation_id)
+        captions, caption_ids = _clean_captions(texts, counts)
         if not captions:
             counts["images_without_captions"] += 1
             return None
@@ -430,18 +443,39 @@ class CocoSource:
             boxes=self._boxes(boxes, listed, width, height, counts),
         )
 
+    def support(self, image_id: int) -> ImageSupport | None:
+        """What grounding needs of an image, its cleaned captions and the categories of the boxes `image()` keeps,
+        without placing the boxes (an audit of a whole released file needs no more); None when it has no usable
+        caption. Nothing is counted: the hard cases belong to the images a run sends."""
+        file_name, width, height, texts, boxes, listed = self._rows[image_id]
+        ignored: Counter[str] = Counter()
+        captions, _ = _clean_captions(texts, ignored)
+        if not captions:
+            return None
+        categories = frozenset(name for _, name, _ in self._kept_boxes(boxes, listed, width, height, ignored))
+        return ImageSupport(tuple(captions), categories)
+
     def _boxes(self, anns: tuple, listed: bool, width: int, height: int, counts: Counter[str]) -> list[Box]:
+        boxes = []
+        for annotation_id, name, bbox in self._kept_boxes(anns, listed, width, height, counts):
+            corners, clipped = normalised_box(bbox, width, height)
+            if clipped:
+                counts["boxes_clipped"] += 1
+            boxes.append(Box(annotation_id=annotation_id, category=name, x1=corners[0], y1=corners[1], x2=corners[2], y2=corners[3]))
+        return boxes
+
+    def _kept_boxes(self, anns: tuple, listed: bool, width: int, height: int, counts: Counter[str]) -> Iterator[tuple[int, str, list]]:
+        """(annotation id, category name, COCO bbox) of the boxes an image shows, the others counted by why."""
         if not self.has_boxes:
-            return []
+            return
         if width <= 0 or height <= 0:
             # Boxes are normalised by the image size; without one they cannot be placed.
             counts["images_without_size"] += 1
-            return []
+            return
         if not listed:
             counts["images_missing_from_instances"] += 1
         if not anns:
             counts["images_without_boxes"] += 1
-        boxes = []
         for annotation_id, category_id, bbox, crowd in anns:
             if crowd:
                 # A crowd box covers many objects; shown as one "person" it would teach a wrong count.
@@ -454,11 +488,7 @@ class CocoSource:
             if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
                 counts["boxes_degenerate_skipped"] += 1
                 continue
-            corners, clipped = normalised_box(bbox, width, height)
-            if clipped:
-                counts["boxes_clipped"] += 1
-            boxes.append(Box(annotation_id=annotation_id, category=name, x1=corners[0], y1=corners[1], x2=corners[2], y2=corners[3]))
-        return boxes
+            yield annotation_id, name, bbox
 
     def images(self, image_ids: list[int] | None = None) -> Iterator[ImageAnnotations]:
         for image_id in self.image_ids if image_ids is None else image_ids:
