@@ -100,6 +100,35 @@ def test_default_request_shape_keeps_the_cache_keys_of_before():
     assert request.key() == hashlib.sha256(encoded).hexdigest()
 
 
+def test_bodies_are_canonical_json_whatever_their_messages_hold():
+    """encoded() puts a body together from its messages' cached encodings: byte for byte what one json.dumps of the
+    whole body with sorted keys gives, for text, image parts, extra fields, unicode and reused pack strings."""
+    from datagen.run.items import SamplingSettings, build_request
+    from datagen.source.coco import CocoSource
+    from datagen.tasks.prompts import BUNDLED_PROMPTS
+    from datagen.tasks.registry import TASKS, task_spec
+    from datagen.teachers.request_shape import RequestShape
+    from tests.conftest import CAPTIONS, INSTANCES
+
+    source = CocoSource(CAPTIONS, INSTANCES)
+    sampling = SamplingSettings(model="m", temperature=0.2, max_tokens=99, seed=1, contexts={task: TASKS[task].default_context for task in TASKS})
+    requests = [
+        build_request(image, task, task_spec(task).load_pack(BUNDLED_PROMPTS), sampling)
+        for image in list(source.images())[:3]
+        for task in TASKS
+    ]
+    shape = RequestShape(token_limit_field="max_completion_tokens", omit=("seed",), extra_body={"top_k": 5, "b": {"z": 1, "a": [2, "é"]}})
+    odd_messages = [
+        {"role": "system", "content": "Größe, 東京 and \u2028 \"quotes\" \\ </s>"},
+        {"role": "user", "name": "x", "content": "a message with a third key"},
+        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {"content": "keys in another order", "role": "assistant"},
+    ]
+    requests += [ChatRequest(model="m", messages=odd_messages, temperature=0.0, max_tokens=8, seed=0, shape=shape), *(r.model_copy(update={"shape": shape}) for r in requests[:2])]
+    for request in requests:
+        assert request.encoded() == json.dumps(request.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 # -- quirks through whole runs --------------------------------------------------------------------
 
 

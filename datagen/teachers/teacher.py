@@ -15,6 +15,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -109,7 +110,31 @@ def request_from_body(body: object) -> ChatRequest:
 
 
 def _canonical_json(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    """Sorted keys, compact, UTF-8. A request body is put together from its messages' encodings, since all the
+    requests of a task repeat the same system message and shots (most of the body) and those are encoded once."""
+    if isinstance(value, dict) and isinstance(value.get("messages"), list) and all(isinstance(key, str) for key in value):
+        members = (
+            f"{_json(key)}:{'[' + ','.join(map(_message_json, value[key])) + ']' if key == 'messages' else _json(value[key])}"
+            for key in sorted(value)
+        )
+        return ("{" + ",".join(members) + "}").encode()
+    return _json(value).encode()
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _message_json(message: object) -> str:
+    if isinstance(message, dict) and len(message) == 2 and isinstance(message.get("role"), str) and isinstance(message.get("content"), str):
+        return _text_message_json(message["role"], message["content"])
+    return _json(message)
+
+
+@lru_cache(maxsize=1024)
+def _text_message_json(role: str, content: str) -> str:
+    # The pack's strings are the same objects in every request, so the lookup's hash is cached on them.
+    return _json({"content": content, "role": role})
 
 
 def _image_hash(url: str) -> str:
