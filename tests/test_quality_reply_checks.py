@@ -61,6 +61,15 @@ REPETITIONS = [
         ),
     ),
     ("complex_reasoning", qa(("Why is the road wet?", f"It rained. {LOOP} It is wet. {LOOP}"))),
+    # a run of nine words inside different sentences of two answers (SmolLM2: "a party with a very beautiful menu
+    # and a very expensive food")
+    (
+        "conversation",
+        qa(
+            ("Why is this a party?", "It is a party with a very beautiful menu and a very expensive food."),
+            ("What kind of party?", "The scene is a party, which has a very beautiful menu and a very expensive food, and music."),
+        ),
+    ),
 ]
 
 
@@ -80,6 +89,14 @@ GOOD = [
                 " pizza, and some people might prefer the smaller ones; asking first avoids arguments. Counting the slices of"
                 " each pizza before serving means everyone at the table gets a similar share.",
             )
+        ),
+    ),
+    # two answers sharing eight words in a row, and a few shorter phrases, as a teacher's answers to one image may
+    (
+        "conversation",
+        qa(
+            ("What is the skier doing?", "The skier is going down the snowy slope near the trail sign at the top."),
+            ("Is the skier alone?", "Yes, she is going down the snowy slope near the lift without poles."),
         ),
     ),
     # the same short answer to two questions
