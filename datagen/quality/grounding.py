@@ -175,19 +175,21 @@ def _caption_support(captions: tuple[str, ...]) -> frozenset[str]:
     return frozenset(category for categories in claimed_categories(captions) for category in categories)
 
 
-def supported_categories(image: ImageAnnotations | ImageSupport) -> frozenset[str]:
-    if isinstance(image, ImageSupport):
-        return image.categories | _caption_support(image.captions)
-    return frozenset(box.category for box in image.boxes) | _caption_support(tuple(image.captions))
-
-
 def ground(texts: Iterable[str], image: ImageAnnotations | ImageSupport) -> Grounding:
     """The categories the texts claim, and those of them neither a box nor a caption of `image` shows."""
-    supported = supported_categories(image)
+    if isinstance(image, ImageSupport):
+        boxed, captions = image.categories, image.captions
+    else:
+        boxed, captions = frozenset(box.category for box in image.boxes), tuple(image.captions)
+    # What the captions claim is read only when a claimed object has a category no box has: most answers name only
+    # boxed objects, and reading five captions costs more than grounding the answer.
+    supported: frozenset[str] | None = None
     mentioned: set[str] = set()
     unsupported: set[str] = set()
     for categories in claimed_categories(texts):
-        present = [category for category in categories if category in supported]
+        if supported is None and not boxed.issuperset(categories):
+            supported = boxed | _caption_support(captions)
+        present = [category for category in categories if category in (boxed if supported is None else supported)]
         if present:
             mentioned.add(present[0])
         else:
