@@ -61,6 +61,9 @@ REPETITIONS = [
         ),
     ),
     ("complex_reasoning", qa(("Why is the road wet?", f"It rained. {LOOP} It is wet. {LOOP}"))),
+    # a few words three times in a row: a word that stutters, a list that loops (SmolLM2 on a kitchen picture)
+    ("detail", "The two players differ in their colors. This is not a simple identity identity identity, but a contrast."),
+    ("complex_reasoning", qa(("What is on the counter?", "Many things: a toaster, a banana, a cake, a cake, a cake, a bowl and a towel."))),
     # a run of nine words inside different sentences of two answers (SmolLM2: "a party with a very beautiful menu
     # and a very expensive food")
     (
@@ -99,6 +102,8 @@ GOOD = [
             ("Is the skier alone?", "Yes, she is going down the snowy slope near the lift without poles."),
         ),
     ),
+    # a word said twice for emphasis, and a list naming things of one kind apart
+    ("detail", "It is a very, very old clock. Beside it hang a red coat, a blue coat and a green coat on three hooks."),
     # the same short answer to two questions
     ("conversation", qa(("Is the man wearing a hat?", "Yes."), ("Is he holding an umbrella?", "Yes."))),
     # the same question asked twice with different answers: dull, not a loop (the mock teacher does this)

@@ -71,6 +71,19 @@ def _repeated_run(sentences: list[tuple[str, ...]], size: int) -> tuple[str, ...
     return None
 
 
+# A few words said three times in a row: "identity identity identity", "a cake, a cake, a cake" (a list that loops).
+_STUTTER = re.compile(r"(?<!\S)((?:\S+ ){1,4})\1\1")
+
+
+def _stutter(sentences: list[tuple[str, ...]]) -> tuple[str, ...] | None:
+    for words in sentences:
+        if len(words) >= 3:
+            found = _STUTTER.search(" ".join(words) + " ")
+            if found:
+                return tuple(found.group(1).split())
+    return None
+
+
 def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[str, ...] | None:
     seen: set[tuple[str, ...]] = set()
     for words in sentences:
@@ -83,8 +96,8 @@ def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[st
 
 
 def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
-    """A sentence or a long run of words said twice in one answer, the same answer twice in a reply, or one
-    answer's long sentence or long run of words again in a later answer. For a prose reply, pairs is [(instruction, description)].
+    """A sentence or a long run of words said twice in one answer, a few words said three times in a row, the
+    same answer twice in a reply, or one answer's long sentence or long run of words again in a later answer. For a prose reply, pairs is [(instruction, description)].
 
     Runs stay inside sentences: a teacher that quotes the same caption in two sentences or two turns ("there is a
     dog and a cat in a kitchen") writes dull text, not a loop."""
@@ -94,6 +107,8 @@ def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
         run = _repeated_sentence(mine, SENTENCE_WORDS) or _repeated_run(mine, LOOP_WORDS)
         if run is not None:
             findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"said twice: {_excerpt(run)!r}"))
+        elif (stutter := _stutter(mine)) is not None:
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"said three times in a row: {_excerpt(stutter)!r}"))
     if len(pairs) < 2:
         return findings
     whole: dict[tuple[str, ...], int] = {}
