@@ -59,12 +59,16 @@ def _sentences(text: str) -> list[tuple[str, ...]]:
     return [words for words in (tuple(_words(sentence)) for sentence in _SENTENCE_END.split(text)) if words]
 
 
+def _grams(words: tuple[str, ...] | list[str], size: int) -> list[tuple[str, ...]]:
+    """Every run of `size` words, in order (built by zip, in C: this runs over every word of every reply)."""
+    return list(zip(*(words[start:] for start in range(size))))
+
+
 def _repeated_run(sentences: list[tuple[str, ...]], size: int) -> tuple[str, ...] | None:
     """A run of `size` words, inside a sentence, that occurs twice in the text without overlapping itself."""
     first: dict[tuple[str, ...], tuple[int, int]] = {}
     for number, words in enumerate(sentences):
-        for start in range(len(words) - size + 1):
-            run = words[start : start + size]
+        for start, run in enumerate(_grams(words, size)):
             seen = first.setdefault(run, (number, start))
             if seen[0] != number or start - seen[1] >= size:
                 return run
@@ -95,14 +99,15 @@ def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[st
     return None
 
 
-def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
+def find_repetition(pairs: list[tuple[str, str]], sentences: list[list[tuple[str, ...]]] | None = None) -> list[Finding]:
     """A sentence or a long run of words said twice in one answer, a few words said three times in a row, the
     same answer twice in a reply, or one answer's long sentence or long run of words again in a later answer. For a prose reply, pairs is [(instruction, description)].
 
     Runs stay inside sentences: a teacher that quotes the same caption in two sentences or two turns ("there is a
     dog and a cat in a kitchen") writes dull text, not a loop."""
     findings: list[Finding] = []
-    sentences = [_sentences(answer) for _, answer in pairs]
+    if sentences is None:
+        sentences = [_sentences(answer) for _, answer in pairs]
     for turn, mine in enumerate(sentences):
         run = _repeated_sentence(mine, SENTENCE_WORDS) or _repeated_run(mine, LOOP_WORDS)
         if run is not None:
@@ -120,7 +125,7 @@ def find_repetition(pairs: list[tuple[str, str]]) -> list[Finding]:
             findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"the same as answer {whole[answer] + 1}: {_excerpt(answer)!r}"))
             continue
         whole.setdefault(answer, turn)
-        own_runs = [words[start : start + LOOP_WORDS] for words in mine for start in range(len(words) - LOOP_WORDS + 1)]
+        own_runs = [run for words in mine for run in _grams(words, LOOP_WORDS)]
         again = next((words for words in mine if len(words) >= TURN_SENTENCE_WORDS and said.get(words, turn) != turn), None)
         if again is None:
             again = next((run for run in own_runs if runs.get(run, turn) != turn), None)
@@ -148,8 +153,8 @@ class Examples:
     every_shingle: frozenset[tuple[str, ...]]
 
 
-def _shingles(words: list[str]) -> frozenset[tuple[str, ...]]:
-    return frozenset(tuple(words[start : start + SHINGLE]) for start in range(len(words) - SHINGLE + 1))
+def _shingles(words: tuple[str, ...] | list[str]) -> frozenset[tuple[str, ...]]:
+    return frozenset(_grams(words, SHINGLE))
 
 
 @lru_cache(maxsize=64)
@@ -163,12 +168,14 @@ def examples_from(parts: tuple[tuple[str, str], ...]) -> Examples:
     return Examples(tuple(kept), frozenset().union(*(part.shingles for part in kept)))
 
 
-def find_copies(pairs: list[tuple[str, str]], examples: Examples) -> list[Finding]:
-    """Each question or answer of the reply that holds most of an example part."""
+def find_copies(pairs: list[tuple[str, str]], examples: Examples, sentences: list[list[tuple[str, ...]]] | None = None) -> list[Finding]:
+    """Each question or answer of the reply that holds most of an example part; `sentences`, the answers' words
+    by sentence when the caller has them (a sentence break is no word, so they are the answer's words in order)."""
     findings: list[Finding] = []
-    for turn, pair in enumerate(pairs):
-        for role, text in zip(("question", "answer"), pair):
-            shingles = _shingles(_words(text)) & examples.every_shingle
+    for turn, (question, answer) in enumerate(pairs):
+        answer_words = _words(answer) if sentences is None else [word for words in sentences[turn] for word in words]
+        for role, words in (("question", _words(question)), ("answer", answer_words)):
+            shingles = _shingles(words) & examples.every_shingle
             if not shingles:
                 continue
             for part in examples.parts:
@@ -182,8 +189,9 @@ def find_copies(pairs: list[tuple[str, str]], examples: Examples) -> list[Findin
 
 def check_reply(pairs: list[tuple[str, str]], examples: Examples | None = None) -> list[Finding]:
     """Findings of the whole-reply rules, copies first (a copied example often repeats itself as well)."""
-    copies = find_copies(pairs, examples) if examples is not None else []
-    return copies + find_repetition(pairs)
+    sentences = [_sentences(answer) for _, answer in pairs]
+    copies = find_copies(pairs, examples, sentences) if examples is not None else []
+    return copies + find_repetition(pairs, sentences)
 
 
 # Records about another image: so many named objects, and none of them in the image.
