@@ -55,13 +55,30 @@ def _excerpt(words: Iterable[str], limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# A word, or a sentence break (group empty): one pass over the text gives the words of each sentence.
+_WORD_OR_BREAK = re.compile(r"([^\W_]+(?:['’][^\W_]+)*)|(?<=[.!?])\s+|\n")
+
+
 def _sentences(text: str) -> list[tuple[str, ...]]:
-    return [words for words in (tuple(_words(sentence)) for sentence in _SENTENCE_END.split(text)) if words]
+    """The words of each sentence, lowered; a sentence ends at . ! or ? before white space, or at a line end."""
+    sentences: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for word in _WORD_OR_BREAK.findall(text.lower()):
+        if word:
+            current.append(word)
+        elif current:
+            sentences.append(tuple(current))
+            current = []
+    if current:
+        sentences.append(tuple(current))
+    return sentences
 
 
 def _grams(words: tuple[str, ...] | list[str], size: int) -> list[tuple[str, ...]]:
     """Every run of `size` words, in order (built by zip, in C: this runs over every word of every reply)."""
-    return list(zip(*(words[start:] for start in range(size))))
+    if len(words) < size:
+        return []
+    return list(zip(*[words[start:] for start in range(size)]))
 
 
 def _repeated_run(sentences: list[tuple[str, ...]], size: int) -> tuple[str, ...] | None:
@@ -80,12 +97,9 @@ _STUTTER = re.compile(r"(?<!\S)((?:\S+ ){1,4})\1\1")
 
 
 def _stutter(sentences: list[tuple[str, ...]]) -> tuple[str, ...] | None:
-    for words in sentences:
-        if len(words) >= 3:
-            found = _STUTTER.search(" ".join(words) + " ")
-            if found:
-                return tuple(found.group(1).split())
-    return None
+    # One search over the whole answer: sentences joined by line ends, which a unit (words and spaces) cannot span.
+    found = _STUTTER.search("\n".join(" ".join(words) + " " for words in sentences))
+    return tuple(found.group(1).split()) if found else None
 
 
 def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[str, ...] | None:
@@ -175,9 +189,9 @@ def find_copies(pairs: list[tuple[str, str]], examples: Examples, sentences: lis
     for turn, (question, answer) in enumerate(pairs):
         answer_words = _words(answer) if sentences is None else [word for words in sentences[turn] for word in words]
         for role, words in (("question", _words(question)), ("answer", answer_words)):
+            if examples.every_shingle.isdisjoint(_grams(words, SHINGLE)):
+                continue  # most texts share no 4 words in a row with any example: settled without building a set
             shingles = _shingles(words) & examples.every_shingle
-            if not shingles:
-                continue
             for part in examples.parts:
                 share = len(shingles & part.shingles) / len(part.shingles)
                 if share >= COPY_SHARE:
