@@ -32,9 +32,8 @@ LOOP_WORDS = 9
 # A whole sentence said twice counts from this length: "Yes." or "I see." twice is speech, not a loop.
 SENTENCE_WORDS = 5
 # An answer identical to another of the same reply counts from this length, and a sentence of one answer said
-# again in another from this one. A run of LOOP_WORDS inside sentences counts across answers too: GPT-4's answers
-# to one conversation share at most 4 words in a row (LLaVA's few-shot conversations), a looping small model's
-# 9-14 ("a party with a very beautiful menu and a very expensive food").
+# again in another from this one. A shorter run across answers does not count: a teacher quoting one caption in
+# two answers ("there is a person and a dog inside a room") is dull, not looping.
 TURN_WORDS = 3
 TURN_SENTENCE_WORDS = 8
 
@@ -115,7 +114,7 @@ def _repeated_sentence(sentences: list[tuple[str, ...]], least: int) -> tuple[st
 
 def find_repetition(pairs: list[tuple[str, str]], sentences: list[list[tuple[str, ...]]] | None = None) -> list[Finding]:
     """A sentence or a long run of words said twice in one answer, a few words said three times in a row, the
-    same answer twice in a reply, or one answer's long sentence or long run of words again in a later answer. For a prose reply, pairs is [(instruction, description)].
+    same answer twice in a reply, or one answer's long sentence again in a later answer. For a prose reply, pairs is [(instruction, description)].
 
     Runs stay inside sentences: a teacher that quotes the same caption in two sentences or two turns ("there is a
     dog and a cat in a kitchen") writes dull text, not a loop."""
@@ -132,24 +131,17 @@ def find_repetition(pairs: list[tuple[str, str]], sentences: list[list[tuple[str
         return findings
     whole: dict[tuple[str, ...], int] = {}
     said: dict[tuple[str, ...], int] = {}
-    runs: dict[tuple[str, ...], int] = {}
     for turn, mine in enumerate(sentences):
         answer = tuple(word for words in mine for word in words)
         if len(answer) >= TURN_WORDS and answer in whole:
             findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"the same as answer {whole[answer] + 1}: {_excerpt(answer)!r}"))
             continue
         whole.setdefault(answer, turn)
-        own_runs = [run for words in mine for run in _grams(words, LOOP_WORDS)]
         again = next((words for words in mine if len(words) >= TURN_SENTENCE_WORDS and said.get(words, turn) != turn), None)
-        if again is None:
-            again = next((run for run in own_runs if runs.get(run, turn) != turn), None)
         if again is not None:
-            earlier = said[again] if again in said else runs[again]
-            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"also in answer {earlier + 1}: {_excerpt(again)!r}"))
+            findings.append(Finding(rule="repetition", turn=turn, role="answer", excerpt=f"also in answer {said[again] + 1}: {_excerpt(again)!r}"))
         for words in mine:
             said.setdefault(words, turn)
-        for run in own_runs:
-            runs.setdefault(run, turn)
     return findings
 
 
