@@ -85,11 +85,12 @@ class TaskSummary(BaseModel):
 
 class _Tally:
     """A TaskSummary's counts kept as plain counters while the file is read: setting a pydantic model's fields
-    once per record cost more than the counting itself."""
+    once per record cost more than the counting itself. CHAIR is counted by QualityStats, as everywhere."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.findings: Counter[str] = Counter()
+        self.quality = QualityStats()
         self.unsupported: Counter[str] = Counter()
 
     def add(self, record: AuditedRecord) -> None:
@@ -103,13 +104,9 @@ class _Tally:
         if record.findings:
             counts["flagged_by_checks"] += 1
             self.findings.update(sorted({finding.rule for finding in record.findings}))  # first seen first, as summary.json lists them
-        grounding = record.grounding
-        if grounding is not None:
-            counts["grounded"] += 1
-            counts["records_with_unsupported"] += bool(grounding.unsupported)
-            counts["mentions"] += len(grounding.mentioned)
-            counts["unsupported_mentions"] += len(grounding.unsupported)
-            self.unsupported.update(grounding.unsupported)
+        if record.grounding is not None:
+            self.quality.add(record.grounding)
+            self.unsupported.update(record.grounding.unsupported)
 
     def summary(self) -> TaskSummary:
         counts = self.counts
@@ -119,12 +116,7 @@ class _Tally:
             not_in_annotations=counts["not_in_annotations"],
             flagged_by_checks=counts["flagged_by_checks"],
             findings=dict(self.findings),
-            quality=QualityStats(
-                records=counts["grounded"],
-                records_with_unsupported=counts["records_with_unsupported"],
-                mentions=counts["mentions"],
-                unsupported_mentions=counts["unsupported_mentions"],
-            ),
+            quality=self.quality,
             unsupported_objects=dict(self.unsupported),
         )
 

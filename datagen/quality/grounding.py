@@ -183,13 +183,13 @@ def ground(texts: Iterable[str], image: ImageAnnotations | ImageSupport) -> Grou
         boxed, captions = frozenset(box.category for box in image.boxes), tuple(image.captions)
     # What the captions claim is read only when a claimed object has a category no box has: most answers name only
     # boxed objects, and reading five captions costs more than grounding the answer.
-    supported: frozenset[str] | None = None
+    supported, captions_read = boxed, False
     mentioned: set[str] = set()
     unsupported: set[str] = set()
     for categories in claimed_categories(texts):
-        if supported is None and not boxed.issuperset(categories):
-            supported = boxed | _caption_support(captions)
-        present = [category for category in categories if category in (boxed if supported is None else supported)]
+        if not captions_read and not boxed.issuperset(categories):
+            supported, captions_read = boxed | _caption_support(captions), True
+        present = [category for category in categories if category in supported]
         if present:
             mentioned.add(present[0])
         else:

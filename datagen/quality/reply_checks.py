@@ -24,7 +24,6 @@ from datagen.quality.checks import Finding
 REPLY_RULE_NAMES = ("copied_example", "repetition")
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 # A run of this many words, inside sentences, said twice in one answer is a loop: real teacher answers repeat at
 # most 7 words (LLaVA's 90 GPT-4 evaluation answers: "among the group as some people might").
@@ -55,7 +54,7 @@ def _excerpt(words: Iterable[str], limit: int = 80) -> str:
 
 
 # A word, or a sentence break (group empty): one pass over the text gives the words of each sentence.
-_WORD_OR_BREAK = re.compile(r"([^\W_]+(?:['’][^\W_]+)*)|(?<=[.!?])\s+|\n")
+_WORD_OR_BREAK = re.compile(rf"({_WORD.pattern})|(?<=[.!?])\s+|\n")
 
 
 def _sentences(text: str) -> list[tuple[str, ...]]:
@@ -181,9 +180,10 @@ def find_copies(pairs: list[tuple[str, str]], examples: Examples, sentences: lis
     for turn, (question, answer) in enumerate(pairs):
         answer_words = _words(answer) if sentences is None else [word for words in sentences[turn] for word in words]
         for role, words in (("question", _words(question)), ("answer", answer_words)):
-            if examples.every_shingle.isdisjoint(_grams(words, SHINGLE)):
+            grams = _grams(words, SHINGLE)
+            if examples.every_shingle.isdisjoint(grams):
                 continue  # most texts share no 4 words in a row with any example: settled without building a set
-            shingles = _shingles(words) & examples.every_shingle
+            shingles = examples.every_shingle.intersection(grams)
             for part in examples.parts:
                 share = len(shingles & part.shingles) / len(part.shingles)
                 if share >= COPY_SHARE:

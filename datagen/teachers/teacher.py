@@ -113,10 +113,10 @@ def _canonical_json(value: object) -> bytes:
     """Sorted keys, compact, UTF-8. A request body is put together from its messages' encodings, since all the
     requests of a task repeat the same system message and shots (most of the body) and those are encoded once."""
     if isinstance(value, dict) and isinstance(value.get("messages"), list) and all(isinstance(key, str) for key in value):
-        members = (
-            f"{_json(key)}:{'[' + ','.join(map(_message_json, value[key])) + ']' if key == 'messages' else _json(value[key])}"
-            for key in sorted(value)
-        )
+        members = []
+        for key in sorted(value):
+            encoded = "[" + ",".join(map(_message_json, value[key])) + "]" if key == "messages" else _json(value[key])
+            members.append(f"{_json(key)}:{encoded}")
         return ("{" + ",".join(members) + "}").encode()
     return _json(value).encode()
 
