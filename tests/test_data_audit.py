@@ -105,6 +105,24 @@ def test_audits_a_llava_release_file(cli, llava_file: Path, tmp_path: Path) -> N
     assert "complex_reasoning" in result.output and "25.0%" in result.output  # the printed table
 
 
+def test_the_summary_adds_up_the_tasks_and_lists_the_most_frequent_first(cli, tmp_path: Path) -> None:
+    giraffes_with_a_frisbee = {  # the giraffe enclosure again, as a conversation naming a frisbee only
+        "id": "000000100096",
+        "image": "000000100096.jpg",
+        "conversations": turns("<image>\nWhat are they playing with?", "They are playing with a frisbee.", "Who threw it?", "A man threw the frisbee."),
+    }
+    file = write_json(tmp_path / "records.json", [*LLAVA_RECORDS[:4], giraffes_with_a_frisbee])
+    out = tmp_path / "audit"
+    assert run_audit(cli, file, out).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    tasks, total = summary["tasks"].values(), summary["total"]
+    for field in ("records", "checked", "flagged_by_checks"):
+        assert total[field] == sum(task[field] for task in tasks)
+    assert total["quality"]["mentions"] == sum(task["quality"]["mentions"] for task in tasks)
+    # frisbee is named unsupported by two records of two tasks, dog and the man by one: frisbee first, then by name.
+    assert list(total["unsupported_objects"].items()) == [("frisbee", 2), ("dog", 1), ("person", 1)]
+
+
 def test_thresholds_set_the_exit_code(cli, llava_file: Path, tmp_path: Path) -> None:
     failing = run_audit(cli, llava_file, tmp_path / "a", "--max-chair-s", "0.2")
     assert failing.exit_code == 1 and "FAIL: CHAIR_s 25.00% exceeds --max-chair-s 20.00%" in failing.output

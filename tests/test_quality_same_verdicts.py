@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from datagen.quality.checks import check_text  # noqa: E402
 from datagen.quality.grounding import ground, mentions  # noqa: E402
 from datagen.quality.object_words import find_forms  # noqa: E402
 from datagen.quality.parse import Rejected  # noqa: E402
+from datagen.quality.reply_checks import _sentences, _stutter  # noqa: E402
 from datagen.source.coco import CocoSource  # noqa: E402
 from datagen.tasks.registry import parse_answer  # noqa: E402
 
@@ -98,6 +100,57 @@ def test_every_answer_and_image_pair_gets_the_recorded_grounding(recorded: list[
     source = CocoSource(CAPTIONS, INSTANCES)
     differing = [row for row in recorded if row["kind"] == "grounding" and grounding_verdict(row["text"], row["image_id"], source) != row["verdict"]]
     assert not differing, f"{len(differing)} groundings differ, e.g. {differing[:2]}"
+
+
+def _eager_grounding(texts: list[str], image) -> list[list[str]]:
+    """Grounding as first written: every mention judged, the captions read up front."""
+    boxed = {box.category for box in image.boxes}
+    supported = boxed | {category for caption in image.captions for mention in mentions(caption) if mention.claimed for category in mention.categories}
+    mentioned: set[str] = set()
+    unsupported: set[str] = set()
+    for text in texts:
+        for mention in mentions(text):
+            if mention.claimed:
+                present = [category for category in mention.categories if category in supported]
+                mentioned.add(present[0] if present else mention.categories[0])
+                if not present:
+                    unsupported.add(mention.categories[0])
+    return [sorted(mentioned), sorted(unsupported)]
+
+
+def test_grounding_several_answers_skips_no_verdict_that_counts(recorded: list[dict]) -> None:
+    """`ground` leaves later words of a category already claimed unjudged: records of several recorded texts
+    get the grounding that judging every word gives."""
+    texts = [row["text"] for row in recorded if row["kind"] == "text" and row["verdict"]["mentions"]]
+    source = CocoSource(CAPTIONS, INSTANCES)
+    images = [source.image(image_id) for image_id in source.image_ids]
+    rng = random.Random(18)
+    records = [rng.sample(texts, rng.randint(2, 5)) for _ in range(2000)]
+    differing = []
+    for index, record in enumerate(records):
+        grounding = ground(record, images[index % len(images)])
+        if [grounding.mentioned, grounding.unsupported] != _eager_grounding(record, images[index % len(images)]):
+            differing.append(record)
+    assert not differing, f"{len(differing)} records differ, e.g. {differing[:1]}"
+
+
+def test_the_stutter_rule_finds_what_its_regex_found(recorded: list[dict]) -> None:
+    """The stutter rule compares word lists; it once searched the answer's words joined, one line per sentence."""
+    old = re.compile(r"(?<!\S)((?:\S+ ){1,4})\1\1")
+    rng = random.Random(18)
+    texts = [row["text"] for row in recorded if row["kind"] == "text"]
+    for text in texts[:3000]:  # a unit of 1 to 5 words said 2 to 4 times somewhere
+        words = text.split()
+        if len(words) > 6:
+            start, size = rng.randrange(len(words) - 5), rng.randint(1, 5)
+            texts.append(" ".join(words[:start] + words[start : start + size] * rng.randint(2, 4) + words[start:]))
+    found = 0
+    for text in texts:
+        sentences = _sentences(text)
+        match = old.search("\n".join(" ".join(words) + " " for words in sentences))
+        assert _stutter(sentences) == (tuple(match.group(1).split()) if match else None), text
+        found += match is not None
+    assert found > 1000
 
 
 # -- recording ------------------------------------------------------------------------------------------------------

@@ -73,9 +73,9 @@ class TaskSummary(BaseModel):
     checked: int = 0
     not_in_annotations: int = 0
     flagged_by_checks: int = Field(0, description="Checked records with at least one finding")
-    findings: dict[str, int] = Field(default_factory=dict, description="Per rule: checked records it fired on")
+    findings: dict[str, int] = Field(default_factory=dict, description="Per rule: checked records it fired on, the most first")
     quality: QualityStats = Field(default_factory=QualityStats)
-    unsupported_objects: dict[str, int] = Field(default_factory=dict, description="Per category: records naming it unsupported")
+    unsupported_objects: dict[str, int] = Field(default_factory=dict, description="Per category: records naming it unsupported, the most first")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -85,7 +85,8 @@ class TaskSummary(BaseModel):
 
 class _Tally:
     """A TaskSummary's counts kept as plain counters while the file is read: setting a pydantic model's fields
-    once per record cost more than the counting itself. CHAIR is counted by QualityStats, as everywhere."""
+    once per record cost more than the counting itself. CHAIR is counted by QualityStats, as everywhere. Each
+    record is counted once, for its task; the total is the tasks' tallies added up at the end."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -103,10 +104,17 @@ class _Tally:
         counts["checked"] += 1
         if record.findings:
             counts["flagged_by_checks"] += 1
-            self.findings.update(sorted({finding.rule for finding in record.findings}))  # first seen first, as summary.json lists them
+            self.findings.update({finding.rule for finding in record.findings})
         if record.grounding is not None:
             self.quality.add(record.grounding)
             self.unsupported.update(record.grounding.unsupported)
+
+    def __iadd__(self, other: _Tally) -> _Tally:
+        self.counts.update(other.counts)
+        self.findings.update(other.findings)
+        self.quality = self.quality + other.quality
+        self.unsupported.update(other.unsupported)
+        return self
 
     def summary(self) -> TaskSummary:
         counts = self.counts
@@ -115,10 +123,15 @@ class _Tally:
             checked=counts["checked"],
             not_in_annotations=counts["not_in_annotations"],
             flagged_by_checks=counts["flagged_by_checks"],
-            findings=dict(self.findings),
+            findings=_most_first(self.findings),
             quality=self.quality,
-            unsupported_objects=dict(self.unsupported),
+            unsupported_objects=_most_first(self.unsupported),
         )
+
+
+def _most_first(counts: Counter[str]) -> dict[str, int]:
+    """The counts as summary.json lists them: the most frequent first, ties by name."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 class AuditSummary(BaseModel):
@@ -284,7 +297,6 @@ def _audit_into(
     known = set(source.image_ids)
     instructions = frozenset(line.casefold() for line in load_instructions("detail").lines)
     tasks: dict[str, _Tally] = {}
-    total = _Tally()
     counts: Counter[str] = Counter()
     with atomic_file(out / FINDINGS_FILE) as handle:
         for index, record in enumerate(read_records(file)):
@@ -292,7 +304,6 @@ def _audit_into(
             counts[audited.status] += 1
             if audited.task is not None:
                 tasks.setdefault(audited.task, _Tally()).add(audited)
-                total.add(audited)
             handle.write(audited.model_dump_json(exclude_none=True) + "\n")
         if not counts:
             raise InputError(f"{file}: holds no records; pass a LLaVA-format file with id, image and conversations")
@@ -301,6 +312,9 @@ def _audit_into(
                 f"{file}: none of its {sum(counts.values())} records matched an image of --captions {captions}; "
                 "pass the COCO annotations of the split the file was made from"
             )
+    total = _Tally()
+    for tally in tasks.values():
+        total += tally
     summary_of_all = total.summary()
     summary = AuditSummary(
         file=str(file),

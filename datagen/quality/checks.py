@@ -110,6 +110,10 @@ def _view(text: str, count: int) -> tuple[str | None, frozenset[str]]:
     return fold(text), _triggers(count).present(text.lower())
 
 
+# A finder's trigger words when every pattern of it is gated: check_text skips it on a text holding none of them.
+_FINDER_TRIGGERS: dict[Callable[[str, Form], Span | None], frozenset[str] | None] = {}
+
+
 def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = False, unless_quoted: bool = True,
             unless_before: re.Pattern[str] | None = None) -> Callable[[str, Form], Span | None]:
     """First match of any pattern that is not inside a quotation (or, when asked, not about a thing
@@ -136,6 +140,7 @@ def _finder(*patterns: _Gated | re.Pattern[str], unless_on_something: bool = Fal
                 return match.span()
         return None
 
+    _FINDER_TRIGGERS[find] = any_trigger
     return find
 
 
@@ -553,14 +558,22 @@ def _excerpt(text: str, span: Span, margin: int = 30) -> str:
     return ("…" if start else "") + text[start:end].replace("\n", " ") + ("…" if end < len(text) else "")
 
 
+# Per role, its rules in order, each with the trigger words one of which it needs (None: it runs on every text).
+_RULES_OF_ROLE: dict[str, tuple[tuple[Rule, frozenset[str] | None], ...]] = {
+    role: tuple((rule, _FINDER_TRIGGERS.get(rule.find)) for rule in RULES if role in rule.roles) for role in ("question", "answer")
+}
+
+
 def check_text(text: str, role: Role, turn: int = 0, form: Form = "qa_pairs") -> list[Finding]:
     """Every rule that fires on one question or answer, in rule order."""
     findings = []
-    for rule in RULES:
-        if role in rule.roles:
-            span = rule.find(text, form)
-            if span is not None:
-                findings.append(Finding(rule=rule.name, turn=turn, role=role, excerpt=_excerpt(text, span)))
+    present = _view(text, len(_TRIGGER_WORDS))[1]
+    for rule, triggers in _RULES_OF_ROLE[role]:
+        if triggers is not None and triggers.isdisjoint(present):
+            continue
+        span = rule.find(text, form)
+        if span is not None:
+            findings.append(Finding(rule=rule.name, turn=turn, role=role, excerpt=_excerpt(text, span)))
     return findings
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,7 +21,9 @@ from datagen.quality.patterns import Caseless, fold
 from datagen.quality.reply_checks import names_another_image
 from datagen.formats.records import GeneratedRecord, Grounding, Turn
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# The white space after a sentence's stop, the stop taken along (a leading character lets the regex skip ahead,
+# where a look-behind cannot), or line breaks.
+_SENTENCE_END = re.compile(r"[.!?]\s+|\n+")
 # Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
 _CLAUSE_BREAK = Caseless(re.compile(
     r"[,;:()\u2014\u2013]|\b(?:but|although|though|while|whereas|yet|except|however|whether|if|that|which|who|where|when"
@@ -131,24 +133,72 @@ def _generic(words: list[str], hypothetical: _Hypothetical, start: int) -> bool:
     return hypothetical()
 
 
-def mentions(text: str) -> list[Mention]:
-    """Every object word in `text`, in order, each marked claimed or not (negated or generic)."""
-    found: list[Mention] = []
-    for sentence in _SENTENCE_END.split(text):
-        forms = find_forms(sentence)
-        if not forms:
-            continue
-        folded = fold(sentence)
-        breaks = [match.span() for match in _CLAUSE_BREAK.finditer(sentence, folded)]
+# Any word that may negate a noun after it; a sentence without one negates none of its nouns. Each word looks
+# behind itself for the start of a word, so that the pattern opens with letters, which the regex skips ahead to.
+_ANY_NEGATION = re.compile("|".join(rf"{word}(?<!\w{word})\b" for word in sorted(_NEGATIONS)) + r"|n['’]t\b")
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, stop) of each sentence: it ends at white space after . ! or ?, or at a line break."""
+    spans, begin = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        stop = match.start() if text[match.start()] == "\n" else match.start() + 1  # the stop stays in its sentence
+        spans.append((begin, stop))
+        begin = match.end()
+    spans.append((begin, len(text)))
+    return spans
+
+
+def _has_negation(sentence: str, folded: str | None) -> bool:
+    return _ANY_NEGATION.search(folded if folded is not None else sentence.lower()) is not None
+
+
+def _sentences_with_objects(text: str) -> Iterator[tuple[str, str | None, bool, list[tuple[int, int, tuple[str, ...]]]]]:
+    """Each sentence of `text` that has an object word: the sentence, it lowered (None where that is not exact, see
+    `fold`), whether it has a word that may negate, and its object words' (start, end, categories) in it.
+
+    The words are found in the whole text at once (one regex pass, not one per sentence). A sentence ends in white
+    space, which no name holds but for a line break between its words ("hot\ndog"): where one does, the sentences
+    are searched one by one, as two sentences' words."""
+    forms = find_forms(text)
+    if not forms:
+        return
+    folded = fold(text)  # not None: each sentence's own lowering is its slice
+    negations = _has_negation(text, folded)
+    spans = _sentence_spans(text)
+    if "\n" in text and any("\n" in text[start:end] for start, end, _ in forms):
+        for begin, stop in spans:
+            sentence = text[begin:stop]
+            if found := find_forms(sentence):
+                sentence_folded = fold(sentence)
+                yield sentence, sentence_folded, negations and _has_negation(sentence, sentence_folded), found
+        return
+    index = 0
+    for begin, stop in spans:
+        inside = []
+        while index < len(forms) and forms[index][0] < stop:
+            start, end, categories = forms[index]
+            inside.append((start - begin, end - begin, categories))
+            index += 1
+        if inside:
+            sentence = text[begin:stop]
+            sentence_folded = folded[begin:stop] if folded is not None else fold(sentence)
+            yield sentence, sentence_folded, negations and _has_negation(sentence, sentence_folded), inside
+        if index == len(forms):
+            return
+
+
+def _judged(text: str, settled: Container[str]) -> Iterator[tuple[str, tuple[str, ...], bool]]:
+    """(surface, categories, claimed) of each object word in `text`, in order. A word whose one category is in
+    `settled` is not judged and not given: claimed or not, it changes nothing for its caller (its negation is still
+    read when a negated list may carry it on to the next noun)."""
+    for sentence, folded, negations, forms in _sentences_with_objects(text):
+        breaks: list[tuple[int, int]] | None = None
         hypothetical = _Hypothetical(sentence, folded)
         previous: tuple[int, bool] | None = None  # where the last object word ended and whether it was negated
         previous_end = 0  # a noun's determiners and negation lie after the previous noun
         for index, (start, end, categories) in enumerate(forms):
-            if folded is not None:  # lowering keeps every character's word-ness, so these are the same words lowered
-                words = _WORD.findall(_clause_before(folded, breaks, start, previous_end))
-            else:
-                words = [word.lower() for word in _WORD.findall(_clause_before(sentence, breaks, start, previous_end))]
-            previous_end = end
+            clause_start, previous_end = previous_end, end
             if not categories:
                 previous = None
                 continue
@@ -156,17 +206,32 @@ def mentions(text: str) -> list[Mention]:
             following = forms[index + 1] if index + 1 < len(forms) else None
             if surface.lower() in PERSON_MODIFIERS and following and not sentence[end : following[0]].strip():
                 continue  # "passenger jet": an adjective here
-            negated = (_negated(words) and not _presupposed(words)) or (
-                previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None
+            unjudged = len(categories) == 1 and categories[0] in settled
+            if unjudged and not negations:
+                previous = (end, False)
+                continue
+            if breaks is None:
+                breaks = [match.span() for match in _CLAUSE_BREAK.finditer(sentence, folded)]
+            if folded is not None:  # lowering keeps every character's word-ness, so these are the same words lowered
+                words = _WORD.findall(_clause_before(folded, breaks, start, clause_start))
+            else:
+                words = [word.lower() for word in _WORD.findall(_clause_before(sentence, breaks, start, clause_start))]
+            negated = negations and (
+                (_negated(words) and not _presupposed(words))
+                or (previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None)
             )
-            claimed = not negated and not _generic(words, hypothetical, start)
-            found.append(Mention(surface, categories, claimed))
             previous = (end, negated)
-    return found
+            if not unjudged:
+                yield surface, categories, not negated and not _generic(words, hypothetical, start)
+
+
+def mentions(text: str) -> list[Mention]:
+    """Every object word in `text`, in order, each marked claimed or not (negated or generic)."""
+    return [Mention(surface, categories, claimed) for surface, categories, claimed in _judged(text, ())]
 
 
 def claimed_categories(texts: Iterable[str]) -> list[tuple[str, ...]]:
-    return [mention.categories for text in texts for mention in mentions(text) if mention.claimed]
+    return [categories for text in texts for _, categories, claimed in _judged(text, ()) if claimed]
 
 
 @lru_cache(maxsize=4096)
@@ -186,15 +251,20 @@ def ground(texts: Iterable[str], image: ImageAnnotations | ImageSupport) -> Grou
     supported, captions_read = boxed, False
     mentioned: set[str] = set()
     unsupported: set[str] = set()
-    for categories in claimed_categories(texts):
-        if not captions_read and not boxed.issuperset(categories):
-            supported, captions_read = boxed | _caption_support(captions), True
-        present = [category for category in categories if category in supported]
-        if present:
-            mentioned.add(present[0])
-        else:
-            mentioned.add(categories[0])
-            unsupported.add(categories[0])
+    for text in texts:
+        # A category claimed once is settled, as supported or not (the captions are read before a category no box
+        # has is settled): its later words are not judged, which spares most of the work on a long answer.
+        for _, categories, claimed in _judged(text, mentioned):
+            if not claimed:
+                continue
+            if not captions_read and not boxed.issuperset(categories):
+                supported, captions_read = boxed | _caption_support(captions), True
+            present = [category for category in categories if category in supported]
+            if present:
+                mentioned.add(present[0])
+            else:
+                mentioned.add(categories[0])
+                unsupported.add(categories[0])
     return Grounding(mentioned=sorted(mentioned), unsupported=sorted(unsupported))
 
 
