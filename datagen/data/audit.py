@@ -303,7 +303,9 @@ def _audit_into(
             audited = audit_record(index, record, source, known, task, instructions, examples)
             counts[audited.status] += 1
             if audited.task is not None:
-                tasks.setdefault(audited.task, _Tally()).add(audited)
+                if audited.task not in tasks:  # (not setdefault: it would build a tally for every record)
+                    tasks[audited.task] = _Tally()
+                tasks[audited.task].add(audited)
             handle.write(audited.model_dump_json(exclude_none=True) + "\n")
         if not counts:
             raise InputError(f"{file}: holds no records; pass a LLaVA-format file with id, image and conversations")

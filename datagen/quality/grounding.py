@@ -17,13 +17,13 @@ from functools import lru_cache
 from datagen.source.coco import CocoSource, ImageAnnotations, ImageSupport
 from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
 from datagen.quality.parse import Rejected
-from datagen.quality.patterns import Caseless, fold
+from datagen.quality.patterns import Caseless, fold, whole_words
 from datagen.quality.reply_checks import names_another_image
 from datagen.formats.records import GeneratedRecord, Grounding, Turn
 
-# The white space after a sentence's stop, the stop taken along (a leading character lets the regex skip ahead,
-# where a look-behind cannot), or line breaks.
-_SENTENCE_END = re.compile(r"[.!?]\s+|\n+")
+# The white space after a sentence's stop, the stop taken along, or line breaks. One character class opens it, which
+# the regex skips ahead to: "[.!?]\s+|\n+", or a look-behind for the stop, is tried at every character.
+_SENTENCE_END = re.compile(r"[.!?\n](?:(?<=\n)\n*|(?<=[.!?])\s+)")
 # Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
 _CLAUSE_BREAK = Caseless(re.compile(
     r"[,;:()\u2014\u2013]|\b(?:but|although|though|while|whereas|yet|except|however|whether|if|that|which|who|where|when"
@@ -55,7 +55,7 @@ _HYPOTHETICAL = Caseless(re.compile(
     r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
     re.IGNORECASE,
 ))
-_CONDITIONAL = Caseless(re.compile(r"(?<!\bas )(?<!\beven )\b(?:if|unless|whether|in case|whenever)\b", re.IGNORECASE))
+_CONDITIONAL = Caseless(re.compile(rf"(?:{whole_words(['if', 'unless', 'whether', 'in case', 'whenever'], ('as', 'even'))})\b", re.IGNORECASE))
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,8 @@ def _generic(words: list[str], hypothetical: _Hypothetical, start: int) -> bool:
     return hypothetical()
 
 
-# Any word that may negate a noun after it; a sentence without one negates none of its nouns. Each word looks
-# behind itself for the start of a word, so that the pattern opens with letters, which the regex skips ahead to.
-_ANY_NEGATION = re.compile("|".join(rf"{word}(?<!\w{word})\b" for word in sorted(_NEGATIONS)) + r"|n['’]t\b")
+# Any word that may negate a noun after it; a sentence without one negates none of its nouns.
+_ANY_NEGATION = re.compile(rf"(?:{whole_words(sorted(_NEGATIONS))})\b|n['’]t\b")
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:

@@ -58,9 +58,9 @@ def _excerpt(words: Iterable[str], limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# The break takes its stop along, as no word holds one: a leading character lets the regex skip ahead, where a
-# look-behind cannot.
-_SENTENCE_BREAK = re.compile(r"[.!?]\s+|\n")
+# The break takes its stop along, as no word holds one; one character class opens it, which the regex skips ahead
+# to (see grounding._SENTENCE_END).
+_SENTENCE_BREAK = re.compile(r"[.!?\n](?:(?<=\n)|(?<=[.!?])\s+)")
 
 
 def _sentences(text: str) -> list[tuple[str, ...]]:
