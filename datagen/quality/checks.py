@@ -462,6 +462,15 @@ _coordinates = _finder(*_COORDINATES, unless_before=_MAP_WORDS)
 _text_source_about_something = _finder(*_TEXT_SOURCE_ABOUT_SOMETHING, unless_on_something=True)
 _in_the_text = _finder(_IN_THE_TEXT, unless_on_something=True)
 
+
+def _triggers_of(*parts: Callable[[str, Form], Span | None]) -> frozenset[str] | None:
+    """A rule made of several finders finds nothing in a text without a trigger word of one of them, if each is gated."""
+    found = [_FINDER_TRIGGERS.get(part) for part in parts]
+    return None if any(triggers is None for triggers in found) else frozenset().union(*found)  # type: ignore[arg-type]
+
+
+_FINDER_TRIGGERS[_find_text_source] = _triggers_of(_strong_text_source, _coordinates, _text_source_about_something, _in_the_text)
+
 # --- box_coordinates: numbers only the normalised box corners can have produced ---
 _NORM = r"(?:0?\.\d{1,3}|1\.0{1,3})"  # a 0..1 value with a decimal point, as the context writes corners
 _UNIT = (
