@@ -25,9 +25,13 @@ from datagen.formats.records import GeneratedRecord, Grounding, Turn
 # the regex skips ahead to: "[.!?]\s+|\n+", or a look-behind for the stop, is tried at every character.
 _SENTENCE_END = re.compile(r"[.!?\n](?:(?<=\n)\n*|(?<=[.!?])\s+)")
 # Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
+_CLAUSE_OPENERS = (
+    "but although though while whereas yet except however whether if that which who where when because since so only just instead rather"
+).split()
 _CLAUSE_BREAK = Caseless(re.compile(
-    r"[,;:()\u2014\u2013]|\b(?:but|although|though|while|whereas|yet|except|however|whether|if|that|which|who|where|when"
-    r"|because|since|so|only|just|instead|rather|and(?=\s+(?:there|the|a|an)\b))\b",
+    "|".join(re.escape(mark) for mark in ",;:()\u2014\u2013")
+    + "|" + whole_words(_CLAUSE_OPENERS)
+    + r"|and(?<!\wand)(?=\s+(?:there|the|a|an)\b)",
     re.IGNORECASE,
 ))
 _WORD = re.compile(r"[\w'’]+")
@@ -55,7 +59,7 @@ _HYPOTHETICAL = Caseless(re.compile(
     r"|welcome|cater|accommodate|entertain|lure|guide|inform|alert)(?:s|ed|ing)?)\b|['’]ll\b",
     re.IGNORECASE,
 ))
-_CONDITIONAL = Caseless(re.compile(rf"(?:{whole_words(['if', 'unless', 'whether', 'in case', 'whenever'], ('as', 'even'))})\b", re.IGNORECASE))
+_CONDITIONAL = Caseless(re.compile(whole_words(["if", "unless", "whether", "in case", "whenever"], ("as", "even")), re.IGNORECASE))
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def _generic(words: list[str], hypothetical: _Hypothetical, start: int) -> bool:
 
 
 # Any word that may negate a noun after it; a sentence without one negates none of its nouns.
-_ANY_NEGATION = re.compile(rf"(?:{whole_words(sorted(_NEGATIONS))})\b|n['’]t\b")
+_ANY_NEGATION = re.compile(whole_words(sorted(_NEGATIONS)) + r"|n['’]t\b")
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
