@@ -69,18 +69,15 @@ class Mention:
     claimed: bool
 
 
-def _clause_before(sentence: str, breaks: list[tuple[int, int]], start: int, after: int) -> str:
-    """The words of `sentence` leading up to a noun, back to the last clause break or the previous noun.
-
-    `breaks` are the sentence's clause breaks; no break can straddle `after` or `start`, since the words before
-    and after an object word are not word characters, so those inside equal the breaks of the slice alone."""
+def _clause_before(sentence: str, folded: str | None, start: int, after: int) -> str:
+    """The text leading up to a noun at `start`, back to the last clause break after `after`, the end of the
+    previous noun; lowered where `folded` is. A break is searched for between the two nouns alone: its look-behinds
+    see the text before them, and none can straddle either noun, since the characters next to an object word are
+    not word characters."""
     last = after
-    for break_start, break_end in reversed(breaks):
-        if break_end <= start:
-            if break_start >= after:
-                last = break_end
-            break
-    return sentence[last:start]
+    for match in _CLAUSE_BREAK.finditer(sentence, folded, after, start):
+        last = match.end()
+    return (sentence if folded is None else folded)[last:start]
 
 
 def _negated(words: list[str]) -> bool:
@@ -196,7 +193,6 @@ def _judged(text: str, settled: Container[str]) -> Iterator[tuple[str, tuple[str
     `settled` is not judged and not given: claimed or not, it changes nothing for its caller (its negation is still
     read when a negated list may carry it on to the next noun)."""
     for sentence, folded, negations, forms in _sentences_with_objects(text):
-        breaks: list[tuple[int, int]] | None = None
         hypothetical = _Hypothetical(sentence, folded)
         previous: tuple[int, bool] | None = None  # where the last object word ended and whether it was negated
         previous_end = 0  # a noun's determiners and negation lie after the previous noun
@@ -213,12 +209,9 @@ def _judged(text: str, settled: Container[str]) -> Iterator[tuple[str, tuple[str
             if unjudged and not negations:
                 previous = (end, False)
                 continue
-            if breaks is None:
-                breaks = [match.span() for match in _CLAUSE_BREAK.finditer(sentence, folded)]
-            if folded is not None:  # lowering keeps every character's word-ness, so these are the same words lowered
-                words = _WORD.findall(_clause_before(folded, breaks, start, clause_start))
-            else:
-                words = [word.lower() for word in _WORD.findall(_clause_before(sentence, breaks, start, clause_start))]
+            words = _WORD.findall(_clause_before(sentence, folded, start, clause_start))
+            if folded is None:  # (lowering keeps every character's word-ness: the words of the lowered text are these)
+                words = [word.lower() for word in words]
             negated = negations and (
                 (_negated(words) and not _presupposed(words))
                 or (previous is not None and previous[1] and _LIST_CONTINUES.match(sentence[previous[0] : start]) is not None)

@@ -13,6 +13,7 @@ the original pattern runs on them.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 
 
@@ -54,9 +55,9 @@ class Caseless:
             return self.lowered, folded
         return self.pattern, text
 
-    def finditer(self, text: str, folded: str | None) -> Iterator[re.Match[str]]:
+    def finditer(self, text: str, folded: str | None, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
         pattern, subject = self._pick(text, folded)
-        return pattern.finditer(subject)
+        return pattern.finditer(subject, pos, endpos)
 
     def search(self, text: str, folded: str | None) -> re.Match[str] | None:
         pattern, subject = self._pick(text, folded)
