@@ -75,10 +75,10 @@ class ChatRequest(BaseModel):
 
     def _canonical(self) -> tuple[bytes, str]:
         if self._encoded is None:
-            data = _canonical_json(self.body())
-            has_images = any(not isinstance(message.get("content"), str) for message in self.messages)
-            material = _canonical_json({**self.body(), "messages": _images_as_hashes(self.messages)}) if has_images else data
-            self._encoded = (data, hashlib.sha256(material).hexdigest())
+            data, digest = _canonical_json(self.body())
+            if any(not isinstance(message.get("content"), str) for message in self.messages):
+                digest = _canonical_json({**self.body(), "messages": _images_as_hashes(self.messages)})[1]
+            self._encoded = (data, digest)
         return self._encoded
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ChatRequest:
@@ -109,20 +109,38 @@ def request_from_body(body: object) -> ChatRequest:
         raise ValueError(f"its body's {error.errors()[0]['loc'][0]} is not a {error.errors()[0]['type']}") from None
 
 
-def _canonical_json(value: object) -> bytes:
-    """Sorted keys, compact, UTF-8. A request body is put together from its messages' encodings, since all the
-    requests of a task repeat the same system message and shots (most of the body) and those are encoded once."""
-    if isinstance(value, dict) and isinstance(value.get("messages"), list) and all(isinstance(key, str) for key in value):
-        members = []
+def _canonical_json(value: object) -> tuple[bytes, str]:
+    """Sorted keys, compact, UTF-8, and the sha256 of that.
+
+    A request body is put together from its messages' encodings, since all the requests of a task repeat the same
+    system message and shots (most of the body): those are encoded once, and the body up to its last message is
+    hashed once, so that each request hashes only its own message and the fields after it."""
+    if isinstance(value, dict) and isinstance(value.get("messages"), list) and value["messages"] and all(isinstance(key, str) for key in value):
+        before: list[str] = []
+        after: list[str] = []
         for key in sorted(value):
-            encoded = "[" + ",".join(map(_message_json, value[key])) + "]" if key == "messages" else _json(value[key])
-            members.append(f"{_json(key)}:{encoded}")
-        return ("{" + ",".join(members) + "}").encode()
-    return _json(value).encode()
+            if key != "messages":
+                (before if key < "messages" else after).append(f"{_json(key)}:{_json(value[key])}")
+        messages = [_message_json(message) for message in value["messages"]]
+        head_data, head_digest = _body_head("".join(member + "," for member in before), tuple(messages[:-1]))
+        tail = (messages[-1] + "]" + "".join("," + member for member in after) + "}").encode()
+        digest = head_digest.copy()
+        digest.update(tail)
+        return head_data + tail, digest.hexdigest()
+    data = _json(value).encode()
+    return data, hashlib.sha256(data).hexdigest()
 
 
-def _json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+@lru_cache(maxsize=64)
+def _body_head(fields_before: str, messages: tuple[str, ...]) -> tuple[bytes, Any]:
+    """A body's start, up to its last message, and the sha256 state after it: the same for every request of a task."""
+    data = ("{" + fields_before + '"messages":[' + "".join(message + "," for message in messages)).encode()
+    return data, hashlib.sha256(data)
+
+
+# One encoder for every body: json.dumps with options of its own builds a new encoder on each call.
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_json = _ENCODER.encode
 
 
 def _message_json(message: object) -> str:
