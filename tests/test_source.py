@@ -217,6 +217,17 @@ def test_image_ids_sorted(source: CocoSource) -> None:
     assert source.image_ids == sorted(source.image_ids)
 
 
+def test_support_is_what_image_gives_grounding_built_once_per_image(source: CocoSource) -> None:
+    for image_id in source.image_ids:
+        image, support = source.image(image_id), source.support(image_id)
+        if image is None:
+            assert support is None
+            continue
+        assert support is not None and support.captions == tuple(image.captions)
+        assert support.categories == frozenset(box.category for box in image.boxes)
+        assert source.support(image_id) is support  # kept: an image's records share it
+
+
 def test_tiny_coco_edge_cases(tmp_path: Path) -> None:
     captions = write_json(
         tmp_path / "caps.json",

@@ -393,6 +393,7 @@ class CocoSource:
         self.image_ids: list[int] = sorted(self._rows)
         self.hard_cases: Counter[str] = Counter()
         self._cases_of: dict[int, Counter[str]] = {}
+        self._support: dict[int, ImageSupport | None] = {}
 
     @property
     def has_boxes(self) -> bool:
@@ -446,7 +447,14 @@ class CocoSource:
     def support(self, image_id: int) -> ImageSupport | None:
         """What grounding needs of an image, its cleaned captions and the categories of the boxes `image()` keeps,
         without placing the boxes (an audit of a whole released file needs no more); None when it has no usable
-        caption. Nothing is counted: the hard cases belong to the images a run sends."""
+        caption. Nothing is counted: the hard cases belong to the images a run sends. Kept per image, a few
+        hundred bytes each: an image's records share it (LLaVA's files hold two or three per image)."""
+        if image_id in self._support:
+            return self._support[image_id]
+        self._support[image_id] = support = self._find_support(image_id)
+        return support
+
+    def _find_support(self, image_id: int) -> ImageSupport | None:
         file_name, width, height, texts, boxes, listed = self._rows[image_id]
         ignored: Counter[str] = Counter()
         captions, _ = _clean_captions(texts, ignored)
