@@ -107,7 +107,8 @@ def _triggers(count: int) -> Triggers:
 def _view(text: str, count: int) -> tuple[str | None, frozenset[str]]:
     """What every rule needs of one text, computed once: the text lowered for caseless patterns (None where that
     would not be exact) and the trigger words it holds."""
-    return fold(text), _triggers(count).present(text.lower())
+    folded = fold(text)  # the text lowered, where that is exact
+    return folded, _triggers(count).present(folded if folded is not None else text.lower())
 
 
 # A finder's trigger words when every pattern of it is gated: check_text skips it on a text holding none of them.
@@ -465,8 +466,8 @@ _in_the_text = _finder(_IN_THE_TEXT, unless_on_something=True)
 
 def _triggers_of(*parts: Callable[[str, Form], Span | None]) -> frozenset[str] | None:
     """A rule made of several finders finds nothing in a text without a trigger word of one of them, if each is gated."""
-    found = [_FINDER_TRIGGERS.get(part) for part in parts]
-    return None if any(triggers is None for triggers in found) else frozenset().union(*found)  # type: ignore[arg-type]
+    gated = [triggers for part in parts if (triggers := _FINDER_TRIGGERS.get(part)) is not None]
+    return frozenset().union(*gated) if len(gated) == len(parts) else None
 
 
 _FINDER_TRIGGERS[_find_text_source] = _triggers_of(_strong_text_source, _coordinates, _text_source_about_something, _in_the_text)

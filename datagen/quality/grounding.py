@@ -17,13 +17,10 @@ from functools import lru_cache
 from datagen.source.coco import CocoSource, ImageAnnotations, ImageSupport
 from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
 from datagen.quality.parse import Rejected
-from datagen.quality.patterns import Caseless, fold, whole_words
+from datagen.quality.patterns import SENTENCE_END, Caseless, fold, whole_words
 from datagen.quality.reply_checks import names_another_image
 from datagen.formats.records import GeneratedRecord, Grounding, Turn
 
-# The white space after a sentence's stop, the stop taken along, or line breaks. One character class opens it, which
-# the regex skips ahead to: "[.!?]\s+|\n+", or a look-behind for the stop, is tried at every character.
-_SENTENCE_END = re.compile(r"[.!?\n](?:(?<=\n)\n*|(?<=[.!?])\s+)")
 # Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
 _CLAUSE_OPENERS = (
     "but although though while whereas yet except however whether if that which who where when because since so only just instead rather"
@@ -141,7 +138,7 @@ _ANY_NEGATION = re.compile(whole_words(sorted(_NEGATIONS)) + r"|n['’]t\b")
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, stop) of each sentence: it ends at white space after . ! or ?, or at a line break."""
     spans, begin = [], 0
-    for match in _SENTENCE_END.finditer(text):
+    for match in SENTENCE_END.finditer(text):
         stop = match.start() if text[match.start()] == "\n" else match.start() + 1  # the stop stays in its sentence
         spans.append((begin, stop))
         begin = match.end()

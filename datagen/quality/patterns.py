@@ -88,6 +88,11 @@ def alternation(words: list[str], space: str = " ") -> str:
     return pattern(trie)
 
 
+# Where a sentence ends: the white space after its stop, the stop taken along, or line breaks. One character class
+# opens it, which the regex skips ahead to: "[.!?]\s+|\n+", or a look-behind for the stop, is tried at every character.
+SENTENCE_END = re.compile(r"[.!?\n](?:(?<=\n)\n*|(?<=[.!?])\s+)")
+
+
 def whole_words(words: list[str], not_after: tuple[str, ...] = ()) -> str:
     """Alternatives for any of `words` (plain text) as whole words, and not right after one of `not_after` and a
     space.
@@ -111,12 +116,16 @@ _CHARACTER_SHARE = dict(zip(" etaoinshrdlcumwfgypbvkjxqz", (
 )))
 
 
+def _share(character: str) -> float:
+    return _CHARACTER_SHARE.get(character, 0.05)
+
+
 def _rare_cover(words: set[str]) -> set[str]:
     """Few characters, rare ones, such that every word holds one of them (a greedy weighted set cover)."""
     uncovered, chosen = set(words), set()
     while uncovered:
         characters = sorted(set("".join(uncovered)))
-        best = max(characters, key=lambda character: sum(character in word for word in uncovered) / _CHARACTER_SHARE.get(character, 0.05))
+        best = max(characters, key=lambda character: sum(character in word for word in uncovered) / _share(character))
         chosen.add(best)
         uncovered = {word for word in uncovered if best not in word}
     return chosen
@@ -135,7 +144,7 @@ class Triggers:
         self._by_anchor: dict[str, list[tuple[str, int]]] = {}
         for word in sorted(words):
             # At its first character if that is an anchor (one look ahead, shared in a trie), else at its rarest anchor.
-            offset = 0 if word[0] in cover else min((index for index, character in enumerate(word) if character in cover), key=lambda index: _CHARACTER_SHARE.get(word[index], 0.05))
+            offset = 0 if word[0] in cover else min((index for index, character in enumerate(word) if character in cover), key=lambda index: _share(word[index]))
             self._by_anchor.setdefault(word[offset], []).append((word, offset))
         alternatives = []
         for anchor, entries in self._by_anchor.items():

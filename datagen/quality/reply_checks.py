@@ -21,6 +21,7 @@ from functools import lru_cache
 
 from datagen.formats.records import Grounding
 from datagen.quality.checks import Finding
+from datagen.quality.patterns import SENTENCE_END
 
 # The reject reasons these rules give (RejectReason in records.py), most serious first.
 REPLY_RULE_NAMES = ("copied_example", "repetition")
@@ -58,16 +59,12 @@ def _excerpt(words: Iterable[str], limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# The break takes its stop along, as no word holds one; one character class opens it, which the regex skips ahead
-# to (see grounding._SENTENCE_END).
-_SENTENCE_BREAK = re.compile(r"[.!?\n](?:(?<=\n)|(?<=[.!?])\s+)")
-
-
 def _sentences(text: str) -> list[tuple[str, ...]]:
     """The words of each sentence, lowered; a sentence ends at . ! or ? before white space, or at a line end."""
     lowered = text.lower()
     word = _ASCII_WORD if lowered.isascii() else _WORD
-    return [tuple(words) for part in _SENTENCE_BREAK.split(lowered) if (words := word.findall(part))]
+    # (The break takes its stop along: no word holds one.)
+    return [tuple(words) for part in SENTENCE_END.split(lowered) if (words := word.findall(part))]
 
 
 def _grams(words: tuple[str, ...] | list[str], size: int) -> Iterator[tuple[str, ...]]:

@@ -75,9 +75,12 @@ class ChatRequest(BaseModel):
 
     def _canonical(self) -> tuple[bytes, str]:
         if self._encoded is None:
-            data, digest = _canonical_json(self.body())
-            if any(not isinstance(message.get("content"), str) for message in self.messages):
+            has_images = any(not isinstance(message.get("content"), str) for message in self.messages)
+            # With images, the key hashes the body with each image as its hash: the body as sent is not hashed.
+            data, digest = _canonical_json(self.body(), hashed=not has_images)
+            if has_images:
                 digest = _canonical_json({**self.body(), "messages": _images_as_hashes(self.messages)})[1]
+            assert digest is not None
             self._encoded = (data, digest)
         return self._encoded
 
@@ -109,8 +112,8 @@ def request_from_body(body: object) -> ChatRequest:
         raise ValueError(f"its body's {error.errors()[0]['loc'][0]} is not a {error.errors()[0]['type']}") from None
 
 
-def _canonical_json(value: object) -> tuple[bytes, str]:
-    """Sorted keys, compact, UTF-8, and the sha256 of that.
+def _canonical_json(value: object, hashed: bool = True) -> tuple[bytes, str | None]:
+    """Sorted keys, compact, UTF-8, and the sha256 of that (None unless `hashed`).
 
     A request body is put together from its messages' encodings, since all the requests of a task repeat the same
     system message and shots (most of the body): those are encoded once, and the body up to its last message is
@@ -124,11 +127,13 @@ def _canonical_json(value: object) -> tuple[bytes, str]:
         messages = [_message_json(message) for message in value["messages"]]
         head_data, head_digest = _body_head("".join(member + "," for member in before), tuple(messages[:-1]))
         tail = (messages[-1] + "]" + "".join("," + member for member in after) + "}").encode()
+        if not hashed:
+            return head_data + tail, None
         digest = head_digest.copy()
         digest.update(tail)
         return head_data + tail, digest.hexdigest()
     data = _json(value).encode()
-    return data, hashlib.sha256(data).hexdigest()
+    return data, hashlib.sha256(data).hexdigest() if hashed else None
 
 
 @lru_cache(maxsize=64)
