@@ -354,6 +354,32 @@ def report(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+@friendly_errors
+def show(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate run"),
+    task: Optional[str] = typer.Option(None, help="Only this task's records (default: every task of the run)"),
+    n: int = typer.Option(5, "--n", min=1, help="How many records to show"),
+    rejects: bool = typer.Option(False, "--rejects", help="Show refused answers with their reason instead of records"),
+    record_id: Optional[str] = typer.Option(None, "--id", help="Every record (or reject) of this image id, e.g. 100013 or 000000100013"),
+    captions: Optional[Path] = typer.Option(None, help="COCO captions file for the context shown (default: the one the run read, if still there)"),
+    instances: Optional[Path] = typer.Option(None, help="COCO instances file for the boxes shown (default: the one the run read)"),
+) -> None:
+    """Look at a few records: the image's captions and boxes, the conversation, grounding flags; rejects with their reason."""
+    from rich.console import Console
+
+    from datagen.data.show import contexts, pick, render_terminal, source_paths
+
+    examples = pick(folder, task, n, rejects, record_id)
+    captions_path, instances_path = source_paths(folder, captions, instances)
+    console = Console(width=None if sys.stdout.isatty() else 100)
+    for panel in render_terminal(examples, contexts(examples, captions_path, instances_path)):
+        console.print(panel)
+    shown = "rejects" if rejects else "records"
+    note = "" if captions_path else "; pass --captions (and --instances) to see each image's captions and boxes"
+    typer.echo(f"{len(examples)} {shown} shown from {folder}{note}")
+
+
 def ray_settings(
     workers: int, vllm: str | None, replicas: int, tensor_parallel_size: int, engine_arg: list[str], address: str | None,
     num_cpus: int | None, batch_size: int | None, used: bool = True, flag: str = "datagen ray",

@@ -28,9 +28,11 @@ from datagen.formats.manifest import MANIFEST_FILE
 from datagen.files.jsonl import atomic_file, iter_jsonl
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
+from datagen.data.show import Example, render_html as render_examples
 from datagen.tasks.registry import TASKS
 
 NEAR_DUPLICATE_JACCARD = 0.8
+EXAMPLES_PER_TASK = 2  # kept records, and as many rejects, shown per task and run
 QUESTION_TYPES = ("what", "where", "how many", "how", "why", "which", "who", "yes/no", "describe", "other")
 
 # -- per-record measures ------------------------------------------------------------------------------
@@ -153,9 +155,12 @@ class TaskStats:
     records_with_unsupported: int = 0
     mentions: int = 0
     unsupported_mentions: int = 0
+    examples: list[Example] = field(default_factory=list)
 
-    def add_record(self, row: dict) -> None:
+    def add_record(self, row: dict, task: str) -> None:
         self.records += 1
+        if len(self.examples) < EXAMPLES_PER_TASK:
+            self.examples.append(Example(row=row, task=task, rejected=False))
         record_id = row.get("id")
         self.ids.add(record_id if isinstance(record_id, (str, int)) else repr(record_id))  # a hand-edited id may be a list
         turns = [turn for turn in row.get("conversations") or [] if isinstance(turn, dict)]
@@ -303,11 +308,16 @@ def read_run(folder: Path) -> RunReport:
         task_quality = quality.get(task)
         tasks[task] = TaskStats(counts=counts if isinstance(counts, dict) else {}, quality=task_quality if isinstance(task_quality, dict) else None)
         for row in _rows(folder / task_file(task)):
-            tasks[task].add_record(row)
+            tasks[task].add_record(row, task)
+    rejects_shown: Counter[str] = Counter()
     for row in _rows(folder / REJECTS_FILE):
-        stats = tasks.get(str(row.get("task")))
+        task = str(row.get("task"))
+        stats = tasks.get(task)
         if stats is not None:  # rejected answers were paid for too
             stats.add_usage(_object(row.get("meta")))
+            if rejects_shown[task] < EXAMPLES_PER_TASK:
+                rejects_shown[task] += 1
+                stats.examples.append(Example(row=row, task=task, rejected=True))
     return RunReport(folder=folder, manifest=manifest, tasks=tasks)
 
 
@@ -505,6 +515,8 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-al
 th { background: #f4f4f4; } td.mock { color: #a33; font-weight: 600; }
 img { max-width: 100%; display: block; margin: 8px 0; }
 .note { color: #666; font-size: 12px; }
+.example { border-left: 3px solid #8ab; padding: 2px 12px; margin: 8px 0; } .example p { margin: 4px 0; }
+.reject { color: #a33; } pre { white-space: pre-wrap; font-size: 12px; background: #f8f8f8; padding: 6px; }
 """
 
 
@@ -589,6 +601,11 @@ def render_html(runs: list[RunReport], prices: Prices | None) -> str:
         repeated = [[run.label, *(f"{count}x {question}" for question, count in run.tasks[task].questions.most_common(3) if count > 1)] for run in runs if task in run.tasks]
         if any(len(row) > 1 for row in repeated):
             parts += ["<p>Most repeated questions:</p>", _table(["run", "1st", "2nd", "3rd"], [row + [""] * (4 - len(row)) for row in repeated], row_heads=False)]
+        shown = [(run.label, run.tasks[task].examples) for run in runs if task in run.tasks and run.tasks[task].examples]
+        if shown:
+            parts.append(f"<h3>Examples</h3><p class=\"note\">The first {EXAMPLES_PER_TASK} records of each run, and its first {EXAMPLES_PER_TASK} rejects; "
+                         "`datagen show RUN` shows more in a terminal.</p>")
+            parts += [f"<p><b>{html.escape(label)}</b></p>\n{render_examples(examples)}" for label, examples in shown]
         if task in TASKS and TASKS[task].instructions:
             parts.append(f'<p class="note">{html.escape(task.replace("_", " ").capitalize())} questions are drawn from datagen\'s instruction list, not written by the teacher: their repeats are by design.</p>')
     parts += [
