@@ -161,7 +161,8 @@ def generate(
     shard: Optional[str] = typer.Option(None, help="i/n: this machine's share of the images"),
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
-    progress: bool = typer.Option(True, help="Show the live progress bar"),
+    progress: bool = typer.Option(True, help="Show the live progress bar (in a terminal) or progress lines (elsewhere)"),
+    log_every: float = typer.Option(30.0, min=0.0, help="Without a terminal (CI logs, nohup, Slurm): a plain progress line every S seconds and at the end; 0: none"),
     reject_unsupported: bool = typer.Option(
         False, "--reject-unsupported", help="Reject records naming an object neither the boxes nor the captions show (default: flag in meta.grounding)"
     ),
@@ -171,8 +172,8 @@ def generate(
     poll_interval: float = typer.Option(default("poll_interval"), min=0.001, help="Seconds between batch status checks (--batch)"),
     batch_size: int = typer.Option(default("batch_size"), min=1, max=MAX_BATCH_REQUESTS, help=f"Requests per batch at most (--batch; OpenAI allows {MAX_BATCH_REQUESTS:,})"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the request count and estimated tokens; send nothing (no API key needed)"),
-    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for --dry-run's cost estimate"),
-    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens, for --dry-run's cost estimate"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens: --dry-run's estimate, the cost shown while it runs"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens: --dry-run's estimate, the cost shown while it runs"),
     requests_out: Optional[Path] = typer.Option(None, help="Write the pending requests as an OpenAI Batch input file; send nothing"),
     results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
     see: str = typer.Option(default("see"), help="What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)"),
@@ -236,6 +237,7 @@ def generate(
         length_retry_max_tokens=retry_length,
         reject_unsupported=reject_unsupported,
         progress=progress and sys.stderr.isatty(),
+        log_every=log_every if progress and not sys.stderr.isatty() else 0.0,
         command=safe_argv(),
         batch=batch,
         poll_interval=poll_interval,

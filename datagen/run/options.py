@@ -67,6 +67,7 @@ class GenerateOptions(BaseModel):
     length_retry_max_tokens: int | None = None
     reject_unsupported: bool = False
     progress: bool = True
+    log_every: float = 0.0  # seconds between plain progress lines where no bar is shown; 0: none
     command: list[str] = []
     # The Batch API path (datagen/run/batch.py): answers arrive in the cache first, then this pipeline runs over them.
     batch: bool = False

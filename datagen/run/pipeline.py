@@ -419,7 +419,8 @@ def execute(run: Run) -> Manifest:
 
     run.open()
     run.write_manifest("running")
-    display = ProgressDisplay(run, enabled=run.options.progress)
+    prices = (run.options.price_in, run.options.price_out) if run.options.price_in is not None and run.options.price_out is not None else None
+    display = ProgressDisplay(run, enabled=run.options.progress, log_every=run.options.log_every, prices=prices)
     status = "failed"
 
     async def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from functools import cache
 from typing import Any
 
@@ -16,33 +18,87 @@ def _console():
     return Console(stderr=True)
 
 
+def _clock_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _packed(parts: list[str], width: int) -> list[str]:
+    """Figures joined by " | " into lines of at most `width`, breaking only between figures, never inside one."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " | " + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _two_line_progress(console, clock):
+    """rich's Progress with the status figures on a line of their own under the bar, so neither is cut."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Figures:
+        text = ""
+
+        def __rich_console__(self, console, options):
+            yield Text("\n".join(_packed(self.text.split(" | "), options.max_width)))
+
+    class TwoLineProgress(Progress):
+        def __init__(self, *columns, **options) -> None:
+            self.figures = Figures()  # before rich's __init__, which renders once
+            super().__init__(*columns, **options)
+
+        def get_renderables(self):
+            yield self.make_tasks_table(self.tasks)
+            yield self.figures
+
+    return TwoLineProgress(
+        TextColumn("[bold]generate"),
+        BarColumn(bar_width=28),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        refresh_per_second=4,
+        expand=False,
+        get_time=clock,
+    )
+
+
 class ProgressDisplay:
-    def __init__(self, run, enabled: bool = True) -> None:
+    """A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
+
+    Both show the same figures: done/total, rate, ETA, rejects, retries, skipped, tokens, and the cost so far and
+    projected when prices are known. Two lines, so nothing is cut at 80 columns.
+    """
+
+    def __init__(self, run, enabled: bool = True, log_every: float = 0.0, prices: tuple[float, float] | None = None, clock=time.monotonic) -> None:
         self.run = run
         self.enabled = enabled
+        self.log_every = log_every if not enabled else 0.0
+        self.prices = prices
+        self.clock = clock
         self.rejects = 0
         self.skipped = 0
+        self.done = 0
+        self.total = 0
+        self._started = 0.0
+        self._last_line = 0.0
+        self._cost_at_start = 0.0
         self._progress: Any = None  # a rich Progress once entered, imported only when shown
         self._bar: Any = None
 
     def __enter__(self) -> ProgressDisplay:
+        self.total = self.run.remaining()
+        self._started = self._last_line = self.clock()
+        self._cost_at_start = self._cost() or 0.0
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]generate"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=_console(),
-                refresh_per_second=4,
-            )
+            self._progress = _two_line_progress(_console(), self.clock)
             self._progress.__enter__()
-            self._bar = self._progress.add_task("generate", total=self.run.remaining(), rate="", status="")
+            self._bar = self._progress.add_task("generate", total=self.total)
         self.run.on_progress = self.advance
         return self
 
@@ -51,23 +107,50 @@ class ProgressDisplay:
             self._progress.__exit__(*exc)
 
     def advance(self, outcome: str) -> None:
+        self.done += 1
         if outcome == "skipped":
             self.skipped += 1
         elif outcome == "rejected":
             self.rejects += 1
-        if not self.enabled:
-            return
-        bar = self._progress.tasks[self._bar]
+        if self.enabled:
+            self._progress.figures.text = self.status()
+            self._progress.update(self._bar, advance=1)
+        elif self.log_every and self.clock() - self._last_line >= self.log_every:
+            self._print_line()
+
+    def _cost(self) -> float | None:
+        if self.prices is None:
+            return None
         usage = self.run.usage
+        return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
+
+    def status(self) -> str:
+        """rate, rejects, retries, skipped, tokens, cost and the concurrency limit: the bar's second line."""
+        elapsed = self.clock() - self._started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        usage = self.run.usage
+        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {self.run.teacher.stats['retries']}", f"skipped {self.skipped}",
+                 f"tokens {usage.prompt_tokens + usage.completion_tokens:,}"]
+        cost = self._cost()
+        if cost is not None:
+            spent_here = cost - self._cost_at_start
+            projected = cost + spent_here / self.done * (self.total - self.done) if self.done else cost
+            parts.append(f"cost ${cost:,.4f} of ~${projected:,.4f}")
         limiter = self.run.teacher.limiter
-        limit = f" | limit {limiter.limit}/{limiter.max_concurrency}" if limiter is not None else ""
-        speed = bar.speed or 0.0
-        self._progress.update(
-            self._bar,
-            advance=1,
-            rate=f"{speed:,.1f} rec/s",
-            status=f"tokens {usage.prompt_tokens + usage.completion_tokens:,} | rejects {self.rejects} | skipped {self.skipped}{limit}",
-        )
+        if limiter is not None:
+            parts.append(f"limit {limiter.limit}/{limiter.max_concurrency}")
+        return " | ".join(parts)
+
+    def line(self) -> str:
+        """One greppable line: `generate: DONE/TOTAL (P%) | ETA H:MM:SS | ...` with the status figures."""
+        elapsed = self.clock() - self._started
+        share = f"{100 * self.done / self.total:.0f}%" if self.total else "100%"
+        eta = _clock_time(elapsed / self.done * (self.total - self.done)) if self.done else "?"
+        return f"generate: {self.done}/{self.total} ({share}) | elapsed {_clock_time(elapsed)} | ETA {eta} | {self.status()}"
+
+    def _print_line(self) -> None:
+        self._last_line = self.clock()
+        print(self.line(), file=sys.stderr, flush=True)
 
     def summary(self, manifest: Manifest) -> None:
         from rich.table import Table
@@ -86,9 +169,11 @@ class ProgressDisplay:
         unreported = f" | {usage.unreported} answers without usage" if usage.unreported else ""
         console.print(
             f"tokens: {usage.prompt_tokens:,} prompt{cached} + {usage.completion_tokens:,} completion{unreported}"
-            f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}",
+            f" | requests sent {manifest.requests_sent} (retries {self.run.teacher.stats['retries']}) | cache hits {manifest.cache_hits}",
             markup=False,
         )
+        if self.log_every:
+            print(self.line(), file=sys.stderr, flush=True)
         if manifest.last_error:
             console.print(f"teacher's last error: {manifest.last_error}", markup=False, soft_wrap=True)  # one line, however long
         if manifest.source.hard_cases:
