@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ MAX_CHARS_PER_TOKEN = 32
 _ITEM_TOO_BIG = re.compile(r"context.length|context.window|maximum context|too many tokens|too long|too large|exceeds the", re.IGNORECASE)
 
 
-class HTTPTeacher:
+class HTTPTeacher(ABC):
     """A teacher behind an HTTP API; subclasses (one per wire format) fill in the class attributes and the hooks."""
 
     kind: ClassVar[str]  # the --teacher name, and the manifest's teacher.kind
@@ -47,8 +48,8 @@ class HTTPTeacher:
     base_url_variable: ClassVar[str | None] = None  # an environment variable that overrides the default base URL
     model_noun: ClassVar[str] = "model"  # what --model names on this API, in messages
     key_hint: ClassVar[str] = ""  # said after "export it" when the key variable is not set
-    reply_noun: ClassVar[str] = "a chat completion"
-    base_url_hint: ClassVar[str] = "the server's OpenAI-compatible root, usually ending in /v1"
+    reply_noun: ClassVar[str]  # what a 200 should hold, named when it holds a web page instead
+    base_url_hint: ClassVar[str]  # what --base-url should name, said with that web page
     # Statuses that mean "slow down" rather than "failed": waited out by time (the watch's longer patience), the
     # limiter halving its concurrency, not counted against --max-retries.
     throttle_statuses: ClassVar[frozenset[int]] = frozenset({429})
@@ -100,19 +101,21 @@ class HTTPTeacher:
             return environ[cls.base_url_variable], cls.base_url_variable
         return cls.default_base_url, "the default base URL"
 
+    @abstractmethod
     def _request_url(self, base_url: str) -> str:
-        raise NotImplementedError
+        """Where requests are posted, from the base URL (its query string kept)."""
 
+    @abstractmethod
     def _headers(self) -> dict[str, str]:
         """The key's header and any other the API requires on every request."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _encode(self, request: ChatRequest) -> bytes:
-        raise NotImplementedError
+        """The body sent for `request`."""
 
+    @abstractmethod
     def _reply(self, data: Any) -> ChatReply:
         """The answer in a 200's JSON body; RetryableError when it is none (an error object, a broken shape)."""
-        raise NotImplementedError
 
     def _not_found(self, where: str, message: str) -> str:
         return f"the teacher at {where} answered 404 for {self.model_noun} {self.info.model!r}: {message}; check --model and --base-url"

@@ -25,6 +25,8 @@ class OpenAITeacher(HTTPTeacher):
     default_base_url = DEFAULT_BASE_URL
     base_url_variable = "OPENAI_BASE_URL"
     key_hint = " (local servers that ignore keys accept any value)"
+    reply_noun = "a chat completion"
+    base_url_hint = "the server's OpenAI-compatible root, usually ending in /v1"
     root_ends_in_v1: ClassVar[bool] = True
 
     def _request_url(self, base_url: str) -> str:
