@@ -130,7 +130,7 @@ def generate(
     tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
     teacher: str = typer.Option(
         default("teacher"),
-        help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)",
+        help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), anthropic (Messages API, $ANTHROPIC_API_KEY), mock or mock-terse (offline, labelled; two for comparisons)",
     ),
     model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai; the deployment with azure)"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
@@ -571,7 +571,7 @@ def judge(
         None, help="Context JSONL, one line per image: LLaVA-Bench COCO's caps_boxes file, in-the-wild's context.jsonl, or ours"
     ),
     rule: Optional[Path] = typer.Option(None, help="LLaVA's rule.json: per-category judge prompts, requests laid out as LLaVA's scripts do"),
-    judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
+    judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server), azure, anthropic, or mock (offline heuristic, for CI)"),
     judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
     judge_prompt: Optional[Path] = typer.Option(None, help="File replacing the system message (prompts/judge/)"),

@@ -30,7 +30,8 @@ def _is_secret_flag(argument: str) -> bool:
 
 def environment_secrets(environ: Mapping[str, str] = os.environ) -> list[str]:
     """The secrets a run is given through the environment."""
-    return [value for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY") if (value := environ.get(name))]
+    # Stripped as the teachers strip them (datagen/teachers/endpoints.py): the key sent is the one to hide.
+    return [value for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY") if (value := environ.get(name, "").strip())]
 
 
 def _base64_cores(secret: bytes) -> set[str]:

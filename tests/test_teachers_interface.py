@@ -47,4 +47,4 @@ def test_an_unknown_backend_is_named_with_every_known_one(tmp_path: Path) -> Non
     args = ["generate", "--teacher", "nope", "--captions", str(repo / "data" / "captions.json"), "--out", str(tmp_path / "o"), "--tasks", "conversation"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
-    assert "--teacher nope: unknown backend; use openai, azure, mock, mock-terse" in result.output
+    assert "--teacher nope: unknown backend; use openai, azure, anthropic, mock, mock-terse" in result.output

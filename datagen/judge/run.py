@@ -221,7 +221,7 @@ def make_judges(options: JudgeOptions) -> list[Teacher]:
             raise InputError(f"--judge-model {unknown[0]}: the mock judge knows {', '.join(HEURISTICS)}")
         return [MockJudge(name.removeprefix("mock-")) for name in names]
     if not options.judge_models:
-        raise InputError("--judge-model is required with --judge openai; pass the model name your endpoint serves (twice for two judges)")
+        raise InputError(f"--judge-model is required with --judge {options.judge}; pass the model name your endpoint serves (twice for two judges)")
     judges = []
     for model in options.judge_models:
         settings = BackendSettings(

@@ -1,24 +1,16 @@
-"""Which server a run talks to and with which key: any OpenAI-compatible base URL, or an Azure OpenAI deployment.
-
-Azure settings are read the way the openai SDK's `AzureOpenAI` reads them: AZURE_OPENAI_ENDPOINT (the
-resource, e.g. https://NAME.openai.azure.com), AZURE_OPENAI_API_KEY and OPENAI_API_VERSION; `--model` is the
-deployment name. Requests then go to /openai/deployments/NAME/chat/completions?api-version=... with the key in
-an `api-key` header.
-"""
+"""Which server a run talks to and with which key, for any provider in the registry (providers/registry.py):
+checked before anything is sent, so a wrong URL or a key pasted with its line break is one line, not a retry loop."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import urlsplit
 
 from datagen.errors import InputError
+from datagen.redaction import redact_url, url_has_credentials
+from datagen.teachers.providers.registry import PROVIDERS
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-HTTP_TEACHERS = ("openai", "azure")
-
-
-def azure_base_url(endpoint: str, deployment: str, api_version: str) -> str:
-    return f"{endpoint.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}?{urlencode({'api-version': api_version})}"
+HTTP_TEACHERS = tuple(PROVIDERS)
 
 
 def resolve_endpoint(
@@ -33,23 +25,50 @@ def resolve_endpoint(
     """(base URL, API key) for an HTTP teacher; the key is None when not needed (nothing will be sent).
 
     The flags are named in the errors, so `judge` (--judge, --judge-model) says its own."""
-    if teacher not in HTTP_TEACHERS:
-        raise InputError(f"{kind_flag} {teacher}: unknown backend; use mock, openai or azure")
+    provider = PROVIDERS.get(teacher)
+    if provider is None:
+        raise InputError(f"{kind_flag} {teacher}: unknown backend; use mock, {', '.join(HTTP_TEACHERS)}")
     if not model:
-        what = "deployment name" if teacher == "azure" else "model name your endpoint serves"
+        what = f"{provider.model_noun} name" if provider.model_noun != "model" else "model name your endpoint serves"
         raise InputError(f"{model_flag} is required with {kind_flag} {teacher}; pass the {what}")
-    if teacher == "azure":
-        endpoint = base_url or environ.get("AZURE_OPENAI_ENDPOINT")
-        if not endpoint:
-            raise InputError("AZURE_OPENAI_ENDPOINT is not set; export your resource's URL (https://NAME.openai.azure.com) or pass --base-url")
-        api_version = environ.get("OPENAI_API_VERSION")
-        if not api_version:
-            raise InputError("OPENAI_API_VERSION is not set; export the Azure OpenAI API version your deployment takes, e.g. 2024-10-21")
-        key_variable, url = "AZURE_OPENAI_API_KEY", azure_base_url(endpoint, model, api_version)
-    else:
-        key_variable, url = "OPENAI_API_KEY", base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    api_key = environ.get(key_variable)
+    url, source = provider.endpoint(model, base_url, environ)
+    check_base_url(url, source)
+    api_key = clean_key(environ.get(provider.key_variable), provider.key_variable) if need_key else None
     if need_key and not api_key:
-        hint = " (local servers that ignore keys accept any value)" if teacher == "openai" else ""
-        raise InputError(f"{key_variable} is not set; export it{hint}, or use {kind_flag} mock for an offline run")
+        raise InputError(f"{provider.key_variable} is not set; export it{provider.key_hint}, or use {kind_flag} mock for an offline run")
     return url, api_key
+
+
+def check_base_url(url: str, source: str) -> None:
+    """Refuse a base URL no request can reach (`localhost:8765/v1`, `ftp://...`) or one holding a password;
+    `source` names the flag or variable it came from."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as error:
+        problem: str | None = f"is not a URL ({error})"
+    else:
+        if "://" not in url:
+            problem = "has no scheme"
+        elif parts.scheme not in ("http", "https"):
+            problem = f"uses {parts.scheme}://"
+        else:
+            problem = None if host else "names no host"
+    shown = redact_url(url) if "://" in url else url.split("?", 1)[0]
+    if problem is not None:
+        fix = f"pass http://{shown} (or https://)" if "://" not in url else "pass an http:// or https:// URL with a host"
+        raise InputError(f"{source} {shown}: {problem}; {fix}")
+    if url_has_credentials(url):
+        # aiohttp refuses userinfo beside the key header, and the password would be one more secret to keep.
+        raise InputError(f"{source} {shown}: holds user:password@; drop them from the URL and pass the key in the API key variable")
+
+
+def clean_key(value: str | None, variable: str) -> str | None:
+    """The key without the spaces and line ends a copy-paste or `echo` leaves around it; one that still holds a
+    control character cannot go into a header and is refused (the key itself is never shown)."""
+    if value is None:
+        return None
+    key = value.strip()
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in key):
+        raise InputError(f"{variable} holds a control character (a line break, tab or escape) inside the key; set it to the key alone, on one line")
+    return key

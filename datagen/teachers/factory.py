@@ -1,6 +1,6 @@
 """Building a teacher from command-line settings: shared by `generate` (the teacher) and `judge` (the judge).
 
-Both speak to the same kinds of backend through the same layer, so the OpenAI-compatible client, its
+Both choose among the same providers (datagen/teachers/providers/registry.py), so the HTTP clients, their
 retries and rate limits are configured in one place; each command brings its own offline mock backends.
 """
 
@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from datagen.teachers.endpoints import HTTP_TEACHERS, resolve_endpoint
 from datagen.errors import InputError
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
-from datagen.redaction import redact_url, url_has_credentials
 from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER
-from datagen.teachers.teacher import DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, OpenAITeacher, Teacher
+from datagen.teachers.providers.registry import PROVIDERS
+from datagen.teachers.teacher import DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Teacher
 
 
 class BackendSettings(BaseModel):
@@ -45,17 +45,13 @@ def build_teacher(
     model_flag: str = "--model",
     environ: Mapping[str, str] = os.environ,
 ) -> Teacher:
-    """`settings.kind` is "openai", "azure" or one of `mocks` (offline backends, each labelled mock by itself)."""
+    """`settings.kind` names a provider of the registry or one of `mocks` (offline backends, each labelled mock by itself)."""
     check_kind(settings.kind, mocks, kind_flag)
     if settings.kind in mocks:
         return mocks[settings.kind]()
     base_url, api_key = resolve_endpoint(settings.kind, settings.model, settings.base_url, environ, kind_flag=kind_flag, model_flag=model_flag)
-    if url_has_credentials(base_url):
-        # aiohttp refuses userinfo beside the key header, and the password would be one more secret to keep.
-        flag = "--base-url" if settings.base_url else ("AZURE_OPENAI_ENDPOINT" if settings.kind == "azure" else "OPENAI_BASE_URL")
-        raise InputError(f"{flag} {redact_url(base_url)}: holds user:password@; drop them from the URL and pass the key in the API key variable")
     assert settings.model is not None and api_key is not None  # resolve_endpoint refuses either missing
-    return OpenAITeacher(
+    return PROVIDERS[settings.kind](
         model=settings.model,
         api_key=api_key,
         base_url=base_url,
@@ -63,7 +59,6 @@ def build_teacher(
         max_retries=settings.max_retries,
         concurrency=settings.concurrency,
         limiter=RateLimiter(rpm=settings.rpm, tpm=settings.tpm, concurrency=settings.concurrency),
-        kind=settings.kind,
         give_up_after=settings.give_up_after,
         max_reply_bytes=settings.max_reply_bytes,
     )
