@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import operator
 import os
 import shutil
@@ -24,7 +23,7 @@ from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
 from datagen.formats.manifest import MANIFEST_FILE, Manifest, fingerprint
-from datagen.files.jsonl import write_json_atomic
+from datagen.files.jsonl import read_lines, write_json_atomic
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
 
@@ -60,13 +59,10 @@ def _lines(path: Path) -> list[tuple[dict, bytes]]:
         return []
     lines = []
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except ValueError:  # not JSON, or not UTF-8
-                raise InputError(f"{path} line {number}: not valid JSON; rerun generate into {path.parent} to repair it, then merge") from None
+        for line in read_lines(handle):
+            number, raw, row = line.number, line.raw, line.value
+            if line.problem is not None:
+                raise InputError(f"{path} line {number}: {line.problem}; rerun generate into {path.parent} to repair it, then merge")
             needed = ("id", "meta", "task") if path.name == REJECTS_FILE else ("id", "meta")
             if not (isinstance(row, dict) and all(key in row for key in needed) and isinstance(row["meta"], dict) and "image_id" in row["meta"]):
                 raise InputError(f"{path} line {number}: not a datagen record (needs {', '.join(needed)} and meta.image_id); restore it or delete the line")

@@ -25,7 +25,7 @@ from pathlib import Path
 from datagen import __version__
 from datagen.errors import InputError
 from datagen.formats.manifest import MANIFEST_FILE
-from datagen.files.jsonl import atomic_file, iter_jsonl
+from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.tasks.registry import TASKS
@@ -158,7 +158,7 @@ class TaskStats:
         self.records += 1
         record_id = row.get("id")
         self.ids.add(record_id if isinstance(record_id, (str, int)) else repr(record_id))  # a hand-edited id may be a list
-        turns = [turn for turn in row.get("conversations") or [] if isinstance(turn, dict)]
+        turns = [turn for turn in _list(row.get("conversations")) if isinstance(turn, dict)]
         self.rounds[len(turns) // 2] += 1
         for turn in turns:
             value = str(turn.get("value", ""))
@@ -279,9 +279,9 @@ def read_manifest(folder: Path) -> dict:
 def _rows(path: Path) -> Iterable[dict]:
     if not path.is_file():
         return
-    for number, row in enumerate(iter_jsonl(path), 1):
+    for number, row in iter_numbered_jsonl(path):
         if not isinstance(row, dict):
-            raise InputError(f"{path} record {number}: not a JSON object; remove that line")
+            raise InputError(f"{path} line {number}: not a JSON object; remove that line")
         yield row
 
 

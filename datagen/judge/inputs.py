@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from datagen.source.coco import CocoSource
 from datagen.source.context import ContextKind, box_line, render_context
 from datagen.errors import InputError
-from datagen.files.jsonl import iter_jsonl
+from datagen.files.jsonl import iter_jsonl, iter_numbered_jsonl
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.formats.manifest import MANIFEST_FILE
 
@@ -38,6 +38,18 @@ class LoadedItems(BaseModel):
     items: list[JudgeItem]
     skipped: dict[str, int]  # reason -> items that could not be paired
     input_hashes: dict[str, str]  # what the items were read from, for the resume check
+
+
+def refuse_mostly_unpaired(loaded: LoadedItems) -> None:
+    """Judging only the few items that could be paired would end as a success that says little: when most were
+    skipped (another split's context file, answers to other questions), the inputs are wrong, and nothing is paid yet."""
+    skipped = sum(loaded.skipped.values())
+    if skipped > len(loaded.items):
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(loaded.skipped.items()))
+        raise InputError(
+            f"only {len(loaded.items)} of {len(loaded.items) + skipped} items can be judged ({reasons}); "
+            "pass inputs that name the same questions and images (a context file of the same set, answers to the same questions)"
+        )
 
 
 # The teachers write the questions too, so two teachers' records for one image answer different questions.
@@ -170,23 +182,13 @@ def _read_numbered(path: Path, flag: str, required: dict[str, type | tuple[type,
     if not path.is_file():
         raise InputError(f"{flag} {path}: file not found")
     lines = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError:
-                    raise InputError(f"{flag} {path} line {number}: not valid JSON; fix or remove that line") from None
-                if not isinstance(value, dict):
-                    raise InputError(f"{flag} {path} line {number}: not a JSON object; pass a JSONL file of {what}")
-                missing = [key for key, kind in required.items() if not isinstance(value.get(key), kind)]
-                if missing:
-                    raise InputError(f"{flag} {path} line {number}: needs {', '.join(missing)} ({_describe(required)})")
-                lines.append((number, value))
-    except UnicodeDecodeError:
-        raise InputError(f"{flag} {path}: not UTF-8 text; pass a JSONL file") from None
+    for number, value in iter_numbered_jsonl(path, f"{flag} {path}", "fix or remove that line"):
+        if not isinstance(value, dict):
+            raise InputError(f"{flag} {path} line {number}: not a JSON object; pass a JSONL file of {what}")
+        missing = [key for key, kind in required.items() if not isinstance(value.get(key), kind)]
+        if missing:
+            raise InputError(f"{flag} {path} line {number}: needs {', '.join(missing)} ({_describe(required)})")
+        lines.append((number, value))
     if not lines:
         # Nothing to judge is never a success: a paid run must not end quietly empty.
         raise InputError(f"{flag} {path}: the file holds no lines; pass a JSONL file of {what}")
