@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import re
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from datagen import __version__
 from datagen.errors import InputError
-from datagen.formats.manifest import MANIFEST_FILE
+from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
 from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
@@ -268,9 +267,9 @@ def read_manifest(folder: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: not found; pass the --out folder of a `datagen generate` run (it writes manifest.json)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error}); rerun `datagen generate` into that folder to rewrite it") from None
+        manifest = read_manifest_json(folder)
+    except UnreadableManifest as error:
+        raise InputError(f"{path}: {error}; rerun `datagen generate` into that folder to rewrite it") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("counts"), dict):
         raise InputError(f"{path}: not a datagen manifest (no `counts` per task); pass the --out folder of a `datagen generate` run")
     return manifest

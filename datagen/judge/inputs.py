@@ -9,7 +9,6 @@ Items that cannot be paired are returned as counted skips (never silently droppe
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -21,7 +20,7 @@ from datagen.source.context import ContextKind, box_line, render_context
 from datagen.errors import InputError
 from datagen.files.jsonl import iter_jsonl, iter_numbered_jsonl
 from datagen.formats.records import IMAGE_TOKEN, task_file
-from datagen.formats.manifest import MANIFEST_FILE
+from datagen.formats.manifest import MANIFEST_FILE, manifest_or_none
 
 
 class JudgeItem(BaseModel):
@@ -105,9 +104,8 @@ def _folder_records(folder: Path, task: str, flag: str) -> dict[int, dict]:
 
 def _captions_hash(folder: Path) -> str | None:
     try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return manifest["settings"]["fingerprint_parts"]["captions_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return (manifest_or_none(folder) or {})["settings"]["fingerprint_parts"]["captions_sha256"]
+    except (KeyError, TypeError):
         return None
 
 
