@@ -159,3 +159,14 @@ def test_audit_names_a_prompt_file_that_is_not_a_file(cli, exported, tmp_path, k
     assert cli("export", exported, "--out", records).exit_code == 0
     result = cli("audit", records, "--captions", CAPTIONS, "--instances", INSTANCES, "--prompts", prompts, "--out", tmp_path / "a")
     one_line(result, 2, f"{odd}: not a regular file")
+
+
+@pytest.mark.parametrize("line", ["5", "[1]", '{"text": "no id"}'])
+def test_a_bad_line_of_an_earlier_answers_file_is_named(tmp_path, line):
+    from datagen.errors import InputError
+    from datagen.eval.bench import answered
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": 1, "text": "A.", "model_id": "m"}) + "\n" + line + "\n")
+    with pytest.raises(InputError, match=f"{answers} line 2: not an answer line"):
+        answered(answers, "m")

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
-from datagen.files.jsonl import JsonlAppender, atomic_file, iter_jsonl, iter_numbered_jsonl, json_line
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, json_line
 
 ANSWERS_FILE = "answers.jsonl"
 
@@ -83,7 +83,9 @@ def answered(path: Path, model_id: str) -> set[str]:
         return set()
     JsonlAppender(path).close()  # cut a line torn by a kill
     done = set()
-    for line in iter_jsonl(path):
+    for number, line in iter_numbered_jsonl(path, fix="delete that line (its question is asked again)"):
+        if not isinstance(line, dict) or "question_id" not in line:
+            raise InputError(f"{path} line {number}: not an answer line (question_id, text); delete it (its question is asked again)")
         if line.get("model_id") != model_id:
             raise InputError(
                 f"--out {path.parent}: holds answers of model {line.get('model_id')!r}, not {model_id!r}; pick another --out"

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from datagen.errors import InputError
 from datagen.eval.answers import answer_lines
 from datagen.eval.bench import BenchQuestion, answer_questions, image_path
-from datagen.files.jsonl import atomic_file, iter_jsonl, write_json_atomic
+from datagen.files.jsonl import atomic_file, write_json_atomic
 from datagen.source.coco import ImageObjects, image_objects
 
 SAMPLINGS = ("random", "popular", "adversarial")
@@ -229,7 +229,7 @@ def run_pope(
         asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
         paths = {str(q.question_id): image_path(images, q.image) for q in asked}
         answers_file, _, _ = answer_questions(model, asked, paths, out, batch_size, max_new_tokens, model_id, dtype)
-        replies = {str(line["question_id"]): line["text"] for line in iter_jsonl(answers_file)}
+        replies = {key: line["text"] for key, (_, line) in answer_lines(answers_file, "--out").items()}
         source = str(model)
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,
