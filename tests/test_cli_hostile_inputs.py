@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CAPTIONS, INSTANCES, write_llava_root
+from tests.conftest import CAPTIONS, INSTANCES, write_llava_root
 
 
 def write_jsonl(path: Path, lines: list) -> Path:
@@ -115,7 +115,7 @@ def test_scienceqa_names_a_bad_line_of_its_predictions_file(cli, tmp_path, line)
 
 
 def test_pope_names_the_line_of_an_empty_prompt(cli, tmp_path):
-    from test_eval_pope import write_instances
+    from tests.test_eval_pope import write_instances
 
     instances = write_instances(tmp_path / "instances_val2014.json")
     answers = tmp_path / "a.jsonl"

@@ -1,4 +1,5 @@
-"""The output folder: append-only JSONL files that survive `kill -9`, and atomic JSON writes."""
+"""JSONL and JSON files: the one JSONL reader (through jsonlines) and writer, append-only JSONL files that survive
+`kill -9`, and atomic JSON writes."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _problem(error: jsonlines.InvalidLineError) -> str:
 def read_lines(lines: Iterable[bytes]) -> Iterator[JsonLine]:
     """Each non-blank line of an open binary file (or of `io.BytesIO(data)`), read by jsonlines.
 
-    Lines end at \n only (a \r before it is blank space to JSON), so U+2028, U+2029 and U+0085 inside a string,
+    Lines end at a line feed only (a carriage return before it is blank space to JSON), so U+2028, U+2029 and U+0085 inside a string,
     which `ensure_ascii=False` writes as they are, stay inside their line; a leading UTF-8 BOM is skipped. A
     `null` line is a value like any other: the caller says what it needs of each line."""
     last: list[tuple[int, bytes]] = []
@@ -130,7 +131,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def json_line(value: object) -> str:
-    """One JSONL line, as jsonlines writes it: non-ASCII text as it is, no NaN (JSON has none), ending in \n."""
+    """One JSONL line, as jsonlines writes it: non-ASCII text as it is, no NaN (JSON has none), ending in a line feed."""
     return _dumps(value) + "\n"
 
 
