@@ -45,6 +45,12 @@ def test_summarize_refuses_nan_scores(cli, tmp_path, value):
     one_line(cli("judge", "summarize", reviews), 2, f"REVIEWS {reviews} line 1: not valid JSON ({value} is not a JSON number)")
 
 
+def test_summarize_refuses_a_score_too_large_for_a_float(cli, tmp_path):
+    reviews = tmp_path / "r.jsonl"
+    reviews.write_text('{"question_id": 1, "category": "conv", "tuple": [1e400, 5]}\n')  # valid JSON, read as inf
+    one_line(cli("judge", "summarize", reviews), 2, f"REVIEWS {reviews} line 1: needs tuple, a list of two numbers")
+
+
 def test_summarize_reads_a_bom_and_unicode_line_separators(cli, tmp_path):
     reviews = tmp_path / "r.jsonl"
     lines = [{"question_id": 1, "category": "conv", "content": "8 6\nfine\u2028really\u0085yes", "tuple": [8, 6]},
@@ -80,6 +86,8 @@ def test_a_nan_box_in_a_judge_context_is_refused(cli, tmp_path):
     context.write_text('{"image": "001.jpg", "captions": ["A cat."], "instances": [{"category": "cat", "bbox": [NaN, 0, 1, 1]}]}\n')
     one_line(cli("judge", *args, "--out", tmp_path / "o", "--judge", "mock"), 2,
              f"--context {context} line 1: not valid JSON (NaN is not a JSON number)")
+    context.write_text('{"image": "001.jpg", "captions": ["A cat."], "instances": [{"category": "cat", "bbox": [1e400, 0, 1, 1]}]}\n')
+    one_line(cli("judge", *args, "--out", tmp_path / "o", "--judge", "mock"), 2, f"--context {context} line 1", "four numbers")
 
 
 # -- eval ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Items that cannot be paired are returned as counted skips (never silently droppe
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -219,7 +220,7 @@ def _box_lines(boxes: object, where: str) -> list[str]:
         corners = box.get("bbox") if isinstance(box, dict) else None
         category = box.get("category") if isinstance(box, dict) else None
         if (not isinstance(category, str) or not isinstance(corners, list) or len(corners) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in corners)):
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in corners)):
             raise InputError(f"{where}: each box needs category (a string) and bbox [x1, y1, x2, y2] (four numbers, 0..1)")
         # The corners as the file has them, printed as Python prints the list: what LLaVA's review scripts show the judge.
         lines.append(box_line(category, tuple(corners)))  # type: ignore[arg-type]

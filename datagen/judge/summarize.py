@@ -8,6 +8,7 @@ ours so the two can be told apart.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from datagen.judge.stats import Pair, TaskSummary, summarise, table
 def _tuple(line: object, where: str) -> tuple[float, float]:
     scores = line.get("tuple") if isinstance(line, dict) else None
     if (not isinstance(scores, list) or len(scores) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores)):
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores)):
         raise InputError(f"{where}: needs tuple, a list of two numbers [reference score, candidate score] (LLaVA's review format)")
     return float(scores[0]), float(scores[1])
 
