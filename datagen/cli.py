@@ -108,17 +108,19 @@ def safe_argv() -> list[str]:
     return redact_argv(sys.argv, environment_secrets())
 
 
-def write_card(folder: Path, write) -> None:
-    """The README.md dataset card beside the data (datagen/data/dataset_card.py); someone else's README is left alone."""
+def write_card(folder: Path, write) -> Path | None:
+    """The README.md dataset card beside the data (datagen/data/dataset_card.py), its path once written; someone
+    else's README is left alone."""
     from datagen.data import dataset_card
     try:
         written = write(dataset_card)
     except dataset_card.UntypeableField as error:
         # The data is already safe on disk; a record field the card cannot type must not fail the command.
         typer.echo(f"note: no dataset card written: {error}", err=True)
-        return
+        return None
     if written is None:
         typer.echo(f"note: {folder / dataset_card.CARD_FILE} was not written by datagen; left it alone (no dataset card)", err=True)
+    return written
 
 
 @app.command()
@@ -291,9 +293,13 @@ def export(
     from datagen.data.export import export as run_export
 
     counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed, fmt)
+    card = None
     if fmt == "llava":  # the card types LLaVA records; chat-message rows are TRL's format, read without one
-        write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
+        card = write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
     typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
+    if card is not None and out.parent.resolve() != folder.resolve():
+        # Beside a file exported elsewhere (the current folder, say), a README.md appearing unannounced is a surprise.
+        typer.echo(f"wrote the dataset card {card}, which lists {out.name}")
 
 
 @app.command()
@@ -326,13 +332,15 @@ def audit(
     prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root the records were made with; copied_example looks for its few-shot examples (default: ours)"),
 ) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
-    from datagen.data.audit import audit as run_audit, format_summary
+    from datagen.data.audit import FINDINGS_FILE, SUMMARY_FILE, audit as run_audit, format_summary
     from datagen.tasks.prompts import BUNDLED_PROMPTS
 
     if task is not None and task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
-    summary = run_audit(file, captions, instances, out or Path(f"{file.stem}-audit"), task, max_chair_s, max_flagged, prompts or BUNDLED_PROMPTS)
+    folder = out or Path(f"{file.stem}-audit")
+    summary = run_audit(file, captions, instances, folder, task, max_chair_s, max_flagged, prompts or BUNDLED_PROMPTS)
     typer.echo(format_summary(summary))
+    typer.echo(f"wrote {folder / FINDINGS_FILE} and {folder / SUMMARY_FILE}")
     if summary.failures:
         raise typer.Exit(1)
 
@@ -593,7 +601,7 @@ def judge(
 
     `datagen judge summarize REVIEWS.jsonl...` reads LLaVA's review files instead and prints our table with intervals.
     """
-    from datagen.judge.inputs import items_from_files, items_from_folders
+    from datagen.judge.inputs import items_from_files, items_from_folders, refuse_mostly_unpaired
     from datagen.judge.run import RULE_SYSTEM_MESSAGE, SYSTEM_MESSAGE, run_judge
 
     if folders and str(folders[0]) == "summarize":
@@ -620,6 +628,7 @@ def judge(
     if not loaded.items:
         skipped = ", ".join(f"{reason} {count}" for reason, count in loaded.skipped.items()) or "no items"
         raise fail(f"nothing to judge: no item could be paired ({skipped}); check that the files name the same questions and images", 1)
+    refuse_mostly_unpaired(loaded)
     options = JudgeOptions(
         out=out, judge=judge_backend, judge_models=judge_model, base_url=base_url,
         system_prompt=judge_prompt or (RULE_SYSTEM_MESSAGE if rule else SYSTEM_MESSAGE), rule=rule,

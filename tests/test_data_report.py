@@ -299,7 +299,8 @@ def test_without_matplotlib_report_names_the_extra_in_one_line(two_runs, tmp_pat
     {"meta": {"grounding": {"mentioned": 5, "unsupported": 7}}},
     {"meta": {"grounding": {"mentioned": "dog", "unsupported": None}, "usage": "none", "finish_reason": [1]}},
     {"conversations": [{"from": ["human"], "value": ["x"]}, "not a turn"]},
-], ids=["id-list", "id-object", "grounding-numbers", "grounding-strings", "turns"])
+    {"id": 7, "conversations": 5},  # issue 29 item 12: was a TypeError
+], ids=["id-list", "id-object", "grounding-numbers", "grounding-strings", "turns", "turns-number"])
 def test_a_hand_edited_line_is_counted_not_a_traceback(two_runs, tmp_path: Path, cli, edit) -> None:
     edited = tmp_path / "edited"
     shutil.copytree(two_runs[0], edited)

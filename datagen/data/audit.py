@@ -24,7 +24,7 @@ from datagen.source.coco import CocoSource
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
 from datagen.quality.grounding import ground
-from datagen.files.jsonl import atomic_file, write_json_atomic
+from datagen.files.jsonl import atomic_file, iter_numbered_jsonl, write_json_atomic
 from datagen.tasks.prompts import BUNDLED_PROMPTS, load_instructions
 from datagen.formats.records import IMAGE_TOKEN, Grounding
 from datagen.formats.manifest import QualityStats
@@ -162,14 +162,8 @@ def read_records(path: Path) -> Iterator[object]:
             raise InputError(f"{path}: not UTF-8 text; pass a LLaVA-format JSON or JSONL file") from None
         yield from data
         return
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError(f"{path} line {number}: not valid JSON; fix or delete that line (a JSON array must start with '[')") from None
+    for _, row in iter_numbered_jsonl(path, fix="fix or delete that line (a JSON array must start with '[')"):
+        yield row
 
 
 def qa_pairs(record: object) -> list[tuple[str, str]]:

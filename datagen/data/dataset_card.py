@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from datagen.formats.manifest import MANIFEST_FILE
+from datagen.formats.manifest import manifest_or_none
 from datagen.files.jsonl import atomic_file
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import GeneratedRecord, InstructRecord, Reject
@@ -122,15 +122,6 @@ def to_yaml(value: object, indent: int = 0) -> list[str]:
 # -- what made the data -------------------------------------------------------------------------------
 
 
-def read_manifest(folder: Path) -> dict | None:
-    """The run's manifest as plain JSON (fields added by newer versions included), or None where there is none."""
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def run_summary(manifest: dict) -> dict:
     """The provenance a card shows, taken defensively from a manifest of any datagen version."""
     settings = manifest.get("settings") or {}
@@ -160,7 +151,7 @@ def run_summary(manifest: dict) -> dict:
 
 def write_run_card(folder: Path) -> Path | None:
     """The card of a generate (or merge) output folder; None when a README.md not written by datagen is there."""
-    manifest = read_manifest(folder)
+    manifest = manifest_or_none(folder)
     if manifest is None:
         return None
     return _write(folder, run_summary(manifest), _exports_listed(folder))
@@ -170,7 +161,7 @@ def write_export_card(source: Path, out: Path, counts: dict[str, int], jsonl: bo
     """Add the file `export` just wrote to the card of its folder (the generate folder itself, or any other)."""
     folder = out.parent
     # Exported into the run's own folder, the card already shows the run; elsewhere the entry carries it.
-    manifest = None if folder.resolve() == source.resolve() else read_manifest(source)
+    manifest = None if folder.resolve() == source.resolve() else manifest_or_none(source)
     entry = {
         "file": out.name,
         "format": "jsonl" if jsonl else "json",
@@ -181,7 +172,7 @@ def write_export_card(source: Path, out: Path, counts: dict[str, int], jsonl: bo
         "run": run_summary(manifest) if manifest else None,
     }
     exports = [existing for existing in _exports_listed(folder) if existing.get("file") != out.name] + [entry]
-    here = read_manifest(folder)
+    here = manifest_or_none(folder)
     return _write(folder, run_summary(here) if here else None, exports)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from datagen.source.coco import CocoSource
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
 from datagen.formats.messages import to_messages
-from datagen.files.jsonl import atomic_file, iter_numbered_jsonl, write_json_atomic
+from datagen.files.jsonl import atomic_file, iter_numbered_jsonl, write_json_atomic, write_jsonl
 from datagen.tasks.prompts import load_instructions
 from datagen.formats.records import GeneratedRecord, InstructRecord, Turn, place_image_token, record_id, task_file
 from datagen.run.items import item_seed
@@ -33,8 +32,7 @@ def write_rows(rows: list[dict], out: Path, jsonl: bool) -> None:
         write_json_atomic(out, rows, indent=None)
         return
     with atomic_file(out) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_jsonl(handle, rows)
 
 
 def read_task_records(path: Path) -> list[GeneratedRecord]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import operator
 import os
 import shutil
@@ -23,8 +22,8 @@ from pydantic import ValidationError
 from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
-from datagen.formats.manifest import MANIFEST_FILE, Manifest, fingerprint
-from datagen.files.jsonl import write_json_atomic
+from datagen.formats.manifest import MANIFEST_FILE, Manifest, fingerprint, load_manifest, write_manifest
+from datagen.files.jsonl import read_lines
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
 
@@ -36,7 +35,7 @@ def read_manifest(folder: Path) -> Manifest:
     if not path.exists():
         raise InputError(f"{folder}: no {MANIFEST_FILE}; pass the --out folders of `datagen generate --shard i/n` runs")
     try:
-        return Manifest.model_validate_json(path.read_bytes())
+        return load_manifest(folder)
     except ValidationError as error:
         raise InputError(f"{path}: not a datagen manifest ({error.errors()[0]['msg']}); rerun generate into {folder} to rewrite it") from None
 
@@ -60,13 +59,10 @@ def _lines(path: Path) -> list[tuple[dict, bytes]]:
         return []
     lines = []
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except ValueError:  # not JSON, or not UTF-8
-                raise InputError(f"{path} line {number}: not valid JSON; rerun generate into {path.parent} to repair it, then merge") from None
+        for line in read_lines(handle):
+            number, raw, row = line.number, line.raw, line.value
+            if line.problem is not None:
+                raise InputError(f"{path} line {number}: {line.problem}; rerun generate into {path.parent} to repair it, then merge")
             needed = ("id", "meta", "task") if path.name == REJECTS_FILE else ("id", "meta")
             if not (isinstance(row, dict) and all(key in row for key in needed) and isinstance(row["meta"], dict) and "image_id" in row["meta"]):
                 raise InputError(f"{path} line {number}: not a datagen record (needs {', '.join(needed)} and meta.image_id); restore it or delete the line")
@@ -163,7 +159,7 @@ def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list
         if merge_cache:
             merge_caches(_cache_files(folders, manifests), staging / CACHE_FILE)
         manifest = merged_manifest(folders, manifests, out / CACHE_FILE if merge_cache else None, command)
-        write_json_atomic(staging / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        write_manifest(staging, manifest)
         # The manifest last: a kill midway leaves records without one, which generate and merge both refuse.
         for path in sorted(staging.iterdir(), key=lambda path: path.name == MANIFEST_FILE):
             os.replace(path, out / path.name)

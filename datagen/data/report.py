@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import re
 import statistics
@@ -24,8 +23,8 @@ from pathlib import Path
 
 from datagen import __version__
 from datagen.errors import InputError
-from datagen.formats.manifest import MANIFEST_FILE
-from datagen.files.jsonl import atomic_file, iter_jsonl
+from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
+from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.data.show import Example, render_html as render_examples
@@ -163,7 +162,7 @@ class TaskStats:
             self.examples.append(Example(row=row, task=task, rejected=False))
         record_id = row.get("id")
         self.ids.add(record_id if isinstance(record_id, (str, int)) else repr(record_id))  # a hand-edited id may be a list
-        turns = [turn for turn in row.get("conversations") or [] if isinstance(turn, dict)]
+        turns = [turn for turn in _list(row.get("conversations")) if isinstance(turn, dict)]
         self.rounds[len(turns) // 2] += 1
         for turn in turns:
             value = str(turn.get("value", ""))
@@ -273,9 +272,9 @@ def read_manifest(folder: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: not found; pass the --out folder of a `datagen generate` run (it writes manifest.json)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error}); rerun `datagen generate` into that folder to rewrite it") from None
+        manifest = read_manifest_json(folder)
+    except UnreadableManifest as error:
+        raise InputError(f"{path}: {error}; rerun `datagen generate` into that folder to rewrite it") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("counts"), dict):
         raise InputError(f"{path}: not a datagen manifest (no `counts` per task); pass the --out folder of a `datagen generate` run")
     return manifest
@@ -284,9 +283,9 @@ def read_manifest(folder: Path) -> dict:
 def _rows(path: Path) -> Iterable[dict]:
     if not path.is_file():
         return
-    for number, row in enumerate(iter_jsonl(path), 1):
+    for number, row in iter_numbered_jsonl(path):
         if not isinstance(row, dict):
-            raise InputError(f"{path} record {number}: not a JSON object; remove that line")
+            raise InputError(f"{path} line {number}: not a JSON object; remove that line")
         yield row
 
 

@@ -12,7 +12,12 @@ from datagen.files.jsonl import iter_input_objects
 
 def read_answers(path: Path, flag: str = "--answers") -> dict[str, dict]:
     """question_id (as a string) -> its line, in file order."""
-    answers: dict[str, dict] = {}
+    return {key: line for key, (_, line) in answer_lines(path, flag).items()}
+
+
+def answer_lines(path: Path, flag: str = "--answers") -> dict[str, tuple[str, dict]]:
+    """question_id (as a string) -> (where the line is, the line), in file order."""
+    answers: dict[str, tuple[str, dict]] = {}
     for where, line in iter_input_objects(path, flag, "an answers JSONL file (question_id, text per line)", "question_id and text"):
         question_id = line.get("question_id")
         if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
@@ -21,7 +26,7 @@ def read_answers(path: Path, flag: str = "--answers") -> dict[str, dict]:
             raise InputError(f"{where}: needs text (the reply, a string)")
         if str(question_id) in answers:
             raise InputError(f"{where}: question_id {question_id} appears twice; keep one answer per question")
-        answers[str(question_id)] = line
+        answers[str(question_id)] = where, line
     if not answers:
         raise InputError(f"{flag} {path}: the file holds no answers")
     return answers

@@ -11,14 +11,13 @@ against the questions, in its place.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
-from datagen.files.jsonl import JsonlAppender, atomic_file, iter_jsonl
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, json_line
 
 ANSWERS_FILE = "answers.jsonl"
 
@@ -51,14 +50,13 @@ def load_questions(path: Path) -> list[BenchQuestion]:
         raise InputError(f"--questions {path}: file not found; pass a JSONL file of question_id, image, text, category")
     questions: list[BenchQuestion] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    needs = "needs a JSON object with question_id, text (and image, category)"
+    for number, line in iter_numbered_jsonl(path, f"--questions {path}", needs):
         try:
-            question = BenchQuestion.model_validate_json(line)
+            question = BenchQuestion.model_validate(line)
         except ValueError:
             raise InputError(
-                f"--questions {path} line {number}: needs a JSON object with question_id, text (and image, category)"
+                f"--questions {path} line {number}: {needs}"
             ) from None
         if str(question.question_id) in seen:
             raise InputError(f"--questions {path} line {number}: question_id {question.question_id} appears twice")
@@ -85,7 +83,9 @@ def answered(path: Path, model_id: str) -> set[str]:
         return set()
     JsonlAppender(path).close()  # cut a line torn by a kill
     done = set()
-    for line in iter_jsonl(path):
+    for number, line in iter_numbered_jsonl(path, fix="delete that line (its question is asked again)"):
+        if not isinstance(line, dict) or "question_id" not in line:
+            raise InputError(f"{path} line {number}: not an answer line (question_id, text); delete it (its question is asked again)")
         if line.get("model_id") != model_id:
             raise InputError(
                 f"--out {path.parent}: holds answers of model {line.get('model_id')!r}, not {model_id!r}; pick another --out"
@@ -152,7 +152,7 @@ def take_answers(answers_path: Path, questions_path: Path, out: Path) -> tuple[P
             f"--answers {answers_path}: question_id {unknown[0]} is not in --questions {questions_path} "
             f"({len(unknown)} such); pass the answers to these questions"
         )
-    text = "".join(json.dumps(answers[key], ensure_ascii=False) + "\n" for key in asked if key in answers)
+    text = "".join(json_line(answers[key]) for key in asked if key in answers)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ANSWERS_FILE
     if path.exists() and path.read_text(encoding="utf-8") != text:

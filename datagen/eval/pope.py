@@ -28,9 +28,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.eval.answers import read_answers
+from datagen.eval.answers import answer_lines
 from datagen.eval.bench import BenchQuestion, answer_questions, image_path
-from datagen.files.jsonl import atomic_file, iter_jsonl, write_json_atomic
+from datagen.files.jsonl import atomic_file, write_json_atomic
 from datagen.source.coco import ImageObjects, image_objects
 
 SAMPLINGS = ("random", "popular", "adversarial")
@@ -195,20 +195,23 @@ def prepare(out: Path, instances: Path, count: int, per_image: int, seed: int, i
 
 def external_replies(path: Path, questions: list[PopeQuestion]) -> dict[str, str]:
     """An answers file's replies, checked to answer these very questions (a set built with another seed does not)."""
-    answers = read_answers(path)
+    answers = answer_lines(path)
     by_id = {str(question.question_id): question for question in questions}
-    for key, line in answers.items():
+    for key, (where, line) in answers.items():
         question = by_id.get(key)
         if question is None:
             raise InputError(f"--answers {path}: question_id {key} is not one of the {len(questions)} POPE questions; "
                              "answer the questions.jsonl these settings build")
         prompt = line.get("prompt")
+        if isinstance(prompt, str) and not prompt.strip():
+            raise InputError(f"{where}: prompt is empty, so which question it answers is unknown; "
+                             f"write the question asked there ({question_text(question.object)!r}) or drop the prompt field")
         if isinstance(prompt, str) and question_text(question.object) not in prompt:
             raise InputError(
-                f"--answers {path}: question_id {key} answers {prompt.splitlines()[0][:80]!r}, but here it asks "
+                f"{where}: question_id {key} answers {prompt.strip().splitlines()[0][:80]!r}, but here it asks "
                 f"{question_text(question.object)!r}; were the questions built with another --seed or --instances?"
             )
-    return {key: line["text"] for key, line in answers.items()}
+    return {key: line["text"] for key, (_, line) in answers.items()}
 
 
 def run_pope(
@@ -226,7 +229,7 @@ def run_pope(
         asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
         paths = {str(q.question_id): image_path(images, q.image) for q in asked}
         answers_file, _, _ = answer_questions(model, asked, paths, out, batch_size, max_new_tokens, model_id, dtype)
-        replies = {str(line["question_id"]): line["text"] for line in iter_jsonl(answers_file)}
+        replies = {key: line["text"] for key, (_, line) in answer_lines(answers_file, "--out").items()}
         source = str(model)
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,

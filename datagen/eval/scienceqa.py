@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
-from datagen.files.jsonl import JsonlAppender, atomic_file, iter_jsonl, write_json_atomic
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, write_json_atomic
 
 LETTERS = "ABCDEFGHIJ"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -218,6 +219,8 @@ def load_problems(problems_path: Path, split_path: Path, split: str, limit: int 
         if not 0 <= problem.answer < min(len(problem.choices), len(LETTERS)):
             raise InputError(f"--problems {problems_path}: problem {pid}: answer index {problem.answer} is not one of its choices")
         problems[pid] = problem
+    if not problems:
+        raise InputError(f"--split {split}: {split_path} lists no problems for it; pass a split that has some (ScienceQA scores `test`)")
     return problems
 
 
@@ -239,6 +242,18 @@ def _prediction(pid: str, problem: Problem, prompt: str, reply: str, source: str
     letter = llava_letter(reply)
     return Prediction(pid=pid, prompt=prompt, reply=reply, prediction=letter, answer=LETTERS[problem.answer],
                       correct=is_correct(letter, problem), source=source)
+
+
+def read_predictions(path: Path) -> Iterator[Prediction]:
+    """The predictions an earlier run left in `path` (a line torn by a kill cut first); a line that is not one
+    (hand-edited, another tool's file) is an InputError naming it."""
+    JsonlAppender(path).close()
+    fix = "delete that line (its problem is asked again) or pick another --out"
+    for number, line in iter_numbered_jsonl(path, fix=fix):
+        try:
+            yield Prediction.model_validate(line)
+        except ValueError:
+            raise InputError(f"{path} line {number}: not a prediction of `datagen eval scienceqa`; {fix}") from None
 
 
 def _finish(out: Path, problems: dict[str, Problem], replies: dict[str, str | None], extra: dict) -> tuple[dict, str]:
@@ -266,16 +281,15 @@ def run_scienceqa(
     predictions_file = out / PREDICTIONS_FILE
     replies: dict[str, str | None] = {}
     if predictions_file.exists():
-        JsonlAppender(predictions_file).close()  # cut a line torn by a kill
-        for line in iter_jsonl(predictions_file):
-            if line["pid"] not in problems:
+        for line in read_predictions(predictions_file):
+            if line.pid not in problems:
                 continue
-            if line.get("source", source) != source or line["prompt"] != prompts[line["pid"]]:
+            if (line.source or source) != source or line.prompt != prompts[line.pid]:
                 raise InputError(
-                    f"--out {out}: holds replies of {line.get('source')!r} or to other prompts (another --instruction?); "
+                    f"--out {out}: holds replies of {line.source!r} or to other prompts (another --instruction?); "
                     "pick another --out to score this model with these prompts"
                 )
-            replies[line["pid"]] = line["reply"]  # scored afresh: the reading is the scorer's, not the file's
+            replies[line.pid] = line.reply  # scored afresh: the reading is the scorer's, not the file's
     todo = [pid for pid in problems if pid not in replies]
     if todo:
         model = AnswerModel(model_path, dtype)
@@ -298,6 +312,12 @@ def score_answers(
     eval_science_qa.py scores it: every problem of the split counts, an unanswered one as wrong."""
     problems = load_problems(problems_path, split_path, split, limit)
     answers = read_answers(answers_path)
+    if not any(pid in problems for pid in answers):
+        # A 0% that only says the file answers another split (or another --limit's problems) is no score.
+        raise InputError(
+            f"--answers {answers_path}: none of its {len(answers)} answers is to a problem of split {split}"
+            f"{f' (first {limit})' if limit else ''}; pass the answers to that split, or --split the one they answer"
+        )
     replies = {pid: answers[pid]["text"] if pid in answers else None for pid in problems}
     source = f"answers:{answers_path}"
     predictions = [
@@ -306,8 +326,7 @@ def score_answers(
     ]
     out.mkdir(parents=True, exist_ok=True)
     if (out / PREDICTIONS_FILE).exists():
-        JsonlAppender(out / PREDICTIONS_FILE).close()
-        others = {line.get("source") for line in iter_jsonl(out / PREDICTIONS_FILE)} - {source}
+        others = {line.source for line in read_predictions(out / PREDICTIONS_FILE)} - {source}
         if others:
             raise InputError(f"--out {out}: holds the predictions of {sorted(map(str, others))[0]!r}; pick another --out")
     with atomic_file(out / PREDICTIONS_FILE, "w") as handle:

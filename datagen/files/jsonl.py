@@ -1,14 +1,17 @@
-"""The output folder: append-only JSONL files that survive `kill -9`, and atomic JSON writes."""
+"""JSONL and JSON files: the one JSONL reader (through jsonlines) and writer, append-only JSONL files that survive
+`kill -9`, and atomic JSON writes."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import jsonlines
 from pydantic import BaseModel
 
 from datagen.errors import InputError
@@ -39,38 +42,80 @@ def repair_torn_tail(path: Path) -> bool:
         return True
 
 
-def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed line) for each non-blank line; a line that is not UTF-8 JSON is an InputError naming it."""
+@dataclass(frozen=True)
+class JsonLine:
+    """One non-blank line of a JSONL file: its 1-based number, its bytes as written, and its value, or the
+    `problem` that keeps it from having one ("not UTF-8 text", "not valid JSON", ...)."""
+
+    number: int
+    raw: bytes
+    value: Any = None
+    problem: str | None = None
+
+
+def _refuse_constant(name: str) -> float:
+    # Python's json reads NaN and Infinity, JSON does not have them: a score or a box of NaN is no number.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads(text: str | bytes) -> Any:
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _problem(error: jsonlines.InvalidLineError) -> str:
+    cause = error.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(cause, ValueError) and "is not a JSON number" in str(cause):
+        return f"not valid JSON ({cause})"
+    return "not valid JSON"
+
+
+def read_lines(lines: Iterable[bytes]) -> Iterator[JsonLine]:
+    """Each non-blank line of an open binary file (or of `io.BytesIO(data)`), read by jsonlines.
+
+    Lines end at a line feed only (a carriage return before it is blank space to JSON), so U+2028, U+2029 and U+0085 inside a string,
+    which `ensure_ascii=False` writes as they are, stay inside their line; a leading UTF-8 BOM is skipped. A
+    `null` line is a value like any other: the caller says what it needs of each line."""
+    last: list[tuple[int, bytes]] = []
+
+    def remembered() -> Iterator[bytes]:
+        for number, raw in enumerate(lines, 1):
+            last[:] = [(number, raw)]
+            yield raw
+
+    reader = jsonlines.Reader(remembered(), loads=_loads)
+    while True:
+        try:
+            value = reader.read(skip_empty=True, allow_none=True)
+        except EOFError:
+            return
+        except jsonlines.InvalidLineError as error:
+            yield JsonLine(last[0][0], last[0][1], problem=_problem(error))
+            continue
+        yield JsonLine(last[0][0], last[0][1], value)
+
+
+def iter_numbered_jsonl(
+    path: Path, where: str | None = None, fix: str = "delete that line and rerun (its item is redone)"
+) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed line) for each non-blank line; a line without a JSON value is an InputError naming
+    `where` (the path by default) and the line, and saying `fix`."""
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except UnicodeDecodeError:
-                raise InputError(f"{path} line {number}: not UTF-8 text; delete that line and rerun (its item is redone)") from None
-            except ValueError:
-                raise InputError(f"{path} line {number}: not valid JSON; delete that line and rerun (its item is redone)") from None
+        for line in read_lines(handle):
+            if line.problem is not None:
+                raise InputError(f"{where or path} line {line.number}: {line.problem}; {fix}")
+            yield line.number, line.value
 
 
 def iter_input_objects(path: Path, label: str, kind: str, needs: str) -> Iterator[tuple[str, dict]]:
-    """(where, object) for each non-blank line of a JSONL file the user gave; a missing file, text that is not
-    UTF-8 and a line that is not a JSON object are one InputError each, naming `label path` (and the line) and
-    saying it takes a `kind` whose lines need `needs`."""
+    """(where, object) for each non-blank line of a JSONL file the user gave; a missing file, a line that is
+    not UTF-8 JSON and one that is not a JSON object are one InputError each, naming `label path` (and the
+    line) and saying it takes a `kind` whose lines need `needs`."""
     if not path.is_file():
-        raise InputError(f"{label} {path}: file not found; pass {kind}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{label} {path}: not UTF-8 text; pass {kind}") from None
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
+        raise InputError(f"{label} {path}: " + ("not a regular file" if path.exists() else "file not found") + f"; pass {kind}")
+    for number, line in iter_numbered_jsonl(path, f"{label} {path}", f"fix or remove that line; pass {kind}"):
         where = f"{label} {path} line {number}"
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            raise InputError(f"{where}: not valid JSON; fix or remove that line") from None
         if not isinstance(line, dict):
             raise InputError(f"{where}: not a JSON object; each line needs {needs}")
         yield where, line
@@ -80,6 +125,19 @@ def iter_jsonl(path: Path) -> Iterator[Any]:
     """Each line's JSON value, whatever it is: callers check what they need of it."""
     for _, row in iter_numbered_jsonl(path):
         yield row
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
+def json_line(value: object) -> str:
+    """One JSONL line, as jsonlines writes it: non-ASCII text as it is, no NaN (JSON has none), ending in a line feed."""
+    return _dumps(value) + "\n"
+
+
+def write_jsonl(handle: IO[str], rows: Iterable[object]) -> None:
+    """Rows one per line through jsonlines, in json_line's form."""
+    jsonlines.Writer(handle, dumps=_dumps, flush=False).write_all(rows)
 
 
 class JsonlAppender:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, model_serializer
 
+from datagen.files.jsonl import write_json_atomic
 from datagen.formats.records import Grounding, TeacherInfo, UsageTotals
 
 MANIFEST_FILE = "manifest.json"
@@ -170,3 +172,36 @@ class Manifest(BaseModel):
     cache_hits: int = 0
     last_error: str | None = Field(None, description="The teacher's last error message (one line), when a request failed")
     failure: str | None = Field(None, description="Why the run failed (status failed) or is incomplete, in one line")
+
+
+class UnreadableManifest(ValueError):
+    """A manifest.json that holds no JSON (a hand edit, a copy cut short); the message says what is wrong."""
+
+
+def read_manifest_json(folder: Path) -> Any:
+    """`folder`'s manifest as plain JSON, whatever datagen version wrote it (newer fields included), for the
+    readers that take what they need of it; OSError when it cannot be read, UnreadableManifest when not JSON."""
+    data = (folder / MANIFEST_FILE).read_bytes()
+    try:
+        return json.loads(data)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise UnreadableManifest(f"not valid JSON ({error})") from None
+
+
+def manifest_or_none(folder: Path) -> dict | None:
+    """`folder`'s manifest as a JSON object, or None where there is none to read."""
+    try:
+        manifest = read_manifest_json(folder)
+    except (OSError, UnreadableManifest):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """`folder`'s manifest as this version's model; ValueError (a pydantic ValidationError) when it is not one."""
+    return Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Replace `folder`'s manifest whole, so a kill leaves the old one or the new one."""
+    write_json_atomic(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))

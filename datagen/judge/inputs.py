@@ -9,7 +9,7 @@ Items that cannot be paired are returned as counted skips (never silently droppe
 
 from __future__ import annotations
 
-import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from datagen.source.coco import CocoSource
 from datagen.source.context import ContextKind, box_line, render_context
 from datagen.errors import InputError
-from datagen.files.jsonl import iter_jsonl
+from datagen.files.jsonl import iter_jsonl, iter_numbered_jsonl
 from datagen.formats.records import IMAGE_TOKEN, task_file
-from datagen.formats.manifest import MANIFEST_FILE
+from datagen.formats.manifest import MANIFEST_FILE, manifest_or_none
 
 
 class JudgeItem(BaseModel):
@@ -38,6 +38,18 @@ class LoadedItems(BaseModel):
     items: list[JudgeItem]
     skipped: dict[str, int]  # reason -> items that could not be paired
     input_hashes: dict[str, str]  # what the items were read from, for the resume check
+
+
+def refuse_mostly_unpaired(loaded: LoadedItems) -> None:
+    """Judging only the few items that could be paired would end as a success that says little: when most were
+    skipped (another split's context file, answers to other questions), the inputs are wrong, and nothing is paid yet."""
+    skipped = sum(loaded.skipped.values())
+    if skipped > len(loaded.items):
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(loaded.skipped.items()))
+        raise InputError(
+            f"only {len(loaded.items)} of {len(loaded.items) + skipped} items can be judged ({reasons}); "
+            "pass inputs that name the same questions and images (a context file of the same set, answers to the same questions)"
+        )
 
 
 # The teachers write the questions too, so two teachers' records for one image answer different questions.
@@ -93,9 +105,8 @@ def _folder_records(folder: Path, task: str, flag: str) -> dict[int, dict]:
 
 def _captions_hash(folder: Path) -> str | None:
     try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return manifest["settings"]["fingerprint_parts"]["captions_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return (manifest_or_none(folder) or {})["settings"]["fingerprint_parts"]["captions_sha256"]
+    except (KeyError, TypeError):
         return None
 
 
@@ -170,23 +181,13 @@ def _read_numbered(path: Path, flag: str, required: dict[str, type | tuple[type,
     if not path.is_file():
         raise InputError(f"{flag} {path}: file not found")
     lines = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError:
-                    raise InputError(f"{flag} {path} line {number}: not valid JSON; fix or remove that line") from None
-                if not isinstance(value, dict):
-                    raise InputError(f"{flag} {path} line {number}: not a JSON object; pass a JSONL file of {what}")
-                missing = [key for key, kind in required.items() if not isinstance(value.get(key), kind)]
-                if missing:
-                    raise InputError(f"{flag} {path} line {number}: needs {', '.join(missing)} ({_describe(required)})")
-                lines.append((number, value))
-    except UnicodeDecodeError:
-        raise InputError(f"{flag} {path}: not UTF-8 text; pass a JSONL file") from None
+    for number, value in iter_numbered_jsonl(path, f"{flag} {path}", "fix or remove that line"):
+        if not isinstance(value, dict):
+            raise InputError(f"{flag} {path} line {number}: not a JSON object; pass a JSONL file of {what}")
+        missing = [key for key, kind in required.items() if not isinstance(value.get(key), kind)]
+        if missing:
+            raise InputError(f"{flag} {path} line {number}: needs {', '.join(missing)} ({_describe(required)})")
+        lines.append((number, value))
     if not lines:
         # Nothing to judge is never a success: a paid run must not end quietly empty.
         raise InputError(f"{flag} {path}: the file holds no lines; pass a JSONL file of {what}")
@@ -219,7 +220,7 @@ def _box_lines(boxes: object, where: str) -> list[str]:
         corners = box.get("bbox") if isinstance(box, dict) else None
         category = box.get("category") if isinstance(box, dict) else None
         if (not isinstance(category, str) or not isinstance(corners, list) or len(corners) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in corners)):
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in corners)):
             raise InputError(f"{where}: each box needs category (a string) and bbox [x1, y1, x2, y2] (four numbers, 0..1)")
         # The corners as the file has them, printed as Python prints the list: what LLaVA's review scripts show the judge.
         lines.append(box_line(category, tuple(corners)))  # type: ignore[arg-type]

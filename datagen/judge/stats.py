@@ -53,6 +53,8 @@ def bootstrap_interval(
         score = relative_score([reference[i] for i in picks], [candidate[i] for i in picks])
         if score is not None:
             values.append(score)
+    if not values:
+        return None  # every resample's reference scores sum to zero: no ratio to bound
     tail = (100 - level) / 2
     return percentile(values, tail), percentile(values, 100 - tail)
 

@@ -8,6 +8,7 @@ ours so the two can be told apart.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,13 +20,13 @@ from datagen.judge.stats import Pair, TaskSummary, summarise, table
 def _tuple(line: object, where: str) -> tuple[float, float]:
     scores = line.get("tuple") if isinstance(line, dict) else None
     if (not isinstance(scores, list) or len(scores) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores)):
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores)):
         raise InputError(f"{where}: needs tuple, a list of two numbers [reference score, candidate score] (LLaVA's review format)")
     return float(scores[0]), float(scores[1])
 
 
-def read_reviews(path: Path) -> list[tuple[str, str, tuple[float, float]]]:
-    """(question id, category, scores) per review line, in file order."""
+def read_reviews(path: Path) -> list[tuple[str, str, tuple[float, float], str]]:
+    """(question id, category, scores, where the line is) per review line, in file order."""
     reviews = []
     kind = "a JSONL review file written by LLaVA's eval_gpt_review_*.py"
     for where, line in iter_input_objects(path, "REVIEWS", kind, "question_id, category and tuple"):
@@ -34,7 +35,7 @@ def read_reviews(path: Path) -> list[tuple[str, str, tuple[float, float]]]:
         category = line.get("category", "all")  # LLaVA's summarizer files a review without one under `all` only
         if not isinstance(category, str):
             raise InputError(f"{where}: category must be a string")
-        reviews.append((str(line["question_id"]), category, _tuple(line, where)))
+        reviews.append((str(line["question_id"]), category, _tuple(line, where), where))
     if not reviews:
         raise InputError(f"REVIEWS {path}: the file holds no reviews; pass a review file of LLaVA's eval_gpt_review_*.py")
     return reviews
@@ -53,7 +54,9 @@ def summarize_file(path: Path, resamples: int, seed: int) -> dict:
     by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
     pairs: dict[str, list[Pair]] = defaultdict(list)
     unread = 0
-    for question_id, category, scores in read_reviews(path):
+    first_line: dict[str, str] = {}
+    for question_id, category, scores, where in read_reviews(path):
+        first_line.setdefault(category, where)
         groups = [category, "all"] if category != "all" else ["all"]
         for group in groups:
             by_category[group].append(scores)
@@ -66,6 +69,12 @@ def summarize_file(path: Path, resamples: int, seed: int) -> dict:
     rows = {}
     for group in sorted(by_category, key=lambda name: (name == "all", name)):
         row = summarise(pairs[group], resamples, seed)
+        if pairs[group] and row.relative_score is None:
+            # A ratio over a zero mean has no value; LLaVA's scores run 1-10, so the file was written otherwise.
+            raise InputError(
+                f"{first_line.get(group, f'REVIEWS {path}')}: every reference score of {group} is 0, so its relative score "
+                "has no value; LLaVA's review scores run 1-10: fix the tuples or pass the file the review script wrote"
+            )
         rows[group] = row.model_copy(update={"order_flip_rate": None})  # one order per review: flips unknown
     return {
         "file": str(path),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from datagen.run.items import length_retry
 from datagen.formats.manifest import Manifest
 from datagen.run.options import GenerateOptions
 from datagen.files.jsonl import atomic_file, write_json_atomic
+from datagen.formats.batch_lines import CHAT_URL, parse_result, read_batch_lines, request_line
 from datagen.run.pipeline import Run, execute
 from datagen.formats.records import SkipReason, TeacherInfo
 from datagen.redaction import environment_secrets, one_line, redact_secrets
@@ -33,7 +33,6 @@ from datagen.teachers.vision import ImageProblem
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
-CHAT_URL = "/v1/chat/completions"
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -65,7 +64,7 @@ def parse_custom_id(value: str) -> tuple[int, str, str]:
 
 def input_line(cid: str, request: ChatRequest) -> bytes:
     """One line of an OpenAI Batch input file: the exact body the live path would send."""
-    return (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": request.body()}, ensure_ascii=False) + "\n").encode()
+    return request_line(cid, request.body())
 
 
 def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> Iterator[tuple[str, ChatRequest]]:
@@ -102,36 +101,19 @@ def refused_per_item(status: object) -> bool:
     return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)
 
 
-def _line_error(line: dict, body: object) -> str:
-    """A failed line's message: OpenAI puts the error object in the body, vLLM's run_batch in `error`
-    (an error response, or a plain string)."""
-    error = line.get("error") or (body.get("error") if isinstance(body, dict) else None)
-    if isinstance(error, dict) and isinstance(error.get("error"), dict):
-        error = error["error"]
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("code") or "no message")
-    return str(error) if error else "no message"
-
-
 def read_results(data: bytes, expected: dict[str, str]) -> BatchResults:
     """Parse a Batch output (or error) file; `expected` maps each custom_id sent to its request key."""
     results = BatchResults()
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-            cid = line.get("custom_id")
-        except (ValueError, AttributeError):
+    for line in read_batch_lines(data):
+        result = parse_result(line.value)
+        if result is None:
             results.unreadable += 1  # a broken line answers nothing; its item stays pending
             continue
+        cid, status, body = result.custom_id, result.status, result.body
         if cid not in expected:
             results.foreign += 1  # never cache an answer under a key we did not send
             continue
-        response = line.get("response") or {}
-        status = response.get("status_code")
-        body = response.get("body")
-        if status == 200 and not line.get("error"):
+        if result.answered:
             try:
                 # The same parsing as a live answer, so a batch reply and a live one are indistinguishable.
                 results.answers[expected[cid]] = parse_completion(body)
@@ -139,7 +121,7 @@ def read_results(data: bytes, expected: dict[str, str]) -> BatchResults:
             except RetryableError as error:
                 message = str(error)
         else:
-            message = f"HTTP {status}: {one_line(_line_error(line, body))}"
+            message = f"HTTP {status}: {one_line(result.message)}"
             if refused_per_item(status):
                 results.refused[expected[cid]] = message
         if results.first_error is None:

@@ -6,7 +6,6 @@ naming the file and line number, before anything in the folder is changed.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from datagen.errors import InputError
-from datagen.formats.manifest import MANIFEST_FILE
+from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
 from datagen.files.jsonl import iter_numbered_jsonl, repair_torn_tail
 from datagen.formats.records import Usage
 from datagen.tasks.registry import TASKS
@@ -106,8 +105,8 @@ def claim_output_folder(out: Path, fingerprint_parts: dict[str, object], force: 
     if not manifest_path.exists():
         return
     try:
-        before = json.loads(manifest_path.read_text(encoding="utf-8"))["settings"]["fingerprint_parts"]
-    except (ValueError, KeyError, TypeError):
+        before = read_manifest_json(out)["settings"]["fingerprint_parts"]
+    except (UnreadableManifest, KeyError, TypeError):
         before = None
     if before is None:
         changed = [f"{MANIFEST_FILE} (unreadable)"]

@@ -27,9 +27,9 @@ from datagen.teachers.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.quality.grounding import ground_record, stored_grounding
 from datagen.run.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
-from datagen.formats.manifest import MANIFEST_FILE, Manifest, RunSettings, SourceStats, fingerprint, tally
+from datagen.formats.manifest import Manifest, RunSettings, SourceStats, fingerprint, tally, write_manifest
 from datagen.run.options import GenerateOptions
-from datagen.files.jsonl import JsonlAppender, write_json_atomic
+from datagen.files.jsonl import JsonlAppender
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE, claim_output_folder, read_done_items
 from datagen.quality.parse import Rejected
 from datagen.tasks.prompts import InstructionList, PromptPack, load_instructions
@@ -248,7 +248,7 @@ class Run:
 
     def write_manifest(self, status: str, failure: str | None = None) -> Manifest:
         manifest = self.manifest(status, failure)
-        write_json_atomic(self.out / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        write_manifest(self.out, manifest)
         return manifest
 
     # -- the work ---------------------------------------------------------------------------------

@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import InputError, TeacherFatalError
-from datagen.files.jsonl import atomic_file
+from datagen.files.jsonl import JsonLine, atomic_file, read_lines
+from datagen.formats.batch_lines import CHAT_URL, answer_line, error_line, parse_result, read_batch_lines
 from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url, url_has_credentials
 from datagen.formats.manifest import Manifest
 from datagen.run.handoff import ingest_results, write_requests
-from datagen.run.batch import CHAT_URL, parse_custom_id, refused_per_item
+from datagen.run.batch import parse_custom_id, refused_per_item
 from datagen.run.options import GenerateOptions, RayEngine
 from datagen.teachers.endpoints import resolve_endpoint
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
@@ -110,23 +111,20 @@ def read_requests(path: Path) -> Iterator[tuple[str, ChatRequest]]:
         raise InputError(f"{path}: cannot read ({error.strerror}); pass the file `datagen generate --requests-out` wrote") from None
     seen: set[str] = set()
     with handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
+        for line in read_lines(handle):
             try:
-                cid, request = _parse_request_line(raw)
+                cid, request = _parse_request_line(line)
             except ValueError as error:
-                raise InputError(f"{path} line {number}: not a datagen request ({error}); pass the file `datagen generate --requests-out` wrote") from None
+                raise InputError(f"{path} line {line.number}: not a datagen request ({error}); pass the file `datagen generate --requests-out` wrote") from None
             if cid not in seen:
                 seen.add(cid)
                 yield cid, request
 
 
-def _parse_request_line(raw: bytes) -> tuple[str, ChatRequest]:
-    try:
-        line = json.loads(raw)
-    except ValueError:
-        raise ValueError("not JSON") from None
+def _parse_request_line(read: JsonLine) -> tuple[str, ChatRequest]:
+    if read.problem is not None:
+        raise ValueError("not JSON")
+    line = read.value
     if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
         raise ValueError("no custom_id")
     cid = line["custom_id"]
@@ -145,17 +143,16 @@ def _parse_request_line(raw: bytes) -> tuple[str, ChatRequest]:
 def settled(line: object) -> bool:
     """A results line that a rerun keeps: an answer, or a refusal of the item itself. Anything else (a torn
     line, a 5xx or a dropped connection after every retry, a rejected key) is asked again."""
-    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+    result = parse_result(line)
+    if result is None or not isinstance(result.custom_id, str):
         return False
-    response = line.get("response") or {}
-    status = response.get("status_code") if isinstance(response, dict) else None
-    if status == 200 and not line.get("error"):
+    if result.answered:
         try:
-            parse_completion(response.get("body"))
+            parse_completion(result.body)
         except RetryableError:
             return False
         return True
-    return refused_per_item(status)
+    return refused_per_item(result.status)
 
 
 def load_results(path: Path) -> set[str]:
@@ -170,13 +167,8 @@ def load_results(path: Path) -> set[str]:
     kept: list[bytes] = []
     done: set[str] = set()
     dropped = 0
-    for raw in data.splitlines(keepends=True):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            line = None
+    for read in read_batch_lines(data):
+        raw, line = read.raw, read.value
         if not raw.endswith(b"\n") or not settled(line) or line["custom_id"] in done:
             dropped += 1
             continue
@@ -189,19 +181,6 @@ def load_results(path: Path) -> set[str]:
 
 
 # -- output lines (OpenAI Batch output format) -----------------------------------------------------
-
-
-def answer_line(cid: str, body: object, request_id: str) -> str:
-    return json.dumps({"id": request_id, "custom_id": cid, "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": None}, ensure_ascii=False)
-
-
-def error_line(cid: str, status: int | None, message: str, request_id: str) -> str:
-    """A failed row: with the HTTP status the server gave, in the body as OpenAI's Batch API writes it; without
-    one (a dropped connection, a timeout, an engine error), as a top-level error."""
-    if status is None:
-        return json.dumps({"id": request_id, "custom_id": cid, "response": None, "error": {"code": "request_failed", "message": message}}, ensure_ascii=False)
-    response = {"status_code": status, "request_id": request_id, "body": {"error": {"message": message}}}
-    return json.dumps({"id": request_id, "custom_id": cid, "response": response, "error": None}, ensure_ascii=False)
 
 
 def _outcome(status: int | None) -> str:
@@ -510,10 +489,9 @@ class ResultsFile:
 
 
 def _line_message(line: str) -> str:
-    data = json.loads(line)
-    error = data.get("error") or ((data.get("response") or {}).get("body") or {}).get("error") or {}
-    status = (data.get("response") or {}).get("status_code")
-    return (f"HTTP {status}: " if status else "") + str(error.get("message", "no message"))
+    result = parse_result(json.loads(line))
+    assert result is not None  # a line this module wrote
+    return (f"HTTP {result.status}: " if result.status else "") + result.message
 
 
 def _quiet_ray_data(ray) -> None:

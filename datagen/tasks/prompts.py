@@ -27,6 +27,8 @@ class PromptPack(BaseModel):
 
 def _read(path: Path) -> str:
     # Bytes decoded as they are (no newline translation): LLaVA's system messages are sent byte for byte.
+    if not path.is_file():  # a folder named like a prompt file, or a FIFO that would block the read for ever
+        raise InputError(f"{path}: not a regular file; a prompt pack holds plain text files only")
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
@@ -54,7 +56,7 @@ def load_pack(root: Path, task: str, folders: tuple[str, ...], vision: bool = Fa
         names = " or ".join(folders)
         raise InputError(f"--prompts {root}: no prompt pack for task {task!r}; add a sub-folder named {names}")
     system_path = folder / "system_message.txt"
-    if not system_path.is_file():
+    if not system_path.exists():
         raise InputError(f"{system_path}: missing; every prompt pack needs a system_message.txt")
     if vision and (folder / IMAGE_SYSTEM_MESSAGE).is_file():
         system_path = folder / IMAGE_SYSTEM_MESSAGE

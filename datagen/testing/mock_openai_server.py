@@ -26,13 +26,15 @@ from typing import Optional
 
 from aiohttp import web
 
+from datagen.files.jsonl import json_line
+from datagen.formats.batch_lines import CHAT_URL, read_batch_lines
 from datagen.teachers.mock import mock_answer
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.vision import estimate_content_tokens
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
-CHAT_ENDPOINT = "/v1/chat/completions"
+CHAT_ENDPOINT = CHAT_URL
 AZURE_CHAT_ENDPOINT = "/openai/deployments/{deployment}/chat/completions"
 
 _TRANSIENT_QUIRKS = frozenset({"error200"})
@@ -617,18 +619,16 @@ class MockBackend:
             batch.update(status="completed", completed_at=int(time.time()))
 
     def _store_jsonl(self, lines: list[dict], filename: str) -> dict:
-        content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        content = "".join(map(json_line, lines)).encode()
         return self._store_file(content, filename, "batch_output")
 
     @staticmethod
     def _validate_batch_input(content: bytes) -> tuple[list[dict], list[dict]]:
         requests, problems, seen = [], [], set()
-        for number, text in enumerate(content.decode("utf-8", errors="replace").splitlines(), start=1):
-            if not text.strip():
-                continue
+        for line in read_batch_lines(content):
+            number, item = line.number, line.value
             try:
-                item = json.loads(text)
-                valid = (
+                valid = line.problem is None and (
                     isinstance(item["custom_id"], str)
                     and item.get("method", "POST") == "POST"
                     and item["url"] == CHAT_ENDPOINT

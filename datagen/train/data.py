@@ -10,6 +10,7 @@ space marker exactly as in LLaVA's `preprocess_plain` / `preprocess_v1`.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datagen.errors import InputError
+from datagen.files.jsonl import read_lines
 
 from datagen.formats.records import CHAT_ROLES, IMAGE_TOKEN, check_llava_turns
 from datagen.teachers.vision import open_image
@@ -38,8 +40,9 @@ class DataError(InputError, ValueError):
 
 def load_records(path: str) -> list[dict]:
     """A JSON array or JSONL of LLaVA records (schemas/instruct_record.schema.json)."""
+    data = Path(path).read_bytes()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = data.decode("utf-8-sig")  # a BOM, as some editors write one, is no part of the data
     except UnicodeDecodeError as e:
         raise DataError(f"--data {path}: not UTF-8 text (byte {e.start}); pass a JSON or JSONL file of records") from None
     if text.lstrip().startswith("["):
@@ -49,13 +52,11 @@ def load_records(path: str) -> list[dict]:
             raise DataError(f"--data {path}: broken JSON at line {e.lineno} column {e.colno}; fix or regenerate the file") from None
     else:
         records = []
-        for number, line in enumerate(text.splitlines(), 1):  # the file's own line numbers, blank lines counted
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"--data {path}: broken JSON at line {number} column {e.colno}; fix or regenerate the file") from None
+        # Lines end at \n only: U+2028 inside an answer (export writes text as it is) stays in its record.
+        for line in read_lines(io.BytesIO(data)):
+            if line.problem is not None:
+                raise DataError(f"--data {path}: broken JSON at line {line.number} ({line.problem}); fix or regenerate the file")
+            records.append(line.value)
     if not records or not all(isinstance(r, dict) for r in records):
         raise DataError(f"--data {path}: expected a non-empty list of record objects")
     return records
