@@ -100,7 +100,10 @@ class Tally:
         return sum(requested.values()) - done
 
     def _retryable(self) -> Counter[str]:
-        return Counter({reason: n for counts in self.skipped.values() for reason, n in counts.items() if reason in RETRYABLE_SKIPS})
+        found: Counter[str] = Counter()
+        for counts in self.skipped.values():
+            found.update({reason: n for reason, n in counts.items() if reason in RETRYABLE_SKIPS})
+        return found
 
     def failure(self, selected: set[int], last_error: str | None) -> str | None:
         """Why a run that ended without an error still failed: no answer came back, or no record exists."""
