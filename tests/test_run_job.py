@@ -352,3 +352,18 @@ def test_a_folder_holding_no_record_takes_new_settings(tmp_path):
         fixed = run_cli(*command, "--model", "right-model", env=env)
     assert fixed.returncode == 0, fixed.stderr
     assert json.loads((out / "manifest.json").read_text())["teacher"]["model"] == "right-model"
+
+
+def test_samples_per_image_through_a_requests_file_and_a_dry_run(tmp_path):
+    captions, instances = write_coco(tmp_path, images=2)
+    common = ("generate", "--captions", captions, "--instances", instances, "--out", tmp_path / "out", "--model", "mock-teacher",
+              "--no-progress", "--tasks", "detail", "--samples-per-image", "3")
+    with MockServer() as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        dry = run_cli(*common, "--dry-run", env=env)
+        handed = run_cli(*common, "--requests-out", tmp_path / "requests.jsonl", env=env)
+    assert dry.returncode == 0 and "dry run: 6 requests would be sent" in dry.stdout, dry.stderr
+    assert handed.returncode == 0, handed.stderr
+    ids = [json.loads(line)["custom_id"] for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    items = sorted(item_of(cid) for cid in ids)
+    assert [item.nth for item in items] == [0, 1, 2, 0, 1, 2] and len({cid.split(":")[2] for cid in ids}) == 6
