@@ -37,14 +37,10 @@ class SamplingSettings(BaseModel):
 
 
 def build_request(
-    image: ImageAnnotations,
-    task: str,
-    pack: PromptPack,
-    sampling: SamplingSettings,
-    see: See = "text",
-    picture: EncodedImage | None = None,
-    nth: int = 0,
+    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text",
+    picture: EncodedImage | None = None, nth: int = 0,
 ) -> ChatRequest:
+    """The request of the `nth` item of `task` for `image` (the first item's is the one it always was)."""
     context = render_context(image, sampling.contexts[task]) if see != "image" else ""
     return ChatRequest(
         model=sampling.model,
