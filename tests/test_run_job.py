@@ -367,3 +367,17 @@ def test_samples_per_image_through_a_requests_file_and_a_dry_run(tmp_path):
     ids = [json.loads(line)["custom_id"] for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
     items = sorted(item_of(cid) for cid in ids)
     assert [item.nth for item in items] == [0, 1, 2, 0, 1, 2] and len({cid.split(":")[2] for cid in ids}) == 6
+
+
+def test_sigterm_while_batches_are_out_ends_in_one_line_and_says_interrupted(tmp_path):
+    captions, instances = write_coco(tmp_path, images=3)
+    out = tmp_path / "out"
+    with MockServer(MockServerConfig(batch_delay_s=120)) as server:
+        process = start("generate", "--captions", captions, "--instances", instances, "--out", out, "--model", "mock-teacher", "--batch",
+                        "--poll-interval", "0.05", "--no-progress", env={"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url})
+        wait_for_lines(out / "batch" / "state.json", 1, process)
+        time.sleep(0.3)  # into the wait
+        code, stderr = stop(process, signal.SIGTERM)
+    assert code == 143 and stderr.strip().splitlines()[-1].startswith("error: terminated (SIGTERM)"), stderr
+    assert "Traceback" not in stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"

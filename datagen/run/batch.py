@@ -415,6 +415,9 @@ def generate_batch(options: GenerateOptions) -> Manifest:
     job = BatchJob(options)
     try:
         unanswered = job.run()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while batches are out: the manifest says so, with the true counts
+        job.planner.finish("interrupted", None)
+        raise
     finally:
         job.close()
     teacher = CacheOnlyTeacher(job.planner.teacher.info, refused=job.refused, base_url=job.base_url)
