@@ -83,7 +83,7 @@ def test_an_answer_becomes_a_record_of_its_item(plan):
     outcome = handle(plan, Scripted(reply(DESCRIPTION)))
     assert outcome.reject is None and outcome.skip is None and outcome.record is not None
     assert outcome.record.id == f"{plan.selected_ids[0]:012d}" and outcome.record.conversations[1].value == DESCRIPTION
-    assert outcome.usage.completion_tokens == 5 and outcome.record.meta.grounding is not None
+    assert [usage.completion_tokens for usage in outcome.paid] == [5] and outcome.record.meta.grounding is not None
 
 
 def test_a_later_item_of_an_image_has_its_own_seed_and_id(plan):
@@ -98,14 +98,14 @@ def test_a_bad_answer_is_a_reject_and_a_transient_failure_a_skip(plan):
     assert outcome.record is None and outcome.reject.reason == "unparseable" and outcome.reject.raw.startswith("Question:")
     assert handle(plan, Scripted(RetryableError("HTTP 503"))).skip == "request_failed"
     refused = handle(plan, Scripted(RequestRefused("HTTP 400: too long")))
-    assert refused.reject.reason == "request_refused" and refused.usage.completion_tokens == 0
+    assert refused.reject.reason == "request_refused" and refused.paid == []
 
 
 def test_a_cut_answer_is_asked_once_more_and_both_are_paid_for(plan):
     teacher = Scripted(reply("A man rides a", finish="length", tokens=7), reply(DESCRIPTION, tokens=9))
     outcome = handle(plan, teacher)
     assert outcome.record is not None and [request.max_tokens for request in teacher.asked] == [1024, 2048]
-    assert outcome.usage.completion_tokens == 16
+    assert [usage.completion_tokens for usage in outcome.paid] == [7, 9]
 
 
 # -- the items a task yields ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from datagen.formats.records import GeneratedRecord, Reject, SkipReason, Usage, UsageTotals
+from datagen.formats.records import GeneratedRecord, Reject, SkipReason, Usage
 from datagen.quality.grounding import ground_record
 from datagen.quality.parse import Rejected
 from datagen.run.items import build_meta, build_record, build_reject, length_retry
@@ -23,13 +23,13 @@ from datagen.teachers.vision import EncodedImage
 
 @dataclass
 class Outcome:
-    """What became of one item: exactly one of a record, a reject or a skip reason; and the tokens it cost."""
+    """What became of one item: exactly one of a record, a reject or a skip reason; and the answers it paid for."""
 
     key: ItemKey
     record: GeneratedRecord | None = None
     reject: Reject | None = None
     skip: SkipReason | None = None
-    usage: UsageTotals = field(default_factory=UsageTotals)
+    paid: list[Usage] = field(default_factory=list)  # a cut answer asked again is paid for twice
 
 
 async def answer_item(
@@ -43,7 +43,7 @@ async def answer_item(
         retry = length_retry(request, reply, plan.options.length_retry_max_tokens)
         if retry is not None:
             # One more try with room to finish; the answer then comes from the larger request (and its cache key).
-            outcome.usage = outcome.usage + reply.usage  # the cut answer was paid for too
+            outcome.paid.append(reply.usage)  # the cut answer was paid for too
             request = retry
             reply = await teacher.complete(request)
     except RetryableError:
@@ -56,7 +56,7 @@ async def answer_item(
         meta = build_meta(image, task, pack, plan.sampling, teacher.info, request, reply, see, picture)
         outcome.reject = build_reject(image, task, refused.reason, str(refused), reply, meta, key.nth)
         return outcome
-    outcome.usage = outcome.usage + reply.usage
+    outcome.paid.append(reply.usage)
     meta = build_meta(image, task, pack, plan.sampling, teacher.info, request, reply, see, picture)
     try:
         if reply.refusal is not None:

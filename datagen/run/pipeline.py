@@ -226,7 +226,8 @@ class GenerateJob(Job[Manifest]):
             self.tally.skip(key.task, problem.reason)
             return
         outcome = await answer_item(self.plan, self.teacher, image, key, request, picture)
-        self.tally.paid(outcome.usage)
+        for usage in outcome.paid:
+            self.tally.paid(usage)
         # Appended before it is counted: a kill in between leaves the line, which the next run counts.
         if outcome.record is not None:
             self.writers[key.task].append(outcome.record)

@@ -89,7 +89,7 @@ class Tally:
         self.skipped[task][reason] += 1
         self.listener("skipped")
 
-    def paid(self, usage: Usage | UsageTotals) -> None:
+    def paid(self, usage: Usage) -> None:
         self.usage = self.usage + usage
 
     def counts(self, requested: dict[str, int], selected: set[int]) -> tuple[dict[str, TaskCounts], dict[str, QualityStats]]:
