@@ -79,3 +79,13 @@ def test_the_collector_is_set_for_the_run_and_restored_after(generate_mock, tmp_
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     generate_mock(tmp_path / "run")  # a whole run in this process leaves the collector as it found it
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_folder_holding_no_record_takes_new_settings(tmp_path: Path) -> None:
+    write_manifest(tmp_path, {"model": "wrong-model"})  # a first request refused: a manifest, no record
+    (tmp_path / "detail.jsonl").write_text("", encoding="utf-8")
+    claim_output_folder(tmp_path, {"model": "right-model"}, force=False, absent_means={})
+    assert not list(tmp_path.glob("replaced-*"))
+    (tmp_path / "rejects.jsonl").write_text("{}\n", encoding="utf-8")  # a reject is a paid-for answer: it holds one
+    with pytest.raises(InputError, match=r"changed: model"):
+        claim_output_folder(tmp_path, {"model": "other-model"}, force=False, absent_means={})
