@@ -59,7 +59,7 @@ def _child(report: Path, argv: list[str]) -> None:
     from datagen.cli import main
     from datagen.files import jsonl
     from datagen.quality import parse
-    from datagen.run import pipeline
+    from datagen.run import answer, plan
     from datagen.tasks import registry
 
     spent: Counter[str] = Counter()
@@ -77,10 +77,10 @@ def _child(report: Path, argv: list[str]) -> None:
     parse.check_pairs = timed("checks", parse.check_pairs)
     parse.check_lead = timed("checks", parse.check_lead)
     registry.TaskSpec.parse = timed("parse and checks", registry.TaskSpec.parse)
-    pipeline.ground_record = timed("grounding", pipeline.ground_record)
+    answer.ground_record = timed("grounding", answer.ground_record)
     for name in ("build_record", "build_meta"):
-        setattr(pipeline, name, timed("request and record building", getattr(pipeline, name)))
-    pipeline.Run.request_for = timed("request and record building", pipeline.Run.request_for)
+        setattr(answer, name, timed("request and record building", getattr(answer, name)))
+    plan.Plan.request_for = timed("request and record building", plan.Plan.request_for)
     jsonl.JsonlAppender.append = timed("record write", jsonl.JsonlAppender.append)
     sys.argv = ["datagen", *argv]
     try:

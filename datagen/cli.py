@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from datagen.errors import INCOMPLETE_EXIT, InputError, TeacherFatalError
+from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, TeacherFatalError, Terminated
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
@@ -53,6 +53,8 @@ def friendly_errors(command):
         except typer.BadParameter as error:
             # A flag checked inside the command (--tasks, --shard, --context): one line too, not a usage panel.
             raise fail(error.format_message()) from None
+        except Terminated:
+            raise fail("terminated (SIGTERM); rerun the same command to resume where it stopped", code=TERMINATED_EXIT) from None
         except KeyboardInterrupt:
             raise fail("interrupted; rerun the same command to resume where it stopped", code=130) from None
 
@@ -139,6 +141,9 @@ def generate(
     prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
     concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images"),
+    samples_per_image: int = typer.Option(
+        default("samples_per_image"), min=1, help="Items per image of each task, each with its own seed and id (grows a set; resumable)"
+    ),
     seed: int = typer.Option(default("seed"), help="Seeds every per-item choice and the teacher's sampling"),
     temperature: float = typer.Option(default("temperature"), min=0.0, max=2.0),
     max_tokens: int = typer.Option(default("max_tokens"), min=1),
@@ -222,6 +227,7 @@ def generate(
         prompts=prompts or BUNDLED_PROMPTS,
         concurrency=concurrency,
         limit=limit,
+        samples_per_image=samples_per_image,
         seed=seed,
         temperature=temperature,
         max_tokens=max_tokens,
@@ -639,7 +645,10 @@ def judge(
     summary, text = run_judge(options, loaded)
     typer.echo(text)
     if summary["status"] != "completed":
-        raise fail(summary["failure"], 1) if "failure" in summary else typer.Exit(1)
+        from datagen.run.job import EXIT_CODES
+
+        code = EXIT_CODES.get(summary["status"], 1)
+        raise fail(summary["failure"], code) if "failure" in summary else typer.Exit(code)
 
 
 def _judge_summarize(paths: list[Path], out: Path | None, resamples: int, seed: int) -> None:

@@ -4,6 +4,12 @@ from datagen.files.storage_errors import StorageError
 
 # A run that finished but left items unanswered (status "incomplete"): distinct from 1, so a script can rerun it.
 INCOMPLETE_EXIT = 3
+# A run ended by SIGTERM (timeout, docker stop, Kubernetes, Slurm), as a shell reports a process it killed: 128 + 15.
+TERMINATED_EXIT = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (datagen/run/job.py): the run stops, its record says `interrupted`."""
 
 
 class InputError(Exception):

@@ -11,7 +11,7 @@ from datagen.source.coco import Box, ImageAnnotations
 from datagen.quality.grounding import ground, mentions
 from datagen.data.merge import merge
 from datagen.run.options import GenerateOptions
-from datagen.run.pipeline import Run, execute
+from datagen.run.pipeline import GenerateJob, execute
 from datagen.formats.records import Grounding, Usage
 from datagen.formats.manifest import QualityStats
 from datagen.teachers.teacher import ChatReply, ChatRequest, MockTeacher
@@ -176,9 +176,7 @@ def run_scripted(out: Path, answer: str, tasks: list[str] | None = None, **setti
     options = GenerateOptions(
         captions=CAPTIONS, instances=INSTANCES, out=out, tasks=tasks or ["detail"], teacher="mock", use_cache=False, progress=False, **settings
     )
-    run = Run(options)
-    run.teacher = ScriptedTeacher(answer)
-    execute(run)
+    execute(GenerateJob(options, ScriptedTeacher(answer)))
     return out
 
 

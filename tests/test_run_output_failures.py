@@ -109,11 +109,14 @@ def test_kill_9_between_the_set_aside_moves_never_lets_a_new_run_adopt_old_recor
                             "KILL_AFTER_MOVES": str(moves_before_kill)}, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
     assert (copy / "manifest.json").exists()  # moved last, so still here and still saying seed 0
-    left = folder_bytes(copy)
-    refused = generate_mock(copy, "--seed", "5", expect=2)
-    one_line(refused, "seed", "--force")
-    assert folder_bytes(copy) == left
-    generate_mock(copy, "--seed", "5", "--force")
+    if moves_before_kill < 4:  # records are left beside it: refused, as they are another run's
+        left = folder_bytes(copy)
+        refused = generate_mock(copy, "--seed", "5", expect=2)
+        one_line(refused, "seed", "--force")
+        assert folder_bytes(copy) == left
+        generate_mock(copy, "--seed", "5", "--force")
+    else:  # every record and reject was moved: a folder holding none takes new settings (issue 29, item 9)
+        generate_mock(copy, "--seed", "5")
     manifest = assert_true_counts(copy, "completed")
     assert manifest["settings"]["sampling"]["seed"] == 5 and manifest["requests_sent"] == 66  # nothing adopted
 
@@ -250,14 +253,14 @@ def test_a_manifest_the_disk_refuses_is_left_as_it_was_without_a_temp_file(copy,
 def test_a_full_disk_and_a_refused_final_manifest_report_the_first_failure(tmp_path, generate_mock, monkeypatch):
     out = tmp_path / "out"
     fail_writes(monkeypatch, "conversation.jsonl", after=3)
-    real = datagen.run.pipeline.Run.write_manifest
+    real = datagen.run.pipeline.GenerateJob.finish
 
-    def write_manifest(run, status, *rest):
+    def finish(job, status, *rest):
         if status != "running":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.out / "manifest.json"))
-        return real(run, status, *rest)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(job.out / "manifest.json"))
+        return real(job, status, *rest)
 
-    monkeypatch.setattr(datagen.run.pipeline.Run, "write_manifest", write_manifest)
+    monkeypatch.setattr(datagen.run.pipeline.GenerateJob, "finish", finish)
     one_line(generate_mock(out, expect=1), str(out / "conversation.jsonl"), "no space left", code=1)
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # left as it was
     no_temp_files(out)

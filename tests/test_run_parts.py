@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import InputError
-from datagen.formats.manifest import TaskCounts, tally
+from datagen.formats.manifest import TaskCounts
 from datagen.run.output_folder import claim_output_folder
+from datagen.run.tally import tally
 from datagen.formats.records import Grounding
+from datagen.tasks.registry import ItemKey
 
 
 def write_manifest(folder: Path, parts: dict) -> None:
@@ -38,6 +40,7 @@ def test_changed_settings_are_refused_then_set_aside_with_force(tmp_path: Path) 
 
 def test_a_part_an_old_manifest_does_not_name_counts_by_its_default(tmp_path: Path) -> None:
     write_manifest(tmp_path, {"seed": 0})  # a text run's manifest names no `see`
+    (tmp_path / "detail.jsonl").write_text("{}\n", encoding="utf-8")
     claim_output_folder(tmp_path, {"seed": 0}, force=False, absent_means={"see": "text"})
     with pytest.raises(InputError, match=r"changed: see"):
         claim_output_folder(tmp_path, {"seed": 0, "see": "image"}, force=False, absent_means={"see": "text"})
@@ -53,10 +56,13 @@ def test_records_without_a_manifest_and_an_unreadable_manifest_are_refused(tmp_p
 
 
 def test_tally_counts_the_selected_images_only_and_what_was_not_reached() -> None:
-    outcomes = {(1, "detail"): "written", (2, "detail"): "refusal", (9, "detail"): "written"}
+    outcomes = {ItemKey(1, "detail"): "written", ItemKey(2, "detail"): "refusal", ItemKey(9, "detail"): "written"}
     skipped = {"detail": Counter({"request_failed": 1})}
-    groundings = {(1, "detail"): Grounding(mentioned=["dog", "cat"], unsupported=["cat"]), (9, "detail"): Grounding(mentioned=["x"], unsupported=[])}
-    counts, quality = tally(["detail"], {1, 2, 3, 4}, outcomes, skipped, groundings)
+    groundings = {
+        ItemKey(1, "detail"): Grounding(mentioned=["dog", "cat"], unsupported=["cat"]),
+        ItemKey(9, "detail"): Grounding(mentioned=["x"], unsupported=[]),
+    }
+    counts, quality = tally({"detail": 4}, {1, 2, 3, 4}, outcomes, skipped, groundings)
     assert counts == {"detail": TaskCounts(requested=4, written=1, rejected={"refusal": 1}, skipped={"request_failed": 1, "not_reached": 1})}
     assert (quality["detail"].records, quality["detail"].mentions, quality["detail"].chair_i) == (1, 2, 0.5)
 
@@ -64,7 +70,7 @@ def test_tally_counts_the_selected_images_only_and_what_was_not_reached() -> Non
 def test_the_collector_is_set_for_the_run_and_restored_after(generate_mock, tmp_path):
     import gc
 
-    from datagen.run.pipeline import collector_for_a_long_run
+    from datagen.run.job import collector_for_a_long_run
 
     before = gc.get_threshold()
     with collector_for_a_long_run():
@@ -73,3 +79,13 @@ def test_the_collector_is_set_for_the_run_and_restored_after(generate_mock, tmp_
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     generate_mock(tmp_path / "run")  # a whole run in this process leaves the collector as it found it
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_folder_holding_no_record_takes_new_settings(tmp_path: Path) -> None:
+    write_manifest(tmp_path, {"model": "wrong-model"})  # a first request refused: a manifest, no record
+    (tmp_path / "detail.jsonl").write_text("", encoding="utf-8")
+    claim_output_folder(tmp_path, {"model": "right-model"}, force=False, absent_means={})
+    assert not list(tmp_path.glob("replaced-*"))
+    (tmp_path / "rejects.jsonl").write_text("{}\n", encoding="utf-8")  # a reject is a paid-for answer: it holds one
+    with pytest.raises(InputError, match=r"changed: model"):
+        claim_output_folder(tmp_path, {"model": "other-model"}, force=False, absent_means={})

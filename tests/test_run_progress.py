@@ -30,11 +30,21 @@ class Clock:
         return self.now
 
 
-def fake_run(total: int = 158_000):
-    """The attributes of a run the display reads: pending items, usage so far, the teacher's counters and limiter."""
-    usage = SimpleNamespace(prompt_tokens=0, completion_tokens=0)
-    teacher = SimpleNamespace(stats=Counter(retries=0), limiter=SimpleNamespace(limit=64, max_concurrency=256))
-    return SimpleNamespace(remaining=lambda: total, usage=usage, teacher=teacher, on_progress=None)
+class FakeJob:
+    """The attributes of a generate job the display reads: pending items, the tally's usage, the teacher's counters and limiter."""
+
+    def __init__(self, total: int) -> None:
+        self.remaining = lambda: total
+        self.usage = SimpleNamespace(prompt_tokens=0, completion_tokens=0)
+        self.tally = SimpleNamespace(usage=self.usage, listener=None)
+        self.teacher = SimpleNamespace(stats=Counter(retries=0), limiter=SimpleNamespace(limit=64, max_concurrency=256))
+
+    def on_progress(self, outcome: str) -> None:
+        self.tally.listener(outcome)
+
+
+def fake_run(total: int = 158_000) -> FakeJob:
+    return FakeJob(total)
 
 
 def test_the_bar_fits_80_columns_and_shows_every_figure(monkeypatch) -> None:
@@ -71,7 +81,7 @@ def test_plain_lines_every_interval_with_eta() -> None:
         for _ in range(5):
             clock.now += 10.0  # one item every 10 s: a line at the 3rd item (30 s), none at the 4th and 5th
             run.on_progress("written")
-    assert len(printed) == 1
+    assert len(printed) == 2 and printed[1].startswith("generate: 5/10 (50%) | elapsed 0:00:50 | ETA 0:00:50 |")  # and one at the end
     match = LINE.match(printed[0])
     assert match, printed[0]
     assert match.group(1, 2, 3, 4) == ("3", "10", "30", "0:01:10")  # 7 left at 10 s each

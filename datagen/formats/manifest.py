@@ -21,37 +21,6 @@ def fingerprint(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tally(
-    tasks: list[str],
-    selected: set[int],
-    outcomes: dict[tuple[int, str], str],
-    skipped: dict[str, Counter[str]],
-    groundings: dict[tuple[int, str], Grounding],
-) -> tuple[dict[str, TaskCounts], dict[str, QualityStats]]:
-    """Per task, the counts and the grounding quality of the selected images' items.
-
-    `outcomes` maps (image_id, task) to "written" or a reject reason; `skipped` counts per task and reason."""
-    counts = {task: TaskCounts(skipped=dict(skipped[task])) for task in tasks}
-    for (image_id, task), outcome in outcomes.items():
-        if image_id not in selected:
-            continue
-        if outcome == "written":
-            counts[task].written += 1
-        else:
-            counts[task].rejected[outcome] = counts[task].rejected.get(outcome, 0) + 1
-    quality = {task: QualityStats() for task in tasks}
-    for (image_id, task), grounding in groundings.items():
-        if image_id in selected and task in quality:
-            quality[task].add(grounding)
-    for task_counts in counts.values():
-        task_counts.requested = len(selected)
-        # Items neither answered nor skipped for a reason: the run stopped (Ctrl-C, a fatal teacher error) first.
-        not_reached = task_counts.requested - task_counts.written - task_counts.rejected_total - task_counts.skipped_total
-        if not_reached > 0:
-            task_counts.skipped["not_reached"] = not_reached
-    return counts, quality
-
-
 class TaskCounts(BaseModel):
     requested: int = 0
     written: int = 0
@@ -135,13 +104,16 @@ class RunSettings(BaseModel):
     sampling: dict[str, Any] = Field(description="The model, temperature, token limit, seed, contexts and request shape of every request")
     fingerprint_parts: dict[str, Any]
     shards: list[dict[str, Any]] | None = Field(None, description="A merged folder's shards: folder, shard i/n and status each")
+    samples_per_image: int = Field(1, description="Items per image of each whole-image task (generate --samples-per-image)")
 
     @model_serializer(mode="wrap")
     def _omit_shards_when_unmerged(self, handler):
-        # An unmerged run's manifest keeps exactly the settings it always had: no null `shards`.
+        # An unmerged run of one item per image keeps exactly the settings it always had: no null `shards`, no 1.
         data = handler(self)
         if data.get("shards") is None:
             data.pop("shards", None)
+        if data.get("samples_per_image") == 1:
+            data.pop("samples_per_image", None)
         return data
 
 

@@ -22,6 +22,7 @@ from datagen.errors import InputError
 from datagen.files.jsonl import iter_jsonl, iter_numbered_jsonl
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.formats.manifest import MANIFEST_FILE, manifest_or_none
+from datagen.tasks.registry import ItemKey, task_spec
 
 
 class JudgeItem(BaseModel):
@@ -52,53 +53,23 @@ def refuse_mostly_unpaired(loaded: LoadedItems) -> None:
         )
 
 
-# The teachers write the questions too, so two teachers' records for one image answer different questions.
-# A record is therefore judged whole, as training data, against the request the teacher was given.
-TASK_REQUESTS = {
-    "conversation": (
-        "Write a conversation about this image: a person asks several questions and an assistant who can see the image "
-        "answers them. Rate each conversation as a whole, as training data: are the answers right for this image, are the "
-        "questions worth asking, and does it read naturally?"
-    ),
-    "detail": "Describe this image in detail. Rate each description: is it right for this image, complete and well organised?",
-    "complex_reasoning": (
-        "Ask one question about this image that needs reasoning beyond listing what is visible, and answer it. Rate each "
-        "question-and-answer pair: is the reasoning sound, and grounded in what the image shows?"
-    ),
-}
-
-
-def transcript(conversations: list[dict]) -> str:
-    """A record's turns as the judge reads them; the `<image>` marker is ours, not the teacher's, so it goes."""
-    lines = []
-    for turn in conversations:
-        value = turn["value"].replace(IMAGE_TOKEN, "").strip()
-        lines.append(("User: " if turn["from"] == "human" else "Assistant: ") + value)
-    return "\n".join(lines)
-
-
-def _record_text(task: str, record: dict) -> str:
-    if task == "detail":
-        # The description is the teacher's work; the instruction before it was drawn from our list.
-        return record["conversations"][1]["value"].strip()
-    return transcript(record["conversations"])
-
-
 def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _folder_records(folder: Path, task: str, flag: str) -> dict[int, dict]:
+def _folder_records(folder: Path, task: str, flag: str) -> dict[tuple[int, int], dict]:
+    """A task file's records by (image id, item index): the samples of one image (--samples-per-image) pair by index."""
     path = folder / task_file(task)
     if not path.is_file():
         return {}
     records = {}
     for record in iter_jsonl(path):
         try:
-            records[int(record["meta"]["image_id"])] = record
-        except (KeyError, TypeError, ValueError):
+            image_id = int(record["meta"]["image_id"])
+            records[(image_id, ItemKey.of_record(image_id, task, record.get("id")).nth)] = record
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise InputError(f"{flag} {path}: a line without meta.image_id; pass a `datagen generate` output folder") from None
     return records
 
@@ -128,33 +99,34 @@ def items_from_folders(
     skipped: Counter[str] = Counter()
     hashes = {"captions": source.captions_sha256, "instances": source.instances_sha256 or ""}
     for task in tasks:
+        spec = task_spec(task)
         side_a = _folder_records(folder_a, task, "A_DIR")
         side_b = _folder_records(folder_b, task, "B_DIR")
         for side, folder in (("a", folder_a), ("b", folder_b)):
             path = folder / task_file(task)
             hashes[f"{side}:{task}"] = _sha256(path) if path.is_file() else ""
-        image_ids = sorted(set(side_a) | set(side_b))
+        keys = sorted(set(side_a) | set(side_b))
         if limit is not None:
-            image_ids = image_ids[:limit]
-        for image_id in image_ids:
-            if image_id not in side_b:
+            keys = keys[:limit]
+        for key in keys:
+            if key not in side_b:
                 skipped["only_in_a"] += 1
                 continue
-            if image_id not in side_a:
+            if key not in side_a:
                 skipped["only_in_b"] += 1
                 continue
-            image = source.image(image_id)
+            image = source.image(key[0])
             if image is None:
                 skipped["no_context"] += 1
                 continue
             items.append(
                 JudgeItem(
-                    item_id=side_a[image_id]["id"],
+                    item_id=side_a[key]["id"],
                     task=task,
                     context=render_context(image, kind),
-                    question=TASK_REQUESTS[task],
-                    reference=_record_text(task, side_a[image_id]),
-                    candidate=_record_text(task, side_b[image_id]),
+                    question=spec.judge_question(),
+                    reference=spec.judged_text(side_a[key]),
+                    candidate=spec.judged_text(side_b[key]),
                 )
             )
     return LoadedItems(items=items, skipped=dict(skipped), input_hashes=hashes)

@@ -3,17 +3,18 @@
 Every item is judged in both orders by every judge: one judgement per (item, judge, order) request.
 Judgements are appended to `reviews.jsonl` as they arrive (a failure to give two scores included); a rerun
 skips those and the response cache answers the ones in flight, so a killed run loses nothing. Then the
-summary (`summary.json`, `summary.md`) is computed from the reviews.
+summary (`summary.json`, `summary.md`) is computed from the reviews. The run is a job of the core (run/job.py):
+the folder's lock, SIGTERM, a full disk and the exit codes are those of `generate`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -21,12 +22,14 @@ from pydantic import BaseModel
 
 from datagen import __version__
 from datagen.teachers.cache import CachingTeacher, ResponseCache
-from datagen.errors import InputError, TeacherFatalError
+from datagen.errors import InputError
 from datagen.judge.inputs import JudgeItem, LoadedItems
 from datagen.judge.mock import HEURISTICS, MockJudge
 from datagen.judge.stats import Agreement, Pair, TaskSummary, agreement, summarise, table, winner
 from datagen.files.jsonl import JsonlAppender, iter_jsonl, write_json_atomic
-from datagen.run.output_folder import CACHE_FILE, set_aside
+from datagen.redaction import one_line
+from datagen.run.job import Job, run_job
+from datagen.run.output_folder import CACHE_FILE, claim_folder
 from datagen.formats.records import TeacherInfo, Usage, UsageTotals
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
 from datagen.teachers.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, ChatRequest, RetryableError, Teacher, redact_url
@@ -249,12 +252,15 @@ def _sha(text: str) -> str:
 # -- the run ----------------------------------------------------------------------------------------
 
 
-class JudgeRun:
+class JudgeJob(Job[tuple[dict, str]]):
+    command = "judge"
+
     def __init__(self, options: JudgeOptions, loaded: LoadedItems, judges: list[Teacher] | None = None) -> None:
         if len(set(options.judge_models)) != len(options.judge_models):
             raise InputError("--judge-model: the same judge was given twice; give two different models to compare judges")
         self.options = options
         self.loaded = loaded
+        self.concurrency = options.concurrency
         self.system = _read_text(options.system_prompt, "--judge-prompt")
         self.template = _read_text(USER_TEMPLATE, "user template")
         self.rules = load_rules(options.rule) if options.rule is not None else {}
@@ -277,25 +283,14 @@ class JudgeRun:
         self.skipped: Counter[str] = Counter()
         self.usage = UsageTotals()
 
-    def prepare_output(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        settings_path = self.out / SETTINGS_FILE
-        if settings_path.exists():
-            try:
-                before = json.loads(settings_path.read_text(encoding="utf-8"))["fingerprint_parts"]
-            except (ValueError, KeyError, TypeError):
-                before = None
-            changed = ["judge.json (unreadable)"] if before is None else [k for k, v in self.fingerprint_parts.items() if before.get(k) != v]
-            if changed and not self.options.force:
-                raise InputError(
-                    f"--out {self.out}: holds judgements made with other inputs or settings (changed: {', '.join(changed)}); "
-                    "rerun with the original ones to resume, pick another --out, or pass --force to set the old files aside"
-                )
-            if changed:
-                set_aside(self.out, [REVIEWS_FILE, SUMMARY_FILE, TABLE_FILE, SETTINGS_FILE])
+    def open(self) -> None:
+        claim_folder(
+            self.out, SETTINGS_FILE, ("fingerprint_parts",), [REVIEWS_FILE], self.fingerprint_parts, self.options.force,
+            derived=[SUMMARY_FILE, TABLE_FILE],
+        )
         base_url = self.judges[0].base_url
         write_json_atomic(
-            settings_path,
+            self.out / SETTINGS_FILE,
             {
                 "datagen_version": __version__,
                 "command": self.options.command,
@@ -310,15 +305,20 @@ class JudgeRun:
                 review = Review.model_validate(line)
                 self.reviews[(review.task, review.item_id, review.judge.model, review.order)] = review
                 self.usage = self.usage + review.usage
+        if self.options.use_cache:
+            cache = ResponseCache(self.options.cache or self.out / CACHE_FILE)
+            self.judges = [CachingTeacher(judge, cache) for judge in self.judges]
+        self.writer = JsonlAppender(self.out / REVIEWS_FILE)
 
-    def pending(self):
+    def pending(self) -> Iterator[tuple[JudgeItem, Teacher, Order]]:
         for item in self.loaded.items:
             for judge in self.judges:
                 for order in ORDERS:
                     if (item.task, item.item_id, judge.info.model, order) not in self.reviews:
                         yield item, judge, order
 
-    async def judge_one(self, item: JudgeItem, judge: Teacher, order: Order) -> None:
+    async def process(self, pending: tuple[JudgeItem, Teacher, Order]) -> None:
+        item, judge, order = pending
         rule_key = self.rule_of.get((item.task, item.item_id))
         rule = self.rules[rule_key] if rule_key is not None else None
         request = build_request(item, order, judge.info.model, self.system, self.template, self.options, rule)
@@ -343,28 +343,24 @@ class JudgeRun:
         self.reviews[(item.task, item.item_id, judge.info.model, order)] = review
         self.usage = self.usage + reply.usage
 
-    async def run_items(self) -> None:
-        items = self.pending()
-
-        async def worker() -> None:
-            for item, judge, order in items:
-                await self.judge_one(item, judge, order)
-
-        async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, self.options.concurrency)):
-                group.create_task(worker())
-
-    def open(self) -> None:
-        self.prepare_output()
-        if self.options.use_cache:
-            cache = ResponseCache(self.options.cache or self.out / CACHE_FILE)
-            self.judges = [CachingTeacher(judge, cache) for judge in self.judges]
-        self.writer = JsonlAppender(self.out / REVIEWS_FILE)
-
     async def close(self) -> None:
         self.writer.close()
         for judge in self.judges:
             await judge.aclose()
+
+    def verdict(self) -> tuple[str, str | None]:
+        failure = self.failure()
+        if failure is not None:
+            return "failed", failure
+        failed = self.skipped["request_failed"]
+        if failed:
+            last_error = next((judge.last_error for judge in self.judges if judge.last_error), None)
+            because = f"; the judge's last error: {one_line(last_error)}" if last_error else ""
+            return "incomplete", f"{failed} judgements got no answer after their retries (request_failed); rerun the same command to do them{because}"
+        return "completed", None
+
+    def finish(self, status: str, failure: str | None) -> tuple[dict, str]:
+        return self.write_summary(status, failure)
 
     # -- the summary ------------------------------------------------------------------------------
 
@@ -489,29 +485,4 @@ FAILURE_NOTE = "a reply without two scores is counted as failed and left out of 
 
 
 def run_judge(options: JudgeOptions, loaded: LoadedItems, judges: list[Teacher] | None = None) -> tuple[dict, str]:
-    run = JudgeRun(options, loaded, judges)
-    run.open()
-    status = "failed"
-
-    async def main() -> None:
-        try:
-            await run.run_items()
-        except ExceptionGroup as group:
-            fatal = [error for error in group.exceptions if isinstance(error, TeacherFatalError)]
-            if fatal:
-                raise fatal[0] from None
-            raise
-        finally:
-            await run.close()
-
-    failure = None
-    try:
-        asyncio.run(main())
-        failure = run.failure()
-        status = "completed" if failure is None else "failed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        result = run.write_summary(status, failure)
-    return result
+    return run_job(JudgeJob(options, loaded, judges))

@@ -25,8 +25,12 @@ from datagen.formats.manifest import Manifest
 from datagen.run.options import GenerateOptions
 from datagen.files.jsonl import atomic_file, write_json_atomic
 from datagen.formats.batch_lines import CHAT_URL, parse_result, read_batch_lines, request_line
-from datagen.run.pipeline import Run, execute
+from datagen.run.pipeline import GenerateJob, execute
+from datagen.run.plan import Plan
+from datagen.run.tally import Tally
 from datagen.formats.records import SkipReason, TeacherInfo
+from datagen.source.coco import ImageAnnotations
+from datagen.tasks.registry import ItemKey
 from datagen.redaction import environment_secrets, one_line, redact_secrets
 from datagen.teachers.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, parse_completion, redact_url
 from datagen.teachers.vision import ImageProblem
@@ -53,13 +57,20 @@ class BatchState(BaseModel):
     batches: list[StoredBatch] = []
 
 
-def custom_id(image_id: int, task: str, key: str) -> str:
-    return f"{image_id}:{task}:{key}"
+def custom_id(item: ItemKey, key: str) -> str:
+    """`image_id:task:request_key` (an image's later items: `image_id:task#index:request_key`)."""
+    return f"{item.image_id}:{item.label}:{key}"
 
 
 def parse_custom_id(value: str) -> tuple[int, str, str]:
-    image_id, task, key = value.split(":")
-    return int(image_id), task, key
+    """(image id, item label, request key) of a custom_id that custom_id wrote."""
+    image_id, label, key = value.split(":")
+    return int(image_id), label, key
+
+
+def item_of(value: str) -> ItemKey:
+    image_id, label, _ = parse_custom_id(value)
+    return ItemKey.from_label(image_id, label)
 
 
 def input_line(cid: str, request: ChatRequest) -> bytes:
@@ -67,23 +78,25 @@ def input_line(cid: str, request: ChatRequest) -> bytes:
     return request_line(cid, request.body())
 
 
-def iter_planned(run: Run, cache: ResponseCache | None, retry_tokens: int | None) -> Iterator[tuple[str, ChatRequest]]:
-    """(custom_id, request) for every pending item of `run` whose answer the cache still lacks, one at a time:
-    with --see image|both each request carries its image, too many to hold at once on a big run.
+def iter_planned(
+    plan: Plan, items: Iterable[tuple[ImageAnnotations, ItemKey]], tally: Tally, cache: ResponseCache | None, retry_tokens: int | None
+) -> Iterator[tuple[str, ChatRequest]]:
+    """(custom_id, request) for every pending item (`items`, from plan.pending) whose answer the cache still lacks,
+    one at a time: with --see image|both each request carries its image, too many to hold at once on a big run.
 
-    Items whose image cannot be shown are skipped (counted in `run.skipped`), as the live run skips them."""
-    for image, task in run.pending():
+    Items whose image cannot be shown are skipped (counted in `tally`), as the live run skips them."""
+    for image, item in items:
         try:
-            request, _ = run.request_for(image, task)
+            request, _ = plan.request_for(image, item)
         except ImageProblem as problem:
-            run.skip(task, problem.reason)
+            tally.skip(item.task, problem.reason)
             continue
         reply = cache.get(request.key()) if cache is not None else None
         retry = length_retry(request, reply, retry_tokens) if reply is not None else None
         if retry is not None:
             request, reply = retry, cache.get(retry.key()) if cache is not None else None
         if reply is None:
-            yield custom_id(image.image_id, task, request.key()), request
+            yield custom_id(item, request.key()), request
 
 
 class BatchResults(BaseModel):
@@ -190,15 +203,15 @@ class BatchJob:
         if not options.use_cache:
             raise InputError("--batch needs the response cache (batch answers are ingested through it); drop --no-cache")
         self.options = options
-        self.planner = Run(options)  # checks --model, the API key and the inputs before anything is uploaded
-        base_url = self.planner.teacher.base_url
+        self.planner = GenerateJob(options)  # checks --model, the API key and the inputs before anything is uploaded
+        base_url = self.planner.base_url
         assert base_url is not None  # --batch takes only --teacher openai, checked above
         self.base_url = base_url
         self.where = redact_url(self.base_url)
         self.state = load_state(options.out) or BatchState()
         self.planner.open()  # refuses an --out made with other settings, as a live run does
         # Written before any waiting, so an --out whose batches are still out already records its settings.
-        self.planner.write_manifest("running")
+        self.planner.started()
         assert self.planner.cache is not None  # --batch takes the response cache, checked above
         self.cache = self.planner.cache
         self.folder = options.out / BATCH_DIR
@@ -257,7 +270,8 @@ class BatchJob:
 
     def plan(self) -> Iterator[tuple[str, ChatRequest]]:
         # Streamed: with --see image|both every request carries its image, too many to hold at once.
-        return iter_planned(self.planner, self.cache, self.options.length_retry_max_tokens)
+        job = self.planner
+        return iter_planned(job.plan, job.pending(), job.tally, self.cache, self.options.length_retry_max_tokens)
 
     def chunks(self, needed: Iterable[tuple[str, ChatRequest]]) -> Iterator[tuple[list[str], bytes]]:
         """Input files of at most --batch-size requests and `batch_max_bytes` bytes (OpenAI's 200 MB cap)."""
@@ -362,8 +376,8 @@ class BatchJob:
 
     # -- the whole path ---------------------------------------------------------------------------
 
-    def run(self) -> dict[tuple[int, str], SkipReason]:
-        """Collect answers until nothing new can be asked; (image_id, task) -> why, for items left unanswered."""
+    def run(self) -> dict[ItemKey, SkipReason]:
+        """Collect answers until nothing new can be asked; item -> why, for items left unanswered."""
         self.settle()
         while True:
             # A second round happens only for --retry-length answers cut short in the first.
@@ -371,12 +385,11 @@ class BatchJob:
             if not self.submit(needed):
                 break
             self.settle()
-        unanswered: dict[tuple[int, str], SkipReason] = {}
+        unanswered: dict[ItemKey, SkipReason] = {}
         for cid, request in self.plan():
             if request.key() in self.refused:
                 continue  # becomes a request_refused reject in the ingest run
-            image_id, task, _ = parse_custom_id(cid)
-            unanswered[(image_id, task)] = self.failed.get(request.key(), "batch_unanswered")
+            unanswered[item_of(cid)] = self.failed.get(request.key(), "batch_unanswered")
         return unanswered
 
 
@@ -384,10 +397,13 @@ def generate_batch(options: GenerateOptions) -> Manifest:
     job = BatchJob(options)
     try:
         unanswered = job.run()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while batches are out: the manifest says so, with the true counts
+        job.planner.finish("interrupted", None)
+        raise
     finally:
         job.close()
     teacher = CacheOnlyTeacher(job.planner.teacher.info, refused=job.refused, base_url=job.base_url)
-    return execute(Run(options, teacher, unanswered))
+    return execute(GenerateJob(options, teacher, unanswered))
 
 
 def status_rows(folder: Path, base_url: str | None = None) -> tuple[list[dict], list[str]]:

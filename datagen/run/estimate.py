@@ -13,6 +13,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
+from datagen.run.batch import item_of
 from datagen.run.handoff import planned_requests
 from datagen.run.options import GenerateOptions
 from datagen.tasks.registry import task_spec
@@ -41,7 +42,7 @@ def estimate(options: GenerateOptions) -> Estimate:
     requests = prompt = images = completion = completion_max = 0
     skipped: Counter[str] = Counter()
     for cid, request in planned_requests(options, skipped):
-        task = cid.split(":")[1]
+        task = item_of(cid).task
         requests += 1
         for message in request.messages:
             image = content_image_tokens(message["content"])

@@ -13,29 +13,29 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from datagen.run.batch import BatchResults, CacheOnlyTeacher, input_line, iter_planned, parse_custom_id, read_results
+from datagen.run.batch import BatchResults, CacheOnlyTeacher, input_line, item_of, iter_planned, read_results
 from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.formats.manifest import Manifest
 from datagen.run.options import GenerateOptions
 from datagen.files.jsonl import atomic_file
-from datagen.run.pipeline import Run, execute, select_image_ids, teacher_info
+from datagen.run.pipeline import GenerateJob, cache_path, claim, execute, teacher_info
+from datagen.run.plan import Plan
+from datagen.run.tally import Tally
 from datagen.formats.records import SkipReason
+from datagen.tasks.registry import ItemKey
 from datagen.teachers.teacher import ChatRequest
 
 
-def offline_run(options: GenerateOptions) -> Run:
-    """A run that reads the output folder to know what is pending, but sends nothing and opens no writers."""
-    run = Run(options, teacher=CacheOnlyTeacher(teacher_info(options)))
-    run.prepare_output()
-    run.selected_ids = select_image_ids(run.source.image_ids, options.shard, options.limit)
-    run.selected = set(run.selected_ids)
-    run.check_images()
-    return run
+def offline_plan(options: GenerateOptions) -> tuple[Plan, Tally]:
+    """The plan of a run and the tally of what its folder holds, to know what is pending: nothing sent, no writers."""
+    plan, tally = Plan(options, teacher_info(options)), Tally(list(options.tasks))
+    claim(plan, tally)
+    return plan, tally
 
 
-def open_cache(run: Run, create: bool = False) -> ResponseCache | None:
-    path = run.cache_path
+def open_cache(options: GenerateOptions, create: bool = False) -> ResponseCache | None:
+    path = cache_path(options)
     if path is None or not (create or path.exists()):
         return None
     return ResponseCache(path)
@@ -46,15 +46,15 @@ def planned_requests(options: GenerateOptions, skipped: Counter[str] | None = No
 
     One at a time: with --see image|both each request carries its image, too many to hold at once on a big run.
     `skipped` receives the items a live run would skip, by reason (a missing image, no usable caption)."""
-    run = offline_run(options)
-    cache = open_cache(run)
+    plan, tally = offline_plan(options)
+    cache = open_cache(options)
     try:
-        yield from iter_planned(run, cache, options.length_retry_max_tokens)
+        yield from iter_planned(plan, plan.pending(tally), tally, cache, options.length_retry_max_tokens)
     finally:
         if cache is not None:
             cache.close()
         if skipped is not None:
-            for counts in run.skipped.values():
+            for counts in tally.skipped.values():
                 skipped.update(counts)
 
 
@@ -82,12 +82,13 @@ def ingest_results(options: GenerateOptions) -> Manifest:
         data = path.read_bytes()
     except OSError as error:
         raise InputError(f"--results-in {path}: cannot read ({error.strerror}); pass the results file your batch engine wrote") from None
-    run = offline_run(options)
-    cache = open_cache(run, create=True)
+    plan, tally = offline_plan(options)
+    cache = open_cache(options, create=True)
     assert cache is not None  # --no-cache was refused above
     try:
         # Keys only: the requests themselves (images included) are not kept.
-        expected = {cid: request.key() for cid, request in iter_planned(run, cache, options.length_retry_max_tokens)}
+        planned = iter_planned(plan, plan.pending(tally), tally, cache, options.length_retry_max_tokens)
+        expected = {cid: request.key() for cid, request in planned}
         results = read_results(data, expected)
         if expected and not results.answers and not results.refused:
             raise InputError(
@@ -99,12 +100,11 @@ def ingest_results(options: GenerateOptions) -> Manifest:
     finally:
         cache.close()
     _report(path, results, len(expected))
-    unanswered: dict[tuple[int, str], SkipReason] = {}
+    unanswered: dict[ItemKey, SkipReason] = {}
     for cid, key in expected.items():
         if key not in results.answers and key not in results.refused:
-            image_id, task, _ = parse_custom_id(cid)
-            unanswered[(image_id, task)] = "not_in_results"
-    return execute(Run(options, CacheOnlyTeacher(teacher_info(options), refused=results.refused), unanswered))
+            unanswered[item_of(cid)] = "not_in_results"
+    return execute(GenerateJob(options, CacheOnlyTeacher(teacher_info(options), refused=results.refused), unanswered))
 
 
 def _report(path: Path, results: BatchResults, needed: int) -> None:

@@ -1,4 +1,5 @@
-"""An item is one (image, task) pair: its request is a pure function of the inputs, and so is its record."""
+"""An item (tasks.registry.ItemKey: an image, a task, which of its items) -> its request and its record, each a pure
+function of the inputs; the first item of an image (nth 0) has the request and record it always had."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ from pydantic import BaseModel
 from datagen.source.coco import ImageAnnotations
 from datagen.source.context import ContextKind, render_context
 from datagen.tasks.prompts import InstructionList, PromptPack, build_messages
-from datagen.formats.records import GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, place_image_token, record_id
+from datagen.formats.records import GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, place_image_token
+from datagen.tasks.registry import ItemKey, task_spec
 from datagen.teachers.request_shape import RequestShape
 from datagen.teachers.teacher import ChatReply, ChatRequest
 from datagen.teachers.vision import EncodedImage, See, user_content
 
 
-def item_seed(seed: int, image_id: int, task: str, purpose: str) -> int:
-    """A seed per item and purpose, so nothing depends on the order in which answers come back."""
+def item_seed(seed: int, image_id: int, task: str, purpose: str, nth: int = 0) -> int:
+    """A seed per item and purpose, so nothing depends on the order in which answers come back; an image's later
+    items (nth > 0) get seeds of their own, its first the one it always had."""
+    if nth:
+        purpose = f"{purpose}#{nth}"
     digest = hashlib.blake2b(f"{seed}:{image_id}:{task}:{purpose}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1  # 63 bits: fits every server's integer seed
 
@@ -32,15 +37,17 @@ class SamplingSettings(BaseModel):
 
 
 def build_request(
-    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text", picture: EncodedImage | None = None
+    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text",
+    picture: EncodedImage | None = None, nth: int = 0,
 ) -> ChatRequest:
+    """The request of the `nth` item of `task` for `image` (the first item's is the one it always was)."""
     context = render_context(image, sampling.contexts[task]) if see != "image" else ""
     return ChatRequest(
         model=sampling.model,
         messages=build_messages(pack, user_content(see, context, picture)),
         temperature=sampling.temperature,
         max_tokens=sampling.max_tokens,
-        seed=item_seed(sampling.seed, image.image_id, task, "teacher"),
+        seed=item_seed(sampling.seed, image.image_id, task, "teacher", nth),
         shape=sampling.shape,
     )
 
@@ -89,25 +96,26 @@ def build_record(
     meta: RecordMeta,
     instructions: InstructionList | None,
     seed: int,
+    nth: int = 0,
 ) -> GeneratedRecord:
-    """A prose answer (str) gets a question drawn from `instructions`; Question/Answer pairs are the turns as they are."""
-    rng = random.Random(item_seed(seed, image.image_id, task, "record"))
-    if isinstance(content, str):
-        if instructions is None:
-            raise ValueError(f"task {task}: a prose answer needs the instruction list its question is drawn from")
-        pairs = [(rng.choice(instructions.lines), content)]
-    else:
-        pairs = content
+    """The task's form makes the turns: a prose answer gets a question drawn from `instructions`, Question/Answer
+    pairs are the turns as they are. The record's id names the item (TaskSpec.record_id)."""
+    spec = task_spec(task)
+    key = ItemKey(image.image_id, task, nth)
+    rng = random.Random(item_seed(seed, image.image_id, task, "record", key.nth))
+    pairs = spec.form.pairs(task, content, instructions, rng)
     turns: list[Turn] = []
     for index, (question, answer) in enumerate(pairs):
         turns.append(Turn(speaker="human", value=place_image_token(question, rng) if index == 0 else question))
         turns.append(Turn(speaker="gpt", value=answer))
-    return GeneratedRecord(id=record_id(image.image_id), image=image.file_name, conversations=turns, meta=meta)
+    return GeneratedRecord(id=spec.record_id(key), image=image.file_name, conversations=turns, meta=meta)
 
 
-def build_reject(image: ImageAnnotations, task: str, reason: RejectReason, detail: str, reply: ChatReply, meta: RecordMeta) -> Reject:
+def build_reject(
+    image: ImageAnnotations, task: str, reason: RejectReason, detail: str, reply: ChatReply, meta: RecordMeta, nth: int = 0
+) -> Reject:
     return Reject(
-        id=record_id(image.image_id),
+        id=task_spec(task).record_id(ItemKey(image.image_id, task, nth)),
         image=image.file_name,
         task=task,
         reason=reason,

@@ -46,6 +46,7 @@ class GenerateOptions(BaseModel):
     prompts: Path = BUNDLED_PROMPTS
     concurrency: int = DEFAULT_CONCURRENCY
     limit: int | None = None
+    samples_per_image: int = 1  # items per image of each whole-image task, each with its own seed and id
     seed: int = 0
     temperature: float = 0.7
     max_tokens: int = 1024

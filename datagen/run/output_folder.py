@@ -6,6 +6,7 @@ naming the file and line number, before anything in the folder is changed.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from datagen.errors import InputError
-from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
+from datagen.formats.manifest import MANIFEST_FILE
 from datagen.files.jsonl import iter_numbered_jsonl, repair_torn_tail
 from datagen.formats.records import Usage
 from datagen.tasks.registry import TASKS
@@ -38,7 +39,7 @@ class DoneItem(NamedTuple):
     task: str | None  # rejects only: records are per task file
     reason: str | None
     usage: Usage
-    row: dict  # the whole line, for what only some readers need (a record's stored grounding)
+    row: dict  # the whole line, for what only some readers need (a record's stored grounding, its id)
 
 
 def _field(row: object, *names: str) -> object:
@@ -88,32 +89,56 @@ def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:
 
 
 def claim_output_folder(out: Path, fingerprint_parts: dict[str, object], force: bool, absent_means: dict[str, object]) -> None:
-    """Make `out` ready for a run with these settings: resume what it holds when they match, else refuse, or (with
-    `force`) set the old files aside. `absent_means` gives the value of a part a manifest may not name."""
+    """Make `out` ready for a `generate` run with these settings (claim_folder over the manifest and the item files)."""
+    claim_folder(out, MANIFEST_FILE, ("settings", "fingerprint_parts"), output_files(), fingerprint_parts, force, absent_means)
+
+
+def claim_folder(
+    out: Path,
+    settings_file: str,
+    parts_at: tuple[str, ...],
+    outputs: list[str],
+    fingerprint_parts: dict[str, object],
+    force: bool,
+    absent_means: dict[str, object] | None = None,
+    derived: list[str] | None = None,
+) -> None:
+    """Make `out` ready for a job with these settings: resume what it holds when they match, else refuse, or (with
+    `force`) set the old files aside. `settings_file` records the settings of what `outputs` hold, its
+    fingerprint parts under the keys `parts_at`; `absent_means` gives the value of a part it may not name;
+    `derived` files (a summary) are computed from the outputs and set aside with them.
+
+    A folder whose outputs hold nothing (a first request that failed, a wrong --model) takes new settings as they
+    are: there is nothing to resume and nothing to lose."""
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / MANIFEST_FILE
-    orphans = [name for name in output_files() if (out / name).is_file() and (out / name).stat().st_size]
-    if orphans and not manifest_path.exists():
-        # Records without the manifest that says how they were made (a --force or merge killed midway):
+    settings_path = out / settings_file
+    held = [name for name in outputs if (out / name).is_file() and (out / name).stat().st_size]
+    if held and not settings_path.exists():
+        # Outputs without the file that says how they were made (a --force or merge killed midway):
         # adopting them would pass them off as this run's.
         if not force:
             raise InputError(
-                f"--out {out}: holds {', '.join(orphans)} but no {MANIFEST_FILE}, so what made them is unknown; "
+                f"--out {out}: holds {', '.join(held)} but no {settings_file}, so what made them is unknown; "
                 "pass --force to set them aside, or pick another --out"
             )
-        set_aside(out, [*output_files(), MANIFEST_FILE])
-    if not manifest_path.exists():
+        set_aside(out, [*outputs, *(derived or []), settings_file])
+    if not held or not settings_path.exists():
         return
+    before: object = None
     try:
-        before = read_manifest_json(out)["settings"]["fingerprint_parts"]
-    except (UnreadableManifest, KeyError, TypeError):
+        before = json.loads(settings_path.read_text(encoding="utf-8"))
+        for key in parts_at:
+            before = before[key]  # type: ignore[index]
+    except (ValueError, KeyError, TypeError):
         before = None
-    if before is None:
-        changed = [f"{MANIFEST_FILE} (unreadable)"]
+    if not isinstance(before, dict):
+        changed = [f"{settings_file} (unreadable)"]
     else:
         changed = [key for key, value in fingerprint_parts.items() if key in before and before[key] != value]
         changed += [
-            key for key, default in absent_means.items() if key not in changed and before.get(key, default) != fingerprint_parts.get(key, default)
+            key
+            for key, default in (absent_means or {}).items()
+            if key not in changed and before.get(key, default) != fingerprint_parts.get(key, default)
         ]
     if changed and not force:
         raise InputError(
@@ -121,7 +146,7 @@ def claim_output_folder(out: Path, fingerprint_parts: dict[str, object], force: 
             "rerun with the original settings to resume, pick another --out, or pass --force to set the old files aside"
         )
     if changed:
-        set_aside(out, [*output_files(), MANIFEST_FILE])
+        set_aside(out, [*outputs, *(derived or []), settings_file])
 
 
 def set_aside(folder: Path, names: list[str]) -> Path:

@@ -69,14 +69,16 @@ def _two_line_progress(console, clock):
 
 
 class ProgressDisplay:
-    """A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
+    """The progress of a `generate` job (run/pipeline.py's GenerateJob), which it hears item by item from the tally.
+
+    A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
 
     Both show the same figures: done/total, rate, ETA, rejects, retries, skipped, tokens, and the cost so far and
     projected when prices are known. Two lines, so nothing is cut at 80 columns.
     """
 
-    def __init__(self, run, enabled: bool = True, log_every: float = 0.0, prices: tuple[float, float] | None = None, clock=time.monotonic) -> None:
-        self.run = run
+    def __init__(self, job, enabled: bool = True, log_every: float = 0.0, prices: tuple[float, float] | None = None, clock=time.monotonic) -> None:
+        self.job = job
         self.enabled = enabled
         self.log_every = log_every if not enabled else 0.0
         self.prices = prices
@@ -92,19 +94,21 @@ class ProgressDisplay:
         self._bar: Any = None
 
     def __enter__(self) -> ProgressDisplay:
-        self.total = self.run.remaining()
+        self.total = self.job.remaining()
         self._started = self._last_line = self.clock()
         self._cost_at_start = self._cost() or 0.0
         if self.enabled:
             self._progress = _two_line_progress(_console(), self.clock)
             self._progress.__enter__()
             self._bar = self._progress.add_task("generate", total=self.total)
-        self.run.on_progress = self.advance
+        self.job.tally.listener = self.advance
         return self
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+        if self.log_every and exc[0] is None:
+            self._print_line()
 
     def advance(self, outcome: str) -> None:
         self.done += 1
@@ -121,22 +125,22 @@ class ProgressDisplay:
     def _cost(self) -> float | None:
         if self.prices is None:
             return None
-        usage = self.run.usage
+        usage = self.job.tally.usage
         return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
 
     def status(self) -> str:
         """rate, rejects, retries, skipped, tokens, cost and the concurrency limit: the bar's second line."""
         elapsed = self.clock() - self._started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        usage = self.run.usage
-        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {self.run.teacher.stats['retries']}", f"skipped {self.skipped}",
+        usage = self.job.tally.usage
+        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {self.job.teacher.stats['retries']}", f"skipped {self.skipped}",
                  f"tokens {usage.prompt_tokens + usage.completion_tokens:,}"]
         cost = self._cost()
         if cost is not None:
             spent_here = cost - self._cost_at_start
             projected = cost + spent_here / self.done * (self.total - self.done) if self.done else cost
             parts.append(f"cost ${cost:,.4f} of ~${projected:,.4f}")
-        limiter = self.run.teacher.limiter
+        limiter = self.job.teacher.limiter
         if limiter is not None:
             parts.append(f"limit {limiter.limit}/{limiter.max_concurrency}")
         return " | ".join(parts)
@@ -152,30 +156,30 @@ class ProgressDisplay:
         self._last_line = self.clock()
         print(self.line(), file=sys.stderr, flush=True)
 
-    def summary(self, manifest: Manifest) -> None:
-        from rich.table import Table
 
-        console = _console()
-        table = Table(title=f"datagen generate: {manifest.status} ({'MOCK teacher' if manifest.teacher.mock else manifest.teacher.model})")
-        for column in ("task", "requested", "written", "rejected", "skipped"):
-            table.add_column(column, justify="left" if column == "task" else "right")
-        for task, counts in manifest.counts.items():
-            rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items())) or "0"
-            skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.skipped.items())) or "0"
-            table.add_row(task, str(counts.requested), str(counts.written), rejected, skipped)
-        console.print(table)
-        usage = manifest.usage
-        cached = f" ({usage.cached_tokens:,} cached)" if usage.cached_tokens else ""
-        unreported = f" | {usage.unreported} answers without usage" if usage.unreported else ""
-        console.print(
-            f"tokens: {usage.prompt_tokens:,} prompt{cached} + {usage.completion_tokens:,} completion{unreported}"
-            f" | requests sent {manifest.requests_sent} (retries {self.run.teacher.stats['retries']}) | cache hits {manifest.cache_hits}",
-            markup=False,
-        )
-        if self.log_every:
-            print(self.line(), file=sys.stderr, flush=True)
-        if manifest.last_error:
-            console.print(f"teacher's last error: {manifest.last_error}", markup=False, soft_wrap=True)  # one line, however long
-        if manifest.source.hard_cases:
-            handled = ", ".join(f"{case.replace('_', ' ')} {n}" for case, n in manifest.source.hard_cases.items())
-            console.print(f"source: {manifest.source.images:,} images; handled {handled}")
+def show_summary(manifest: Manifest, retries: int = 0) -> None:
+    """The table a finished `generate` prints: per task what was requested, written, rejected and skipped."""
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"datagen generate: {manifest.status} ({'MOCK teacher' if manifest.teacher.mock else manifest.teacher.model})")
+    for column in ("task", "requested", "written", "rejected", "skipped"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for task, counts in manifest.counts.items():
+        rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items())) or "0"
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.skipped.items())) or "0"
+        table.add_row(task, str(counts.requested), str(counts.written), rejected, skipped)
+    console.print(table)
+    usage = manifest.usage
+    cached = f" ({usage.cached_tokens:,} cached)" if usage.cached_tokens else ""
+    unreported = f" | {usage.unreported} answers without usage" if usage.unreported else ""
+    console.print(
+        f"tokens: {usage.prompt_tokens:,} prompt{cached} + {usage.completion_tokens:,} completion{unreported}"
+        f" | requests sent {manifest.requests_sent} (retries {retries}) | cache hits {manifest.cache_hits}",
+        markup=False,
+    )
+    if manifest.last_error:
+        console.print(f"teacher's last error: {manifest.last_error}", markup=False, soft_wrap=True)  # one line, however long
+    if manifest.source.hard_cases:
+        handled = ", ".join(f"{case.replace('_', ' ')} {n}" for case, n in manifest.source.hard_cases.items())
+        console.print(f"source: {manifest.source.images:,} images; handled {handled}")

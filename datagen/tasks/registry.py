@@ -1,29 +1,54 @@
 """The task types: one `TaskSpec` per task, registered here; everything that handles tasks iterates over `TASKS`.
 
 A new task is one `register(TaskSpec(...))` call and a prompt folder: the CLI's choices, the pipeline, `--force`,
-merge, export, the dataset card, the report and audit all read the registry. The mock teacher needs nothing:
-like a real teacher it answers in the format of the pack's few-shot answers (prose, or Question/Answer blocks).
+merge, export, the judge, the dataset card, the report and audit all read the registry. The mock teacher needs
+nothing: like a real teacher it answers in the format of the pack's few-shot answers (prose, or Question/Answer blocks).
+
+A task owns its items: `items` says which an image yields (a whole-image task: one per sample), each named by an
+`ItemKey`, from which its record id, its seeds (run/items.py) and its Batch custom_id (run/batch.py) follow. A
+task with several items per image (one per box, say) overrides `items` in a subclass and reads `key.nth`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from datagen.source.coco import ImageAnnotations
 from datagen.source.context import ContextKind
-from datagen.quality.parse import Content, Rejected, parse_prose, parse_qa_answer, parse_qa_pairs
+from datagen.quality.parse import Content
 from datagen.quality.reply_checks import Examples, examples_from
+from datagen.tasks.forms import Prose, QuestionAnswer, ResponseForm, ResponseFormat
 from datagen.tasks.prompts import PromptPack, load_pack
-from datagen.formats.records import task_file
+from datagen.formats.records import record_id, task_file
+
+__all__ = ["TASKS", "ItemKey", "ResponseFormat", "TaskSpec", "parse_answer", "register", "task_spec", "unregister"]
 
 
-class ResponseFormat(StrEnum):
-    """What the teacher is asked to write, which fixes how its answer is parsed and how the record is built."""
+class ItemKey(NamedTuple):
+    """One item of a run: an image, a task, and which of the task's items of that image it is (`nth`, 0 for the first)."""
 
-    PROSE = "prose"  # paragraphs; the record's question is drawn from the spec's instruction list
-    QA_PAIRS = "qa_pairs"  # `Question:`/`Answer:` blocks; the record's turns are the teacher's pairs
+    image_id: int
+    task: str
+    nth: int = 0
+
+    @property
+    def label(self) -> str:
+        """The task, and the index when not 0: `detail`, `detail#2`. Names the item in Batch custom_ids."""
+        return self.task if self.nth == 0 else f"{self.task}#{self.nth}"
+
+    @classmethod
+    def of_record(cls, image_id: int, task: str, record_id: object) -> ItemKey:
+        """The item a written record or reject is of: its id names it (TaskSpec.record_id); any other id, the first."""
+        _, dash, nth = str(record_id).partition("-")
+        return cls(image_id, task, int(nth) if dash and nth.isdigit() else 0)
+
+    @classmethod
+    def from_label(cls, image_id: int, label: str) -> ItemKey:
+        task, _, index = label.partition("#")
+        return cls(image_id, task, int(index) if index else 0)
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a task name is also a file name (`<task>.jsonl`) and a flag value
@@ -37,12 +62,38 @@ class TaskSpec:
     response: ResponseFormat
     pairs: int | None = None  # QA_PAIRS: exactly this many pairs, any number (one or more) when None
     instructions: str | None = None  # PROSE: the instruction list (prompts/instructions/<name>.txt) questions come from
+    # What the judge is told the teacher was asked, and what to rate (datagen judge A_DIR B_DIR); a generic line if None.
+    judge_request: str | None = None
+    form: ResponseForm = field(init=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"task name {self.name!r}: use lower-case letters, digits and _ (it names a file and a flag value)")
         if (self.response is ResponseFormat.PROSE) != (self.instructions is not None):
             raise ValueError(f"task {self.name}: a prose task names its instruction list, a Question/Answer task none")
+        form = Prose(self.instructions) if self.instructions is not None else QuestionAnswer(self.pairs)
+        object.__setattr__(self, "form", form)  # frozen: set once, from the fields it follows
+
+    def items(self, image: ImageAnnotations, samples: int = 1) -> list[ItemKey]:
+        """The items an image yields: for a whole-image task, one per sample (generate --samples-per-image)."""
+        return [ItemKey(image.image_id, self.name, nth) for nth in range(samples)]
+
+    def record_id(self, key: ItemKey) -> str:
+        """The first item of an image keeps LLaVA's id (the zero-padded image id); later ones add their index."""
+        return record_id(key.image_id) if key.nth == 0 else f"{record_id(key.image_id)}-{key.nth}"
+
+    def judge_question(self) -> str:
+        if self.judge_request is not None:
+            return self.judge_request
+        what = "description" if self.form.format is ResponseFormat.PROSE else "question-and-answer record"
+        return (
+            f"Write a {self.name.replace('_', ' ')} {what} for this image, as its prompt pack asks. Rate each as training data:"
+            " is it right for this image, useful and well written?"
+        )
+
+    def judged_text(self, record: dict) -> str:
+        """What a judge reads of a written record of this task."""
+        return self.form.judged_text(record["conversations"])
 
     @property
     def file_name(self) -> str:
@@ -52,32 +103,13 @@ class TaskSpec:
         return load_pack(root, self.name, self.prompt_folders, vision)
 
     def examples(self, pack: PromptPack) -> Examples:
-        """The parts of the pack's few-shot answers a reply must not copy: each question and answer of a
-        Question/Answer example (a whole example that does not parse as one counts as a single part), or each
-        description and its paragraphs."""
-        parts: list[tuple[str, str]] = []
-        for number, shot in enumerate(pack.shots, 1):
-            if self.response is ResponseFormat.QA_PAIRS:
-                try:
-                    pairs = parse_qa_pairs(shot.response)
-                except Rejected:
-                    parts.append((f"example {number}", shot.response))
-                    continue
-                for turn, (question, answer) in enumerate(pairs, 1):
-                    parts += [(f"example {number}, question {turn}", question), (f"example {number}, answer {turn}", answer)]
-            else:
-                parts.append((f"example {number}", shot.response))
-                paragraphs = [paragraph for paragraph in shot.response.split("\n\n") if paragraph.strip()]
-                if len(paragraphs) > 1:
-                    parts += [(f"example {number}, paragraph {index}", paragraph) for index, paragraph in enumerate(paragraphs, 1)]
-        return examples_from(tuple(parts))
+        """The parts of the pack's few-shot answers a reply must not copy (the form says which)."""
+        return examples_from(tuple(self.form.example_parts(pack)))
 
     def parse(self, text: str, finish_reason: str | None, see: str = "text", examples: Examples | None = None) -> Content:
         """The validated content of an answer, or `Rejected` with the reason; `see` and `examples` as in
         datagen/quality/parse.py."""
-        if self.response is ResponseFormat.PROSE:
-            return parse_prose(self.name, text, finish_reason, see, examples)
-        return parse_qa_answer(self.name, text, finish_reason, self.pairs, see, examples)
+        return self.form.parse(self.name, text, finish_reason, see, examples)
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -105,6 +137,30 @@ def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "te
 
 # LLaVA-Instruct-150K's three tasks. LLaVA generated conversations from captions alone, the other two from
 # captions and boxes; its prompt folder for the detail task is called detail_description, accepted as is.
-register(TaskSpec("conversation", ("conversation",), "captions", ResponseFormat.QA_PAIRS))
-register(TaskSpec("detail", ("detail", "detail_description"), "captions+boxes", ResponseFormat.PROSE, instructions="detail"))
-register(TaskSpec("complex_reasoning", ("complex_reasoning",), "captions+boxes", ResponseFormat.QA_PAIRS, pairs=1))
+# The teachers write the questions too, so two teachers' records for one image answer different questions: the judge
+# rates a record whole, as training data, against the request the teacher was given.
+register(
+    TaskSpec(
+        "conversation", ("conversation",), "captions", ResponseFormat.QA_PAIRS,
+        judge_request=(
+            "Write a conversation about this image: a person asks several questions and an assistant who can see the image "
+            "answers them. Rate each conversation as a whole, as training data: are the answers right for this image, are the "
+            "questions worth asking, and does it read naturally?"
+        ),
+    )
+)
+register(
+    TaskSpec(
+        "detail", ("detail", "detail_description"), "captions+boxes", ResponseFormat.PROSE, instructions="detail",
+        judge_request="Describe this image in detail. Rate each description: is it right for this image, complete and well organised?",
+    )
+)
+register(
+    TaskSpec(
+        "complex_reasoning", ("complex_reasoning",), "captions+boxes", ResponseFormat.QA_PAIRS, pairs=1,
+        judge_request=(
+            "Ask one question about this image that needs reasoning beyond listing what is visible, and answer it. Rate each "
+            "question-and-answer pair: is the reasoning sound, and grounded in what the image shows?"
+        ),
+    )
+)
