@@ -175,7 +175,7 @@ def show_summary(manifest: Manifest, retries: int = 0) -> None:
     unreported = f" | {usage.unreported} answers without usage" if usage.unreported else ""
     console.print(
         f"tokens: {usage.prompt_tokens:,} prompt{cached} + {usage.completion_tokens:,} completion{unreported}"
-        f" | requests sent {manifest.requests_sent} (retries {retries}) | cache hits {manifest.cache_hits}",
+        f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}" + (f" | retries {retries}" if retries else ""),
         markup=False,
     )
     if manifest.last_error:
