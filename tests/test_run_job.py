@@ -295,6 +295,27 @@ def test_a_full_disk_under_judge_ends_in_one_line_and_a_rerun_finishes(cli, tmp_
     assert len(keys) == len(set(keys)) == 12
 
 
+def test_a_cache_broken_during_judge_ends_in_one_line(cli, tmp_path, monkeypatch):
+    from datagen.teachers import cache
+
+    out = tmp_path / "judged"
+    args = ["judge", *judge_files(tmp_path / "files", 6), "--out", out, "--judge", "mock", "--bootstrap", "0", "--concurrency", "1"]
+    real, calls = cache.ResponseCache.put, []
+
+    def put(self, key, reply):
+        calls.append(key)
+        if len(calls) > 3:
+            self._db.close()  # as a file damaged while the run goes: every later statement fails
+        return real(self, key, reply)
+
+    monkeypatch.setattr(cache.ResponseCache, "put", put)
+    result = cli(*args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "cache.sqlite" in line
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+
+
 FOURTH = "scene_note"
 
 
