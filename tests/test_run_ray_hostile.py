@@ -300,3 +300,39 @@ def test_engine_ray_honours_no_progress_and_the_manifest_names_the_endpoint(cli,
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["base_url"] == server.base_url
     assert manifest["requests_sent"] == sent == 12 and manifest["cache_hits"] == 0
+
+
+# -- SIGTERM (timeout, docker stop, Kubernetes, Slurm) ends `ray` as Ctrl-C does -------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_ends_the_command_in_one_line_and_a_rerun_resumes(cli, tmp_path, ray_cluster):
+    import signal
+
+    address, _ = ray_cluster
+    with MockServer(MockServerConfig(latency_ms=300)) as server:
+        requests = plan(cli, server, tmp_path, images=12)
+        wanted = ids(requests)
+        results = tmp_path / "results.jsonl"
+        command = [sys.executable, "-m", "datagen.cli", "ray", str(requests), "--out", str(results), "--address", address,
+                   "--workers", "2", "--concurrency", "2", "--rows-per-batch", "2", "--no-progress"]
+        first = subprocess.Popen(command, env={**os.environ, **environment(server)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and first.poll() is None and len(results.read_bytes().splitlines() if results.exists() else []) < 4:
+                time.sleep(0.05)
+            assert first.poll() is None, first.communicate()
+            first.send_signal(signal.SIGTERM)
+            stdout, stderr = first.communicate(timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == 130, stderr
+        assert stderr.splitlines() == ["error: interrupted; rerun the same command to resume where it stopped"]
+        kept = ids(results)  # every line whole
+        assert 0 < len(kept) < len(wanted)
+        assert not (tmp_path / ".results.jsonl.lock").exists()
+        rerun = cli("ray", requests, "--out", results, "--no-progress", env=environment(server))
+    assert rerun.exit_code == 0, rerun.output
+    assert sorted(ids(results)) == sorted(wanted)

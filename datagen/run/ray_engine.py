@@ -31,8 +31,10 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterator
@@ -490,12 +492,18 @@ def _connect(ray, settings: RaySettings, log: TextIO) -> bool:
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if settings.engine.address is None:
         options["num_cpus"] = settings.engine.num_cpus
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
         # "local": a new Ray of this command's own; with None, ray.init would join a cluster another user `ray start`ed here.
         ray.init(address=settings.engine.address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         where = settings.engine.address or "a local Ray"
         raise InputError(f"--address {where}: cannot connect to a Ray cluster ({one_line(str(error), 160)}); start one with `ray start --head` or drop --address") from None
+    finally:
+        if main:
+            # ray.init puts in a SIGTERM handler that exits at once with code 15; the command's own handling stands.
+            signal.signal(signal.SIGTERM, sigterm)
     if settings.engine.address is None:
         # Its session folder (the sockets' paths are too short for most run folders to hold it) is named here.
         print(f"datagen: the local Ray's session logs: {ray._private.worker._global_node.get_session_dir_path()}/logs", file=log, flush=True)
@@ -600,8 +608,27 @@ def run_ray(settings: RaySettings, progress: bool = False) -> RayOutcome:
     ray = _import_ray()
     check_paths(settings)
     settings.out.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file(settings.out, "ray"):
+    with lock_file(settings.out, "ray"), sigterm_as_interrupt():
         return _run_held(ray, settings, progress)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, docker stop, Kubernetes, Slurm) ends the command as Ctrl-C does: the lines written so far
+    flushed, the local Ray stopped, one line, and a rerun resumes. Left alone where the caller handles it already
+    (`generate --engine ray`) or off the main thread, which signals do not reach."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_held(ray, settings: RaySettings, progress: bool) -> RayOutcome:
