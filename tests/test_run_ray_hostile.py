@@ -336,3 +336,20 @@ def test_sigterm_ends_the_command_in_one_line_and_a_rerun_resumes(cli, tmp_path,
         rerun = cli("ray", requests, "--out", results, "--no-progress", env=environment(server))
     assert rerun.exit_code == 0, rerun.output
     assert sorted(ids(results)) == sorted(wanted)
+
+
+@pytest.mark.ray
+def test_engine_ray_resumes_a_results_file_whose_answers_its_cache_already_took(cli, tmp_path, ray_cluster):
+    """A kill during the ingest: the cache holds some answers, so the next plan leaves their requests out, and
+    their lines in OUT/ray/results.jsonl are no longer the plan's; the rerun keeps them and goes on."""
+    from datagen.run.ray_engine import answer_line
+
+    ingested = answer_line("1:detail:" + "0" * 64, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "A bus."}, "finish_reason": "stop"}]}, "r0")
+    (tmp_path / "out" / "ray").mkdir(parents=True)
+    (tmp_path / "out" / "ray" / "results.jsonl").write_text(ingested + "\n")
+    with MockServer(MockServerConfig()) as server:
+        captions, instances = write_coco(tmp_path, images=2)
+        result = cli("generate", "--captions", captions, "--instances", instances, "--out", tmp_path / "out", "--model", "mock-teacher",
+                     "--engine", "ray", "--workers", "1", "--no-progress", env=environment(server))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["status"] == "completed"

@@ -87,6 +87,9 @@ class RaySettings:
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     give_up_after: float = DEFAULT_GIVE_UP_AFTER  # seconds of a silent server before the run stops, as in generate
+    # `generate --engine ray`'s own work file: after a kill in the ingest its next plan leaves out what the cache
+    # got, so lines for requests the plan no longer makes are kept there, not refused as another file's.
+    own_results: bool = False
 
     @property
     def log(self) -> Path:
@@ -633,7 +636,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def _run_held(ray, settings: RaySettings, progress: bool) -> RayOutcome:
     requests = dict(read_requests(settings.requests))
-    resumed = load_results(settings.out, requests, settings.requests)
+    resumed = load_results(settings.out, None if settings.own_results else requests, settings.requests)
     if resumed.aside:
         print(describe_aside(settings.out, resumed), file=sys.stderr, flush=True)
     rows = [(cid, request) for cid, request in requests.items() if cid not in resumed.done]
@@ -814,7 +817,7 @@ def generate_with_ray(options: GenerateOptions) -> Manifest:
     write_requests(options.model_copy(update={"requests_out": requests}))
     settings = RaySettings(
         requests=requests, out=results, engine=options.ray, base_url=options.base_url, concurrency=options.concurrency,
-        rpm=options.rpm, timeout=options.timeout, max_retries=options.max_retries, give_up_after=options.give_up_after,
+        rpm=options.rpm, timeout=options.timeout, max_retries=options.max_retries, give_up_after=options.give_up_after, own_results=True,
     )
     outcome = run_ray(settings, progress=options.progress)
     print(describe(settings, outcome), file=sys.stderr, flush=True)
