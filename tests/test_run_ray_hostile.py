@@ -4,6 +4,7 @@ and Ray's own lines kept off the terminal. Servers on 127.0.0.1, every wait boun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,32 @@ def ids(path: Path) -> list[str]:
     return [json.loads(line)["custom_id"] for line in path.read_text().splitlines()]
 
 
+def ray_command(requests: Path, results: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "datagen.cli", "ray", str(requests), "--out", str(results), *flags]
+
+
+@contextlib.contextmanager
+def midway(cli, tmp_path: Path, address: str, lines: int, *flags: str) -> Iterator[tuple[MockServer, Path, subprocess.Popen]]:
+    """A slow server, 36 requests, and `datagen ray` on them in a process of its own joining the test session's
+    Ray, yielded once its results file holds `lines` lines (within 90 s); killed at the end if still running."""
+    with MockServer(MockServerConfig(latency_ms=300)) as server:
+        requests = plan(cli, server, tmp_path, images=12)
+        results = tmp_path / "results.jsonl"
+        process = subprocess.Popen(ray_command(requests, results, "--address", address, "--workers", "2", "--no-progress", *flags),
+                                   env={**os.environ, **environment(server)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and process.poll() is None and len(results.read_bytes().splitlines() if results.exists() else []) < lines:
+                time.sleep(0.05)
+            if process.poll() is not None:
+                raise AssertionError(process.communicate())
+            yield server, requests, process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
 def error_line(result) -> str:
     assert "Traceback" not in result.output
     [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
@@ -70,25 +98,12 @@ def test_a_results_file_held_by_another_command_is_refused_in_one_line(cli, tmp_
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_commands_on_one_results_file_send_each_request_once(cli, tmp_path, ray_cluster):
-    address, _ = ray_cluster
-    with MockServer(MockServerConfig(latency_ms=300)) as server:
-        requests = plan(cli, server, tmp_path, images=12)
-        wanted = ids(requests)
-        results = tmp_path / "results.jsonl"
-        command = [sys.executable, "-m", "datagen.cli", "ray", str(requests), "--out", str(results), "--address", address,
-                   "--workers", "2", "--concurrency", "4", "--no-progress"]
-        first = subprocess.Popen(command, env={**os.environ, **environment(server)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while not (results.exists() and results.read_text()) and time.monotonic() < deadline and first.poll() is None:
-                time.sleep(0.05)
-            assert first.poll() is None, first.communicate()[0]
-            second = cli("ray", requests, "--out", results, "--no-progress", env=environment(server))
-            output = first.communicate(timeout=180)[0]
-        finally:
-            if first.poll() is None:
-                first.kill()
+    results = tmp_path / "results.jsonl"
+    with midway(cli, tmp_path, ray_cluster[0], 1, "--concurrency", "4") as (server, requests, first):
+        second = cli("ray", requests, "--out", results, "--no-progress", env=environment(server))
+        output = first.communicate(timeout=180)
         sent = server.stats()["total"]
+    wanted = ids(requests)
     assert second.exit_code == 2 and "in use by `datagen ray`" in error_line(second), second.output
     assert first.returncode == 0, output
     assert sorted(ids(results)) == sorted(wanted) and sent == len(wanted)  # every request once, every answer once
@@ -250,8 +265,7 @@ def test_a_wrong_key_is_refused_before_ray_starts(cli, tmp_path, monkeypatch):
 
 
 def run_ray_process(requests: Path, results: Path, server: MockServer, *flags: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "datagen.cli", "ray", str(requests), "--out", str(results), *flags]
-    return subprocess.run(command, env={**os.environ, **environment(server)}, cwd=REPO, capture_output=True, text=True, timeout=240)
+    return subprocess.run(ray_command(requests, results, *flags), env={**os.environ, **environment(server)}, cwd=REPO, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.ray
@@ -310,24 +324,11 @@ def test_engine_ray_honours_no_progress_and_the_manifest_names_the_endpoint(cli,
 def test_sigterm_ends_the_command_in_one_line_and_a_rerun_resumes(cli, tmp_path, ray_cluster):
     import signal
 
-    address, _ = ray_cluster
-    with MockServer(MockServerConfig(latency_ms=300)) as server:
-        requests = plan(cli, server, tmp_path, images=12)
+    results = tmp_path / "results.jsonl"
+    with midway(cli, tmp_path, ray_cluster[0], 4, "--concurrency", "2", "--rows-per-batch", "2") as (server, requests, first):
+        first.send_signal(signal.SIGTERM)
+        stderr = first.communicate(timeout=60)[1]
         wanted = ids(requests)
-        results = tmp_path / "results.jsonl"
-        command = [sys.executable, "-m", "datagen.cli", "ray", str(requests), "--out", str(results), "--address", address,
-                   "--workers", "2", "--concurrency", "2", "--rows-per-batch", "2", "--no-progress"]
-        first = subprocess.Popen(command, env={**os.environ, **environment(server)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and first.poll() is None and len(results.read_bytes().splitlines() if results.exists() else []) < 4:
-                time.sleep(0.05)
-            assert first.poll() is None, first.communicate()
-            first.send_signal(signal.SIGTERM)
-            stdout, stderr = first.communicate(timeout=60)
-        finally:
-            if first.poll() is None:
-                first.kill()
         assert first.returncode == 130, stderr
         assert stderr.splitlines() == ["error: interrupted; rerun the same command to resume where it stopped"]
         kept = ids(results)  # every line whole
