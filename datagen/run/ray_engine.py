@@ -353,13 +353,15 @@ class EndpointWorker:
         ids = [str(cid) for cid in batch["custom_id"]]
         requests = [request_from_body(json.loads(body)) for body in batch["body"]]
         first, self.sent = self.sent, self.sent + len(ids)
-        attempts = self.client.stats["requests"]
         results = await asyncio.gather(
             *(ask(self.client, cid, request, self.model, f"{self.name}-{first + n}") for n, (cid, request) in enumerate(zip(ids, requests)))
         )
-        # The batch's HTTP requests (retries included), on its first row: the driver adds them up for the manifest.
-        sent = [self.client.stats["requests"] - attempts] + [0] * (len(ids) - 1)
-        return {"custom_id": ids, "line": [line for line, _ in results], "status": [status or 0 for _, status in results], "sent": sent}
+        # The actor's HTTP requests so far (retries included; its batches overlap, so no per-batch count is exact):
+        # the driver keeps each actor's largest for the manifest.
+        return {
+            "custom_id": ids, "line": [line for line, _ in results], "status": [status or 0 for _, status in results],
+            "actor": [self.name] * len(ids), "sent": [self.client.stats["requests"]] * len(ids),
+        }
 
 
 # -- the vLLM path ---------------------------------------------------------------------------------
@@ -682,6 +684,8 @@ def _collect(answered, results: ResultsFile, vllm: bool) -> None:
     """The rows' lines into the results file as each block arrives; a server an actor's watch found dead stops
     the run (as it stops `generate`), the rows of that block left for the rerun."""
     batches = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
+    before = results.outcome.sent  # the driver's probe
+    by_actor: dict[str, int] = {}
     try:
         for batch in batches:
             down = None
@@ -690,7 +694,12 @@ def _collect(answered, results: ResultsFile, vllm: bool) -> None:
                     down = down or str(line)
                 else:
                     results.write(str(cid), str(line), int(status) or None)
-            results.outcome.sent += len(batch["custom_id"]) if vllm else int(batch["sent"].sum())
+            if vllm:
+                results.outcome.sent += len(batch["custom_id"])
+            else:
+                for actor, sent in zip(batch["actor"], batch["sent"]):
+                    by_actor[str(actor)] = max(by_actor.get(str(actor), 0), int(sent))
+                results.outcome.sent = before + sum(by_actor.values())
             results.flush()
             if down is not None:
                 raise ServerUnavailable(down)
