@@ -442,6 +442,9 @@ def ray_command(
     qps: Optional[float] = typer.Option(None, min=0.001, help="Requests per second at most, across all workers (instead of --rpm)"),
     timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
     max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
+    give_up_after: float = typer.Option(
+        default("give_up_after"), min=0.1, help="Stop the run (exit 1) when the server has answered nothing for this many seconds, as generate does"
+    ),
     vllm: Optional[str] = typer.Option(None, help="Run MODEL (a Hugging Face id or a local folder) on vLLM replicas on the cluster's GPUs instead of calling an endpoint"),
     replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
     tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
@@ -461,7 +464,7 @@ def ray_command(
     engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, rows_per_batch)
     settings = RaySettings(
         requests=requests, out=out, engine=engine, base_url=base_url, model=model, concurrency=concurrency,
-        rpm=qps * 60 if qps is not None else rpm, timeout=timeout, max_retries=max_retries,
+        rpm=qps * 60 if qps is not None else rpm, timeout=timeout, max_retries=max_retries, give_up_after=give_up_after,
     )
     outcome = run_ray(settings, progress)
     typer.echo(describe(settings, outcome))

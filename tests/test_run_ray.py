@@ -176,10 +176,17 @@ def test_a_rerun_keeps_answers_and_item_refusals_and_asks_again_for_the_rest(tmp
         answer_line("1:detail:a", body("a second copy"), "r6"),  # never twice: the first stands
         answer_line("6:detail:f", {"error": {"message": "busy"}}, "r7"),  # 200 with an error body: asked again
     ]
-    path.write_text("".join(line + "\n" for line in lines) + answer_line("7:detail:g", body(), "r8")[:40])  # torn by a kill
-    assert load_results(path) == {"1:detail:a", "2:detail:b"}
+    torn = answer_line("7:detail:g", body(), "r8")[:40]
+    path.write_text("".join(line + "\n" for line in lines) + torn)  # torn by a kill
+    resumed = load_results(path)
+    assert resumed.done == {"1:detail:a", "2:detail:b"} and resumed.answers == 1
     assert path.read_text() == lines[0] + "\n" + lines[1] + "\n"
-    assert load_results(path) == {"1:detail:a", "2:detail:b"}  # nothing more to drop: the file is left alone
+    # Nothing dropped: every line a rerun does not keep is in the set-aside file, and counted by why.
+    assert (tmp_path / "results.set-aside.jsonl").read_text() == "".join(line + "\n" for line in [*lines[2:], torn])
+    assert resumed.aside == {"failed, asked again": 4, "repeating a custom_id, the first kept": 1, "torn by a kill, asked again": 1}
+    again = load_results(path)
+    assert again.done == {"1:detail:a", "2:detail:b"} and not again.aside  # nothing more to move: the file is left alone
+    assert len((tmp_path / "results.set-aside.jsonl").read_text().splitlines()) == 6
 
 
 def test_results_lines_read_back_as_answers_and_refusals(tmp_path):
@@ -357,7 +364,7 @@ def test_a_wrong_key_stops_at_the_first_request_in_one_line(cli, coco, tmp_path,
     assert result.exit_code == 2
     [line] = error_lines(result)
     assert "rejected the API key (HTTP 401)" in line and KEY not in result.output
-    assert sent == 1 and not (tmp_path / "results.jsonl").read_text()
+    assert sent == 1 and not (tmp_path / "results.jsonl").exists()  # no empty results file left behind
 
 
 @pytest.mark.ray

@@ -35,7 +35,7 @@ def _holder(fd: int) -> str:
     return "another datagen process"
 
 
-def _open_locked(path: Path, folder: Path, what: str, shared: bool) -> int | None:
+def _open_locked(path: Path, folder: Path, what: str, shared: bool, kind: str = "folder") -> int | None:
     """An fd holding the lock on the file now at `path` (not on one a releasing holder just unlinked); None for
     a reader of a folder it cannot write to (a read-only copy of a dataset), which it reads unlocked."""
     while True:
@@ -51,7 +51,7 @@ def _open_locked(path: Path, folder: Path, what: str, shared: bool) -> int | Non
             holder = _holder(fd)
             os.close(fd)
             raise FolderBusyError(
-                f"{folder}: in use by {holder}; wait for it to finish (or stop it), or pick another folder"
+                f"{folder}: in use by {holder}; wait for it to finish (or stop it), or pick another {kind}"
             ) from None
         try:
             current = os.stat(path)
@@ -75,10 +75,26 @@ def lock_folder(folder: Path, what: str, shared: bool = False) -> Iterator[Path]
     if created and shared:
         raise InputError(f"{folder}: not found; pass the folder of an earlier datagen run")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    fd = _open_locked(path, folder, what, shared)
-    if fd is None:
+    with _held(folder / LOCK_FILE, folder, what, shared, created=folder if created else None):
         yield folder
+
+
+@contextlib.contextmanager
+def lock_file(target: Path, what: str) -> Iterator[Path]:
+    """Hold one file for the block (exclusive) through `.NAME.lock` beside it, so the file itself may be
+    replaced whole while held; its folder must exist. FolderBusyError, naming the file, if held."""
+    target = Path(target)
+    with _held(target.parent / f".{target.name}.lock", target, what, shared=False, kind="file"):
+        yield target
+
+
+@contextlib.contextmanager
+def _held(path: Path, name: Path, what: str, shared: bool, created: Path | None = None, kind: str = "folder") -> Iterator[None]:
+    """The lock file at `path` held for the block, naming this process; `created`, a folder to remove at the
+    end if it is empty then."""
+    fd = _open_locked(path, name, what, shared, kind)
+    if fd is None:
+        yield
         return
     try:
         # A shared holder overwrites another reader's line; any live holder is a fair name for the refusal.
@@ -87,16 +103,16 @@ def lock_folder(folder: Path, what: str, shared: bool = False) -> Iterator[Path]
             os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
         except OSError as error:  # a full disk, already
             raise with_path(error, path) from None
-        yield folder
+        yield
     finally:
         try:
             # Removed only by a holder that is alone (an exclusive lock), and while still holding it: a process
             # that opened the old file then sees it is gone (the inode check above) and locks the new one.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             path.unlink(missing_ok=True)
-            if created:
+            if created is not None:
                 with contextlib.suppress(OSError):
-                    folder.rmdir()  # only if empty
+                    created.rmdir()  # only if empty
         except (BlockingIOError, OSError):
             pass  # other readers still hold it; the last one out removes the file
         finally:

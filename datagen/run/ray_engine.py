@@ -11,39 +11,48 @@ Two engines sit behind one driver loop:
 
 The results file is the checkpoint. The driver appends each row's line as its block arrives and skips ids
 already written, so no custom_id is ever there twice; a rerun drops what is not settled (a torn last line, a
-row that failed for a reason a retry may fix) and sends only the rows missing. Ray Data's own checkpointing is
-not used: it checkpoints rows at a write to a folder of files on storage the whole cluster mounts, where this
+row that failed for a reason a retry may fix, each kept in a set-aside file beside it) and sends only the rows
+missing. One command at a time holds the file (a lock beside it). Ray Data's own checkpointing is not used: it checkpoints rows at a write to a folder of files on storage the whole cluster mounts, where this
 contract is one JSONL file on the machine that runs the command.
 
 The API key reaches the actors inside their constructor arguments, wrapped so that no repr, log line or error
 shows it; it is never put in a runtime_env (which Ray logs and shows) nor in any file.
+
+Ray's own output (its C++ core's lines, its loggers, the raylet's notices of a dead worker) goes to a log file
+beside the results while Ray runs, so that what reaches the terminal is ours: a count line, and one line at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from datagen.errors import InputError, TeacherFatalError
-from datagen.files.jsonl import JsonLine, atomic_file, read_lines
-from datagen.formats.batch_lines import CHAT_URL, answer_line, error_line, parse_result, read_batch_lines
+from datagen.errors import InputError, ServerUnavailable, TeacherFatalError, Terminated
+from datagen.files.jsonl import JsonLine, atomic_file, read_lines, write_json_atomic
+from datagen.files.lock import lock_file
+from datagen.formats.batch_lines import CHAT_URL, answer_line, error_line, parse_result
 from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url, url_has_credentials
-from datagen.formats.manifest import Manifest
+from datagen.formats.manifest import MANIFEST_FILE, Manifest
 from datagen.run.handoff import ingest_results, write_requests
 from datagen.run.batch import parse_custom_id, refused_per_item
 from datagen.run.options import GenerateOptions, RayEngine
 from datagen.teachers.endpoints import resolve_endpoint
+from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY, RateLimiter
 from datagen.teachers.teacher import (
     DEFAULT_MAX_RETRIES,
@@ -58,6 +67,10 @@ from datagen.teachers.teacher import (
 
 RAY_EXTRA = "pip install 'datagen[ray]'"
 RAY_DIR = "ray"  # generate --engine ray's requests and results, inside --out
+DOWN = -1  # an actor's status for a row its server watch stopped: the line holds the watch's message, not a result
+# What an HTTP/2 client sends first; a gRPC server (Ray's GCS, the Ray Client server) answers with a SETTINGS frame.
+HTTP2_GREETING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+ADDRESS_WAIT = 5.0  # seconds an --address gets to answer that greeting
 # Sampling fields of a chat body that vLLM's SamplingParams takes under the same name (max_tokens aside).
 VLLM_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "presence_penalty", "frequency_penalty", "repetition_penalty")
 
@@ -74,14 +87,27 @@ class RaySettings:
     rpm: float | None = None  # across all workers
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER  # seconds of a silent server before the run stops, as in generate
+    # `generate --engine ray`'s own work file: after a kill in the ingest its next plan leaves out what the cache
+    # got, so lines for requests the plan no longer makes are kept there, not refused as another file's.
+    own_results: bool = False
+
+    @property
+    def log(self) -> Path:
+        """Where Ray's own output goes while it runs."""
+        return self.out.with_name(f"{self.out.stem}.ray.log")
 
 
 @dataclass
 class RayOutcome:
     pending: int  # rows this invocation had to answer
     already: int  # rows the results file held settled before it started
+    answered_before: int = 0  # of those, answers (the rest per-item refusals)
     counts: Counter[str] = field(default_factory=Counter)  # answered / refused / failed
     first_failure: str | None = None
+    sent: int = 0  # HTTP requests to the endpoint (retries included), or rows given to the vLLM engines
+    base_url: str | None = None  # the endpoint, credentials stripped
+    log: Path | None = None  # where Ray's own output went, when Ray ran
 
 
 class Secret:
@@ -155,29 +181,88 @@ def settled(line: object) -> bool:
     return refused_per_item(result.status)
 
 
-def load_results(path: Path) -> set[str]:
-    """The custom_ids settled in `path`; the lines a rerun asks again are taken out first (the file rewritten
-    whole, so a kill midway leaves the old one)."""
+@dataclass
+class Resumed:
+    """What a results file held when a command began: the settled custom_ids, and the lines moved aside."""
+
+    done: set[str] = field(default_factory=set)
+    answers: int = 0  # settled rows that are answers (the rest refusals of the item)
+    aside: Counter[str] = field(default_factory=Counter)  # why -> lines moved to the set-aside file
+
+
+def aside_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.set-aside{path.suffix}")
+
+
+def _results_line(raw: bytes) -> dict | None:
+    """A Batch output line (a custom_id and a response or an error), else None."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(line, dict) and isinstance(line.get("custom_id"), str) and ("response" in line or "error" in line):
+        return line
+    return None
+
+
+def load_results(path: Path, wanted: Container[str] | None = None, requests: Path | None = None) -> Resumed:
+    """What `path` holds settled of the requests `wanted`. The lines a rerun asks again (failed, torn by a kill)
+    and repeats of a custom_id are moved to the set-aside file first, the results file rewritten whole (a kill
+    midway leaves the old one). A file that is not a results file of these requests is refused untouched."""
     if not path.exists():
-        return set()
+        return Resumed()
     try:
         data = path.read_bytes()
     except OSError as error:
         raise InputError(f"--out {path}: cannot read ({error.strerror}); pass a results file or a new path") from None
+    resumed = Resumed()
     kept: list[bytes] = []
-    done: set[str] = set()
-    dropped = 0
-    for read in read_batch_lines(data):
-        raw, line = read.raw, read.value
-        if not raw.endswith(b"\n") or not settled(line) or line["custom_id"] in done:
-            dropped += 1
+    aside: list[bytes] = []
+    lines = data.splitlines(keepends=True)
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
-        done.add(line["custom_id"])
-        kept.append(raw)
-    if dropped:
+        complete = raw if raw.endswith(b"\n") else raw + b"\n"
+        line = _results_line(raw)
+        if line is None:
+            if number == len(lines) and complete is not raw and raw.lstrip().startswith(b"{"):
+                resumed.aside["torn by a kill, asked again"] += 1
+                aside.append(complete)
+                continue
+            raise InputError(
+                f"--out {path} line {number}: not a results line (a JSON object with a custom_id and a response); it is not"
+                " this command's to rewrite: pass a new path, or the results file of these requests"
+            )
+        cid = line["custom_id"]
+        if wanted is not None and cid not in wanted:
+            raise InputError(
+                f"--out {path} line {number}: answers {cid[:80]!r}, which {requests or 'the requests file'} does not ask; pass a new"
+                " path, or the requests file these results were made for"
+            )
+        if cid in resumed.done:
+            resumed.aside["repeating a custom_id, the first kept"] += 1
+            aside.append(complete)
+        elif not settled(line):
+            resumed.aside["failed, asked again"] += 1
+            aside.append(complete)
+        else:
+            resumed.done.add(cid)
+            resumed.answers += (line.get("response") or {}).get("status_code") == 200
+            kept.append(complete)
+    if aside:
+        with open(aside_path(path), "ab") as handle:
+            handle.writelines(aside)
+            handle.flush()
+            os.fsync(handle.fileno())
+    if b"".join(kept) != data:
         with atomic_file(path, "wb") as handle:
             handle.writelines(kept)
-    return done
+    return resumed
+
+
+def describe_aside(path: Path, resumed: Resumed) -> str:
+    reasons = ", ".join(f"{count} {why}" for why, count in resumed.aside.items())
+    return f"ray: moved {sum(resumed.aside.values())} lines of {path} to {aside_path(path)} ({reasons})"
 
 
 # -- output lines (OpenAI Batch output format) -----------------------------------------------------
@@ -200,6 +285,7 @@ class EndpointSettings:
     rpm: float | None
     timeout: float
     max_retries: int
+    give_up_after: float
 
 
 def _client(settings: EndpointSettings, key: Secret, verified: bool) -> OpenAITeacher:
@@ -211,13 +297,14 @@ def _client(settings: EndpointSettings, key: Secret, verified: bool) -> OpenAITe
         max_retries=settings.max_retries,
         concurrency=settings.concurrency,
         limiter=RateLimiter(rpm=settings.rpm, concurrency=settings.concurrency),
+        give_up_after=settings.give_up_after,
         verified=verified,
     )
 
 
 async def ask(client: OpenAITeacher, cid: str, request: ChatRequest, model: str | None, request_id: str, probing: bool = False) -> tuple[str, int | None]:
     """One row's results line and its HTTP status (None when no response came); `probing`, a wrong key, model or
-    request shape ends the command instead."""
+    request shape ends the command instead. A server the client's watch found dead: its message and DOWN."""
     if model is not None:
         request = request.model_copy(update={"model": model})
     try:
@@ -226,6 +313,10 @@ async def ask(client: OpenAITeacher, cid: str, request: ChatRequest, model: str 
     except (RequestRefused, RetryableError) as error:
         message = str(error).removeprefix(f"HTTP {error.status}: ")
         return error_line(cid, error.status, message, request_id), error.status
+    except ServerUnavailable as error:
+        if probing:
+            raise
+        return str(error), DOWN
     except TeacherFatalError as error:  # a key revoked midway: every row after it fails alike, and a rerun retries them
         if probing:
             raise
@@ -249,7 +340,12 @@ class EndpointWorker:
         results = await asyncio.gather(
             *(ask(self.client, cid, request, self.model, f"{self.name}-{first + n}") for n, (cid, request) in enumerate(zip(ids, requests)))
         )
-        return {"custom_id": ids, "line": [line for line, _ in results], "status": [status or 0 for _, status in results]}
+        # The actor's HTTP requests so far (retries included; its batches overlap, so no per-batch count is exact):
+        # the driver keeps each actor's largest for the manifest.
+        return {
+            "custom_id": ids, "line": [line for line, _ in results], "status": [status or 0 for _, status in results],
+            "actor": [self.name] * len(ids), "sent": [self.client.stats["requests"]] * len(ids),
+        }
 
 
 # -- the vLLM path ---------------------------------------------------------------------------------
@@ -331,53 +427,120 @@ def engine_error_row(row: dict[str, Any]) -> dict[str, Any]:
 # -- the driver ------------------------------------------------------------------------------------
 
 
-def _import_ray():
+def _import_ray(flag: str = "`datagen ray`"):
     try:
         import ray
         import ray.data
     except ImportError:
-        raise InputError(f"`datagen ray` needs Ray Data, which is not installed; {RAY_EXTRA}") from None
+        raise InputError(f"{flag} needs Ray Data, which is not installed; {RAY_EXTRA}") from None
     return ray
 
 
 def _reachable(address: str) -> str | None:
-    """Why a HOST:PORT (or ray://HOST:PORT) address cannot be a cluster, None when something listens there:
-    ray.init waits minutes for an address where nothing answers."""
+    """Why a HOST:PORT (or ray://HOST:PORT) address cannot be a cluster, None when a gRPC server answers there:
+    ray.init waits minutes, printing warnings, where nothing answers or where something else listens."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return "write auto, HOST:PORT or ray://HOST:PORT"
+    where = f"{host}:{port}"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_WAIT)
     except OSError as error:
-        return f"nothing answers at {host}:{port}: {error.strerror or type(error).__name__}"
-    return None
+        return f"nothing answers at {where}: {error.strerror or type(error).__name__}"
+    with conn:
+        try:
+            conn.settimeout(ADDRESS_WAIT)
+            conn.sendall(HTTP2_GREETING)
+            reply = conn.recv(64)
+        except TimeoutError:
+            return f"something at {where} takes connections but sent nothing in {ADDRESS_WAIT:.0f} s to a gRPC greeting: it is not Ray"
+        except OSError as error:
+            return f"something at {where} takes connections but then failed ({error.strerror or type(error).__name__}): it is not Ray"
+    if len(reply) >= 9 and reply[3] == 4:  # an HTTP/2 SETTINGS frame
+        return None
+    if not reply:
+        said = "closed the connection"
+    elif reply.startswith(b"HTTP/"):
+        status_line = reply.split(b"\r")[0].decode("ascii", "replace")
+        said = f"answered {status_line!r} (a web server)"
+    else:
+        said = f"answered {reply[:24]!r}"
+    return f"something at {where} {said}: it is not Ray"
 
 
-def _connect(ray, settings: RaySettings) -> bool:
-    """Join or start the cluster; True when this call did, so the driver lets go of it at the end."""
-    address = settings.engine.address
+def check_address(address: str | None) -> None:
     problem = _reachable(address) if address not in (None, "auto") else None
     if problem is not None:
         raise InputError(f"--address {address}: {problem}; pass the address `ray start --head` printed, or drop --address for a local Ray")
+
+
+def _connect(ray, settings: RaySettings, log: TextIO) -> bool:
+    """Join or start the cluster; True when this call did, so the driver lets go of it at the end."""
     if ray.is_initialized():
         return False  # a caller (a test session, a notebook) already holds one
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if settings.engine.address is None:
         options["num_cpus"] = settings.engine.num_cpus
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
         # "local": a new Ray of this command's own; with None, ray.init would join a cluster another user `ray start`ed here.
         ray.init(address=settings.engine.address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         where = settings.engine.address or "a local Ray"
         raise InputError(f"--address {where}: cannot connect to a Ray cluster ({one_line(str(error), 160)}); start one with `ray start --head` or drop --address") from None
+    finally:
+        if main:
+            # ray.init puts in a SIGTERM handler that exits at once with code 15; the command's own handling stands.
+            signal.signal(signal.SIGTERM, sigterm)
+    if settings.engine.address is None:
+        # Its session folder (the sockets' paths are too short for most run folders to hold it) is named here.
+        print(f"datagen: the local Ray's session logs: {ray._private.worker._global_node.get_session_dir_path()}/logs", file=log, flush=True)
     return True
 
 
-def _probe(settings: EndpointSettings, key: Secret, rows: list[tuple[str, ChatRequest]], write: Callable[[str, str, int | None], None]) -> int:
-    """The first rows go from the driver, one at a time, until one is answered: a wrong key, model or URL then
-    ends the command in one line before any actor starts. How many rows it used."""
+@contextlib.contextmanager
+def ray_output(path: Path) -> Iterator[TextIO]:
+    """Ray's own output while it runs -- its C++ core's lines on file descriptor 2, its loggers, the raylet's
+    paragraphs about a dead worker on stdout -- appended to `path` instead of the terminal, where it buried our
+    lines and made no failure one line. Yields the stream our own lines go to."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = [os.dup(1), os.dup(2)]
+    ours: TextIO = sys.stderr
+    if _on_descriptor(sys.stderr, 2):  # else (a test's captured stream) our lines already go elsewhere than fd 2
+        ours = open(os.dup(saved[1]), "w", encoding="utf-8", buffering=1)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        with open(os.dup(target), "a", encoding="utf-8") as log:
+            print(f"datagen: Ray's own output of `datagen ray` (PID {os.getpid()}), {time.strftime('%Y-%m-%d %H:%M:%S')}", file=log, flush=True)
+        yield ours
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+        if ours is not sys.stderr:
+            ours.close()
 
-    async def run() -> int:
+
+def _on_descriptor(stream: TextIO, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _probe(settings: EndpointSettings, key: Secret, rows: list[tuple[str, ChatRequest]], write: Callable[[str, str, int | None], None]) -> tuple[int, int]:
+    """The first rows go from the driver, one at a time, until one is answered: a wrong key, model or URL then
+    ends the command in one line before Ray starts. How many rows it used, and the HTTP requests it sent."""
+
+    async def run() -> tuple[int, int]:
         client = _client(settings, key, verified=False)
         try:
             for used, (cid, request) in enumerate(rows, start=1):
@@ -389,8 +552,8 @@ def _probe(settings: EndpointSettings, key: Secret, rows: list[tuple[str, ChatRe
                     )
                 write(cid, line, status)
                 if status == 200:
-                    return used
-            return len(rows)
+                    return used, client.stats["requests"]
+            return len(rows), client.stats["requests"]
         finally:
             await client.aclose()
 
@@ -412,17 +575,58 @@ def _endpoint(settings: RaySettings, first_model: str) -> tuple[EndpointSettings
         rpm=settings.rpm / workers if settings.rpm else None,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
+        give_up_after=settings.give_up_after,
     )
     return share, Secret(key)
 
 
+def check_paths(settings: RaySettings) -> None:
+    """Refuse a results path that would overwrite the requests (the same file, or a link to it) or is a folder."""
+    out, requests = settings.out, settings.requests
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a folder; pass the path of a results file (e.g. {out / 'results.jsonl'})")
+    with contextlib.suppress(OSError):
+        if out.resolve() == requests.resolve() or (out.exists() and os.path.samefile(out, requests)):
+            raise InputError(f"--out {out}: is the requests file {requests}, which the results would overwrite; pass a new path for the results")
+
+
 def run_ray(settings: RaySettings, progress: bool = False) -> RayOutcome:
     """Answer every request of `settings.requests` not yet settled in `settings.out`; with `progress`, a count on
-    stderr every few seconds."""
+    stderr every few seconds. The results file is held (a lock beside it) for the whole command: a second
+    command on it would send every request again and write each answer twice."""
     ray = _import_ray()
-    done = load_results(settings.out)
-    rows = [(cid, request) for cid, request in read_requests(settings.requests) if cid not in done]
-    outcome = RayOutcome(pending=len(rows), already=len(done))
+    check_paths(settings)
+    settings.out.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file(settings.out, "ray"), sigterm_as_interrupt():
+        return _run_held(ray, settings, progress)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, docker stop, Kubernetes, Slurm) ends the command as Ctrl-C does: the lines written so far
+    flushed, the local Ray stopped, one line, and a rerun resumes; its exit code is generate's for SIGTERM (143). Left alone where the caller handles it already
+    (`generate --engine ray`) or off the main thread, which signals do not reach."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_held(ray, settings: RaySettings, progress: bool) -> RayOutcome:
+    requests = dict(read_requests(settings.requests))
+    resumed = load_results(settings.out, None if settings.own_results else requests, settings.requests)
+    if resumed.aside:
+        print(describe_aside(settings.out, resumed), file=sys.stderr, flush=True)
+    rows = [(cid, request) for cid, request in requests.items() if cid not in resumed.done]
+    outcome = RayOutcome(pending=len(rows), already=len(resumed.done), answered_before=resumed.answers)
     if not rows:
         return outcome
     chat_template_kwargs = None
@@ -433,52 +637,90 @@ def run_ray(settings: RaySettings, progress: bool = False) -> RayOutcome:
         chat_template_kwargs = rows[0][1].body().get("chat_template_kwargs")
     else:
         endpoint, key = _endpoint(settings, rows[0][1].model)
-    started = _connect(ray, settings)
-    try:
-        settings.out.parent.mkdir(parents=True, exist_ok=True)
-        with ResultsFile(settings.out, done, outcome, print_progress(len(rows)) if progress else None) as results:
-            if settings.engine.vllm is None:
-                rows = rows[_probe(endpoint, key, rows, results.write) :]
-                results.flush()
-            if rows:
+        outcome.base_url = redact_url(endpoint.base_url)
+    check_address(settings.engine.address)
+    with ResultsFile(settings.out, resumed.done, outcome) as results:
+        if settings.engine.vllm is None:
+            used, outcome.sent = _probe(endpoint, key, rows, results.write)  # before Ray starts: a wrong key costs one request
+            rows = rows[used:]
+            results.flush()
+        if not rows:
+            return outcome
+        outcome.log = settings.log
+        with ray_output(settings.log) as ours:
+            results.on_row = print_progress(len(rows), ours) if progress else None
+            with open(settings.log, "a", encoding="utf-8") as log:
+                started = _connect(ray, settings, log)
+            try:
                 dataset = ray.data.from_items([{"custom_id": cid, "body": json.dumps(request.body(), ensure_ascii=False)} for cid, request in rows])
                 if settings.engine.vllm is None:
                     answered = _endpoint_dataset(dataset, settings, endpoint, key)
                 else:
                     answered = _vllm_dataset(dataset, settings, chat_template_kwargs)
-                for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
-                    for cid, line, status in zip(batch["custom_id"], batch["line"], batch["status"]):
-                        results.write(str(cid), str(line), int(status) or None)
-                    results.flush()
-    finally:
-        if started:
-            ray.shutdown()
+                _collect(answered, results, vllm=settings.engine.vllm is not None)
+            finally:
+                if started:
+                    ray.shutdown()
     return outcome
 
 
-class ResultsFile:
-    """The results file open for appending: one line per custom_id, flushed as each block arrives."""
+def _collect(answered, results: ResultsFile, vllm: bool) -> None:
+    """The rows' lines into the results file as each block arrives; a server an actor's watch found dead stops
+    the run (as it stops `generate`), the rows of that block left for the rerun."""
+    batches = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
+    before = results.outcome.sent  # the driver's probe
+    by_actor: dict[str, int] = {}
+    try:
+        for batch in batches:
+            down = None
+            for cid, line, status in zip(batch["custom_id"], batch["line"], batch["status"]):
+                if int(status) == DOWN:
+                    down = down or str(line)
+                else:
+                    results.write(str(cid), str(line), int(status) or None)
+            if vllm:
+                results.outcome.sent += len(batch["custom_id"])
+            else:
+                for actor, sent in zip(batch["actor"], batch["sent"]):
+                    by_actor[str(actor)] = max(by_actor.get(str(actor), 0), int(sent))
+                results.outcome.sent = before + sum(by_actor.values())
+            results.flush()
+            if down is not None:
+                raise ServerUnavailable(down)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops Ray Data's executor on a cluster this command joined
 
-    def __init__(self, path: Path, done: set[str], outcome: RayOutcome, on_row: Callable[[int], None] | None) -> None:
+
+class ResultsFile:
+    """The results file, opened for appending at its first line: one line per custom_id, flushed as each block
+    arrives. A command that ends before any line (a wrong key) leaves no file."""
+
+    def __init__(self, path: Path, done: set[str], outcome: RayOutcome, on_row: Callable[[int], None] | None = None) -> None:
         self.path, self.done, self.outcome, self.on_row = path, done, outcome, on_row
         self.secrets = environment_secrets()
+        self.handle: TextIO | None = None
 
     def __enter__(self) -> ResultsFile:
-        self.handle = open(self.path, "a", encoding="utf-8")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        with self.handle:
-            self.flush()
-            os.fsync(self.handle.fileno())
+        if self.handle is not None:
+            with self.handle:
+                self.flush()
+                os.fsync(self.handle.fileno())
 
     def flush(self) -> None:
-        self.handle.flush()
+        if self.handle is not None:
+            self.handle.flush()
 
     def write(self, cid: str, line: str, status: int | None) -> None:
         if cid in self.done:
             return  # a block Ray ran twice (a worker restarted): its first copy stands
         self.done.add(cid)
+        if self.handle is None:
+            self.handle = open(self.path, "a", encoding="utf-8")
         self.handle.write(line + "\n")
         kind = _outcome(status)
         self.outcome.counts[kind] += 1
@@ -528,14 +770,15 @@ def _vllm_dataset(dataset, settings: RaySettings, chat_template_kwargs: dict | N
 
 def describe(settings: RaySettings, outcome: RayOutcome) -> str:
     counts = outcome.counts
+    where = f"; Ray's own output: {outcome.log}" if outcome.log is not None else ""
     return (
         f"ray: {counts['answered']} answered, {counts['refused']} refused per item, {counts['failed']} failed"
-        f" of {outcome.pending} pending requests ({outcome.already} already in {settings.out})"
+        f" of {outcome.pending} pending requests ({outcome.already} already in {settings.out}){where}"
     )
 
 
-def print_progress(total: int) -> Callable[[int], None]:
-    """A line on stderr every few seconds: Ray's own bars are off, and a run of hours must show it moves."""
+def print_progress(total: int, stream: TextIO) -> Callable[[int], None]:
+    """A line every few seconds: Ray's own bars are off, and a run of hours must show it moves."""
     state = {"done": 0, "at": time.monotonic(), "start": time.monotonic()}
 
     def advance(count: int) -> None:
@@ -544,7 +787,7 @@ def print_progress(total: int) -> Callable[[int], None]:
         if now - state["at"] >= 5 or state["done"] == total:
             state["at"] = now
             rate = state["done"] / max(now - state["start"], 1e-9)
-            print(f"ray: {state['done']}/{total} rows, {rate:.1f}/s", file=sys.stderr, flush=True)
+            print(f"ray: {state['done']}/{total} rows, {rate:.1f}/s", file=stream, flush=True)
 
     return advance
 
@@ -553,6 +796,7 @@ def generate_with_ray(options: GenerateOptions) -> Manifest:
     """`generate --engine ray`: the pending requests into OUT/ray/, through Ray, and their results back through
     the response cache; a kill anywhere is resumed by the same command (the results file keeps what came)."""
     assert options.ray is not None  # the CLI sets it with --engine ray
+    _import_ray("--engine ray")  # before anything is written
     if options.teacher != "openai" and options.ray.vllm is None:
         raise InputError(f"--engine ray needs --teacher openai (an endpoint) or --vllm MODEL, not --teacher {options.teacher}")
     if not options.use_cache:
@@ -562,17 +806,32 @@ def generate_with_ray(options: GenerateOptions) -> Manifest:
     if options.ray.vllm is None:
         resolve_endpoint("openai", options.model, options.base_url, os.environ)  # a missing key or model, before anything is written
     folder.mkdir(parents=True, exist_ok=True)
-    written = write_requests(options.model_copy(update={"requests_out": requests}))
+    write_requests(options.model_copy(update={"requests_out": requests}))
     settings = RaySettings(
         requests=requests, out=results, engine=options.ray, base_url=options.base_url, concurrency=options.concurrency,
-        rpm=options.rpm, timeout=options.timeout, max_retries=options.max_retries,
+        rpm=options.rpm, timeout=options.timeout, max_retries=options.max_retries, give_up_after=options.give_up_after, own_results=True,
     )
-    outcome = run_ray(settings, progress=written > 0)
+    outcome = run_ray(settings, progress=options.progress)
     print(describe(settings, outcome), file=sys.stderr, flush=True)
     # --force set the old output aside in the first step; the ingest must not set aside what that step began.
-    manifest = ingest_results(options.model_copy(update={"results_in": results, "force": False}))
-    if not outcome.counts["failed"]:
-        # Every answer is in the response cache now; the next run plans its own requests afresh.
-        requests.unlink(missing_ok=True)
-        results.unlink(missing_ok=True)
+    manifest = credit_ray(options.out, ingest_results(options.model_copy(update={"results_in": results, "force": False})), outcome)
+    # Every answer is in the response cache now, and every refusal a reject: the next run plans its own requests
+    # afresh (the ones that failed among them), so these files, answering another plan, would only be refused by it.
+    requests.unlink(missing_ok=True)
+    results.unlink(missing_ok=True)
     return manifest
+
+
+def credit_ray(out: Path, manifest: Manifest, outcome: RayOutcome) -> Manifest:
+    """The ingest read every answer from the cache; the manifest says where they came from instead: the endpoint
+    Ray's actors called and the requests they sent, the answers they brought no longer counted as cache hits."""
+    via_ray = outcome.answered_before + outcome.counts["answered"]
+    credited = manifest.model_copy(
+        update={
+            "base_url": outcome.base_url or manifest.base_url,
+            "requests_sent": manifest.requests_sent + outcome.sent,
+            "cache_hits": max(0, manifest.cache_hits - via_ray),
+        }
+    )
+    write_json_atomic(out / MANIFEST_FILE, credited.model_dump(mode="json"))
+    return credited

@@ -2,6 +2,7 @@
 transformers load inside the commands, so the generation CLI stays fast."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -36,19 +37,49 @@ DeepSpeed = Annotated[Optional[str], Opt("--deepspeed", help="DeepSpeed json, e.
 ImageAspect = Annotated[Optional[str], Opt("--image-aspect", help="pad (v1.5) or crop (v1).")]
 
 
-def _fail(error: Exception):
+def _fail(error: Exception | str):
     """Bad input: one line naming the file or flag, exit code 2, no traceback."""
     typer.echo(f"error: {error}", err=True)
     raise typer.Exit(2) from None
 
 
+TRAIN_EXTRA = "pip install 'datagen[train]' (or `make setup-train`)"
+# LLaVA-1.5's language model, named in the message that asks for --llm (a 13 GB download, never chosen silently).
+LLAVA_LLM = "lmsys/vicuna-7b-v1.5"
+
+
+def _need_train_extra(command: str) -> None:
+    """The runtime-only install (`make demo`'s) has no torch: say which extra to add, before anything else."""
+    for module in ("torch", "transformers"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module set to None in sys.modules, a broken install
+            found = False
+        if not found:
+            _fail(f"`datagen {command}` needs {module}, which this install lacks; {TRAIN_EXTRA}")
+
+
+def _need_llm(stage: str, config: Optional[Path], flags: dict) -> None:
+    """Stage 1 builds the model from --llm: no default, a 7B download is not a thing to start unasked."""
+    if stage != "pretrain" or flags.get("llm") is not None:
+        return
+    from .config import ConfigError, load_yaml
+
+    if config is None or "llm" not in load_yaml(str(config)):
+        raise ConfigError(f"--llm is required: a Hugging Face id (LLaVA-1.5 used {LLAVA_LLM}), a local model folder, or 'tiny' (or llm: in --config)")
+
+
 def _run(stage: str, config: Optional[Path], flags: dict) -> None:
+    _need_train_extra(f"train {stage}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    # huggingface_hub prints its warnings (a download retried, offline) through a handler of its own: not twice.
+    logging.getLogger("huggingface_hub").propagate = False
     from datagen.errors import InputError
 
     from .config import make_config
 
     try:
+        _need_llm(stage, config, flags)
         cfg = make_config(stage, str(config) if config else None, flags)
     except InputError as e:
         _fail(e)
@@ -58,6 +89,14 @@ def _run(stage: str, config: Optional[Path], flags: dict) -> None:
         out = train(cfg)
     except InputError as e:  # bad config, data or checkpoint: the train package's errors all derive from it
         _fail(e)
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        # transformers' own "cannot load" (offline and not in the cache, a wrong id, a folder without weights).
+        _fail(
+            f"a model could not be loaded ({' '.join(str(e).split())[:300]}); pass --llm and --vision-tower as local folders,"
+            " Hugging Face ids you can download (or that are in the cache when offline), or 'tiny'"
+        )
     typer.echo(f"checkpoint written to {out}")
 
 
@@ -116,6 +155,7 @@ def export_hf(
     out: Annotated[str, Opt("--out", help="Directory for the transformers checkpoint.")],
 ):
     """Write a LlavaForConditionalGeneration checkpoint (+ LlavaProcessor) that from_pretrained loads."""
+    _need_train_extra("train export-hf")
     from .checkpoint import CheckpointError
     from .export import export_hf as run_export
 
@@ -133,6 +173,7 @@ def chat(
     max_new_tokens: Annotated[int, Opt("--max-new-tokens")] = 256,
 ):
     """Answer one question about one image with a trained checkpoint."""
+    _need_train_extra("chat")
     if not image.is_file():
         raise typer.BadParameter(f"{image} does not exist", param_hint="--image")
     from .infer import answer
