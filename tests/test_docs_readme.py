@@ -179,3 +179,19 @@ def assert_same_record(shown: object, real: object, where: str = "record") -> No
             assert_same_record(a, b, f"{where}[{index}]")
     else:
         assert shown == real, where
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lowercased, punctuation but `-` dropped, spaces to `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_to_docs_reach_a_file_and_heading() -> None:
+    links = re.findall(r"\]\(((?:docs|bench)/[^)#]+)(?:#([^)]+))?\)", README)
+    assert links, "the README links to no page in docs/"
+    for target, anchor in links:
+        path = ROOT / target
+        assert path.is_file(), target
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)
+            assert anchor in {github_anchor(heading) for heading in headings}, f"{target}#{anchor}"
