@@ -195,3 +195,62 @@ def test_links_to_docs_reach_a_file_and_heading() -> None:
         if anchor:
             headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)
             assert anchor in {github_anchor(heading) for heading in headings}, f"{target}#{anchor}"
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documented_commands(text: str) -> list[list[str]]:
+    """Every `datagen ...` command line of a page's code blocks (continuations joined, comments and env prefixes dropped)."""
+    commands = []
+    for block in code_blocks(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line.replace("[", " ").replace("]", " "), comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+                words = words[1:]
+            if words[:1] == ["datagen"]:
+                commands.append(words)
+    return commands
+
+
+def walk(words: list[str]):
+    """The deepest command `datagen WORDS...` names, and the words after it."""
+    command, rest = typer.main.get_command(app), words[1:]
+    while isinstance(command, TyperGroup) and rest and rest[0] in command.commands:
+        command, rest = command.commands[rest[0]], rest[1:]
+    return command, rest
+
+
+def resolve(words: list[str]):
+    """The click command a documented line runs, and the option names it accepts."""
+    command, _ = walk(words)
+    assert not isinstance(command, TyperGroup), f"no such command: {' '.join(words)}"
+    return command, {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+
+
+def inline_commands(text: str) -> list[list[str]]:
+    """`datagen ...` spans in the prose, except those naming a group as a whole (`datagen train`, `datagen COMMAND`,
+    `datagen train ...`); a group followed by a lowercase word that is none of its commands is kept, to fail."""
+    commands = []
+    for span in re.findall(r"(?<!`)`(datagen [^`]+)`", text):
+        words = shlex.split(span.replace("[", " ").replace("]", " "))
+        command, rest = walk(words)
+        names_a_group = isinstance(command, TyperGroup) and not (rest and re.fullmatch(r"[a-z][a-z-]*", rest[0]))
+        if not names_a_group:
+            commands.append(words)
+    return commands
+
+
+def test_command_lines_are_found_in_the_pages() -> None:
+    assert len(documented_commands(README)) > 20
+    assert any(words[:3] == ["datagen", "judge", "summarize"] for words in documented_commands((ROOT / "docs/COMPARING_TEACHERS.md").read_text()))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_documented_commands_exist_with_their_flags(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    for words in documented_commands(text) + inline_commands(text):
+        command, options = resolve(words)
+        flags = {word.split("=", 1)[0] for word in words if word.startswith("--")}
+        unknown = flags - options - {"--help"}
+        assert not unknown, f"{page.name}: `{' '.join(words)}` uses {sorted(unknown)}, which `datagen {command.name}` lacks"
