@@ -164,6 +164,10 @@ def test_make_demo_then_the_offline_examples_and_the_example_record(in_checkout_
     shown = json.loads(code_blocks(section("One record"))[0])
     real = json.loads((in_checkout_copy / "demo-out/conversation.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert_same_record(shown, real)
+    # "`datagen export` keeps `id`, `image` and `conversations`": the export's first record is that record without meta.
+    assert "`datagen export` keeps `id`, `image` and `conversations`" in " ".join(section("One record").split())
+    exported = json.loads((in_checkout_copy / "demo-out/llava_instruct.json").read_text(encoding="utf-8"))
+    assert exported[0] == {key: real[key] for key in ("id", "image", "conversations")}
 
 
 def assert_same_record(shown: object, real: object, where: str = "record") -> None:
