@@ -258,3 +258,17 @@ def test_documented_commands_exist_with_their_flags(page: Path) -> None:
         flags = {word.split("=", 1)[0] for word in words if word.startswith("--")}
         unknown = flags - options - {"--help"}
         assert not unknown, f"{page.name}: `{' '.join(words)}` uses {sorted(unknown)}, which `datagen {command.name}` lacks"
+
+
+def project_paths(text: str) -> set[str]:
+    """Backticked paths into the repository (`bench/x.py`) or the package, written from inside it (`run/job.py`)."""
+    roots = {path.name for path in ROOT.iterdir() if path.is_dir()} | {path.name for path in (ROOT / "datagen").iterdir() if path.is_dir()}
+    paths = set(re.findall(r"`([\w.-]+(?:/[\w.-]+)+/?)`", text))
+    return {path for path in paths if path.split("/")[0] in roots - {".venv", ".git", ".real", "__pycache__"}}
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_files_the_pages_name_exist(page: Path) -> None:
+    named = project_paths(page.read_text(encoding="utf-8"))
+    missing = sorted(path for path in named if not ((ROOT / path).exists() or (ROOT / "datagen" / path).exists()))
+    assert not missing, f"{page.name} names files that do not exist: {missing}"
