@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, TeacherFatalError, Terminated
+from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, TeacherFatalError, Terminated, sigterm_as_interrupt
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
@@ -38,7 +38,8 @@ def friendly_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
         except InputError as error:
             raise fail(str(error)) from None
         except TeacherFatalError as error:

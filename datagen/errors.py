@@ -1,5 +1,10 @@
 """The ways a run ends early on purpose; the CLI turns each into one line and an exit code."""
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 from datagen.files.storage_errors import StorageError
 
 # A run that finished but left items unanswered (status "incomplete"): distinct from 1, so a script can rerun it.
@@ -10,6 +15,25 @@ TERMINATED_EXIT = 143
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is (datagen/run/job.py): the run stops, its record says `interrupted`."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, docker stop, Kubernetes, Slurm) raises Terminated, so a command unwinds as on Ctrl-C: files
+    closed, a lock released, one line. Left alone off the main thread, which signals do not reach, and where a
+    handler is already set (a job's own, which cancels its workers first; an embedding program's)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class InputError(Exception):

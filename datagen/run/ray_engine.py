@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from datagen.errors import InputError, ServerUnavailable, TeacherFatalError, Terminated
+from datagen.errors import InputError, ServerUnavailable, TeacherFatalError, sigterm_as_interrupt
 from datagen.files.jsonl import JsonLine, atomic_file, read_lines, write_json_atomic
 from datagen.files.lock import lock_file
 from datagen.formats.batch_lines import CHAT_URL, answer_line, error_line, parse_result
@@ -599,25 +599,6 @@ def run_ray(settings: RaySettings, progress: bool = False) -> RayOutcome:
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     with lock_file(settings.out, "ray"), sigterm_as_interrupt():
         return _run_held(ray, settings, progress)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (timeout, docker stop, Kubernetes, Slurm) ends the command as Ctrl-C does: the lines written so far
-    flushed, the local Ray stopped, one line, and a rerun resumes; its exit code is generate's for SIGTERM (143). Left alone where the caller handles it already
-    (`generate --engine ray`) or off the main thread, which signals do not reach."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_held(ray, settings: RaySettings, progress: bool) -> RayOutcome:

@@ -74,7 +74,7 @@ def _run(stage: str, config: Optional[Path], flags: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     # huggingface_hub prints its warnings (a download retried, offline) through a handler of its own: not twice.
     logging.getLogger("huggingface_hub").propagate = False
-    from datagen.errors import InputError
+    from datagen.errors import TERMINATED_EXIT, InputError, Terminated, sigterm_as_interrupt
 
     from .config import make_config
 
@@ -86,7 +86,11 @@ def _run(stage: str, config: Optional[Path], flags: dict) -> None:
     from .loop import train
 
     try:
-        out = train(cfg)
+        with sigterm_as_interrupt():  # before training starts; during it the trainer stops at a step boundary instead
+            out = train(cfg)
+    except Terminated as e:
+        typer.echo(f"error: {str(e) or 'terminated (SIGTERM) before training started; nothing was saved: rerun the same command'}", err=True)
+        raise typer.Exit(TERMINATED_EXIT) from None
     except InputError as e:  # bad config, data or checkpoint: the train package's errors all derive from it
         _fail(e)
     except OSError as e:

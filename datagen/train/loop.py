@@ -3,19 +3,25 @@ exact resume and TensorBoard/W&B logging; we supply the model step, the sampler 
 checkpoint format."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import seed_worker
+
+from datagen.errors import Terminated
 
 from .cache import FeatureCache, vision_fingerprint
 from .checkpoint import META, apply_stage, load_checkpoint, load_weights, new_meta, save_checkpoint
@@ -24,6 +30,35 @@ from .data import Collator, LengthGroupedSampler, SupervisedDataset, load_record
 from .model import LlavaStep, build_base, num_image_tokens
 
 log = logging.getLogger("datagen.train")
+
+
+class StopOnSigterm(TrainerCallback):
+    """SIGTERM (a scheduler's preemption, `timeout`, docker stop) ends training at the end of the step under way with
+    a checkpoint saved there, which `--resume latest` continues from; raising at once would lose the steps since the
+    last save. Where several ranks train, each stops at the step its own signal came in."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 class LlavaTrainer(Trainer):
@@ -165,11 +200,19 @@ def train(cfg: TrainConfig) -> str:
         ds.cache = cache
     log.info("%d training records, %d image tokens per image, template %s", len(ds), n_image, cfg.template)
 
+    stop = StopOnSigterm()
     trainer = LlavaTrainer(
         model=LlavaStep(model), args=args, train_dataset=ds, data_collator=Collator(tok.pad_token_id),
         meta=meta, tokenizer=tok, image_processor=proc, lengths=ds.lengths, group_by_length=cfg.group_by_length,
+        callbacks=[stop],
     )
-    trainer.train(resume_from_checkpoint=resume)
+    with stop.listening():
+        trainer.train(resume_from_checkpoint=resume)
+    if stop.requested:
+        # The stage is not finished: its final weights are not written where a finished stage's go.
+        step = trainer.state.global_step
+        raise Terminated(f"terminated (SIGTERM) at step {step}; checkpoint saved in {Path(cfg.out) / f'checkpoint-{step}'}: "
+                         "rerun the same command with --resume latest to continue")
     trainer.save_model(cfg.out)
     trainer.save_state()
     check_ranks_in_sync(model)

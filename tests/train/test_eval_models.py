@@ -75,6 +75,40 @@ def test_bench_resumes_after_a_kill(tiny_ckpt, images, tmp_path):
     assert (out / "answers.jsonl").read_text() == full
 
 
+def test_sigterm_ends_eval_in_one_line_and_a_rerun_resumes(tiny_ckpt, images, tmp_path, monkeypatch):
+    """A preempted eval (Slurm, `timeout`) keeps the answers of the batches it finished and says how to go on."""
+    import os
+    import signal
+
+    from datagen.eval import model as eval_model
+
+    folder, shapes = images
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": s["image"], "text": "Shape?", "category": "detail"}) + "\n"
+                                 for i, s in enumerate(shapes)))
+    out = tmp_path / "out"
+    answer = eval_model.AnswerModel.answer
+    calls = []
+
+    def answer_then_sigterm(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the third batch is under way when the scheduler's signal comes
+            os.kill(os.getpid(), signal.SIGTERM)
+        return answer(self, *args, **kwargs)
+
+    monkeypatch.setattr(eval_model.AnswerModel, "answer", answer_then_sigterm)
+    ended = invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", out,
+                   "--max-new-tokens", 4, "--batch-size", 1, expect=143)
+    assert ended.output.strip().splitlines()[-1] == "error: terminated (SIGTERM); rerun the same command to resume where it stopped"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    kept = (out / "answers.jsonl").read_text().splitlines()
+    assert 2 <= len(kept) < len(shapes)
+    monkeypatch.setattr(eval_model.AnswerModel, "answer", answer)
+    resumed = invoke("eval", "bench", "--model", tiny_ckpt, "--questions", questions, "--images", folder, "--out", out,
+                     "--max-new-tokens", 4, "--batch-size", 1)
+    assert f"({len(kept)} were already there)" in resumed.output
+
+
 def test_bench_bad_input_is_one_line(tiny_ckpt, images, tmp_path):
     folder, _ = images
     questions = tmp_path / "q.jsonl"

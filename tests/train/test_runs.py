@@ -1,6 +1,7 @@
 """Short training runs: exact resume, the feature cache, LoRA, the linear projector, torchrun."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.train
 REPO = Path(__file__).resolve().parents[2]
 
 
-def stage2(shapes, pipeline, out, *extra):
+def stage2(shapes, pipeline, out, *extra, expect: int = 0):
     return run_cli("train", "finetune", "--data", shapes["instruct"], "--image-folder", shapes["img"],
-                   "--from", pipeline["stage1"], "--out", out, "--batch-size", 4, "--lr", "1e-3", *FAST, *extra)
+                   "--from", pipeline["stage1"], "--out", out, "--batch-size", 4, "--lr", "1e-3", *FAST, *extra, expect=expect)
 
 
 def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(shapes, pipeline, tmp_path):
@@ -142,3 +143,30 @@ def test_hub_style_sources_store_only_what_trained(shapes, local_models, tmp_pat
     item = shapes["held_out"][0]
     run_cli("chat", s2, "What colour is the shape?", "--image", shapes["img"] / item["image"], "--max-new-tokens", 4)
     run_cli("train", "export-hf", s2, "--out", tmp_path / "hf")
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_and_resume_latest_finishes(shapes, pipeline, tmp_path, monkeypatch):
+    """A preempted job (Slurm, Kubernetes, `timeout`) keeps the steps it made: SIGTERM during step 3 ends training
+    after that step with checkpoint-3 saved, exit 143 and one line; `--resume latest` finishes the stage."""
+    import signal
+
+    out = tmp_path / "preempted"
+    forward = model_module.LlavaStep.forward
+    calls = []
+
+    def forward_then_sigterm(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.LlavaStep, "forward", forward_then_sigterm)
+    ended = stage2(shapes, pipeline, out, "--max-steps", 6, "--save-steps", 100, expect=143)
+    lines = [line for line in ended.output.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: terminated (SIGTERM) at step 3; checkpoint saved in {out / 'checkpoint-3'}: rerun the same command with --resume latest to continue"]
+    assert (out / "checkpoint-3" / "trainer_state.json").is_file() and not (out / "model.safetensors").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    monkeypatch.setattr(model_module.LlavaStep, "forward", forward)
+    stage2(shapes, pipeline, out, "--max-steps", 6, "--save-steps", 100, "--resume", "latest")
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and (out / "model.safetensors").is_file()
