@@ -15,7 +15,7 @@ from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS
 
 _RAY = RayEngine()  # the Ray engine's defaults, which the flags of `ray` and `generate --engine ray` show
 
@@ -127,7 +127,7 @@ def generate(
     captions: Path = typer.Option(..., help="COCO captions file (captions_train2017.json)"),
     out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
-    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
+    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="Comma-separated tasks"),
     teacher: str = typer.Option(
         default("teacher"),
         help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)",
@@ -278,7 +278,7 @@ def generate(
 def export(
     folder: Path = typer.Argument(..., help="The --out folder of a generate run"),
     out: Path = typer.Option(..., help="File to write (JSON array, or JSONL with --jsonl)"),
-    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks to merge"),
+    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="Comma-separated tasks to merge"),
     jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
     keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
@@ -535,7 +535,7 @@ def judge(
     out: Optional[Path] = typer.Option(None, help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
     captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
     instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
-    tasks: str = typer.Option(",".join(TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
+    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
     reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
     candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
     questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from datagen.source.coco import ImageAnnotations
+from datagen.source.coco import ImageAnnotations, ObjectStats
 from datagen.source.context import ContextKind, render_context
+from datagen.tasks.grounded import Probe, brief
 from datagen.tasks.prompts import InstructionList, PromptPack, build_messages
+from datagen.tasks.registry import task_spec
 from datagen.formats.records import GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, place_image_token, record_id
 from datagen.teachers.request_shape import RequestShape
 from datagen.teachers.teacher import ChatReply, ChatRequest
@@ -31,10 +34,27 @@ class SamplingSettings(BaseModel):
     shape: RequestShape = RequestShape()
 
 
+def plan_item(image: ImageAnnotations, task: str, stats: Callable[[], ObjectStats], seed: int) -> list[Probe] | None:
+    """A grounded task's planned questions for the image ([] when none may be asked); None for other tasks."""
+    planner = task_spec(task).planner
+    if planner is None:
+        return None
+    return planner(image, stats, random.Random(item_seed(seed, image.image_id, task, "plan")))
+
+
 def build_request(
-    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text", picture: EncodedImage | None = None
+    image: ImageAnnotations,
+    task: str,
+    pack: PromptPack,
+    sampling: SamplingSettings,
+    see: See = "text",
+    picture: EncodedImage | None = None,
+    probes: list[Probe] | None = None,
 ) -> ChatRequest:
+    """`probes`: a grounded task's plan, shown after the context (also to a teacher that sees only the image)."""
     context = render_context(image, sampling.contexts[task]) if see != "image" else ""
+    if probes:
+        context = "\n\n".join(part for part in (context, brief(probes)) if part)
     return ChatRequest(
         model=sampling.model,
         messages=build_messages(pack, user_content(see, context, picture)),

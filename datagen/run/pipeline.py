@@ -26,7 +26,7 @@ from datagen.source.coco import CocoSource, ImageAnnotations
 from datagen.teachers.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.quality.grounding import ground_record, stored_grounding
-from datagen.run.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
+from datagen.run.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry, plan_item
 from datagen.formats.manifest import MANIFEST_FILE, Manifest, RunSettings, SourceStats, fingerprint, tally
 from datagen.run.options import GenerateOptions
 from datagen.files.jsonl import JsonlAppender, write_json_atomic
@@ -36,6 +36,7 @@ from datagen.tasks.prompts import InstructionList, PromptPack, load_instructions
 from datagen.formats.records import Grounding, RecordMeta, RejectReason, SkipReason, TeacherInfo, Usage, UsageTotals
 from datagen.redaction import one_line, redact_url
 from datagen.files.storage_errors import StorageError
+from datagen.tasks.grounded import Probe, verify_pairs
 from datagen.tasks.registry import task_spec
 from datagen.teachers.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher
 from datagen.teachers.factory import BackendSettings, build_teacher, check_kind
@@ -267,6 +268,8 @@ class Run:
             image = self.source.image(image_id)
             for task in todo:
                 reason: SkipReason | None = "no_usable_caption" if image is None else self.unanswered.get((image_id, task))
+                if reason is None and image is not None and self.plan(image, task) == []:
+                    reason = "unaskable"
                 if image is not None and reason is None:
                     yield image, task
                 elif reason is not None:
@@ -291,7 +294,11 @@ class Run:
         if self.options.see != "text":
             assert self.options.images is not None  # Run() refuses --see image|both without --images
             picture = encode_image(image_path(self.options.images, image.file_name), self.options.image_max_side)
-        return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
+        return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture, self.plan(image, task)), picture
+
+    def plan(self, image: ImageAnnotations, task: str) -> list[Probe] | None:
+        """A grounded task's questions for the image, planned alike for its request and for the check of its answer."""
+        return plan_item(image, task, self.source.object_stats, self.sampling.seed)
 
     async def process(self, image: ImageAnnotations, task: str) -> None:
         pack = self.packs[task]
@@ -331,6 +338,9 @@ class Run:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
             spec = task_spec(task)
             content = spec.parse(reply.text, reply.finish_reason, see, self.examples[task])
+            probes = self.plan(image, task)
+            if probes is not None and not isinstance(content, str):
+                verify_pairs(probes, content, image)
             instructions = self.instructions[spec.instructions] if spec.instructions else None
             record = build_record(image, task, content, meta, instructions, self.sampling.seed)
             ground_record(record, image, self.options.reject_unsupported)

@@ -17,6 +17,7 @@ from datagen.quality.parse import Content, Rejected, parse_prose, parse_qa_answe
 from datagen.quality.reply_checks import Examples, examples_from
 from datagen.tasks.prompts import PromptPack, load_pack
 from datagen.formats.records import task_file
+from datagen.tasks.grounded import Planner, plan_absent_objects, plan_counting, plan_referring, plan_spatial
 
 
 class ResponseFormat(StrEnum):
@@ -37,6 +38,9 @@ class TaskSpec:
     response: ResponseFormat
     pairs: int | None = None  # QA_PAIRS: exactly this many pairs, any number (one or more) when None
     instructions: str | None = None  # PROSE: the instruction list (prompts/instructions/<name>.txt) questions come from
+    # A grounded task (datagen/tasks/grounded.py): our code plans its questions from the boxes, and checks each answer.
+    planner: Planner | None = None
+    boxes_in_text: bool = False  # its questions and answers hold [x1, y1, x2, y2] boxes by design (referring)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -77,7 +81,7 @@ class TaskSpec:
         datagen/quality/parse.py."""
         if self.response is ResponseFormat.PROSE:
             return parse_prose(self.name, text, finish_reason, see, examples)
-        return parse_qa_answer(self.name, text, finish_reason, self.pairs, see, examples)
+        return parse_qa_answer(self.name, text, finish_reason, self.pairs, see, examples, self.boxes_in_text)
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -108,3 +112,16 @@ def parse_answer(task: str, text: str, finish_reason: str | None, see: str = "te
 register(TaskSpec("conversation", ("conversation",), "captions", ResponseFormat.QA_PAIRS))
 register(TaskSpec("detail", ("detail", "detail_description"), "captions+boxes", ResponseFormat.PROSE, instructions="detail"))
 register(TaskSpec("complex_reasoning", ("complex_reasoning",), "captions+boxes", ResponseFormat.QA_PAIRS, pairs=1))
+# What `generate`, `export` and `compare` do when --tasks is not given: LLaVA-Instruct-150K's tasks, as before.
+DEFAULT_TASKS: tuple[str, ...] = tuple(TASKS)
+
+# Grounded tasks (issue 31): questions whose answers the boxes decide, each checked exactly. Pairs per record: as
+# many as the plan holds. Only on request (--tasks).
+register(TaskSpec("counting", ("counting",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_counting))
+register(TaskSpec("spatial", ("spatial",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_spatial))
+register(TaskSpec("absent_objects", ("absent_objects",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_absent_objects))
+register(
+    TaskSpec(
+        "referring", ("referring",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_referring, boxes_in_text=True
+    )
+)
