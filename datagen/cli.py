@@ -721,6 +721,33 @@ def eval_pope(
             raise fail(f"{missing} POPE questions have no answer; the metrics above leave them out", 1)
 
 
+@eval_app.command("chair")
+@friendly_errors
+def eval_chair(
+    captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2014.json); captions support objects too"),
+    instances: Path = typer.Option(..., help="COCO instances file of the images (instances_val2014.json)"),
+    out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (question_id = COCO image id, text = the description)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the captions file's images (with --model)"),
+    image_count: int = typer.Option(300, min=1, help="Images described (Object HalBench: 300)"),
+    seed: int = typer.Option(0, help="Seeds the images drawn and each one's prompt wording"),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(512, min=1, help="Length cap of a description (greedy decoding)"),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """CHAIR_s, CHAIR_i, object recall and length of a model's detailed descriptions (Object HalBench-style prompts)."""
+    from datagen.eval.chair import run_chair
+
+    if model is not None and answers is not None:
+        raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
+    results, text = run_chair(captions, instances, out, image_count, seed, answers, model, images, batch_size, max_new_tokens, model_id, dtype)
+    typer.echo(text)
+    if results is not None and results["missing"]:
+        raise fail(f"{results['missing']} images have no description; the figures above leave them out", 1)
+
+
 def _register_trainer() -> None:
     # datagen.train.cli imports torch only inside its commands, so registering it costs generate nothing.
     from datagen.train.cli import chat, train_app

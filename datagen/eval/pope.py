@@ -29,8 +29,8 @@ from pydantic import BaseModel
 
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
-from datagen.eval.bench import BenchQuestion, answer_questions, image_path
-from datagen.files.jsonl import atomic_file, iter_jsonl, write_json_atomic
+from datagen.eval.bench import BenchQuestion, replies_for, write_settled
+from datagen.files.jsonl import write_json_atomic
 from datagen.source.coco import ImageObjects, image_objects
 
 SAMPLINGS = ("random", "popular", "adversarial")
@@ -181,15 +181,11 @@ def prepare(out: Path, instances: Path, count: int, per_image: int, seed: int, i
     images, _ = image_objects(instances)
     questions = build_questions(images, count, per_image, seed, instruction)
     text = "".join(question.model_dump_json() + "\n" for question in questions)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / QUESTIONS_FILE
-    if path.exists() and path.read_text(encoding="utf-8") != text:
-        raise InputError(
-            f"--out {out}: holds POPE questions built from other instances or settings (--image-count, --per-image, --seed, "
-            "--instruction); rerun with those, or pick another --out"
-        )
-    with atomic_file(path, "w") as handle:
-        handle.write(text)
+    conflict = (
+        f"--out {out}: holds POPE questions built from other instances or settings (--image-count, --per-image, --seed, "
+        "--instruction); rerun with those, or pick another --out"
+    )
+    write_settled(out / QUESTIONS_FILE, text, conflict)
     return questions
 
 
@@ -218,16 +214,10 @@ def run_pope(
     questions = prepare(out, instances, count, per_image, seed, instruction)
     if answers is None and model is None:
         return None, f"wrote {len(questions)} POPE questions to {out / QUESTIONS_FILE}; answer them, then score with --answers"
-    if answers is not None:
-        replies = external_replies(answers, questions)
-        source = f"answers:{answers}"
-    else:
-        assert model is not None
-        asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
-        paths = {str(q.question_id): image_path(images, q.image) for q in asked}
-        answers_file, _, _ = answer_questions(model, asked, paths, out, batch_size, max_new_tokens, model_id, dtype)
-        replies = {str(line["question_id"]): line["text"] for line in iter_jsonl(answers_file)}
-        source = str(model)
+    asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
+    replies, source = replies_for(
+        asked, answers, lambda path: external_replies(path, questions), model, images, out, batch_size, max_new_tokens, model_id, dtype
+    )
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,
                "instruction": instruction, "samplings": by_sampling}
