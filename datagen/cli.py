@@ -748,6 +748,37 @@ def eval_chair(
         raise fail(f"{results['missing']} images have no description; the figures above leave them out", 1)
 
 
+@eval_app.command("spatial")
+@friendly_errors
+def eval_spatial(
+    captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2017.json)"),
+    instances: Path = typer.Option(..., help="COCO instances file the questions are built from (instances_val2017.json)"),
+    out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (question_id = idx, text = the reply)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the captions file's images (with --model)"),
+    image_count: int = typer.Option(500, min=1, help="Images that give questions (one counting and one relation question at most each)"),
+    seed: int = typer.Option(0, help="Seeds the images taken, the questions and the order of their options"),
+    instruction: Optional[str] = typer.Option(
+        None, help="Line after the options; default LLaVA-1.5's \"Answer with the option's letter from the given choices directly.\""
+    ),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(16, min=1),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """Counting and left/right/above/below multiple-choice questions from COCO boxes (CV-Bench 2D's form), scored by letter."""
+    from datagen.eval.spatial import INSTRUCTION, run_spatial
+
+    if model is not None and answers is not None:
+        raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
+    results, text = run_spatial(captions, instances, out, image_count, seed, INSTRUCTION if instruction is None else instruction, answers,
+                                model, images, batch_size, max_new_tokens, model_id, dtype)
+    typer.echo(text)
+    if results is not None and results["missing"]:
+        raise fail(f"{results['missing']} questions have no answer; they count as wrong above", 1)
+
+
 def _register_trainer() -> None:
     # datagen.train.cli imports torch only inside its commands, so registering it costs generate nothing.
     from datagen.train.cli import chat, train_app

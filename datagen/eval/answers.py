@@ -25,3 +25,21 @@ def read_answers(path: Path, flag: str = "--answers") -> dict[str, dict]:
     if not answers:
         raise InputError(f"{flag} {path}: the file holds no answers")
     return answers
+
+
+def replies_to(path: Path, asked: dict[str, str], what: str) -> dict[str, str]:
+    """An answers file's replies (question id -> text), checked to answer these very questions: `asked` maps each
+    question id to the question its `prompt`, when the line has one, must hold (a set built with another seed does
+    not); `what` names the questions in the message ("POPE questions")."""
+    answers = read_answers(path)
+    for key, line in answers.items():
+        question = asked.get(key)
+        if question is None:
+            raise InputError(f"--answers {path}: question_id {key} is not one of the {len(asked)} {what}; answer OUT/questions.jsonl")
+        prompt = line.get("prompt")
+        if isinstance(prompt, str) and question not in prompt:
+            raise InputError(
+                f"--answers {path}: question_id {key} answers {(prompt.splitlines() or [''])[0][:80]!r}, but here it asks {question!r}; "
+                "were the questions built with another --seed or other files?"
+            )
+    return {key: line["text"] for key, line in answers.items()}

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.eval.answers import read_answers
+from datagen.eval.answers import replies_to
 from datagen.eval.bench import BenchQuestion, replies_for, write_settled
 from datagen.files.jsonl import write_json_atomic
 from datagen.quality.grounding import claimed_categories, ground
@@ -131,19 +131,6 @@ def prepare(out: Path, source: CocoSource, count: int, seed: int) -> list[ChairQ
     return questions
 
 
-def external_replies(path: Path, questions: list[ChairQuestion]) -> dict[str, str]:
-    """An answers file's descriptions; its question ids must be image ids asked about here."""
-    answers = read_answers(path)
-    asked = {str(question.question_id) for question in questions}
-    unknown = [key for key in answers if key not in asked]
-    if unknown:
-        raise InputError(
-            f"--answers {path}: question_id {unknown[0]} is not one of the {len(questions)} images asked ({len(unknown)} such); "
-            "answer OUT/questions.jsonl (question_id = COCO image id)"
-        )
-    return {key: line["text"] for key, line in answers.items()}
-
-
 def run_chair(
     captions: Path, instances: Path, out: Path, count: int, seed: int, answers: Path | None, model: Path | None, images: Path | None,
     batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
@@ -154,7 +141,7 @@ def run_chair(
         return None, f"wrote {len(questions)} description prompts to {out / QUESTIONS_FILE}; answer them, then score with --answers"
     asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category="chair") for q in questions]
     replies, origin = replies_for(
-        asked, answers, lambda path: external_replies(path, questions), model, images, out, batch_size, max_new_tokens, model_id, dtype
+        asked, answers, lambda path: replies_to(path, {str(q.question_id): q.text for q in questions}, "images asked (question_id = COCO image id)"), model, images, out, batch_size, max_new_tokens, model_id, dtype
     )
     results = {"source": origin, "captions": str(captions), "instances": str(instances), "images": count, "seed": seed,
                "max_new_tokens": max_new_tokens if model is not None else None, **score(questions, replies, source)}

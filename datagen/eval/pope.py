@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.eval.answers import read_answers
+from datagen.eval.answers import replies_to
 from datagen.eval.bench import BenchQuestion, replies_for, write_settled
 from datagen.files.jsonl import write_json_atomic
 from datagen.source.coco import ImageObjects, image_objects
@@ -189,24 +189,6 @@ def prepare(out: Path, instances: Path, count: int, per_image: int, seed: int, i
     return questions
 
 
-def external_replies(path: Path, questions: list[PopeQuestion]) -> dict[str, str]:
-    """An answers file's replies, checked to answer these very questions (a set built with another seed does not)."""
-    answers = read_answers(path)
-    by_id = {str(question.question_id): question for question in questions}
-    for key, line in answers.items():
-        question = by_id.get(key)
-        if question is None:
-            raise InputError(f"--answers {path}: question_id {key} is not one of the {len(questions)} POPE questions; "
-                             "answer the questions.jsonl these settings build")
-        prompt = line.get("prompt")
-        if isinstance(prompt, str) and question_text(question.object) not in prompt:
-            raise InputError(
-                f"--answers {path}: question_id {key} answers {prompt.splitlines()[0][:80]!r}, but here it asks "
-                f"{question_text(question.object)!r}; were the questions built with another --seed or --instances?"
-            )
-    return {key: line["text"] for key, line in answers.items()}
-
-
 def run_pope(
     instances: Path, out: Path, count: int, per_image: int, seed: int, instruction: str, answers: Path | None,
     model: Path | None, images: Path | None, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
@@ -216,7 +198,7 @@ def run_pope(
         return None, f"wrote {len(questions)} POPE questions to {out / QUESTIONS_FILE}; answer them, then score with --answers"
     asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
     replies, source = replies_for(
-        asked, answers, lambda path: external_replies(path, questions), model, images, out, batch_size, max_new_tokens, model_id, dtype
+        asked, answers, lambda path: replies_to(path, {str(q.question_id): question_text(q.object) for q in questions}, "POPE questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype
     )
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,

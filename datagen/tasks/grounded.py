@@ -114,7 +114,7 @@ def _by_category(image: ImageAnnotations) -> dict[str, list[Box]]:
     return found
 
 
-def _clear(image: ImageAnnotations, most: int | None = 1) -> dict[str, list[Box]]:
+def clear_categories(image: ImageAnnotations, most: int | None = 1) -> dict[str, list[Box]]:
     """Categories whose every box is clear (no crowd box of it, none tiny), with at most `most` boxes."""
     return {
         name: boxes
@@ -124,7 +124,7 @@ def _clear(image: ImageAnnotations, most: int | None = 1) -> dict[str, list[Box]
 
 
 def plan_counting(image: ImageAnnotations, stats: Callable[[], ObjectStats], rng: random.Random) -> list[Probe]:
-    countable = sorted(_clear(image, MAX_COUNT).items())
+    countable = sorted(clear_categories(image, MAX_COUNT).items())
     rng.shuffle(countable)
     return [Probe(kind="count", category=name, truth=str(len(boxes))) for name, boxes in countable[:COUNT_QUESTIONS]]
 
@@ -141,7 +141,7 @@ def relation(first: Corners, second: Corners) -> str | None:
 
 
 def plan_spatial(image: ImageAnnotations, stats: Callable[[], ObjectStats], rng: random.Random) -> list[Probe]:
-    singles = sorted((name, corners(boxes[0])) for name, boxes in _clear(image).items())
+    singles = sorted((name, corners(boxes[0])) for name, boxes in clear_categories(image).items())
     pairs = list(combinations(singles, 2))
     rng.shuffle(pairs)
     probes = []
@@ -171,7 +171,7 @@ def _draw_absent(candidates: list[str], present: list[str], stats: ObjectStats, 
 
 
 def plan_absent_objects(image: ImageAnnotations, stats: Callable[[], ObjectStats], rng: random.Random) -> list[Probe]:
-    present = sorted(_clear(image, None))
+    present = sorted(clear_categories(image, None))
     rng.shuffle(present)
     present = present[:PRESENT_QUESTIONS]
     absent_wanted = round(len(present) * ABSENT_SHARE / (1 - ABSENT_SHARE))
@@ -192,7 +192,7 @@ def plan_absent_objects(image: ImageAnnotations, stats: Callable[[], ObjectStats
 
 
 def plan_referring(image: ImageAnnotations, stats: Callable[[], ObjectStats], rng: random.Random) -> list[Probe]:
-    singles = sorted((name, corners(boxes[0])) for name, boxes in _clear(image).items())
+    singles = sorted((name, corners(boxes[0])) for name, boxes in clear_categories(image).items())
     others = [corners(box) for box in image.boxes]
     # A region shared (IoU >= 0.5) with another box could be read as either object.
     singles = [(name, box) for name, box in singles if sum(iou(box, other) >= 0.5 for other in others) == 1]

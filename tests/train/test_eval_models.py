@@ -231,3 +231,27 @@ def test_chair_with_a_model_batched_and_resumed(tiny_ckpt, tmp_path):
     (batched / "answers.jsonl").write_text(full.splitlines(keepends=True)[0] + full.splitlines()[1][:10])
     invoke(*common, "--out", batched, "--batch-size", 3)
     assert (batched / "answers.jsonl").read_text() == full
+
+
+def test_spatial_with_a_model_batched(tiny_ckpt, tmp_path):
+    """`eval spatial --model`: the prompts answered in LLaVA's format, batched like unbatched, scored as written."""
+    from datagen.eval.spatial import SpatialQuestion, score
+
+    folder = tmp_path / "img"
+    shapes = synthetic.make_shapes(folder, 3, seed=6)
+    captions, instances = coco_files(tmp_path, shapes)
+    # A second object on each image's right, so that a relation can be asked too.
+    data = json.loads(instances.read_text())
+    data["annotations"] += [{"id": 200 + i, "image_id": i + 1, "category_id": 2 - i % 2, "bbox": [46, 2, 18, 60], "iscrowd": 0, "area": 1080}
+                            for i in range(len(shapes))]
+    instances.write_text(json.dumps(data))
+    common = ["eval", "spatial", "--model", tiny_ckpt, "--captions", captions, "--instances", instances, "--images", folder,
+              "--image-count", 3, "--max-new-tokens", 3]
+    batched, result = batched_like_single(common, tmp_path, 4)
+    questions = [SpatialQuestion.model_validate_json(line) for line in (batched / "questions.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (batched / "answers.jsonl").read_text().splitlines()]
+    assert {q.task for q in questions} == {"Count", "Relation"}
+    assert [a["question_id"] for a in answers] == [q.idx for q in questions] and answers[0]["prompt"] == questions[0].prompt
+    stored = json.loads((batched / "results.json").read_text())
+    assert stored["tasks"] == score(questions, {str(a["question_id"]): a["text"] for a in answers})["tasks"]
+    assert "| Count |" in result.output
