@@ -263,3 +263,21 @@ def test_referring_replies_hold_boxes_but_no_other_corner_numbers() -> None:
     with pytest.raises(Rejected) as caught:
         TASKS["counting"].parse("Question:\nHow many cats?\n===\nAnswer:\nOne cat, at [0.0, 0.0, 0.5, 0.25].", "stop")
     assert caught.value.reason == "box_coordinates"
+
+
+def test_grounded_tasks_need_the_instances_file(cli, tmp_path: Path) -> None:
+    for context in ([], ["--context", "counting=captions"]):
+        result = cli("generate", "--teacher", "mock", "--tasks", "counting", "--captions", CAPTIONS, "--out", tmp_path / "out", *context)
+        assert result.exit_code == 2
+        assert "--instances is required" in result.output
+    assert not (tmp_path / "out" / "counting.jsonl").exists()
+
+
+def test_categories_the_word_list_cannot_read_are_not_asked() -> None:
+    # A lone orange: "is there an orange" could not be checked ("orange" alone reads as a colour).
+    image = scene(box(1, "orange", 0.0, 0.5, 0.3, 0.9), box(2, "bowl", 0.6, 0.5, 0.9, 0.9))
+    assert [probe.category for probe in plan_counting(image, stats, random.Random(0))] == ["bowl"]
+    stats_with_orange = ObjectStats(STATS.images_with, {**STATS.together, "orange": Counter()})
+    for seed in range(6):
+        asked = plan_absent_objects(scene(box(1, "dog", 0.0, 0.5, 0.3, 0.9)), lambda: stats_with_orange, random.Random(seed))
+        assert "orange" not in {probe.category for probe in asked}

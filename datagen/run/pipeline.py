@@ -101,6 +101,9 @@ class Run:
                 f"--instances is required: tasks {', '.join(needs_boxes)} show object boxes; pass the COCO instances file"
                 " or --context TASK=captions"
             )
+        grounded = [task for task in options.tasks if task_spec(task).planner is not None]
+        if grounded and options.instances is None:  # whatever the teacher is shown, their questions come from the boxes
+            raise InputError(f"--instances is required: tasks {', '.join(grounded)} ask questions the COCO boxes decide; pass the instances file")
         if options.see != "text" and options.images is None:
             raise InputError(f"--see {options.see} needs --images DIR, the folder holding the images named in the captions file")
         if options.images is not None and not options.images.is_dir():

@@ -6,6 +6,7 @@ so the request and the check of its answer plan alike.
 
 What may be asked (each rule keeps out questions whose truth the annotations do not settle):
 - a box is tiny below COCO's "small" size, 32 x 32 pixels: such objects are often left unannotated and hard to see;
+- a category our word list does not read by its own name ("orange", mostly a colour) is never asked about;
 - counting asks about a category with no crowd box, no tiny box and at most `MAX_COUNT` boxes;
 - spatial, referring and the present half of absent_objects ask about categories boxed exactly once (for presence:
   boxed at least once), with no crowd box and no tiny box, so "the dog" names one object;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
+from functools import cache
 from itertools import combinations
 from typing import Literal
 
@@ -114,12 +116,22 @@ def _by_category(image: ImageAnnotations) -> dict[str, list[Box]]:
     return found
 
 
+@cache
+def nameable(category: str) -> bool:
+    """Whether our word list reads the category's own name as it ("orange" it does not: mostly a colour); the checks
+    of an answer could not read a question or an answer about one that it does not."""
+    return any(category in mention.categories for mention in mentions(f"There is one {category} here."))
+
+
 def clear_categories(image: ImageAnnotations, most: int | None = 1) -> dict[str, list[Box]]:
-    """Categories whose every box is clear (no crowd box of it, none tiny), with at most `most` boxes."""
+    """Categories whose every box is clear (no crowd box of it, none tiny), with at most `most` boxes, and nameable."""
     return {
         name: boxes
         for name, boxes in _by_category(image).items()
-        if name not in image.crowd and (most is None or len(boxes) <= most) and not any(is_tiny(box, image) for box in boxes)
+        if name not in image.crowd
+        and (most is None or len(boxes) <= most)
+        and not any(is_tiny(box, image) for box in boxes)
+        and nameable(name)
     }
 
 
@@ -159,7 +171,7 @@ def plan_spatial(image: ImageAnnotations, stats: Callable[[], ObjectStats], rng:
 def _absent_candidates(image: ImageAnnotations, stats: ObjectStats) -> list[str]:
     shown = {box.category for box in image.boxes} | set(image.crowd)
     shown |= {category for categories in claimed_categories(image.captions) for category in categories}
-    return sorted(name for name in stats.together if name not in shown)
+    return sorted(name for name in stats.together if name not in shown and nameable(name))
 
 
 def _draw_absent(candidates: list[str], present: list[str], stats: ObjectStats, sampling: str, rng: random.Random) -> str:
