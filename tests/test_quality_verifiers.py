@@ -98,6 +98,20 @@ def test_relations_the_check_does_not_trust(answer: str) -> None:
     assert reason(verify_relation, answer, "dog", "cat", "left") == "unclear_answer"
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "On the left there is a dog, and the cat is on the right.",  # a bare side names its subject after it
+        "The cat is on the right, and the dog is on the left.",
+        "It's on the cat's left.",
+        "The dog is lying beneath a table, to the left of the cat.",  # "beneath a table" answers no left-or-right question
+        "Looking at the photo, the dog sits towards the left of the cat.",
+    ],
+)
+def test_left_right_answers_real_teachers_write(answer: str) -> None:
+    assert reason(verify_relation, answer, "dog", "cat", "left") is None
+
+
 def test_relation_right_and_wrong() -> None:
     assert reason(verify_relation, "The cat is to the right of the dog.", "dog", "cat", "left") is None
     assert reason(verify_relation, "The cat is to the left of the dog.", "dog", "cat", "left") == "wrong_relation"
@@ -116,6 +130,8 @@ def test_relation_right_and_wrong() -> None:
         ("No.", False),
         ("There isn't one; the room is empty.", False),
         ("I don't see any dog here.", False),
+        ("Yes, there is a dog, but no cat.", True),  # the opening word settles it
+        ("No, only a cat.", False),
     ],
 )
 def test_stated_presence(answer: str, present: bool) -> None:

@@ -255,6 +255,13 @@ def test_referring_replies_hold_boxes_but_no_other_corner_numbers() -> None:
     spec = TASKS["referring"]
     bare = "Question:\nWhere is the cat? Give its region.\n===\nAnswer:\n[0.0, 0.0, 0.5, 0.25]"
     assert spec.parse(bare, "stop")[0][1] == "[0.0, 0.0, 0.5, 0.25]"
+    # LLaVA-1.5's own wording of the request: boxes are the task here.
+    worded = "Question:\nPlease provide the bounding box coordinates of the cat.\n===\nAnswer:\nIts bounding box is [0.1, 0.2, 0.5, 0.6]."
+    assert len(spec.parse(worded, "stop")) == 1
+    told = "Question:\nWhere is the cat?\n===\nAnswer:\nAccording to the captions, the cat is at [0.1, 0.2, 0.5, 0.6]."
+    with pytest.raises(Rejected) as caught:
+        spec.parse(told, "stop")
+    assert caught.value.reason == "reveals_text_source"
     leaked = "Question:\nWhere is the cat?\n===\nAnswer:\nThe cat starts at x=0.12 and ends near the middle."
     with pytest.raises(Rejected) as caught:
         spec.parse(leaked, "stop")

@@ -21,6 +21,7 @@ _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
 IMAGE_ONLY_EXEMPT = frozenset({"reveals_text_source"})
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
 _BOX = re.compile(r"[\[(]\s*-?[\d.]+\s*(?:,\s*-?[\d.]+\s*){3}[\])]")
+_BOX_WORDS = re.compile(r"\b(?:bounding[ -])?box(?:es)?(?:[ -]coordinates?)?\b|\bcoordinates?\b", re.IGNORECASE)
 _FIRST_QUESTION = re.compile(r"^\s*Question\s*:", re.IGNORECASE | re.MULTILINE)
 
 
@@ -131,9 +132,14 @@ def parse_qa_answer(
 
 def boxes_masked(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The pairs as the content rules read them where boxes are a task's content (referring): each `[x1, y1, x2, y2]`
-    one word, so that it is no leak of box corners, no stutter of digits, and a bare box a whole answer. Other
-    shapes of corner numbers ("x=0.12") are still refused."""
-    return [(_BOX.sub("[region]", question), _BOX.sub("[region]", answer)) for question, answer in pairs]
+    one word, so that it is no leak of box corners, no stutter of digits, and a bare box a whole answer; and "bounding
+    box", "box coordinates" the region they name. Other shapes of corner numbers ("x=0.12") and talk of captions or
+    descriptions are still refused."""
+
+    def masked(text: str) -> str:
+        return _BOX_WORDS.sub("region", _BOX.sub("[region]", text))
+
+    return [(masked(question), masked(answer)) for question, answer in pairs]
 
 
 def _before_first_question(text: str) -> str:

@@ -12,8 +12,8 @@ How an answer is read:
   the cat", "the cat is on the right of the dog" (the same fact, its objects swapped), "the cat is to the dog's
   right". A sentence taking an object's own point of view ("from the dog's perspective") or negating the relation
   states nothing this check trusts.
-- Yes/no is read from the first sentence: a negation word makes it "no" (as POPE's scorer reads it); else "yes"
-  when it says yes or claims the object.
+- Yes/no is read from the first sentence: its opening "Yes" or "No"; else a negation word makes it "no" (as POPE's
+  scorer reads it), and "yes" is read when it claims the object.
 - A box is `[x1, y1, x2, y2]` (or in parentheses): four numbers no larger than 1 are corners normalised to the
   image size, LLaVA-1.5's way; larger ones are pixels. A box matches when its IoU with the truth is at least 0.5.
 """
@@ -129,41 +129,46 @@ def _objects(sentence: str, a: str, b: str) -> list[tuple[int, int, str]]:
     return found
 
 
-def stated_relation(answer: str, a: str, b: str) -> str | None:
-    """Where the answer puts object `a` relative to object `b` (left, right, above, below), seen from the viewer."""
+def stated_relation(answer: str, a: str, b: str, axis: tuple[str, str] | None = None) -> str | None:
+    """Where the answer puts object `a` relative to object `b` (left, right, above, below), seen from the viewer;
+    with `axis`, only relations on it count ("beneath a tree" answers no left-or-right question)."""
     for sentence in sentences(answer):
         lowered = sentence.lower().replace("’", "'")
         own_view = _OWN_VIEW.search(lowered)
         if own_view and (own_view.group("owner") or "its").split()[-1] not in _VIEWERS:
             return None
         objects = _objects(sentence, a, b)
-        possessive = _POSSESSIVE_SIDE.search(lowered)
-        if possessive is not None:
-            owner = next((side for start, end, side in objects if possessive.start("owner") <= start < possessive.end("owner")), None)
-            subject = next((side for start, end, side in objects if end <= possessive.start() and side != owner), None)
-            if owner is None:
+        found = [(match, match.group("side"), True) for match in _POSSESSIVE_SIDE.finditer(lowered)]
+        found += [(match, match.lastgroup or "", False) for match in _RELATION.finditer(lowered)]
+        for match, relation, possessive in sorted(found, key=lambda item: item[0].start()):
+            if axis is not None and relation not in axis:
                 continue
-            if _NEGATED.search(lowered[: possessive.start()]):
+            if _NEGATED.search(lowered[: match.start()]):
                 return None
-            relation = possessive.group("side")
-            return relation if (subject or ("b" if owner == "a" else "a")) == "a" else INVERSE[relation]
-        match = _RELATION.search(lowered)
-        if match is None:
-            continue
-        relation = match.lastgroup
-        assert relation is not None
-        if _NEGATED.search(lowered[: match.start()]):
-            return None
-        before = [side for start, end, side in objects if end <= match.start()]
-        after = [side for start, end, side in objects if start >= match.end()]
-        subject = before[-1] if before else ("b" if after and after[0] == "a" else "a")
-        return relation if subject == "a" else INVERSE[relation]
+            before = [side for start, end, side in objects if end <= match.start()]
+            after = [side for start, end, side in objects if start >= match.end()]
+            if possessive:  # "to the dog's right": the owner is the reference, the subject comes before
+                owner = next((side for start, end, side in objects if match.start("owner") <= start < match.end("owner")), None)
+                if owner is None:
+                    continue
+                before = [side for side in before if side != owner]
+                subject = before[-1] if before else ("b" if owner == "a" else "a")
+            elif before:
+                subject = before[-1]
+            elif after:
+                # "Left of the cat." names the reference after the phrase; "On the left is the dog." the subject.
+                takes_object = match.group(0).endswith(" of") or relation in ("above", "below")
+                subject = ("b" if after[0] == "a" else "a") if takes_object else after[0]
+            else:
+                subject = "a"  # "It is on the left.": about the object asked after
+            return relation if subject == "a" else INVERSE[relation]
     return None
 
 
 def verify_relation(answer: str, a: str, b: str, truth: str) -> None:
+    axis = ("left", "right") if truth in ("left", "right") else ("above", "below")
     unclear = f"states no viewer-side relation of the {a} to the {b} (it is {truth} of it)"
-    _judge(stated_relation(answer, a, b), truth, "wrong_relation", unclear, f"puts the {a} {{stated}} of the {b}; it is {truth} of it")
+    _judge(stated_relation(answer, a, b, axis), truth, "wrong_relation", unclear, f"puts the {a} {{stated}} of the {b}; it is {truth} of it")
 
 
 # --- yes / no --------------------------------------------------------------------------------------------------
@@ -177,7 +182,10 @@ def stated_presence(answer: str, category: str) -> bool | None:
     if not parts:
         return None
     first = parts[0].lower().replace("’", "'")
-    words = set(_WORD.findall(first))
+    said = _WORD.findall(first)
+    if said[:1] in (["yes"], ["no"]):  # "Yes, there is a dog, but no cat."
+        return said[0] == "yes"
+    words = set(said)
     if words & _NO or "n't" in first:
         return False
     if "yes" in words or any(category in mention.categories and mention.claimed for mention in mentions(parts[0])):
