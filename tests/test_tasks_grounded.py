@@ -28,7 +28,7 @@ from datagen.tasks.grounded import (
     verify_pairs,
 )
 from datagen.tasks.registry import DEFAULT_TASKS, TASKS
-from datagen.teachers.mock import grounded_labels
+from datagen.teachers.mock import grounded_labels, mock_answer
 from tests.conftest import CAPTIONS, INSTANCES
 
 GROUNDED = ("counting", "spatial", "absent_objects", "referring")
@@ -288,3 +288,12 @@ def test_categories_the_word_list_cannot_read_are_not_asked() -> None:
     for seed in range(6):
         asked = plan_absent_objects(scene(box(1, "dog", 0.0, 0.5, 0.3, 0.9)), lambda: stats_with_orange, random.Random(seed))
         assert "orange" not in {probe.category for probe in asked}
+
+
+def test_the_terse_mock_answers_every_planned_question() -> None:
+    probes = [Probe(kind="count", category="dog", truth="2"), Probe(kind="presence", category="cat", truth="no"),
+              Probe(kind="relation", category="dog", other="bench", truth="left")]
+    messages = [{"role": "user", "content": "Two dogs by a bench.\n\n" + brief(probes)}]
+    terse = mock_answer(messages, 3, "terse")
+    assert terse == mock_answer(messages, 3)
+    assert terse.count("Question:") == 3

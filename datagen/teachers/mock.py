@@ -354,6 +354,9 @@ def mock_answer(messages: list[dict], seed: int | None = None, variant: str = "d
     """
     answer = _default_answer(messages, seed)
     if variant == "terse":
+        # A grounded reply (already one sentence an answer) keeps every planned pair: fewer would fail its plan.
+        if messages and brief_probes(_query_of(messages[-1])):
+            return answer
         return _terse(answer, answer.startswith("Question:\n"))
     if variant != "default":
         raise ValueError(f"unknown mock teacher variant {variant!r}")
