@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from datagen.run.items import SamplingSettings, build_request  # noqa: E402  (run as a script from the repository)
 from datagen.source.coco import CocoSource  # noqa: E402
 from datagen.tasks.prompts import BUNDLED_PROMPTS  # noqa: E402
-from datagen.tasks.registry import TASKS, task_spec  # noqa: E402
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS, task_spec  # noqa: E402
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--captions", type=Path, default=ROOT / "data" / "captions.json")
     parser.add_argument("--instances", type=Path, default=ROOT / "data" / "instances.json")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-new-tokens", type=int, default=300)

@@ -40,7 +40,7 @@ from datagen.quality.parse import Rejected  # noqa: E402
 from datagen.quality.reply_checks import REPLY_RULE_NAMES, Examples, names_another_image  # noqa: E402
 from datagen.source.coco import Box, ImageAnnotations  # noqa: E402
 from datagen.tasks.prompts import BUNDLED_PROMPTS  # noqa: E402
-from datagen.tasks.registry import TASKS, parse_answer  # noqa: E402
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS, parse_answer  # noqa: E402
 
 _TASK_ALIASES = {"conv": "conversation", "complex": "complex_reasoning", "detail_description": "detail"}
 _IMAGE_TOKEN = "<image>"
@@ -156,8 +156,9 @@ def main() -> None:
         refused_by_rule[rule] += 1
         refusals.append(f"- {where} [{task}] `{rule}`: {detail}")
     total = sum(answers.values())
-    print(f"{total} answers ({', '.join(f'{task} {answers[task]}' for task in TASKS)}) from {args.folder}")
-    print(f"refused: {sum(refused_by_task.values())} ({', '.join(f'{task} {refused_by_task[task]}' for task in TASKS)})")
+    shown = [task for task in TASKS if task in DEFAULT_TASKS or answers[task]]  # LLaVA's three, and any other task present
+    print(f"{total} answers ({', '.join(f'{task} {answers[task]}' for task in shown)}) from {args.folder}")
+    print(f"refused: {sum(refused_by_task.values())} ({', '.join(f'{task} {refused_by_task[task]}' for task in shown)})")
     print("| rule | refusals |\n|---|---|")
     for name in (*RULE_NAMES, *REPLY_RULE_NAMES):
         print(f"| `{name}` | {refused_by_rule[name]} |")

@@ -15,7 +15,7 @@ from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS
 
 _RAY = RayEngine()  # the Ray engine's defaults, which the flags of `ray` and `generate --engine ray` show
 
@@ -132,7 +132,7 @@ def generate(
     captions: Path = typer.Option(..., help="COCO captions file (captions_train2017.json)"),
     out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
-    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
+    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="Comma-separated tasks"),
     teacher: str = typer.Option(
         default("teacher"),
         help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), anthropic (Messages API, $ANTHROPIC_API_KEY), mock or mock-terse (offline, labelled; two for comparisons)",
@@ -289,7 +289,7 @@ def generate(
 def export(
     folder: Path = typer.Argument(..., help="The --out folder of a generate run"),
     out: Path = typer.Option(..., help="File to write (JSON array, or JSONL with --jsonl)"),
-    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks to merge"),
+    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="Comma-separated tasks to merge"),
     jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
     keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
@@ -581,7 +581,7 @@ def judge(
     out: Optional[Path] = typer.Option(None, help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
     captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
     instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
-    tasks: str = typer.Option(",".join(TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
+    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
     reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
     candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
     questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
@@ -769,6 +769,64 @@ def eval_pope(
         missing = sum(row["missing"] for row in results["samplings"].values())
         if missing:
             raise fail(f"{missing} POPE questions have no answer; the metrics above leave them out", 1)
+
+
+@eval_app.command("chair")
+@friendly_errors
+def eval_chair(
+    captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2014.json); captions support objects too"),
+    instances: Path = typer.Option(..., help="COCO instances file of the images (instances_val2014.json)"),
+    out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (question_id = COCO image id, text = the description)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the captions file's images (with --model)"),
+    image_count: int = typer.Option(300, min=1, help="Images described (Object HalBench: 300)"),
+    seed: int = typer.Option(0, help="Seeds the images drawn and each one's prompt wording"),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(512, min=1, help="Length cap of a description (greedy decoding)"),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """CHAIR_s, CHAIR_i, object recall and length of a model's detailed descriptions (Object HalBench-style prompts)."""
+    from datagen.eval.chair import run_chair
+
+    if model is not None and answers is not None:
+        raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
+    results, text = run_chair(captions, instances, out, image_count, seed, answers, model, images, batch_size, max_new_tokens, model_id, dtype)
+    typer.echo(text)
+    if results is not None and results["missing"]:
+        raise fail(f"{results['missing']} images have no description; the figures above leave them out", 1)
+
+
+@eval_app.command("spatial")
+@friendly_errors
+def eval_spatial(
+    captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2017.json)"),
+    instances: Path = typer.Option(..., help="COCO instances file the questions are built from (instances_val2017.json)"),
+    out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
+    model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
+    answers: Optional[Path] = typer.Option(None, help="Score this answers file instead (question_id = idx, text = the reply)"),
+    images: Optional[Path] = typer.Option(None, help="Folder of the captions file's images (with --model)"),
+    image_count: int = typer.Option(500, min=1, help="Images that give questions (one counting and one relation question at most each)"),
+    seed: int = typer.Option(0, help="Seeds the images taken, the questions and the order of their options"),
+    instruction: Optional[str] = typer.Option(
+        None, help="Line after the options; default LLaVA-1.5's \"Answer with the option's letter from the given choices directly.\""
+    ),
+    batch_size: int = typer.Option(8, min=1),
+    max_new_tokens: int = typer.Option(16, min=1),
+    model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+) -> None:
+    """Counting and left/right/above/below multiple-choice questions from COCO boxes (CV-Bench 2D's form), scored by letter."""
+    from datagen.eval.spatial import INSTRUCTION, run_spatial
+
+    if model is not None and answers is not None:
+        raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
+    results, text = run_spatial(captions, instances, out, image_count, seed, INSTRUCTION if instruction is None else instruction, answers,
+                                model, images, batch_size, max_new_tokens, model_id, dtype)
+    typer.echo(text)
+    if results is not None and results["missing"]:
+        raise fail(f"{results['missing']} questions have no answer; they count as wrong above", 1)
 
 
 def _register_trainer() -> None:

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from datagen.cli import app
 from datagen.tasks.prompts import BUNDLED_PROMPTS
 from datagen.formats.records import GeneratedRecord, Reject
-from datagen.tasks.registry import TASKS, task_spec
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS, task_spec
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO / "data" / "captions.json"
 INSTANCES = REPO / "data" / "instances.json"
 SAMPLE_IDS = sorted(image["id"] for image in json.loads(CAPTIONS.read_text(encoding="utf-8"))["images"])
-OUTPUT_FILES = [f"{task}.jsonl" for task in TASKS] + ["rejects.jsonl"]
+OUTPUT_FILES = [f"{task}.jsonl" for task in DEFAULT_TASKS] + ["rejects.jsonl"]
 NO_KEY = {"OPENAI_API_KEY": None, "OPENAI_BASE_URL": None}
 
 
@@ -79,7 +79,7 @@ def test_writes_task_files_rejects_and_manifest(baseline: Path) -> None:
         assert (baseline / name).is_file(), name
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
 def test_one_outcome_per_image_and_task(baseline: Path, task: str) -> None:
     records = read_jsonl(baseline / f"{task}.jsonl")
     rejects = [row for row in read_jsonl(baseline / "rejects.jsonl") if row["task"] == task]
@@ -89,7 +89,7 @@ def test_one_outcome_per_image_and_task(baseline: Path, task: str) -> None:
 
 
 def test_every_record_validates_and_says_mock(baseline: Path) -> None:
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         for row in read_jsonl(baseline / f"{task}.jsonl"):
             record = GeneratedRecord.model_validate(row)
             assert record.meta.task == task
@@ -121,18 +121,18 @@ def test_default_contexts_show_boxes_only_where_llava_did(baseline: Path) -> Non
 def test_manifest_contents(baseline: Path) -> None:
     data = manifest(baseline)
     assert data["status"] == "completed"
-    assert data["prompt_hashes"] == {task: task_spec(task).load_pack(BUNDLED_PROMPTS).sha256 for task in TASKS}
+    assert data["prompt_hashes"] == {task: task_spec(task).load_pack(BUNDLED_PROMPTS).sha256 for task in DEFAULT_TASKS}
     assert data["settings"]["sampling"]["seed"] == 0
     assert data["source"]["images"] == 22 and data["source"]["boxes"] == 91
     assert data["source"]["hard_cases"]["boxes_crowd_skipped"] == 1
     rejects = read_jsonl(baseline / "rejects.jsonl")
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         counts = data["counts"][task]
         written = len(read_jsonl(baseline / f"{task}.jsonl"))
         assert counts["written"] == written
         assert sum(counts["rejected"].values()) == sum(1 for row in rejects if row["task"] == task)
         assert counts["requested"] == 22 == counts["written"] + sum(counts["rejected"].values()) + sum(counts["skipped"].values())
-    rows = [row for task in TASKS for row in read_jsonl(baseline / f"{task}.jsonl")] + rejects
+    rows = [row for task in DEFAULT_TASKS for row in read_jsonl(baseline / f"{task}.jsonl")] + rejects
     assert data["usage"]["prompt_tokens"] == sum(row["meta"]["usage"]["prompt_tokens"] for row in rows) > 0
     assert data["usage"]["completion_tokens"] == sum(row["meta"]["usage"]["completion_tokens"] for row in rows) > 0
     assert data["requests_sent"] == 66
@@ -153,7 +153,7 @@ def test_same_seed_same_files(baseline: Path, tmp_path: Path) -> None:
 def test_different_seed_changes_records(baseline: Path, tmp_path: Path) -> None:
     other = tmp_path / "seed1"
     run_generate(other, "--seed", "1")
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         assert sorted_lines(other / f"{task}.jsonl") != sorted_lines(baseline / f"{task}.jsonl"), task
     assert manifest(other)["settings"]["sampling"]["seed"] == 1
 
@@ -164,7 +164,7 @@ def test_different_seed_changes_records(baseline: Path, tmp_path: Path) -> None:
 def test_limit(tmp_path: Path) -> None:
     out = tmp_path / "limit"
     run_generate(out, "--limit", "5")
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         ids = {row["meta"]["image_id"] for row in read_jsonl(out / f"{task}.jsonl")}
         ids |= {row["meta"]["image_id"] for row in read_jsonl(out / "rejects.jsonl") if row["task"] == task}
         assert ids == set(SAMPLE_IDS[:5])
@@ -224,9 +224,9 @@ def test_llava_layout_prompts_root(tmp_path: Path, llava_prompts: Path) -> None:
     out = tmp_path / "out"
     run_generate(out, "--prompts", root)
     data = manifest(out)
-    assert data["prompt_hashes"] == {task: task_spec(task).load_pack(root).sha256 for task in TASKS}
+    assert data["prompt_hashes"] == {task: task_spec(task).load_pack(root).sha256 for task in DEFAULT_TASKS}
     assert data["prompt_hashes"]["detail"] != task_spec("detail").load_pack(BUNDLED_PROMPTS).sha256
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         rows = read_jsonl(out / f"{task}.jsonl")
         assert len(rows) >= 20
         assert {row["meta"]["prompt_hash"] for row in rows} == {data["prompt_hashes"][task]}
@@ -235,7 +235,7 @@ def test_llava_layout_prompts_root(tmp_path: Path, llava_prompts: Path) -> None:
     from datagen.run.items import SamplingSettings, build_request
 
     image = CocoSource(CAPTIONS, INSTANCES).image(100027)
-    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={name: spec.default_context for name, spec in TASKS.items()})
+    sampling = SamplingSettings(model="mock", temperature=0.7, max_tokens=1024, seed=0, contexts={name: TASKS[name].default_context for name in DEFAULT_TASKS})
     request = build_request(image, "detail", task_spec("detail").load_pack(root), sampling)
     assert request.messages[0]["content"].encode() == (root / "detail_description" / "system_message.txt").read_bytes()
     sent = {row["meta"]["image_id"]: row["meta"]["request_key"] for row in read_jsonl(out / "detail.jsonl")}
@@ -400,7 +400,7 @@ def test_truncated_answers_become_rejects_and_are_counted(tmp_path: Path) -> Non
         reject = Reject.model_validate(row)
         assert reject.reason == "truncated" and reject.finish_reason == "length" and reject.raw
     data = manifest(out)
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         counts = data["counts"][task]
         mine = [row for row in rejects if row["task"] == task]
         assert counts["rejected"].get("truncated", 0) == len(mine)

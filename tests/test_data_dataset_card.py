@@ -18,7 +18,7 @@ yaml = pytest.importorskip("yaml")
 
 from datagen.data.dataset_card import UntypeableField, features_of, to_yaml  # noqa: E402
 from datagen.formats.records import GeneratedRecord, InstructRecord  # noqa: E402
-from datagen.tasks.registry import TASKS  # noqa: E402
+from datagen.tasks.registry import DEFAULT_TASKS  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTIONS, INSTANCES = DATA / "captions.json", DATA / "instances.json"
@@ -146,14 +146,14 @@ def test_generate_folder_loads_three_tasks_typed(run_folder: Path, tmp_path: Pat
     loaded = load(run_folder, tmp_path / "cache")
     written = {task: counts["written"] for task, counts in manifest(run_folder)["counts"].items()}
     assert {split: len(loaded[split]) for split in loaded} == written
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         features = loaded[task].features
         # The failure this fixes: every conversation record has box_ids [], which alone types as a list of nulls.
         assert features["meta"]["box_ids"] == datasets.List(datasets.Value("int64"))
         assert features["conversations"] == datasets.List({"from": datasets.Value("string"), "value": datasets.Value("string")})
         assert loaded[task][0]["conversations"][0]["from"] == "human"
         assert {row["meta"]["task"] for row in loaded[task]} == {task}
-    union = load(run_folder, tmp_path / "cache", split="+".join(TASKS))
+    union = load(run_folder, tmp_path / "cache", split="+".join(DEFAULT_TASKS))
     assert len(union) == sum(written.values())
 
 
@@ -172,14 +172,14 @@ def test_card_names_teacher_mock_flag_prompts_seed_and_counts(run_folder: Path) 
     assert "- Seed 3," in text
     assert f"| {run['counts']['detail']['requested']} | {run['counts']['detail']['written']} |" in text
     quality = run.get("quality") or {}  # present once grounding is measured
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         chair = [(quality.get(task) or {}).get(key) for key in ("chair_i", "chair_s")]
         cells = " | ".join("n/a" if value is None else f"{value:.4f}" for value in chair)
         assert f"| {cells} |\n" in text.split(f"| {task} |", 1)[1].split("\n", 1)[0] + "\n"
     assert ("Grounding (CHAIR) was not measured" in text) == (not quality)
     header = card_header(run_folder)
     assert [config["config_name"] for config in header["configs"]] == ["default"]
-    assert [entry["path"] for entry in header["configs"][0]["data_files"]] == [f"{task}.jsonl" for task in TASKS]
+    assert [entry["path"] for entry in header["configs"][0]["data_files"]] == [f"{task}.jsonl" for task in DEFAULT_TASKS]
 
 
 def test_quality_figures_appear_when_the_manifest_has_them(run_folder: Path, tmp_path: Path) -> None:
@@ -256,14 +256,14 @@ def test_export_into_the_run_folder_adds_a_config_and_survives_a_rerun(run_folde
     header = card_header(folder)
     assert [config["config_name"] for config in header["configs"]] == ["default", "llava_instruct"]
     tasks = load(folder, tmp_path / "cache")
-    assert set(tasks) == set(TASKS)
+    assert set(tasks) == set(DEFAULT_TASKS)
     exported = load(folder, tmp_path / "cache", "llava_instruct", split="train")
     assert len(exported) == len(tasks["detail"])
     assert "## Export `llava_instruct.json`" in (folder / "README.md").read_text(encoding="utf-8")
     # A file named like a config already there gets a name of its own rather than shadowing the run's splits.
     assert cli("export", folder, "--out", folder / "default.json").exit_code == 0
     assert [config["config_name"] for config in card_header(folder)["configs"]] == ["default", "llava_instruct", "default_export"]
-    assert set(load(folder, tmp_path / "cache")) == set(TASKS)
+    assert set(load(folder, tmp_path / "cache")) == set(DEFAULT_TASKS)
 
 
 def test_someone_elses_readme_is_left_alone(tmp_path: Path, cli) -> None:

@@ -15,7 +15,7 @@ from datagen.cli import app
 from datagen.source.coco import CocoSource
 from datagen.tasks.prompts import load_instructions
 from datagen.formats.records import InstructRecord
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO / "data" / "captions.json"
@@ -77,7 +77,7 @@ def test_export_merges_tasks_and_strips_meta(generated: Path, tmp_path: Path, sa
     out = tmp_path / "all.json"
     result = invoke("export", generated, "--out", out)
     rows = load(out)
-    counts = {task: len(task_lines(generated, task)) for task in TASKS}
+    counts = {task: len(task_lines(generated, task)) for task in DEFAULT_TASKS}
     assert len(rows) == sum(counts.values())
     assert f"wrote {len(rows)} records" in result.output
     for task, count in counts.items():
@@ -107,7 +107,7 @@ def test_export_order_is_deterministic_by_task_then_id(generated: Path, tmp_path
     invoke("export", generated, "--out", second, "--keep-meta")
     assert first.read_bytes() == second.read_bytes()
     rows = load(first)
-    keys = [(list(TASKS).index(row["meta"]["task"]), row["id"]) for row in rows]
+    keys = [(list(DEFAULT_TASKS).index(row["meta"]["task"]), row["id"]) for row in rows]
     assert keys == sorted(keys)
 
 
@@ -116,7 +116,7 @@ def test_keep_meta(generated: Path, tmp_path: Path) -> None:
     invoke("export", generated, "--out", out, "--keep-meta")
     rows = load(out)
     assert all(row["meta"]["teacher"]["mock"] is True for row in rows)
-    originals = {(row["meta"]["task"], row["id"]): row for task in TASKS for row in task_lines(generated, task)}
+    originals = {(row["meta"]["task"], row["id"]): row for task in DEFAULT_TASKS for row in task_lines(generated, task)}
     for row in rows:
         assert originals[(row["meta"]["task"], row["id"])] == row  # nothing lost or changed
 

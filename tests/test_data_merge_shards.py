@@ -10,11 +10,11 @@ import pytest
 
 from datagen.source.coco import CocoSource
 from datagen.run.pipeline import select_image_ids
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 
 from tests.conftest import CAPTIONS, INSTANCES
 
-OUTPUT_FILES = [*(f"{task}.jsonl" for task in TASKS), "rejects.jsonl"]
+OUTPUT_FILES = [*(f"{task}.jsonl" for task in DEFAULT_TASKS), "rejects.jsonl"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from datagen.run.batch import BatchJob, load_state
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.run.generate import generate
 from datagen.run.options import GenerateOptions
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 
 from tests.conftest import CAPTIONS, INSTANCES
 
@@ -35,7 +35,7 @@ def options(out: Path, base_url: str, **changes) -> GenerateOptions:
         captions=CAPTIONS,
         instances=INSTANCES,
         out=out,
-        tasks=list(TASKS),
+        tasks=list(DEFAULT_TASKS),
         teacher="openai",
         model="mock-teacher",
         base_url=base_url,
@@ -52,7 +52,7 @@ def sorted_lines(path: Path) -> list[bytes]:
 
 
 def outputs(out: Path) -> dict[str, list[bytes]]:
-    return {name: sorted_lines(out / name) for name in [*(f"{task}.jsonl" for task in TASKS), "rejects.jsonl"] if (out / name).exists()}
+    return {name: sorted_lines(out / name) for name in [*(f"{task}.jsonl" for task in DEFAULT_TASKS), "rejects.jsonl"] if (out / name).exists()}
 
 
 def batch_count(server: MockServer) -> int:

@@ -23,7 +23,7 @@ from datagen.run.answer import answer_item
 from datagen.run.batch import custom_id, item_of
 from datagen.run.options import GenerateOptions
 from datagen.run.plan import Plan
-from datagen.tasks.registry import TASKS, ItemKey, ResponseFormat, TaskSpec, register, unregister
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS, ItemKey, ResponseFormat, TaskSpec, register, unregister
 from datagen.teachers.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from tests.synthetic import write_coco
@@ -136,7 +136,7 @@ def test_samples_per_image_gives_distinct_items_that_resume(generate_mock, tmp_p
     manifest = json.loads((three / "manifest.json").read_text())
     assert manifest["settings"]["samples_per_image"] == 3 and "samples_per_image" not in json.loads((one / "manifest.json").read_text())["settings"]
     rejects = lines(three / "rejects.jsonl")
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         records = lines(three / f"{task}.jsonl")
         done = [row["id"] for row in records] + [row["id"] for row in rejects if row["task"] == task]
         assert len(done) == len(set(done)) == 12 and manifest["counts"][task]["requested"] == 12

@@ -27,13 +27,13 @@ from datagen.run.ray_engine import (
     vllm_preprocess,
     vllm_row,
 )
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 from datagen.teachers.teacher import parse_completion
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from tests.synthetic import write_coco
 
 KEY = "sk-ray-test-SECRET-7f3a9c"
-OUTPUTS = (*(f"{task}.jsonl" for task in TASKS), "rejects.jsonl")
+OUTPUTS = (*(f"{task}.jsonl" for task in DEFAULT_TASKS), "rejects.jsonl")
 REPO = Path(__file__).resolve().parent.parent
 # Every fault a live run survives by retrying: throttling, server errors, dropped connections.
 FAULTS = MockServerConfig(p429=0.08, p500=0.08, drop=0.04, retry_after=0.05, quirks={"content_filter": 0.2})

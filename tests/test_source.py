@@ -9,7 +9,7 @@ import pytest
 
 from datagen.source.coco import Box, CocoSource, ImageAnnotations, normalise_caption, normalised_box
 from datagen.source.context import render_context
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS, TASKS
 from datagen.errors import InputError
 
 
@@ -64,7 +64,7 @@ def test_render_without_boxes_has_no_trailing_blank_line() -> None:
 
 
 def test_default_contexts_follow_llava() -> None:
-    assert {name: spec.default_context for name, spec in TASKS.items()} == {"conversation": "captions", "detail": "captions+boxes", "complex_reasoning": "captions+boxes"}
+    assert {name: TASKS[name].default_context for name in DEFAULT_TASKS} == {"conversation": "captions", "detail": "captions+boxes", "complex_reasoning": "captions+boxes"}
 
 
 def test_normalised_box_rounds_to_three_decimals_and_reports_clipping() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 from tests.synthetic import write_coco
 
 
@@ -90,10 +90,10 @@ def test_string_ids_are_normalised_once_so_a_rerun_adds_nothing(coco, tmp_path, 
     captions_path, instances_path = write(tmp_path, captions, instances)
     out = tmp_path / "out"
     generate_mock(out, captions=captions_path, instances=instances_path)
-    first = {task: read_jsonl(out / f"{task}.jsonl") for task in TASKS}
+    first = {task: read_jsonl(out / f"{task}.jsonl") for task in DEFAULT_TASKS}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert all(len(records) == manifest["counts"][task]["written"] == 3 for task, records in first.items())
     assert all(record["meta"]["box_ids"] for record in first["detail"])  # the boxes kept their images
     generate_mock(out, captions=captions_path, instances=instances_path)
-    assert {task: read_jsonl(out / f"{task}.jsonl") for task in TASKS} == first
+    assert {task: read_jsonl(out / f"{task}.jsonl") for task in DEFAULT_TASKS} == first

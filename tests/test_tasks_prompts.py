@@ -9,8 +9,12 @@ import pytest
 
 from datagen.errors import InputError
 from datagen.tasks.prompts import BUNDLED_PROMPTS, build_messages, load_instructions
+from datagen.source.coco import ImageAnnotations
+from datagen.tasks.grounded import brief_probes, verify_pairs
 from datagen.tasks.registry import TASKS, parse_answer, task_spec
 
+# The shots' regions are normalised: the size only matters for a box written in pixels.
+SHOT_IMAGE = ImageAnnotations(image_id=1, file_name="1.jpg", width=640, height=480, captions=["A shot."], caption_ids=[1], boxes=[])
 BOX_LINE = re.compile(r"^[a-z ]+: \[(?:0|1)\.\d{1,3}(?:, (?:0|1)\.\d{1,3}){3}\]$")
 
 @pytest.mark.parametrize("task", TASKS)
@@ -33,6 +37,11 @@ def test_bundled_shots_pass_our_own_validator(task: str) -> None:
             assert len(content) >= 2
         elif task == "complex_reasoning":
             assert len(content) == 1
+        elif task_spec(task).planner is not None:  # a grounded task: one pair per planned question, each answer right
+            assert not isinstance(content, str)
+            probes = brief_probes(shot.context)
+            assert probes
+            verify_pairs(probes, content, SHOT_IMAGE)
         else:
             assert isinstance(content, str)
 

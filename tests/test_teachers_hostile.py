@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 from datagen.teachers import health
 from datagen.teachers.health import ServerWatch
 from datagen.teachers.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, RetryableError, _retry_delay
@@ -53,7 +53,7 @@ def manifest(out: Path) -> dict:
 
 
 def record_ids(out: Path) -> dict[str, list[str]]:
-    return {task: sorted(json.loads(line)["id"] for line in (out / f"{task}.jsonl").read_text().splitlines()) for task in TASKS}
+    return {task: sorted(json.loads(line)["id"] for line in (out / f"{task}.jsonl").read_text().splitlines()) for task in DEFAULT_TASKS}
 
 
 def assert_exact_accounting(out: Path, images: int = 4) -> None:

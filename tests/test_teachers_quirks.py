@@ -14,12 +14,12 @@ import pytest
 
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from datagen.tasks.token_estimate import estimate_tokens
-from datagen.tasks.registry import TASKS
+from datagen.tasks.registry import DEFAULT_TASKS
 from datagen.teachers.teacher import ChatRequest, OpenAITeacher, RequestRefused, RetryableError, parse_completion
 from tests.synthetic import write_coco
 
 KEY = "sk-quirk-test-SECRET"
-OUTPUTS = (*(f"{task}.jsonl" for task in TASKS), "rejects.jsonl")
+OUTPUTS = (*(f"{task}.jsonl" for task in DEFAULT_TASKS), "rejects.jsonl")
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def outputs(out: Path) -> dict[str, list[str]]:
 
 
 def records(out: Path) -> list[dict]:
-    return [row for task in TASKS for row in read(out / f"{task}.jsonl")]
+    return [row for task in DEFAULT_TASKS for row in read(out / f"{task}.jsonl")]
 
 
 def seen_requests(server: MockServer) -> list[dict]:
@@ -111,11 +111,11 @@ def test_bodies_are_canonical_json_whatever_their_messages_hold():
     from tests.conftest import CAPTIONS, INSTANCES
 
     source = CocoSource(CAPTIONS, INSTANCES)
-    sampling = SamplingSettings(model="m", temperature=0.2, max_tokens=99, seed=1, contexts={task: TASKS[task].default_context for task in TASKS})
+    sampling = SamplingSettings(model="m", temperature=0.2, max_tokens=99, seed=1, contexts={task: TASKS[task].default_context for task in DEFAULT_TASKS})
     requests = [
         build_request(image, task, task_spec(task).load_pack(BUNDLED_PROMPTS), sampling)
         for image in list(source.images())[:3]
-        for task in TASKS
+        for task in DEFAULT_TASKS
     ]
     shape = RequestShape(token_limit_field="max_completion_tokens", omit=("seed",), extra_body={"top_k": 5, "b": {"z": 1, "a": [2, "é"]}})
     odd_messages = [

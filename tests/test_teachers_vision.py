@@ -18,7 +18,7 @@ from datagen.quality.parse import Rejected
 from datagen.run.generate import generate
 from datagen.run.options import GenerateOptions
 from datagen.tasks.prompts import BUNDLED_PROMPTS
-from datagen.tasks.registry import TASKS, parse_answer
+from datagen.tasks.registry import DEFAULT_TASKS, parse_answer
 from datagen.teachers.vision import DATA_URL_PREFIX, _encode_cached, encode_image, image_tokens
 
 from tests.conftest import CAPTIONS, INSTANCES
@@ -62,7 +62,7 @@ def options(out: Path, server: MockServer, **changes) -> GenerateOptions:
         captions=CAPTIONS,
         instances=INSTANCES,
         out=out,
-        tasks=list(TASKS),
+        tasks=list(DEFAULT_TASKS),
         teacher="openai",
         model="mock-teacher",
         base_url=server.base_url,
@@ -100,7 +100,7 @@ def query(body: dict):
 
 
 def records(out: Path) -> list[dict]:
-    return [json.loads(line) for task in TASKS for line in (out / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for task in DEFAULT_TASKS for line in (out / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 # --- the three regimes, as the server receives them ------------------------------------------------
@@ -208,7 +208,7 @@ def test_rerun_and_cache_send_nothing_again(server, images, tmp_path):
     assert first.requests_sent == 66
     _, resumed = run_and_collect(server, out, see="image", images=images)
     assert resumed.requests_sent == 0 and server.stats()["total"] == 0
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         (out / f"{task}.jsonl").unlink()
     _encode_cached.cache_clear()
     _, from_cache = run_and_collect(server, out, see="image", images=images)
@@ -239,7 +239,7 @@ def test_missing_and_unreadable_images_are_skipped_and_counted(server, images, t
     (own / entries[1]["file_name"]).write_bytes(b"not a jpeg at all")
     bodies, manifest = run_and_collect(server, tmp_path / "out", see="both", images=own)
     assert len(bodies) == 60
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         assert manifest.counts[task].skipped == {"image_missing": 1, "image_unreadable": 1}
         assert manifest.counts[task].written == 20
     # The files turn up: a rerun asks for exactly the skipped items.
@@ -390,4 +390,4 @@ def test_report_sets_a_text_run_beside_an_image_run(server, images, tmp_path):
     # the image run paid for the pictures: its prompt tokens, as the server reported them, are shown beside the text run's
     assert image.usage.prompt_tokens > text.usage.prompt_tokens
     assert f"{text.usage.prompt_tokens:,}" in page and f"{image.usage.prompt_tokens:,}" in page
-    assert all(run.tasks[task].counts["written"] == 22 for run in runs for task in TASKS)
+    assert all(run.tasks[task].counts["written"] == 22 for run in runs for task in DEFAULT_TASKS)

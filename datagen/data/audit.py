@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, computed_field
 
 from datagen.quality.checks import Finding, check_pairs
+from datagen.quality.parse import boxes_masked
 from datagen.quality.reply_checks import Examples, check_reply
 from datagen.source.coco import CocoSource
 from datagen.errors import InputError
@@ -236,6 +237,8 @@ def audit_record(
     prose = chosen in TASKS and TASKS[chosen].response is ResponseFormat.PROSE
     checked = [("", answer) for _, answer in pairs] if prose else pairs
     # As `generate` checks a reply: each question and answer, then the whole reply (loops, copied examples).
+    if chosen in TASKS and TASKS[chosen].boxes_in_text:
+        checked = boxes_masked(checked)
     findings = check_pairs("prose" if prose else "qa_pairs", checked) + check_reply(checked, examples[chosen] if chosen in TASKS else None)
     return AuditedRecord(
         index=index,

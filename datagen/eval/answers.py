@@ -30,3 +30,25 @@ def answer_lines(path: Path, flag: str = "--answers") -> dict[str, tuple[str, di
     if not answers:
         raise InputError(f"{flag} {path}: the file holds no answers")
     return answers
+
+
+def replies_to(path: Path, asked: dict[str, str], what: str) -> dict[str, str]:
+    """An answers file's replies (question id -> text), checked to answer these very questions: `asked` maps each
+    question id to the question its `prompt`, when the line has one, must hold (a set built with another seed does
+    not); `what` names the questions in the message ("POPE questions")."""
+    answers = answer_lines(path)
+    for key, (where, line) in answers.items():
+        question = asked.get(key)
+        if question is None:
+            raise InputError(f"--answers {path}: question_id {key} is not one of the {len(asked)} {what}; answer OUT/questions.jsonl")
+        prompt = line.get("prompt")
+        if isinstance(prompt, str) and not prompt.strip():
+            raise InputError(
+                f"{where}: prompt is empty, so which question it answers is unknown; write the question asked there ({question!r}) or drop the prompt field"
+            )
+        if isinstance(prompt, str) and question not in prompt:
+            raise InputError(
+                f"{where}: question_id {key} answers {prompt.strip().splitlines()[0][:80]!r}, but here it asks {question!r}; "
+                "were the questions built with another --seed or other files?"
+            )
+    return {key: line["text"] for key, (_, line) in answers.items()}

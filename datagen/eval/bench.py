@@ -11,6 +11,7 @@ against the questions, in its place.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -153,10 +154,30 @@ def take_answers(answers_path: Path, questions_path: Path, out: Path) -> tuple[P
             f"({len(unknown)} such); pass the answers to these questions"
         )
     text = "".join(json_line(answers[key]) for key in asked if key in answers)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / ANSWERS_FILE
+    write_settled(path, text, f"--out {out}: already holds other answers ({ANSWERS_FILE}); pick another --out")
+    return path, len(answers), [key for key in asked if key not in answers]
+
+
+def write_settled(path: Path, text: str, conflict: str) -> None:
+    """Write `text` to `path`, whose folder is made; a file already there with other text is an InputError(conflict),
+    so an --out keeps the questions (or answers) its answers were made for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text(encoding="utf-8") != text:
-        raise InputError(f"--out {out}: already holds other answers ({ANSWERS_FILE}); pick another --out")
+        raise InputError(conflict)
     with atomic_file(path, "w") as handle:
         handle.write(text)
-    return path, len(answers), [key for key in asked if key not in answers]
+
+
+def replies_for(
+    questions: list[BenchQuestion], answers: Path | None, external: Callable[[Path], dict[str, str]], model_path: Path | None,
+    images: Path | None, out: Path, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
+) -> tuple[dict[str, str], str]:
+    """The replies to `questions` (question id as a string -> reply) and where they come from: the answers file read
+    by `external`, or the model's, answered into OUT/answers.jsonl as `eval bench` does (batched, resumed)."""
+    if answers is not None:
+        return external(answers), f"answers:{answers}"
+    assert model_path is not None
+    paths = {str(q.question_id): image_path(images, q.image) for q in questions}
+    answers_file, _, _ = answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype)
+    return {key: line["text"] for key, line in read_answers(answers_file, "--out").items()}, str(model_path)

@@ -28,9 +28,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.errors import InputError
-from datagen.eval.answers import answer_lines
-from datagen.eval.bench import BenchQuestion, answer_questions, image_path
-from datagen.files.jsonl import atomic_file, write_json_atomic
+from datagen.eval.answers import replies_to
+from datagen.eval.bench import BenchQuestion, replies_for, write_settled
+from datagen.files.jsonl import write_json_atomic
 from datagen.source.coco import ImageObjects, image_objects
 
 SAMPLINGS = ("random", "popular", "adversarial")
@@ -181,37 +181,12 @@ def prepare(out: Path, instances: Path, count: int, per_image: int, seed: int, i
     images, _ = image_objects(instances)
     questions = build_questions(images, count, per_image, seed, instruction)
     text = "".join(question.model_dump_json() + "\n" for question in questions)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / QUESTIONS_FILE
-    if path.exists() and path.read_text(encoding="utf-8") != text:
-        raise InputError(
-            f"--out {out}: holds POPE questions built from other instances or settings (--image-count, --per-image, --seed, "
-            "--instruction); rerun with those, or pick another --out"
-        )
-    with atomic_file(path, "w") as handle:
-        handle.write(text)
+    conflict = (
+        f"--out {out}: holds POPE questions built from other instances or settings (--image-count, --per-image, --seed, "
+        "--instruction); rerun with those, or pick another --out"
+    )
+    write_settled(out / QUESTIONS_FILE, text, conflict)
     return questions
-
-
-def external_replies(path: Path, questions: list[PopeQuestion]) -> dict[str, str]:
-    """An answers file's replies, checked to answer these very questions (a set built with another seed does not)."""
-    answers = answer_lines(path)
-    by_id = {str(question.question_id): question for question in questions}
-    for key, (where, line) in answers.items():
-        question = by_id.get(key)
-        if question is None:
-            raise InputError(f"--answers {path}: question_id {key} is not one of the {len(questions)} POPE questions; "
-                             "answer the questions.jsonl these settings build")
-        prompt = line.get("prompt")
-        if isinstance(prompt, str) and not prompt.strip():
-            raise InputError(f"{where}: prompt is empty, so which question it answers is unknown; "
-                             f"write the question asked there ({question_text(question.object)!r}) or drop the prompt field")
-        if isinstance(prompt, str) and question_text(question.object) not in prompt:
-            raise InputError(
-                f"{where}: question_id {key} answers {prompt.strip().splitlines()[0][:80]!r}, but here it asks "
-                f"{question_text(question.object)!r}; were the questions built with another --seed or --instances?"
-            )
-    return {key: line["text"] for key, (_, line) in answers.items()}
 
 
 def run_pope(
@@ -221,16 +196,10 @@ def run_pope(
     questions = prepare(out, instances, count, per_image, seed, instruction)
     if answers is None and model is None:
         return None, f"wrote {len(questions)} POPE questions to {out / QUESTIONS_FILE}; answer them, then score with --answers"
-    if answers is not None:
-        replies = external_replies(answers, questions)
-        source = f"answers:{answers}"
-    else:
-        assert model is not None
-        asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
-        paths = {str(q.question_id): image_path(images, q.image) for q in asked}
-        answers_file, _, _ = answer_questions(model, asked, paths, out, batch_size, max_new_tokens, model_id, dtype)
-        replies = {key: line["text"] for key, (_, line) in answer_lines(answers_file, "--out").items()}
-        source = str(model)
+    asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
+    replies, source = replies_for(
+        asked, answers, lambda path: replies_to(path, {str(q.question_id): question_text(q.object) for q in questions}, "POPE questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype
+    )
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,
                "instruction": instruction, "samplings": by_sampling}

@@ -39,6 +39,14 @@ RejectReason = Literal[
     # names only objects the image lacks (at least two: a record about another image), or, with --reject-unsupported,
     # any object neither the boxes nor the captions show
     "unsupported_object",
+    # Grounded tasks (datagen/tasks/grounded.py): an answer checked against the fact the boxes decide.
+    "wrong_count",  # states another number of the category than its boxes
+    "wrong_relation",  # puts the object on the other side of (or above/below) the reference object
+    "wrong_presence",  # says yes about an absent object, or no about a present one
+    "wrong_box",  # gives a box overlapping the object's by IoU < 0.5
+    "wrong_object",  # names something else than the object in the region asked about
+    "unclear_answer",  # states no number, relation, yes/no or box the check can read
+    "off_plan_question",  # a question that does not ask about the planned object or region
 ]
 
 # Why an item was left for a later run: counted in the manifest's `skipped`, written nowhere, asked again by a rerun.
@@ -55,6 +63,7 @@ SkipReason = Literal[
     "image_missing",  # --see image|both: the image file is not in --images
     "image_unreadable",  # --see image|both: the file cannot be decoded as an image, or claims more pixels than a photo has
     "image_outside_folder",  # --see image|both: the captions file names a path outside --images (never read)
+    "unaskable",  # a grounded task found nothing the boxes decide (only crowd or tiny boxes, no clear relation, ...)
 ]
 
 

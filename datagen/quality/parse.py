@@ -20,6 +20,8 @@ _SEPARATOR = re.compile(r"\n[ \t]*={3,}[ \t]*\n")
 # Rules about our text context, which a teacher shown only the image never had.
 IMAGE_ONLY_EXEMPT = frozenset({"reveals_text_source"})
 _LABEL = re.compile(r"^\s*(Question|Answer)\s*:\s*", re.IGNORECASE)
+_BOX = re.compile(r"[\[(]\s*-?[\d.]+\s*(?:,\s*-?[\d.]+\s*){3}[\])]")
+_BOX_WORDS = re.compile(r"\b(?:bounding[ -])?box(?:es)?(?:[ -]coordinates?)?\b|\bcoordinates?\b", re.IGNORECASE)
 _FIRST_QUESTION = re.compile(r"^\s*Question\s*:", re.IGNORECASE | re.MULTILINE)
 
 
@@ -97,9 +99,15 @@ def parse_prose(task: str, text: str, finish_reason: str | None, see: str = "tex
 
 
 def parse_qa_answer(
-    task: str, text: str, finish_reason: str | None, exact_pairs: int | None = None, see: str = "text", examples: Examples | None = None
+    task: str,
+    text: str,
+    finish_reason: str | None,
+    exact_pairs: int | None = None,
+    see: str = "text",
+    examples: Examples | None = None,
+    boxes_in_text: bool = False,
 ) -> list[tuple[str, str]]:
-    """Question/Answer pairs (exactly `exact_pairs` of them when set).
+    """Question/Answer pairs (exactly `exact_pairs` of them when set); with `boxes_in_text`, boxes are content.
 
     The reply is parsed first, then every question and answer goes through `check_pairs`, then the whole reply
     through `check_reply`; the most serious finding becomes the reject reason.
@@ -116,9 +124,22 @@ def parse_qa_answer(
     if exact_pairs is not None and len(pairs) != exact_pairs:
         wanted = "one Question/Answer pair" if exact_pairs == 1 else f"{exact_pairs} Question/Answer pairs"
         raise Rejected("wrong_turn_count", f"{task.replace('_', ' ')} needs exactly {wanted}, got {len(pairs)}")
-    _raise_first(check_pairs("qa_pairs", pairs), see)
-    _raise_first(check_reply(pairs, examples))
+    checked = boxes_masked(pairs) if boxes_in_text else pairs
+    _raise_first(check_pairs("qa_pairs", checked), see)
+    _raise_first(check_reply(checked, examples))
     return pairs
+
+
+def boxes_masked(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs as the content rules read them where boxes are a task's content (referring): each `[x1, y1, x2, y2]`
+    one word, so that it is no leak of box corners, no stutter of digits, and a bare box a whole answer; and "bounding
+    box", "box coordinates" the region they name. Other shapes of corner numbers ("x=0.12") and talk of captions or
+    descriptions are still refused."""
+
+    def masked(text: str) -> str:
+        return _BOX_WORDS.sub("region", _BOX.sub("[region]", text))
+
+    return [(masked(question), masked(answer)) for question, answer in pairs]
 
 
 def _before_first_question(text: str) -> str:

@@ -16,6 +16,7 @@ from datagen.quality.parse import Rejected
 from datagen.run.items import build_meta, build_record, build_reject, length_retry
 from datagen.run.plan import Plan
 from datagen.source.coco import ImageAnnotations
+from datagen.tasks.grounded import verify_pairs
 from datagen.tasks.registry import ItemKey, task_spec
 from datagen.teachers.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher
 from datagen.teachers.vision import EncodedImage
@@ -63,6 +64,9 @@ async def answer_item(
             raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
         spec = task_spec(task)
         content = spec.parse(reply.text, reply.finish_reason, see, plan.examples[task])
+        probes = plan.probes(image, key)
+        if probes is not None and not isinstance(content, str):
+            verify_pairs(probes, content, image)
         instructions = plan.instructions[spec.instructions] if spec.instructions else None
         record = build_record(image, task, content, meta, instructions, plan.sampling.seed, key.nth)
         ground_record(record, image, plan.options.reject_unsupported)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from datagen.source.coco import ImageAnnotations
+from datagen.source.coco import ImageAnnotations, ObjectStats
 from datagen.source.context import ContextKind, render_context
+from datagen.tasks.grounded import Probe, brief
 from datagen.tasks.prompts import InstructionList, PromptPack, build_messages
 from datagen.formats.records import GeneratedRecord, RecordMeta, Reject, RejectReason, TeacherInfo, Turn, place_image_token
 from datagen.tasks.registry import ItemKey, task_spec
@@ -36,12 +38,23 @@ class SamplingSettings(BaseModel):
     shape: RequestShape = RequestShape()
 
 
+def plan_item(image: ImageAnnotations, key: ItemKey, stats: Callable[[], ObjectStats], seed: int) -> list[Probe] | None:
+    """A grounded task's planned questions for the item ([] when none may be asked); None for other tasks."""
+    planner = task_spec(key.task).planner
+    if planner is None:
+        return None
+    return planner(image, stats, random.Random(item_seed(seed, image.image_id, key.task, "plan", key.nth)))
+
+
 def build_request(
     image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text",
-    picture: EncodedImage | None = None, nth: int = 0,
+    picture: EncodedImage | None = None, nth: int = 0, probes: list[Probe] | None = None,
 ) -> ChatRequest:
-    """The request of the `nth` item of `task` for `image` (the first item's is the one it always was)."""
+    """The request of the `nth` item of `task` for `image` (the first item's is the one it always was). `probes`: a
+    grounded task's plan, shown after the context (also to a teacher that sees only the image)."""
     context = render_context(image, sampling.contexts[task]) if see != "image" else ""
+    if probes:
+        context = "\n\n".join(part for part in (context, brief(probes)) if part)
     return ChatRequest(
         model=sampling.model,
         messages=build_messages(pack, user_content(see, context, picture)),

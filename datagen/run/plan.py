@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 from datagen.errors import InputError
 from datagen.formats.records import SkipReason, TeacherInfo
-from datagen.run.items import SamplingSettings, build_request
+from datagen.run.items import SamplingSettings, build_request, plan_item
 from datagen.run.options import GenerateOptions
 from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
 from datagen.run.tally import Tally
 from datagen.source.coco import CocoSource, ImageAnnotations
+from datagen.tasks.grounded import Probe
 from datagen.tasks.prompts import InstructionList, PromptPack, load_instructions
 from datagen.tasks.registry import ItemKey, task_spec
 from datagen.teachers.teacher import ChatRequest
@@ -42,6 +43,9 @@ class Plan:
                 f"--instances is required: tasks {', '.join(needs_boxes)} show object boxes; pass the COCO instances file"
                 " or --context TASK=captions"
             )
+        grounded = [task for task in options.tasks if task_spec(task).planner is not None]
+        if grounded and options.instances is None:  # whatever the teacher is shown, their questions come from the boxes
+            raise InputError(f"--instances is required: tasks {', '.join(grounded)} ask questions the COCO boxes decide; pass the instances file")
         if options.see != "text" and options.images is None:
             raise InputError(f"--see {options.see} needs --images DIR, the folder holding the images named in the captions file")
         if options.images is not None and not options.images.is_dir():
@@ -118,7 +122,8 @@ class Plan:
 
     def pending(self, tally: Tally, unanswered: dict[ItemKey, SkipReason] | None = None) -> Iterator[tuple[ImageAnnotations, ItemKey]]:
         """The items `tally` has no outcome for, in image order; those that cannot be asked are skipped into it:
-        an image without a usable caption, or (`unanswered`) an item the answers' source ended without."""
+        an image without a usable caption, a grounded item with nothing its boxes let us ask (unaskable), or
+        (`unanswered`) an item the answers' source ended without."""
         unanswered = unanswered or {}
         samples = self.options.samples_per_image
         for image_id in self.selected_ids:
@@ -134,6 +139,8 @@ class Plan:
                     if tally.has(key):
                         continue
                     reason: SkipReason | None = "no_usable_caption" if image is None else unanswered.get(key)
+                    if reason is None and image is not None and self.probes(image, key) == []:
+                        reason = "unaskable"
                     if reason is not None:
                         tally.skip(key.task, reason)
                     elif image is not None:
@@ -145,5 +152,11 @@ class Plan:
         if self.options.see != "text":
             assert self.options.images is not None  # Plan() refuses --see image|both without --images
             picture = encode_image(image_path(self.options.images, image.file_name), self.options.image_max_side)
-        request = build_request(image, key.task, self.packs[key.task], self.sampling, self.options.see, picture, key.nth)
+        probes = self.probes(image, key)
+        request = build_request(image, key.task, self.packs[key.task], self.sampling, self.options.see, picture, key.nth, probes)
         return request, picture
+
+    def probes(self, image: ImageAnnotations, key: ItemKey) -> list[Probe] | None:
+        """A grounded item's questions, planned alike for its request and for the check of its answer (None for a
+        task that plans none)."""
+        return plan_item(image, key, self.source.object_stats, self.sampling.seed)

@@ -58,6 +58,16 @@ class ImageAnnotations(BaseModel):
     captions: list[str]
     caption_ids: list[int]
     boxes: list[Box]
+    # Categories with a crowd box here, which `boxes` leaves out: a count of such a category is unknown.
+    crowd: list[str] = Field(default_factory=list)
+
+
+class ObjectStats(NamedTuple):
+    """Of a whole instances file (crowd boxes included): each category's image count, and per category how many
+    images show it with each other category, as POPE's popular and adversarial samplings need them."""
+
+    images_with: Counter[str]
+    together: dict[str, Counter[str]]
 
 
 # A "segmentation" member as COCO writes it: polygons [[x, y, ...], ...] (numbers only inside), [], or an RLE
@@ -394,6 +404,7 @@ class CocoSource:
         self.hard_cases: Counter[str] = Counter()
         self._cases_of: dict[int, Counter[str]] = {}
         self._support: dict[int, ImageSupport | None] = {}
+        self._object_stats: ObjectStats | None = None
 
     @property
     def has_boxes(self) -> bool:
@@ -442,7 +453,21 @@ class CocoSource:
             captions=captions,
             caption_ids=caption_ids,
             boxes=self._boxes(boxes, listed, width, height, counts),
+            crowd=sorted({self._categories[cat] for _, cat, _, crowd in boxes if crowd and cat in self._categories}),
         )
+
+    def object_stats(self) -> ObjectStats:
+        """Counted once per source, on first use: only tasks that sample absent objects need it."""
+        if self._object_stats is None:
+            images_with: Counter[str] = Counter()
+            together: dict[str, Counter[str]] = {name: Counter() for name in self._categories.values()}
+            for _, _, _, _, boxes, _ in self._rows.values():
+                present = {self._categories[cat] for _, cat, _, _ in boxes if cat in self._categories}
+                images_with.update(present)
+                for name in present:
+                    together[name].update(present - {name})
+            self._object_stats = ObjectStats(images_with, together)
+        return self._object_stats
 
     def support(self, image_id: int) -> ImageSupport | None:
         """What grounding needs of an image, its cleaned captions and the categories of the boxes `image()` keeps,

@@ -66,11 +66,12 @@ class Prose:
 @dataclass(frozen=True)
 class QuestionAnswer:
     exact_pairs: int | None = None  # exactly this many pairs, any number (one or more) when None
+    boxes_in_text: bool = False  # [x1, y1, x2, y2] boxes are the content (referring), not a leak of the context's corners
 
     format = ResponseFormat.QA_PAIRS
 
     def parse(self, task: str, text: str, finish_reason: str | None, see: str = "text", examples: Examples | None = None) -> Content:
-        return parse_qa_answer(task, text, finish_reason, self.exact_pairs, see, examples)
+        return parse_qa_answer(task, text, finish_reason, self.exact_pairs, see, examples, self.boxes_in_text)
 
     def example_parts(self, pack: PromptPack) -> list[tuple[str, str]]:
         """Each question and answer of an example (a whole example that does not parse counts as a single part)."""

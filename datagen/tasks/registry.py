@@ -23,8 +23,9 @@ from datagen.quality.reply_checks import Examples, examples_from
 from datagen.tasks.forms import Prose, QuestionAnswer, ResponseForm, ResponseFormat
 from datagen.tasks.prompts import PromptPack, load_pack
 from datagen.formats.records import record_id, task_file
+from datagen.tasks.grounded import Planner, plan_absent_objects, plan_counting, plan_referring, plan_spatial
 
-__all__ = ["TASKS", "ItemKey", "ResponseFormat", "TaskSpec", "parse_answer", "register", "task_spec", "unregister"]
+__all__ = ["DEFAULT_TASKS", "TASKS", "ItemKey", "ResponseFormat", "TaskSpec", "parse_answer", "register", "task_spec", "unregister"]
 
 
 class ItemKey(NamedTuple):
@@ -64,6 +65,9 @@ class TaskSpec:
     instructions: str | None = None  # PROSE: the instruction list (prompts/instructions/<name>.txt) questions come from
     # What the judge is told the teacher was asked, and what to rate (datagen judge A_DIR B_DIR); a generic line if None.
     judge_request: str | None = None
+    # A grounded task (datagen/tasks/grounded.py): our code plans its questions from the boxes, and checks each answer.
+    planner: Planner | None = None
+    boxes_in_text: bool = False  # its questions and answers hold [x1, y1, x2, y2] boxes by design (referring)
     form: ResponseForm = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,7 +75,7 @@ class TaskSpec:
             raise ValueError(f"task name {self.name!r}: use lower-case letters, digits and _ (it names a file and a flag value)")
         if (self.response is ResponseFormat.PROSE) != (self.instructions is not None):
             raise ValueError(f"task {self.name}: a prose task names its instruction list, a Question/Answer task none")
-        form = Prose(self.instructions) if self.instructions is not None else QuestionAnswer(self.pairs)
+        form = Prose(self.instructions) if self.instructions is not None else QuestionAnswer(self.pairs, self.boxes_in_text)
         object.__setattr__(self, "form", form)  # frozen: set once, from the fields it follows
 
     def items(self, image: ImageAnnotations, samples: int = 1) -> list[ItemKey]:
@@ -161,6 +165,47 @@ register(
         judge_request=(
             "Ask one question about this image that needs reasoning beyond listing what is visible, and answer it. Rate each "
             "question-and-answer pair: is the reasoning sound, and grounded in what the image shows?"
+        ),
+    )
+)
+# What `generate`, `export` and `compare` do when --tasks is not given: LLaVA-Instruct-150K's tasks, as before.
+DEFAULT_TASKS: tuple[str, ...] = tuple(TASKS)
+
+# Grounded tasks (issue 31): questions whose answers the boxes decide, each checked exactly. Pairs per record: as
+# many as the plan holds. Only on request (--tasks). The judge is told the facts were given, so it rates the wording.
+register(
+    TaskSpec(
+        "counting", ("counting",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_counting,
+        judge_request=(
+            "Ask how many of certain objects this image holds, and answer with the counts given. Rate each set of questions"
+            " and answers as training data: are the counts right for this image, and do the questions and answers read naturally?"
+        ),
+    )
+)
+register(
+    TaskSpec(
+        "spatial", ("spatial",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_spatial,
+        judge_request=(
+            "Ask where one object in this image lies relative to another (left or right, above or below, as the viewer sees"
+            " it), and answer. Rate each set as training data: are the relations right for this image, and clearly put?"
+        ),
+    )
+)
+register(
+    TaskSpec(
+        "absent_objects", ("absent_objects",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_absent_objects,
+        judge_request=(
+            "Ask whether certain objects are in this image, some present and some absent, and answer yes or no. Rate each set"
+            " as training data: are the answers right for this image, and do they avoid claiming what is not there?"
+        ),
+    )
+)
+register(
+    TaskSpec(
+        "referring", ("referring",), "captions+boxes", ResponseFormat.QA_PAIRS, planner=plan_referring, boxes_in_text=True,
+        judge_request=(
+            "Ask what a region [x1, y1, x2, y2] of this image (corners as fractions of its size) holds, and where an object is,"
+            " answered with such a region. Rate each set as training data: do the regions and objects match this image?"
         ),
     )
 )

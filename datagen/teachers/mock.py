@@ -14,6 +14,8 @@ from functools import lru_cache
 
 from datagen.quality.checks import check_text
 from datagen.quality.object_words import plural
+from datagen.quality.verifiers import INVERSE
+from datagen.tasks.grounded import Probe, brief_probes
 
 QA_SEPARATOR = "\n===\n"
 
@@ -352,16 +354,26 @@ def mock_answer(messages: list[dict], seed: int | None = None, variant: str = "d
     """
     answer = _default_answer(messages, seed)
     if variant == "terse":
+        # A grounded reply (already one sentence an answer) keeps every planned pair: fewer would fail its plan.
+        if messages and brief_probes(_query_of(messages[-1])):
+            return answer
         return _terse(answer, answer.startswith("Question:\n"))
     if variant != "default":
         raise ValueError(f"unknown mock teacher variant {variant!r}")
     return answer
 
 
-def _default_answer(messages: list[dict], seed: int | None) -> str:
+def _query_and_rng(messages: list[dict], seed: int | None) -> tuple[str, random.Random]:
     context = _query_of(messages[-1]) if messages else ""
     digest = hashlib.blake2b(f"{seed}\x00{context}".encode(), digest_size=8).digest()
-    rng = random.Random(int.from_bytes(digest, "big"))
+    return context, random.Random(int.from_bytes(digest, "big"))
+
+
+def _default_answer(messages: list[dict], seed: int | None) -> str:
+    context, rng = _query_and_rng(messages, seed)
+    planned = brief_probes(context)
+    if planned:
+        return _format_qa([(question, answer) for question, answer, _ in grounded_pairs(planned, rng)])
     scene = _Scene(context)
     pairs_per_shot = [n for n in _qa_pairs_per_shot(messages) if n > 0]
     if not pairs_per_shot:
@@ -369,3 +381,56 @@ def _default_answer(messages: list[dict], seed: int | None) -> str:
     if max(pairs_per_shot) == 1:
         return _format_qa([_reasoning(scene, rng)])
     return _format_qa(_conversation(scene, rng))
+
+
+# --- grounded tasks: the planned questions (datagen/tasks/grounded.py) phrased and answered, some of them wrongly ---
+
+# A share of the mock's grounded replies gets one answer wrong on purpose, so that a mock run exercises the exact
+# checks: `grounded_pairs` says which (its label), and each such record must end in rejects.jsonl.
+WRONG_REPLY_SHARE = 0.3
+def _count_sentence(count: int, name: str) -> str:
+    return f"There {'is' if count == 1 else 'are'} {_count_phrase(count, name)} in the image."
+
+
+def _relation_sentence(a: str, b: str, relation: str) -> str:
+    where = f"to the {relation} of" if relation in ("left", "right") else relation
+    return f"From the viewer's side, the {a} is {where} the {b}."
+
+
+def _grounded_pair(probe: Probe, wrong: bool) -> tuple[str, str]:
+    name = probe.category
+    if probe.kind == "count":
+        count = int(probe.truth)
+        return f"How many {_plural(name)} can be seen in the picture?", _count_sentence(count + 1 if wrong else count, name)
+    if probe.kind == "relation":
+        other = probe.other or ""
+        if probe.truth in ("left", "right"):
+            question = f"Which side of the {other} is the {name} on, left or right?"
+        else:
+            question = f"Does the {name} appear higher or lower in the picture than the {other}?"
+        return question, _relation_sentence(name, other, INVERSE[probe.truth] if wrong else probe.truth)
+    if probe.kind == "presence":
+        said = (probe.truth == "yes") != wrong
+        answer = f"Yes, there is {_with_article(name)} in the image." if said else f"No, there is no {name} in the image."
+        return f"Is there {_with_article(name)} in the image?", answer
+    x1, y1, x2, y2 = probe.box or (0.0, 0.0, 1.0, 1.0)
+    if probe.kind == "region":
+        shown = ("giraffe" if name != "giraffe" else "zebra") if wrong else name
+        return f"What object is in the region {[x1, y1, x2, y2]}?", f"The region shows {_with_article(shown)}."
+    if wrong:  # the same size, moved by its own width: no overlap
+        shift = x2 - x1 if x2 + (x2 - x1) <= 1.0 else -(x2 - x1)
+        x1, x2 = round(x1 + shift, 3), round(x2 + shift, 3)
+    return f"Where is the {name}? Give its region as [x1, y1, x2, y2].", f"The {name} is at {[x1, y1, x2, y2]}."
+
+
+def grounded_pairs(probes: list[Probe], rng: random.Random) -> list[tuple[str, str, bool]]:
+    """(question, answer, wrong) for each planned question; at most one answer of a reply is wrong."""
+    wrong_at = rng.randrange(len(probes)) if rng.random() < WRONG_REPLY_SHARE else -1
+    return [(*_grounded_pair(probe, index == wrong_at), index == wrong_at) for index, probe in enumerate(probes)]
+
+
+def grounded_labels(messages: list[dict], seed: int | None) -> list[bool]:
+    """Which answers of the mock's reply to a grounded request are wrong on purpose (empty for other requests)."""
+    context, rng = _query_and_rng(messages, seed)
+    planned = brief_probes(context)
+    return [wrong for _, _, wrong in grounded_pairs(planned, rng)] if planned else []

@@ -15,7 +15,7 @@ import pytest
 
 from real_helpers import DATA, IMAGES, TIMEOUT_S, datagen, error_lines, read_jsonl
 from datagen.formats.records import RejectReason
-from datagen.tasks.registry import TASKS, task_spec
+from datagen.tasks.registry import DEFAULT_TASKS, task_spec
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ def test_generate_accounts_for_every_item(real_generate, smollm2):
     manifest = json.loads((out / "manifest.json").read_text())
     rejects = read_jsonl(out / "rejects.jsonl")
     assert manifest["teacher"] == {"kind": "openai", "model": str(smollm2), "mock": False}
-    assert set(manifest["counts"]) == set(TASKS)
+    assert set(manifest["counts"]) == set(DEFAULT_TASKS)
     for task, counts in manifest["counts"].items():
         records = read_jsonl(out / task_spec(task).file_name)
         assert counts["requested"] == IMAGES
@@ -63,7 +63,7 @@ def test_exit_code_failure_line_and_audit_match_the_outcome(real_generate, tmp_p
     token limit): exit 1 and the one line says that no answer passed the checks."""
     result, out = real_generate
     manifest = json.loads((out / "manifest.json").read_text())
-    files = [out / task_spec(task).file_name for task in TASKS if read_jsonl(out / task_spec(task).file_name)]
+    files = [out / task_spec(task).file_name for task in DEFAULT_TASKS if read_jsonl(out / task_spec(task).file_name)]
     if files:
         assert result.returncode == 0, result.stderr
         assert manifest["status"] == "completed" and manifest["failure"] is None

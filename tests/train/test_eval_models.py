@@ -1,4 +1,4 @@
-"""`datagen eval bench` and `datagen eval scienceqa` with a tiny random model: formats, batching, resume,
+"""`datagen eval bench`, `scienceqa`, `pope` and `chair` with a tiny random model: formats, batching, resume,
 text-only problems and HF folders. The scores mean nothing here; the pipeline is what is tested."""
 from __future__ import annotations
 
@@ -181,6 +181,15 @@ def test_hf_llava_folder_answers_like_the_checkpoint(tiny_ckpt, images, tmp_path
     assert (tmp_path / "a" / "answers.jsonl").read_text() == (tmp_path / "b" / "answers.jsonl").read_text()
 
 
+def batched_like_single(common: list, tmp_path: Path, batch_size: int):
+    """Run an eval command batched and one by one; left padding must not change a greedy answer."""
+    batched, single = tmp_path / "batched", tmp_path / "single"
+    result = invoke(*common, "--out", batched, "--batch-size", batch_size)
+    invoke(*common, "--out", single, "--batch-size", 1)
+    assert (batched / "answers.jsonl").read_text() == (single / "answers.jsonl").read_text()
+    return batched, result
+
+
 def test_pope_with_a_model_batched_and_resumed(tiny_ckpt, images, tmp_path):
     """POPE over the shapes images (their instances made up): answers in LLaVA's format, one per question, batched
     like unbatched, a killed run resumed; the metrics are those of the answers written."""
@@ -197,10 +206,7 @@ def test_pope_with_a_model_batched_and_resumed(tiny_ckpt, images, tmp_path):
     }))
     common = ["eval", "pope", "--model", tiny_ckpt, "--instances", instances, "--images", folder, "--image-count", 2,
               "--per-image", 1, "--max-new-tokens", 2]
-    batched, single = tmp_path / "batched", tmp_path / "single"
-    result = invoke(*common, "--out", batched, "--batch-size", 8)
-    invoke(*common, "--out", single, "--batch-size", 1)
-    assert (batched / "answers.jsonl").read_text() == (single / "answers.jsonl").read_text()
+    batched, result = batched_like_single(common, tmp_path, 8)
     questions = [json.loads(line) for line in (batched / "questions.jsonl").read_text().splitlines()]
     answers = [json.loads(line) for line in (batched / "answers.jsonl").read_text().splitlines()]
     assert [a["question_id"] for a in answers] == [q["question_id"] for q in questions] == list(range(12))
@@ -216,3 +222,70 @@ def test_pope_with_a_model_batched_and_resumed(tiny_ckpt, images, tmp_path):
     (batched / "answers.jsonl").write_text("".join(full.splitlines(keepends=True)[:5]) + full.splitlines()[5][:15])
     invoke(*common, "--out", batched, "--batch-size", 8)
     assert (batched / "answers.jsonl").read_text() == full
+
+
+# -- eval chair --------------------------------------------------------------------------------------
+
+
+def coco_files(root: Path, shapes: list[dict]) -> tuple[Path, Path]:
+    """A COCO captions and instances pair over the shapes images (a made-up dog or cat box on each)."""
+    images = [{"id": i + 1, "file_name": s["image"], "width": 64, "height": 64} for i, s in enumerate(shapes)]
+    captions = root / "captions.json"
+    captions.write_text(json.dumps({"images": images, "annotations": [
+        {"id": i + 1, "image_id": i + 1, "caption": f"A {s['colour']} {s['shape']}."} for i, s in enumerate(shapes)]}))
+    instances = root / "instances.json"
+    instances.write_text(json.dumps({"images": images, "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}], "annotations": [
+        {"id": 100 + i, "image_id": i + 1, "category_id": 1 + i % 2, "bbox": [4, 4, 40, 40], "iscrowd": 0, "area": 1600}
+        for i in range(len(shapes))]}))
+    return captions, instances
+
+
+def test_chair_with_a_model_batched_and_resumed(tiny_ckpt, tmp_path):
+    """`eval chair --model`: descriptions in LLaVA's answer format, batched like unbatched, a killed run resumed, and
+    figures equal to those of the descriptions written."""
+    from datagen.eval.chair import ChairQuestion, score
+    from datagen.source.coco import CocoSource
+
+    folder = tmp_path / "img"
+    shapes = synthetic.make_shapes(folder, 4, seed=5)
+    captions, instances = coco_files(tmp_path, shapes)
+    common = ["eval", "chair", "--model", tiny_ckpt, "--captions", captions, "--instances", instances, "--images", folder,
+              "--image-count", 3, "--max-new-tokens", 6]
+    batched, result = batched_like_single(common, tmp_path, 3)
+    questions = [ChairQuestion.model_validate_json(line) for line in (batched / "questions.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (batched / "answers.jsonl").read_text().splitlines()]
+    assert [a["question_id"] for a in answers] == [q.question_id for q in questions]
+    assert answers[0]["prompt"] == questions[0].text and answers[0]["metadata"]["max_new_tokens"] == 6
+    stored = json.loads((batched / "results.json").read_text())
+    expected = score(questions, {str(a["question_id"]): a["text"] for a in answers}, CocoSource(captions, instances))
+    assert {key: stored[key] for key in expected} == expected
+    assert stored["descriptions"] == 3 and "| 3 |" in result.output
+    # A kill mid-file: the rerun describes only what is missing and ends with the same file.
+    full = (batched / "answers.jsonl").read_text()
+    (batched / "answers.jsonl").write_text(full.splitlines(keepends=True)[0] + full.splitlines()[1][:10])
+    invoke(*common, "--out", batched, "--batch-size", 3)
+    assert (batched / "answers.jsonl").read_text() == full
+
+
+def test_spatial_with_a_model_batched(tiny_ckpt, tmp_path):
+    """`eval spatial --model`: the prompts answered in LLaVA's format, batched like unbatched, scored as written."""
+    from datagen.eval.spatial import SpatialQuestion, score
+
+    folder = tmp_path / "img"
+    shapes = synthetic.make_shapes(folder, 3, seed=6)
+    captions, instances = coco_files(tmp_path, shapes)
+    # A second object on each image's right, so that a relation can be asked too.
+    data = json.loads(instances.read_text())
+    data["annotations"] += [{"id": 200 + i, "image_id": i + 1, "category_id": 2 - i % 2, "bbox": [46, 2, 18, 60], "iscrowd": 0, "area": 1080}
+                            for i in range(len(shapes))]
+    instances.write_text(json.dumps(data))
+    common = ["eval", "spatial", "--model", tiny_ckpt, "--captions", captions, "--instances", instances, "--images", folder,
+              "--image-count", 3, "--max-new-tokens", 3]
+    batched, result = batched_like_single(common, tmp_path, 4)
+    questions = [SpatialQuestion.model_validate_json(line) for line in (batched / "questions.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (batched / "answers.jsonl").read_text().splitlines()]
+    assert {q.task for q in questions} == {"Count", "Relation"}
+    assert [a["question_id"] for a in answers] == [q.idx for q in questions] and answers[0]["prompt"] == questions[0].prompt
+    stored = json.loads((batched / "results.json").read_text())
+    assert stored["tasks"] == score(questions, {str(a["question_id"]): a["text"] for a in answers})["tasks"]
+    assert "| Count |" in result.output
