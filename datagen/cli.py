@@ -38,7 +38,7 @@ def friendly_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(take_over=True):
                 return command(*args, **kwargs)
         except InputError as error:
             raise fail(str(error)) from None

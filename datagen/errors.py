@@ -18,11 +18,13 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt(take_over: bool = False) -> Iterator[None]:
     """SIGTERM (timeout, docker stop, Kubernetes, Slurm) raises Terminated, so a command unwinds as on Ctrl-C: files
-    closed, a lock released, one line. Left alone off the main thread, which signals do not reach, and where a
-    handler is already set (a job's own, which cancels its workers first; an embedding program's)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+    closed, a lock released, one line. Left alone off the main thread, which signals do not reach, and, unless
+    `take_over` (the command line, which owns its process), where a handler is already set: a job's own, which
+    cancels its workers first, or an embedding program's."""
+    already_handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+    if threading.current_thread() is not threading.main_thread() or (already_handled and not take_over):
         yield
         return
 

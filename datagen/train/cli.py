@@ -86,7 +86,7 @@ def _run(stage: str, config: Optional[Path], flags: dict) -> None:
     from .loop import train
 
     try:
-        with sigterm_as_interrupt():  # before training starts; during it the trainer stops at a step boundary instead
+        with sigterm_as_interrupt(take_over=True):  # before training starts; during it the trainer stops at a step boundary instead
             out = train(cfg)
     except Terminated as e:
         typer.echo(f"error: {str(e) or 'terminated (SIGTERM) before training started; nothing was saved: rerun the same command'}", err=True)

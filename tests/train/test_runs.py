@@ -161,11 +161,12 @@ def test_sigterm_saves_a_checkpoint_at_the_step_and_resume_latest_finishes(shape
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(model_module.LlavaStep, "forward", forward_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or the handler ray.init left when Ray tests ran first
     ended = stage2(shapes, pipeline, out, "--max-steps", 6, "--save-steps", 100, expect=143)
     lines = [line for line in ended.output.splitlines() if line.startswith("error:")]
     assert lines == [f"error: terminated (SIGTERM) at step 3; checkpoint saved in {out / 'checkpoint-3'}: rerun the same command with --resume latest to continue"]
     assert (out / "checkpoint-3" / "trainer_state.json").is_file() and not (out / "model.safetensors").exists()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
     monkeypatch.setattr(model_module.LlavaStep, "forward", forward)
     stage2(shapes, pipeline, out, "--max-steps", 6, "--save-steps", 100, "--resume", "latest")
     state = json.loads((out / "trainer_state.json").read_text())
