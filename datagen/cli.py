@@ -13,7 +13,8 @@ import typer
 from datagen.errors import INCOMPLETE_EXIT, InputError, TeacherFatalError
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen.judge.run import JudgeOptions
-from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
+from datagen.cli_flags import takes_settings
+from datagen.run.options import GenerateSettings, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 from datagen.tasks.registry import TASKS
 
@@ -123,145 +124,22 @@ def write_card(folder: Path, write) -> None:
 
 @app.command()
 @friendly_errors
-def generate(
-    captions: Path = typer.Option(..., help="COCO captions file (captions_train2017.json)"),
-    out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
-    instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
-    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks"),
-    teacher: str = typer.Option(
-        default("teacher"),
-        help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)",
-    ),
-    model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai; the deployment with azure)"),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
-    concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most"),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images"),
-    seed: int = typer.Option(default("seed"), help="Seeds every per-item choice and the teacher's sampling"),
-    temperature: float = typer.Option(default("temperature"), min=0.0, max=2.0),
-    max_tokens: int = typer.Option(default("max_tokens"), min=1),
-    max_completion_tokens: Optional[int] = typer.Option(
-        None, min=1, help="Send max_completion_tokens=N instead of max_tokens (reasoning models need it)"
-    ),
-    omit_params: Optional[str] = typer.Option(None, help="Comma-separated request fields to leave out: seed,temperature"),
-    extra_body: Optional[str] = typer.Option(None, help="JSON object merged into every request body (top_k, chat_template_kwargs...)"),
-    retry_length: Optional[int] = typer.Option(
-        None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
-    ),
-    timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 5xx, timeouts and dropped connections (429s are waited out by time)"),
-    give_up_after: float = typer.Option(
-        default("give_up_after"), min=0.1, help="Stop the run (exit 1) when the server has answered nothing for this many seconds (only 429s: 5x as long)"
-    ),
-    max_reply_bytes: int = typer.Option(default("max_reply_bytes"), min=1024, help="Largest reply body read; a bigger one is rejected as oversized_reply"),
-    context: list[str] = typer.Option([], help="TASK=captions|captions+boxes, repeatable; LLaVA's defaults otherwise"),
-    cache: Optional[Path] = typer.Option(None, help="Response cache file to share across runs; default OUT/cache.sqlite"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache"),
-    force: bool = typer.Option(False, help="Start over in an --out made with other settings (old files are set aside)"),
-    shard: Optional[str] = typer.Option(None, help="i/n: this machine's share of the images"),
-    rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
-    tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
-    progress: bool = typer.Option(True, help="Show the live progress bar"),
-    reject_unsupported: bool = typer.Option(
-        False, "--reject-unsupported", help="Reject records naming an object neither the boxes nor the captions show (default: flag in meta.grounding)"
-    ),
-    batch: bool = typer.Option(
-        False, "--batch", help="Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill"
-    ),
-    poll_interval: float = typer.Option(default("poll_interval"), min=0.001, help="Seconds between batch status checks (--batch)"),
-    batch_size: int = typer.Option(default("batch_size"), min=1, max=MAX_BATCH_REQUESTS, help=f"Requests per batch at most (--batch; OpenAI allows {MAX_BATCH_REQUESTS:,})"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request count and estimated tokens; send nothing (no API key needed)"),
-    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for --dry-run's cost estimate"),
-    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens, for --dry-run's cost estimate"),
-    requests_out: Optional[Path] = typer.Option(None, help="Write the pending requests as an OpenAI Batch input file; send nothing"),
-    results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
-    see: str = typer.Option(default("see"), help="What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)"),
-    images: Optional[Path] = typer.Option(None, help="Folder of the images named in the captions file (--see image|both)"),
-    image_max_side: int = typer.Option(default("image_max_side"), min=16, help="Longer side of the JPEG sent to the teacher, in pixels (--see image|both)"),
-    engine: str = typer.Option("live", help="live (this process asks the teacher) or ray (Ray Data runs the requests: `datagen ray`'s flags below; needs datagen[ray])"),
-    workers: int = typer.Option(_RAY.workers, min=1, help="Ray actors calling the endpoint (--engine ray)"),
-    vllm: Optional[str] = typer.Option(None, help="Run MODEL on vLLM replicas on the cluster's GPUs instead of calling an endpoint (--engine ray)"),
-    replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
-    tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
-    engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
-    address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster (--engine ray); default a local one"),
-    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (--engine ray without --address); default all"),
-) -> None:
+@takes_settings(GenerateSettings)
+def generate(settings: GenerateSettings) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.run.generate import generate as run_generate
-    from datagen.run.options import GenerateOptions
-    from datagen.tasks.prompts import BUNDLED_PROMPTS
-    from datagen.teachers.request_shape import parse_extra_body, parse_omit_params
 
-    offline = [flag for flag, on in (("--dry-run", dry_run), ("--requests-out", requests_out), ("--results-in", results_in), ("--batch", batch)) if on]
-    if len(offline) > 1:
-        raise InputError(f"{offline[0]} and {offline[1]} do not go together; pick one")
-    if force and offline[:1] in (["--dry-run"], ["--requests-out"]):
-        raise InputError(f"--force with {offline[0]}: nothing is set aside when nothing is sent; drop --force or pick a fresh --out")
-    if (requests_out or results_in) and teacher != "openai":
-        raise InputError(f"{offline[0]} needs --teacher openai (the requests name --model for an OpenAI-compatible batch engine)")
-    if engine not in ("live", "ray"):
-        raise typer.BadParameter(f"{engine!r}: choose live or ray", param_hint="--engine")
-    ray_engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, None, used=engine == "ray", flag="--engine ray")
-    if ray_engine is not None and offline:
-        raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
-    if vllm is not None and model is None:
-        model = vllm  # the requests name the model the engine runs
-
-    options = GenerateOptions(
-        captions=captions,
-        instances=instances,
-        out=out,
-        tasks=parse_tasks(tasks),
-        teacher=teacher,
-        model=model,
-        base_url=base_url,
-        prompts=prompts or BUNDLED_PROMPTS,
-        concurrency=concurrency,
-        limit=limit,
-        seed=seed,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        timeout=timeout,
-        max_retries=max_retries,
-        give_up_after=give_up_after,
-        max_reply_bytes=max_reply_bytes,
-        contexts=parse_contexts(context),
-        cache=cache,
-        use_cache=not no_cache,
-        force=force,
-        shard=parse_shard(shard),
-        rpm=rpm,
-        tpm=tpm,
-        length_retry_max_tokens=retry_length,
-        reject_unsupported=reject_unsupported,
-        progress=progress and sys.stderr.isatty(),
-        command=safe_argv(),
-        batch=batch,
-        poll_interval=poll_interval,
-        batch_size=batch_size,
-        max_completion_tokens=max_completion_tokens,
-        omit_params=parse_omit_params(omit_params),
-        extra_body=parse_extra_body(extra_body),
-        dry_run=dry_run,
-        price_in=price_in,
-        price_out=price_out,
-        requests_out=requests_out,
-        results_in=results_in,
-        see=parse_see(see),
-        images=images,
-        image_max_side=image_max_side,
-        ray=ray_engine,
-    )
-    if dry_run:
+    options = settings.model_copy(update={"progress": settings.progress and sys.stderr.isatty(), "command": safe_argv()})
+    out = options.out
+    if options.dry_run:
         from datagen.run.estimate import describe, estimate
 
         typer.echo(describe(estimate(options)))
         return
-    if requests_out is not None:
+    if options.requests_out is not None:
         from datagen.run.handoff import write_requests
 
-        typer.echo(f"wrote {write_requests(options)} requests to {requests_out} (OpenAI Batch input format); nothing was sent")
+        typer.echo(f"wrote {write_requests(options)} requests to {options.requests_out} (OpenAI Batch input format); nothing was sent")
         return
     manifest = run_generate(options)
     write_card(out, lambda card: card.write_run_card(out))
@@ -354,39 +232,6 @@ def report(
     typer.echo(f"wrote {out}")
 
 
-def ray_settings(
-    workers: int, vllm: str | None, replicas: int, tensor_parallel_size: int, engine_arg: list[str], address: str | None,
-    num_cpus: int | None, batch_size: int | None, used: bool = True, flag: str = "datagen ray",
-):
-    """The Ray engine the flags ask for (None when `used` is False, where any Ray flag given is refused)."""
-    from datagen.run.options import RayEngine
-    from datagen.run.ray_engine import parse_engine_args
-
-    defaults = RayEngine()
-    given = {
-        "--workers": workers != defaults.workers, "--vllm": vllm is not None, "--replicas": replicas != defaults.replicas,
-        "--tensor-parallel-size": tensor_parallel_size != defaults.tensor_parallel_size, "--engine-arg": bool(engine_arg),
-        "--address": address is not None, "--num-cpus": num_cpus is not None,
-    }
-    if not used:
-        named = [name for name, on in given.items() if on]
-        if named:
-            raise InputError(f"{named[0]} is a Ray flag; add {flag}")
-        return None
-    if vllm is None:
-        named = [name for name in ("--replicas", "--tensor-parallel-size", "--engine-arg") if given[name]]
-        if named:
-            raise InputError(f"{named[0]} sets up vLLM engines; add --vllm MODEL, or drop it to call an endpoint")
-    elif given["--workers"]:
-        raise InputError("--workers counts the actors calling an endpoint; with --vllm, --replicas counts the engines")
-    if address is not None and num_cpus is not None:
-        raise InputError("--num-cpus sizes a local Ray; a cluster joined with --address has its own")
-    return RayEngine(
-        address=address, num_cpus=num_cpus, workers=workers, vllm=vllm, replicas=replicas, tensor_parallel_size=tensor_parallel_size,
-        engine_args=parse_engine_args(engine_arg), batch_size=batch_size,
-    )
-
-
 @app.command("ray")
 @friendly_errors
 def ray_command(
@@ -416,7 +261,10 @@ def ray_command(
         raise InputError(f"--vllm and {'--base-url' if base_url is not None else '--model'} do not go together; --vllm runs the model itself")
     if rpm is not None and qps is not None:
         raise InputError("--rpm and --qps set the same limit; pass one")
-    engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, rows_per_batch)
+    engine = RayEngine(
+        address=address, num_cpus=num_cpus, workers=workers, vllm=vllm, replicas=replicas, tensor_parallel_size=tensor_parallel_size,
+        engine_args=engine_arg, batch_size=rows_per_batch,
+    )
     settings = RaySettings(
         requests=requests, out=out, engine=engine, base_url=base_url, model=model, concurrency=concurrency,
         rpm=qps * 60 if qps is not None else rpm, timeout=timeout, max_retries=max_retries,

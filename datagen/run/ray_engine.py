@@ -276,20 +276,6 @@ class EndpointWorker:
 # -- the vLLM path ---------------------------------------------------------------------------------
 
 
-def parse_engine_args(values: list[str]) -> dict[str, object]:
-    """`--engine-arg k=v` values for vLLM's engine: v read as JSON where it is (numbers, true, lists), else as text."""
-    args: dict[str, object] = {}
-    for value in values:
-        name, sep, text = value.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--engine-arg {value!r}: write NAME=VALUE, e.g. max_model_len=8192")
-        try:
-            args[name.strip().replace("-", "_")] = json.loads(text)
-        except ValueError:
-            args[name.strip().replace("-", "_")] = text
-    return args
-
-
 def vllm_config(engine: RayEngine, chat_template_kwargs: dict | None = None):
     """The processor config our flags ask for: `--replicas` engines of `--tensor-parallel-size` GPUs each."""
     from ray.data.llm import vLLMEngineProcessorConfig
