@@ -10,13 +10,11 @@ from typing import Optional
 
 import typer
 
-from datagen.errors import INCOMPLETE_EXIT, InputError, TeacherFatalError
+from datagen.errors import INCOMPLETE_EXIT, InputError, RunFailed, TeacherFatalError
 from datagen.files.storage_errors import StorageError, explain_os_error
-from datagen.judge.run import JudgeOptions
 from datagen.cli_flags import takes_settings
-from datagen.run.options import GenerateSettings, RayEngine, default
+from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
-from datagen.tasks.registry import TASKS
 
 _RAY = RayEngine()  # the Ray engine's defaults, which the flags of `ray` and `generate --engine ray` show
 
@@ -44,6 +42,8 @@ def friendly_errors(command):
             raise fail(str(error)) from None
         except TeacherFatalError as error:
             raise fail(str(error), error.exit_code) from None
+        except RunFailed as error:
+            raise fail(str(error), 1) from None
         except StorageError as error:
             raise fail(str(error), error.exit_code) from None
         except OSError as error:  # a full disk, a read-only folder, a folder where a file belongs, ...
@@ -60,48 +60,6 @@ def friendly_errors(command):
     return wrapper
 
 
-def parse_tasks(value: str) -> list[str]:
-    tasks = [task.strip() for task in value.split(",") if task.strip()]
-    unknown = [task for task in tasks if task not in TASKS]
-    if unknown or not tasks:
-        raise typer.BadParameter(f"unknown task {', '.join(unknown) or '(none)'}; choose from {','.join(TASKS)}", param_hint="--tasks")
-    return list(dict.fromkeys(tasks))
-
-
-def parse_contexts(values: list[str]) -> dict[str, str]:
-    """Only the tasks named: the others keep their task's default context."""
-    from datagen.source.context import CONTEXT_KINDS
-
-    contexts = {}
-    for value in values:
-        task, _, kind = value.partition("=")
-        if task not in TASKS or kind not in CONTEXT_KINDS:
-            kinds = " or ".join(f"TASK={kind}" for kind in CONTEXT_KINDS)
-            raise typer.BadParameter(f"{value!r}: write {kinds}, TASK one of {','.join(TASKS)}", param_hint="--context")
-        contexts[task] = kind
-    return contexts
-
-
-def parse_see(value: str) -> str:
-    from datagen.teachers.vision import SEE_CHOICES
-
-    if value not in SEE_CHOICES:
-        raise typer.BadParameter(f"{value!r}: choose text, image or both", param_hint="--see")
-    return value
-
-
-def parse_shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        index, count = -1, 0
-    if not 0 <= index < count:
-        raise typer.BadParameter(f"{value!r}: write i/n with 0 <= i < n, e.g. 0/4", param_hint="--shard")
-    return index, count
-
-
 def safe_argv() -> list[str]:
     """The command as typed, with anything secret taken out before it reaches the manifest."""
     from datagen.redaction import environment_secrets, redact_argv
@@ -109,17 +67,9 @@ def safe_argv() -> list[str]:
     return redact_argv(sys.argv, environment_secrets())
 
 
-def write_card(folder: Path, write) -> None:
-    """The README.md dataset card beside the data (datagen/data/dataset_card.py); someone else's README is left alone."""
-    from datagen.data import dataset_card
-    try:
-        written = write(dataset_card)
-    except dataset_card.UntypeableField as error:
-        # The data is already safe on disk; a record field the card cannot type must not fail the command.
-        typer.echo(f"note: no dataset card written: {error}", err=True)
-        return
-    if written is None:
-        typer.echo(f"note: {folder / dataset_card.CARD_FILE} was not written by datagen; left it alone (no dataset card)", err=True)
+def echo_notes(notes: list[str]) -> None:
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -127,49 +77,32 @@ def write_card(folder: Path, write) -> None:
 @takes_settings(GenerateSettings)
 def generate(settings: GenerateSettings) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
-    from datagen.run.generate import generate as run_generate
+    from datagen import api
 
-    options = settings.model_copy(update={"progress": settings.progress and sys.stderr.isatty(), "command": safe_argv()})
-    out = options.out
-    if options.dry_run:
-        from datagen.run.estimate import describe, estimate
+    result = api.generate(settings.model_copy(update={"progress": settings.progress and sys.stderr.isatty(), "command": safe_argv()}))
+    if result.status == "dry_run":
+        from datagen.run.estimate import describe
 
-        typer.echo(describe(estimate(options)))
+        typer.echo(describe(result.estimate))
         return
-    if options.requests_out is not None:
-        from datagen.run.handoff import write_requests
-
-        typer.echo(f"wrote {write_requests(options)} requests to {options.requests_out} (OpenAI Batch input format); nothing was sent")
+    if result.status == "requests_out":
+        typer.echo(f"wrote {result.requests_written} requests to {settings.requests_out} (OpenAI Batch input format); nothing was sent")
         return
-    manifest = run_generate(options)
-    write_card(out, lambda card: card.write_run_card(out))
-    if manifest.status == "failed" and manifest.failure:
-        raise fail(manifest.failure, code=1)
-    if manifest.status == "incomplete":
-        raise fail(manifest.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
-    if manifest.status != "completed":
-        raise typer.Exit(1)
+    echo_notes(result.notes)
+    if result.status == "incomplete":
+        raise fail(result.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
 
 
 @app.command()
 @friendly_errors
-def export(
-    folder: Path = typer.Argument(..., help="The --out folder of a generate run"),
-    out: Path = typer.Option(..., help="File to write (JSON array, or JSONL with --jsonl)"),
-    tasks: str = typer.Option(",".join(TASKS), help="Comma-separated tasks to merge"),
-    jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
-    keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
-    shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
-    seed: int = typer.Option(0, help="Seed of --shuffle"),
-    fmt: str = typer.Option("llava", "--format", help="llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)"),
-) -> None:
+@takes_settings(ExportSettings)
+def export(settings: ExportSettings) -> None:
     """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
-    from datagen.data.export import export as run_export
+    from datagen import api
 
-    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed, fmt)
-    if fmt == "llava":  # the card types LLaVA records; chat-message rows are TRL's format, read without one
-        write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
-    typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
+    result = api.export(settings)
+    echo_notes(result.notes)
+    typer.echo(f"wrote {result.records} records to {result.path} (" + ", ".join(f"{task} {n}" for task, n in result.counts.items()) + ")")
 
 
 @app.command()
@@ -191,25 +124,15 @@ def align(
 
 @app.command()
 @friendly_errors
-def audit(
-    file: Path = typer.Argument(..., help="LLaVA-format records: a JSON array (llava_instruct_150k.json...) or JSONL (ours)"),
-    captions: Path = typer.Option(..., help="COCO captions file of the images the records are about"),
-    instances: Path = typer.Option(..., help="COCO instances file (boxes) of those images"),
-    out: Optional[Path] = typer.Option(None, help="Folder for findings.jsonl and summary.json; default FILE-STEM-audit/"),
-    task: Optional[str] = typer.Option(None, help="Task of records without meta.task; inferred from their turns otherwise"),
-    max_chair_s: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records naming an absent object exceeds this"),
-    max_flagged: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records with check findings exceeds this"),
-    prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root the records were made with; copied_example looks for its few-shot examples (default: ours)"),
-) -> None:
+@takes_settings(AuditSettings)
+def audit(settings: AuditSettings) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
-    from datagen.data.audit import audit as run_audit, format_summary
-    from datagen.tasks.prompts import BUNDLED_PROMPTS
+    from datagen import api
+    from datagen.data.audit import format_summary
 
-    if task is not None and task not in TASKS:
-        raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
-    summary = run_audit(file, captions, instances, out or Path(f"{file.stem}-audit"), task, max_chair_s, max_flagged, prompts or BUNDLED_PROMPTS)
-    typer.echo(format_summary(summary))
-    if summary.failures:
+    result = api.audit(settings)
+    typer.echo(format_summary(result.summary))
+    if result.failures:
         raise typer.Exit(1)
 
 
@@ -304,7 +227,9 @@ def merge(
     from datagen.data.merge import merge as run_merge
 
     manifest = run_merge(folders, out, merge_cache=cache, command=safe_argv())
-    write_card(out, lambda card: card.write_run_card(out))
+    from datagen.api import write_card
+
+    echo_notes(write_card(out, lambda card: card.write_run_card(out)))
     written = ", ".join(f"{task} {counts.written}" for task, counts in manifest.counts.items())
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
 
@@ -376,77 +301,24 @@ def mock_server_command(
 
 @app.command()
 @friendly_errors
+@takes_settings(JudgeSettings)
 def judge(
+    settings: JudgeSettings,
     folders: list[Path] = typer.Argument(
         None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference); or `summarize REVIEWS.jsonl...`"
     ),
-    out: Optional[Path] = typer.Option(None, help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
-    captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
-    instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
-    tasks: str = typer.Option(",".join(TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
-    reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
-    candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
-    questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
-    context: Optional[Path] = typer.Option(
-        None, help="Context JSONL, one line per image: LLaVA-Bench COCO's caps_boxes file, in-the-wild's context.jsonl, or ours"
-    ),
-    rule: Optional[Path] = typer.Option(None, help="LLaVA's rule.json: per-category judge prompts, requests laid out as LLaVA's scripts do"),
-    judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)"),
-    judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing the system message (prompts/judge/)"),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (per task with A_DIR B_DIR)"),
-    concurrency: int = typer.Option(default("concurrency", JudgeOptions), min=1),
-    timeout: float = typer.Option(default("timeout", JudgeOptions), min=0.1),
-    max_retries: int = typer.Option(default("max_retries", JudgeOptions), min=0),
-    rpm: Optional[float] = typer.Option(None, min=0.001),
-    tpm: Optional[float] = typer.Option(None, min=1),
-    temperature: float = typer.Option(default("temperature", JudgeOptions), min=0.0, max=2.0),
-    max_tokens: int = typer.Option(default("max_tokens", JudgeOptions), min=1),
-    seed: int = typer.Option(default("seed", JudgeOptions), help="Seeds the judge's sampling and the bootstrap"),
-    bootstrap: int = typer.Option(default("resamples", JudgeOptions), min=0, help="Bootstrap resamples of the 95% interval (0: none)"),
-    cache: Optional[Path] = typer.Option(None, help="Response cache file; default OUT/cache.sqlite"),
-    no_cache: bool = typer.Option(False, "--no-cache"),
-    force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
 ) -> None:
     """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table.
 
     `datagen judge summarize REVIEWS.jsonl...` reads LLaVA's review files instead and prints our table with intervals.
     """
-    from datagen.judge.inputs import items_from_files, items_from_folders
-    from datagen.judge.run import RULE_SYSTEM_MESSAGE, SYSTEM_MESSAGE, run_judge
+    from datagen.api import judge_inputs
+    from datagen.judge.run import run_judge
 
     if folders and str(folders[0]) == "summarize":
-        _judge_summarize(folders[1:], out, bootstrap, seed)
+        _judge_summarize(folders[1:], settings.out, settings.resamples, settings.seed)
         return
-    if out is None:
-        raise typer.BadParameter("is required: the folder for reviews.jsonl and the summary", param_hint="--out")
-    files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
-    if folders and any(files.values()):
-        raise typer.BadParameter("give either A_DIR B_DIR or the four answer files, not both", param_hint="A_DIR B_DIR")
-    if folders:
-        if len(folders) != 2:
-            raise typer.BadParameter(f"got {len(folders)} folders; pass exactly two: A_DIR B_DIR", param_hint="A_DIR B_DIR")
-        if captions is None:
-            raise typer.BadParameter("is required with A_DIR B_DIR: the COCO captions file both runs used", param_hint="--captions")
-        if rule is not None:
-            raise typer.BadParameter("goes with the LLaVA answer files (--questions ...), whose categories it names", param_hint="--rule")
-        loaded = items_from_folders(folders[0], folders[1], captions, instances, parse_tasks(tasks), limit)
-    else:
-        missing = [flag for flag, value in files.items() if value is None]
-        if missing:
-            raise typer.BadParameter(f"missing {', '.join(missing)}: pass A_DIR B_DIR, or all four answer files", param_hint="judge")
-        loaded = items_from_files(reference, candidate, questions, context, limit)
-    if not loaded.items:
-        skipped = ", ".join(f"{reason} {count}" for reason, count in loaded.skipped.items()) or "no items"
-        raise fail(f"nothing to judge: no item could be paired ({skipped}); check that the files name the same questions and images", 1)
-    options = JudgeOptions(
-        out=out, judge=judge_backend, judge_models=judge_model, base_url=base_url,
-        system_prompt=judge_prompt or (RULE_SYSTEM_MESSAGE if rule else SYSTEM_MESSAGE), rule=rule,
-        concurrency=concurrency, timeout=timeout,
-        max_retries=max_retries, rpm=rpm, tpm=tpm, temperature=temperature, max_tokens=max_tokens, seed=seed,
-        resamples=bootstrap, cache=cache, use_cache=not no_cache, force=force, command=safe_argv(),
-    )
+    options, loaded = judge_inputs(settings.model_copy(update={"folders": folders or [], "command": safe_argv()}))
     summary, text = run_judge(options, loaded)
     typer.echo(text)
     if summary["status"] != "completed":

@@ -85,15 +85,18 @@ def _parameter(name: str, field: FieldInfo, flag: Flag) -> inspect.Parameter:
     shown = flag.shown_default or _shown(field.get_default(call_default_factory=True)) if not field.is_required() else None
     bounds = {"min": next((item.ge for item in field.metadata if isinstance(item, Ge)), None),
               "max": next((item.le for item in field.metadata if isinstance(item, Le)), None)}
-    option = typer.Option(
-        default,
-        *flag.decls,
-        help=flag.help,
-        rich_help_panel=flag.panel,
-        show_default=shown if isinstance(shown, str) else not flag.invert,
-        metavar="" if annotation is bool else None,  # a switch takes no value
-        **{key: value for key, value in bounds.items() if value is not None},
-    )
+    if flag.argument:
+        option = typer.Argument(default, help=flag.help, rich_help_panel=flag.panel, show_default=shown if isinstance(shown, str) else True)
+    else:
+        option = typer.Option(
+            default,
+            *flag.decls,
+            help=flag.help,
+            rich_help_panel=flag.panel,
+            show_default=shown if isinstance(shown, str) else not flag.invert,
+            metavar="" if annotation is bool else None,  # a switch takes no value
+            **{key: value for key, value in bounds.items() if value is not None},
+        )
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 

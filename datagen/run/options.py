@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from datagen.errors import InputError
 from datagen.formats.records import Task
@@ -53,6 +53,7 @@ class Flag:
     shown_default: str | None = None
     cli_default: Any = None
     fingerprint: bool = False
+    argument: bool = False  # a positional argument instead of a flag
 
     @property
     def name(self) -> str:
@@ -73,7 +74,10 @@ def flag_name(model: type[BaseModel], name: str) -> str:
 Temperature = Annotated[float, Field(ge=0.0, le=2.0), Flag("Sampling temperature", SAMPLING, fingerprint=True)]
 MaxTokens = Annotated[int, Field(ge=1), Flag("Largest reply, in tokens", SAMPLING)]
 Seed = Annotated[int, Flag("Seeds every per-item choice and the teacher's sampling", SAMPLING, fingerprint=True)]
-Tasks = Annotated[list[Task], Flag("Comma-separated tasks", INPUT, cli_type=str)]
+Tasks = Annotated[list[Task], BeforeValidator(lambda value: parse_tasks(value)), Flag("Comma-separated tasks", INPUT, cli_type=str)]
+Prompts = Annotated[
+    Path, Flag("Prompt-pack root (ours or LLaVA's playground/data/prompts)", INPUT, shown_default="ours (prompts/)")
+]
 
 
 class EndpointSettings(BaseModel):
@@ -182,7 +186,7 @@ class GenerateSettings(ClientSettings):
         Flag("openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)", TEACHER),
     ] = "openai"
     model: Annotated[str | None, Flag("Teacher model name (required with --teacher openai; the deployment with azure)", TEACHER)] = None
-    prompts: Annotated[Path, Flag("Prompt-pack root (ours or LLaVA's playground/data/prompts)", INPUT, shown_default="ours (prompts/)")] = BUNDLED_PROMPTS
+    prompts: Prompts = BUNDLED_PROMPTS
     limit: Annotated[int | None, Field(ge=1), Flag("Only the first N images", INPUT)] = None
     seed: Seed = 0
     temperature: Temperature = 0.7
@@ -278,11 +282,6 @@ class GenerateSettings(ClientSettings):
             data["model"] = data["ray"].vllm  # the requests name the model the engine runs
         return data
 
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _tasks(cls, value: object) -> object:
-        return parse_tasks(value)
-
     @field_validator("contexts", mode="before")
     @classmethod
     def _contexts(cls, value: object) -> object:
@@ -365,6 +364,79 @@ _FINGERPRINT_ORDER = (
     "captions_sha256", "instances_sha256", "teacher", "model", "temperature", "max_tokens", "length_retry_max_tokens",
     "reject_unsupported", "seed", "detail_instructions", "shard", "request_shape", "see", "image_max_side",
 )
+
+class ExportSettings(BaseModel):
+    """`datagen export` and `datagen.export(settings)`: a generate folder's task files merged into one file."""
+
+    folder: Annotated[Path, Flag("The --out folder of a generate run", INPUT, argument=True)]
+    out: Annotated[Path, Flag("File to write (JSON array, or JSONL with --jsonl)", OUTPUT)]
+    tasks: Tasks = Field(default_factory=lambda: list(TASKS))
+    jsonl: Annotated[bool, Flag("One record per line instead of a JSON array", OUTPUT, decls=("--jsonl",))] = False
+    keep_meta: Annotated[bool, Flag("Keep the provenance field `meta`", OUTPUT, decls=("--keep-meta",))] = False
+    shuffle: Annotated[bool, Flag("Shuffle the merged records (seeded)", OUTPUT, decls=("--shuffle",))] = False
+    seed: Annotated[int, Flag("Seed of --shuffle", OUTPUT)] = 0
+    format: Annotated[
+        Literal["llava", "messages"], Flag("llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)", OUTPUT)
+    ] = "llava"
+
+
+class AuditSettings(BaseModel):
+    """`datagen audit` and `datagen.audit(settings)`: answer checks and grounding over a data set, no teacher."""
+
+    file: Annotated[Path, Flag("LLaVA-format records: a JSON array (llava_instruct_150k.json...) or JSONL (ours)", INPUT, argument=True)]
+    captions: Annotated[Path, Flag("COCO captions file of the images the records are about", INPUT)]
+    instances: Annotated[Path, Flag("COCO instances file (boxes) of those images", INPUT)]
+    out: Annotated[Path | None, Flag("Folder for findings.jsonl and summary.json; default FILE-STEM-audit/", OUTPUT)] = None
+    task: Annotated[str | None, Flag("Task of records without meta.task; inferred from their turns otherwise", INPUT)] = None
+    max_chair_s: Annotated[
+        float | None, Field(ge=0.0, le=1.0), Flag("Exit 1 when the share of records naming an absent object exceeds this", LIMITS)
+    ] = None
+    max_flagged: Annotated[float | None, Field(ge=0.0, le=1.0), Flag("Exit 1 when the share of records with check findings exceeds this", LIMITS)] = None
+    prompts: Annotated[
+        Path,
+        Flag("Prompt-pack root the records were made with; copied_example looks for its few-shot examples", INPUT, shown_default="ours (prompts/)"),
+    ] = BUNDLED_PROMPTS
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, value: str | None) -> str | None:
+        if value is not None and value not in TASKS:
+            raise InputError(f"--task {value!r}: unknown task; choose one of {', '.join(TASKS)}")
+        return value
+
+    def out_folder(self) -> Path:
+        return self.out or Path(f"{self.file.stem}-audit")
+
+
+class JudgeSettings(ClientSettings):
+    """`datagen judge` and `datagen.judge(settings)`: two generate folders over the same images (A = reference),
+    or LLaVA's four answer files, scored pairwise by a judge model in both orders."""
+
+    folders: list[Path] = []  # A_DIR B_DIR: the command line's arguments, beside its `summarize` word
+    out: Annotated[Path | None, Flag("Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes", OUTPUT)] = None
+    captions: Annotated[Path | None, Flag("With A_DIR B_DIR: the COCO captions file both runs used", INPUT)] = None
+    instances: Annotated[Path | None, Flag("With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)", INPUT)] = None
+    tasks: Tasks = Field(default_factory=lambda: list(TASKS))
+    reference: Annotated[Path | None, Flag("LLaVA answers JSONL (question_id, text) scored as the reference", INPUT)] = None
+    candidate: Annotated[Path | None, Flag("LLaVA answers JSONL (question_id, text) scored as the candidate", INPUT)] = None
+    questions: Annotated[Path | None, Flag("Questions JSONL (question_id, image, text, category)", INPUT)] = None
+    context: Annotated[
+        Path | None, Flag("Context JSONL, one line per image: LLaVA-Bench COCO's caps_boxes file, in-the-wild's context.jsonl, or ours", INPUT)
+    ] = None
+    rule: Annotated[
+        Path | None, Flag("LLaVA's rule.json: per-category judge prompts, requests laid out as LLaVA's scripts do", INPUT)
+    ] = None  # per category {"role", "prompt"}
+    limit: Annotated[int | None, Field(ge=1), Flag("Only the first N items (per task with A_DIR B_DIR)", INPUT)] = None
+    judge: Annotated[str, Flag("openai (any OpenAI-compatible server) or mock (offline heuristic, for CI)", TEACHER, decls=("--judge",))] = "openai"
+    judge_models: Annotated[
+        list[str], Flag("Judge model; give it twice to use two judges and report their agreement", TEACHER, decls=("--judge-model",))
+    ] = []
+    judge_prompt: Annotated[Path | None, Flag("File replacing the system message (prompts/judge/)", TEACHER)] = None
+    temperature: Temperature = 0.2
+    max_tokens: MaxTokens = 512
+    seed: Annotated[int, Flag("Seeds the judge's sampling and the bootstrap", SAMPLING)] = 0
+    resamples: Annotated[int, Field(ge=0), Flag("Bootstrap resamples of the 95% interval (0: none)", OUTPUT, decls=("--bootstrap",))] = 1000
+
 
 GenerateOptions = GenerateSettings  # the name the run's modules have always used
 
