@@ -17,9 +17,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from datagen.errors import InputError, RunFailed
+from datagen.errors import InputError, RunFailed, TeacherFatalError
 from datagen.formats.manifest import TaskCounts
 from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings
+
+__all__ = [
+    "GenerateSettings", "generate", "GenerateResult", "ExportSettings", "export", "ExportResult",
+    "AuditSettings", "audit", "AuditResult", "JudgeSettings", "judge_answers", "JudgeResult",
+    "InputError", "TeacherFatalError", "RunFailed",
+]
 
 
 class GenerateResult(BaseModel):
@@ -115,9 +121,10 @@ def audit(settings: AuditSettings) -> AuditResult:
     return AuditResult(out=s.out_folder(), summary=summary, failures=summary.failures)
 
 
-def judge(settings: JudgeSettings) -> JudgeResult:
+def judge_answers(settings: JudgeSettings) -> JudgeResult:
     """Run `datagen judge`: every item scored in both orders by every judge; reviews.jsonl, summary.json and
-    summary.md in `out`. A run that ends without a score raises RunFailed after writing what it has."""
+    summary.md in `out`; a run that ends without a score raises RunFailed after writing what it has. (Not named
+    `judge`: the package `datagen.judge` would shadow it once imported.)"""
     from datagen.judge.run import run_judge
 
     summary, table = run_judge(*judge_inputs(settings))

@@ -12,7 +12,8 @@ import typer
 
 from datagen.errors import INCOMPLETE_EXIT, InputError, RunFailed, TeacherFatalError
 from datagen.files.storage_errors import StorageError, explain_os_error
-from datagen.cli_flags import takes_settings
+from datagen import __version__
+from datagen.cli_flags import SwitchesTakeNoValue, takes_settings
 from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 
@@ -23,7 +24,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=SwitchesTakeNoValue,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"datagen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit")) -> None:
+    """Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it."""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -15,6 +15,7 @@ from typing import Any, Union, get_args, get_origin
 
 import typer
 from annotated_types import Ge, Le
+from typer.core import TyperGroup, TyperOption
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -78,35 +79,61 @@ def _parameter(name: str, field: FieldInfo, flag: Flag) -> inspect.Parameter:
         default = False
     elif field.is_required():
         default = ...
+    elif field.default_factory is not None:
+        default = _Deferred(field, flag)
     elif flag.cli_type is not None:
         default = [] if get_origin(flag.cli_type) is list else flag.cli_default
     else:
         default = field.get_default(call_default_factory=True)
-    shown = flag.shown_default or _shown(field.get_default(call_default_factory=True)) if not field.is_required() else None
     bounds = {"min": next((item.ge for item in field.metadata if isinstance(item, Ge)), None),
               "max": next((item.le for item in field.metadata if isinstance(item, Le)), None)}
     if flag.argument:
-        option = typer.Argument(default, help=flag.help, rich_help_panel=flag.panel, show_default=shown if isinstance(shown, str) else True)
+        option = typer.Argument(default, help=flag.help, rich_help_panel=flag.panel, show_default=flag.shown_default or True)
     else:
         option = typer.Option(
             default,
             *flag.decls,
             help=flag.help,
             rich_help_panel=flag.panel,
-            show_default=shown if isinstance(shown, str) else not flag.invert,
+            show_default=flag.shown_default or not flag.invert,
             metavar="" if annotation is bool else None,  # a switch takes no value
             **{key: value for key, value in bounds.items() if value is not None},
         )
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
-def _shown(default: object) -> str | bool:
-    """A list default as the command line writes it ("a,b"); other defaults as typer shows them."""
-    if isinstance(default, list) and default:
-        return ",".join(map(str, default))
-    return True
+class _Deferred:
+    """A default computed when a command runs or shows its own help, not when `datagen --help` lists the commands
+    (the task list loads the task registry). Click calls it for the value; its help shows str() of it."""
+
+    def __init__(self, field: FieldInfo, flag: Flag) -> None:
+        self.field, self.flag = field, flag
+
+    def __call__(self) -> Any:
+        value = self.field.get_default(call_default_factory=True)
+        return ",".join(map(str, value)) if self.flag.cli_type is str and isinstance(value, list) else value  # a list written "a,b"
+
+    def __str__(self) -> str:
+        return str(self())
 
 
 def _settings_model(annotation: Any) -> type[BaseModel] | None:
     options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
     return next((option for option in options if isinstance(option, type) and issubclass(option, BaseModel)), None)
+
+
+class SwitchesTakeNoValue(TyperGroup):
+    """typer 0.29 shows `<bool>` beside each switch (--force, --help) as if it took a value: a group of this class
+    blanks that column for the switches of every command under it, those declared by hand included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _blank_switch_values(self)
+
+
+def _blank_switch_values(command: Any) -> None:
+    for param in [*command.params, command.get_help_option(typer.Context(command))]:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _blank_switch_values(sub)

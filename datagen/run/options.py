@@ -20,7 +20,6 @@ from datagen.errors import InputError
 from datagen.formats.records import Task
 from datagen.source.context import CONTEXT_KINDS, ContextKind
 from datagen.tasks.prompts import BUNDLED_PROMPTS
-from datagen.tasks.registry import TASKS, task_spec
 from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
 from datagen.teachers.request_shape import RequestShape, TokenLimitField, parse_extra_body, parse_omit_params
@@ -76,12 +75,14 @@ MaxTokens = Annotated[int, Field(ge=1), Flag("Largest reply, in tokens", SAMPLIN
 Seed = Annotated[int, Flag("Seeds every per-item choice and the teacher's sampling", SAMPLING, fingerprint=True)]
 Tasks = Annotated[list[Task], BeforeValidator(lambda value: parse_tasks(value)), Flag("Comma-separated tasks", INPUT, cli_type=str)]
 Prompts = Annotated[
-    Path, Flag("Prompt-pack root (ours or LLaVA's playground/data/prompts)", INPUT, shown_default="ours (prompts/)")
+    Path, Flag("Prompt-pack root (ours or LLaVA's playground/data/prompts)", INPUT, shown_default="ours")
 ]
 
 
-class EndpointSettings(BaseModel):
-    """How a client reaches an OpenAI-compatible endpoint: generate, judge and ray all take these."""
+class EndpointSettings(BaseModel, defer_build=True):
+    """How a client reaches an OpenAI-compatible endpoint: generate, judge and ray all take these.
+
+    The tree's models build their validators on first use (defer_build), not when `datagen --help` reads them."""
 
     base_url: Annotated[str | None, Flag("OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI", TEACHER)] = None
     concurrency: Annotated[int, Field(ge=1), Flag("Requests in flight at most", LIMITS)] = DEFAULT_CONCURRENCY
@@ -102,15 +103,24 @@ class ClientSettings(EndpointSettings):
     command: list[str] = []  # the command line as typed, secrets taken out, for the manifest
 
 
+def registered_tasks() -> list[str]:
+    # The registry loads its tasks' reply parsers, whose patterns take a while to compile: loaded when a setting
+    # is checked, not when `datagen --help` lists the commands.
+    from datagen.tasks.registry import TASKS
+
+    return list(TASKS)
+
+
 def parse_tasks(value: object, flag: str = "--tasks") -> object:
     """"a,b" into ["a", "b"], each a registered task, duplicates dropped; a list is checked the same way."""
     if not isinstance(value, (str, list, tuple)):
         return value
+    registered = registered_tasks()
     names = [task.strip() for task in value.split(",")] if isinstance(value, str) else [str(task) for task in value]
     tasks = [task for task in names if task]
-    unknown = [task for task in tasks if task not in TASKS]
+    unknown = [task for task in tasks if task not in registered]
     if unknown or not tasks:
-        raise InputError(f"{flag}: unknown task {', '.join(unknown) or '(none)'}; choose from {','.join(TASKS)}")
+        raise InputError(f"{flag}: unknown task {', '.join(unknown) or '(none)'}; choose from {','.join(registered)}")
     return list(dict.fromkeys(tasks))
 
 
@@ -128,7 +138,7 @@ def parse_engine_args(values: list[str]) -> dict[str, object]:
     return args
 
 
-class RayEngine(BaseModel):
+class RayEngine(BaseModel, defer_build=True):
     """Where `datagen ray` (and `generate --engine ray`) runs the requests: the cluster, and an endpoint's actors
     or vLLM's replicas (datagen/run/ray_engine.py)."""
 
@@ -180,7 +190,7 @@ class GenerateSettings(ClientSettings):
     captions: Annotated[Path, Flag("COCO captions file (captions_train2017.json)", INPUT)]
     out: Annotated[Path, Flag("Output folder; rerunning into it resumes", OUTPUT)]
     instances: Annotated[Path | None, Flag("COCO instances file (boxes); needed by detail and complex_reasoning", INPUT)] = None
-    tasks: Tasks = Field(default_factory=lambda: list(TASKS))
+    tasks: Tasks = Field(default_factory=registered_tasks)
     teacher: Annotated[
         str,
         Flag("openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)", TEACHER),
@@ -288,9 +298,9 @@ class GenerateSettings(ClientSettings):
         """Only the tasks named: the others keep their task's default context."""
         pairs = [str(item).partition("=")[::2] for item in value] if isinstance(value, (list, tuple)) else list(dict(value).items())  # type: ignore[call-overload]
         for task, kind in pairs:
-            if task not in TASKS or kind not in CONTEXT_KINDS:
+            if task not in registered_tasks() or kind not in CONTEXT_KINDS:
                 kinds = " or ".join(f"TASK={kind}" for kind in CONTEXT_KINDS)
-                raise InputError(f"--context {task}={kind}: write {kinds}, TASK one of {','.join(TASKS)}")
+                raise InputError(f"--context {task}={kind}: write {kinds}, TASK one of {','.join(registered_tasks())}")
         return dict(pairs)
 
     @field_validator("shard", mode="before")
@@ -342,6 +352,8 @@ class GenerateSettings(ClientSettings):
         return self
 
     def context_of(self, task: str) -> ContextKind:
+        from datagen.tasks.registry import task_spec
+
         return self.contexts.get(task, task_spec(task).default_context)
 
     def request_shape(self) -> RequestShape:
@@ -365,12 +377,12 @@ _FINGERPRINT_ORDER = (
     "reject_unsupported", "seed", "detail_instructions", "shard", "request_shape", "see", "image_max_side",
 )
 
-class ExportSettings(BaseModel):
+class ExportSettings(BaseModel, defer_build=True):
     """`datagen export` and `datagen.export(settings)`: a generate folder's task files merged into one file."""
 
     folder: Annotated[Path, Flag("The --out folder of a generate run", INPUT, argument=True)]
     out: Annotated[Path, Flag("File to write (JSON array, or JSONL with --jsonl)", OUTPUT)]
-    tasks: Tasks = Field(default_factory=lambda: list(TASKS))
+    tasks: Tasks = Field(default_factory=registered_tasks)
     jsonl: Annotated[bool, Flag("One record per line instead of a JSON array", OUTPUT, decls=("--jsonl",))] = False
     keep_meta: Annotated[bool, Flag("Keep the provenance field `meta`", OUTPUT, decls=("--keep-meta",))] = False
     shuffle: Annotated[bool, Flag("Shuffle the merged records (seeded)", OUTPUT, decls=("--shuffle",))] = False
@@ -380,7 +392,7 @@ class ExportSettings(BaseModel):
     ] = "llava"
 
 
-class AuditSettings(BaseModel):
+class AuditSettings(BaseModel, defer_build=True):
     """`datagen audit` and `datagen.audit(settings)`: answer checks and grounding over a data set, no teacher."""
 
     file: Annotated[Path, Flag("LLaVA-format records: a JSON array (llava_instruct_150k.json...) or JSONL (ours)", INPUT, argument=True)]
@@ -394,14 +406,14 @@ class AuditSettings(BaseModel):
     max_flagged: Annotated[float | None, Field(ge=0.0, le=1.0), Flag("Exit 1 when the share of records with check findings exceeds this", LIMITS)] = None
     prompts: Annotated[
         Path,
-        Flag("Prompt-pack root the records were made with; copied_example looks for its few-shot examples", INPUT, shown_default="ours (prompts/)"),
+        Flag("Prompt-pack root the records were made with; copied_example looks for its few-shot examples", INPUT, shown_default="ours"),
     ] = BUNDLED_PROMPTS
 
     @field_validator("task")
     @classmethod
     def _task(cls, value: str | None) -> str | None:
-        if value is not None and value not in TASKS:
-            raise InputError(f"--task {value!r}: unknown task; choose one of {', '.join(TASKS)}")
+        if value is not None and value not in registered_tasks():
+            raise InputError(f"--task {value!r}: unknown task; choose one of {', '.join(registered_tasks())}")
         return value
 
     def out_folder(self) -> Path:
@@ -416,7 +428,7 @@ class JudgeSettings(ClientSettings):
     out: Annotated[Path | None, Flag("Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes", OUTPUT)] = None
     captions: Annotated[Path | None, Flag("With A_DIR B_DIR: the COCO captions file both runs used", INPUT)] = None
     instances: Annotated[Path | None, Flag("With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)", INPUT)] = None
-    tasks: Tasks = Field(default_factory=lambda: list(TASKS))
+    tasks: Tasks = Field(default_factory=registered_tasks)
     reference: Annotated[Path | None, Flag("LLaVA answers JSONL (question_id, text) scored as the reference", INPUT)] = None
     candidate: Annotated[Path | None, Flag("LLaVA answers JSONL (question_id, text) scored as the candidate", INPUT)] = None
     questions: Annotated[Path | None, Flag("Questions JSONL (question_id, image, text, category)", INPUT)] = None
