@@ -354,7 +354,7 @@ def _judge_summarize(paths: list[Path], out: Path | None, resamples: int, seed: 
 
 # -- scoring trained models (datagen/eval/); torch loads inside the commands -------------------------
 
-eval_app = typer.Typer(help="Score trained models: LLaVA-Bench-style answers and ScienceQA accuracy", no_args_is_help=True)
+eval_app = typer.Typer(help="Score trained models: LLaVA-Bench-style answers, ScienceQA accuracy and POPE object hallucination", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 

@@ -135,6 +135,12 @@ def test_no_switch_shows_a_value(command: tuple[str, ...]) -> None:
     assert "<bool>" not in help_of(*command)
 
 
+def test_help_names_what_each_command_does_and_its_defaults() -> None:
+    assert "POPE" in help_of("eval") and "POPE" in help_of()
+    finetune = help_of("train", "finetune")
+    assert "[default: (0.001 pretrain, 2e-05 finetune)]" in finetune and "[default: (full)]" in finetune and "[default: (2048)]" in finetune
+
+
 def test_version() -> None:
     from datagen import __version__
     from datagen.cli import app
