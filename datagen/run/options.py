@@ -349,6 +349,14 @@ class GenerateSettings(ClientSettings):
             raise InputError(f"{offline[0]} needs --teacher openai (the requests name --model for an OpenAI-compatible batch engine)")
         if self.ray is not None and offline:
             raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
+        if self.batch and self.teacher != "openai":
+            raise InputError(f"--batch needs --teacher openai (the OpenAI Batch API), not {self.teacher}; drop --batch for a {self.teacher} run")
+        if self.ray is not None and self.teacher != "openai" and self.ray.vllm is None:
+            raise InputError(f"--engine ray needs --teacher openai (an endpoint) or --vllm MODEL, not --teacher {self.teacher}")
+        # Answers that come back from elsewhere reach the records through the response cache.
+        through_cache = [*(["--batch"] if self.batch else []), *(["--results-in"] if self.results_in else []), *(["--engine ray"] if self.ray else [])]
+        if through_cache and not self.use_cache:
+            raise InputError(f"{through_cache[0]} needs the response cache (answers are ingested through it); drop --no-cache")
         return self
 
     def context_of(self, task: str) -> ContextKind:

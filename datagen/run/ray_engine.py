@@ -561,10 +561,6 @@ def generate_with_ray(options: GenerateOptions) -> Manifest:
     """`generate --engine ray`: the pending requests into OUT/ray/, through Ray, and their results back through
     the response cache; a kill anywhere is resumed by the same command (the results file keeps what came)."""
     assert options.ray is not None  # the CLI sets it with --engine ray
-    if options.teacher != "openai" and options.ray.vllm is None:
-        raise InputError(f"--engine ray needs --teacher openai (an endpoint) or --vllm MODEL, not --teacher {options.teacher}")
-    if not options.use_cache:
-        raise InputError("--engine ray needs the response cache (results are ingested through it); drop --no-cache")
     folder = options.out / RAY_DIR
     requests, results = folder / "requests.jsonl", folder / "results.jsonl"
     if options.ray.vllm is None:
