@@ -14,10 +14,9 @@ from datagen.errors import INCOMPLETE_EXIT, InputError, RunFailed, TeacherFatalE
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen import __version__
 from datagen.cli_flags import SwitchesTakeNoValue, takes_settings
-from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayEngine, default
+from datagen.run.options import ENGINES, AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 
-_RAY = RayEngine()  # the Ray engine's defaults, which the flags of `ray` and `generate --engine ray` show
 
 app = typer.Typer(
     help="Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it.",
@@ -170,43 +169,23 @@ def report(
 
 @app.command("ray")
 @friendly_errors
+@takes_settings(RayRunSettings)
 def ray_command(
-    requests: Path = typer.Argument(..., help="The requests file `generate --requests-out` wrote (OpenAI Batch input lines)"),
-    out: Path = typer.Option(..., help="Results file (OpenAI Batch output lines) for `generate --results-in`; rerunning resumes it"),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI (key: $OPENAI_API_KEY)"),
-    model: Optional[str] = typer.Option(None, help="Send this model name instead of the one the requests carry"),
-    workers: int = typer.Option(_RAY.workers, min=1, help="Ray actors calling the endpoint"),
-    concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most, across all workers"),
-    rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most, across all workers"),
-    qps: Optional[float] = typer.Option(None, min=0.001, help="Requests per second at most, across all workers (instead of --rpm)"),
-    timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
-    vllm: Optional[str] = typer.Option(None, help="Run MODEL (a Hugging Face id or a local folder) on vLLM replicas on the cluster's GPUs instead of calling an endpoint"),
-    replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
-    tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
-    engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
-    rows_per_batch: Optional[int] = typer.Option(None, min=1, help="Rows per Ray batch; default from --concurrency (endpoint) or 64 (--vllm)"),
-    address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster; default a local one started for the command"),
-    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (without --address); default all"),
-    progress: bool = typer.Option(True, help="Print the row count every few seconds"),
+    settings: RayRunSettings,
+    rows_per_batch: Optional[int] = typer.Option(
+        None, min=1, help="Rows per Ray batch; default from --concurrency (endpoint) or 64 (--vllm)", rich_help_panel=ENGINES
+    ),
 ) -> None:
     """Answer a requests file through Ray Data: an endpoint called by Ray actors, or vLLM on the cluster's GPUs."""
     from datagen.run.ray_engine import RaySettings, describe, run_ray
 
-    if vllm is not None and (base_url is not None or model is not None):
-        raise InputError(f"--vllm and {'--base-url' if base_url is not None else '--model'} do not go together; --vllm runs the model itself")
-    if rpm is not None and qps is not None:
-        raise InputError("--rpm and --qps set the same limit; pass one")
-    engine = RayEngine(
-        address=address, num_cpus=num_cpus, workers=workers, vllm=vllm, replicas=replicas, tensor_parallel_size=tensor_parallel_size,
-        engine_args=engine_arg, batch_size=rows_per_batch,
+    s = settings
+    run = RaySettings(
+        requests=s.requests, out=s.out, engine=s.engine.model_copy(update={"batch_size": rows_per_batch}), base_url=s.base_url, model=s.model,
+        concurrency=s.concurrency, rpm=s.qps * 60 if s.qps is not None else s.rpm, timeout=s.timeout, max_retries=s.max_retries,
     )
-    settings = RaySettings(
-        requests=requests, out=out, engine=engine, base_url=base_url, model=model, concurrency=concurrency,
-        rpm=qps * 60 if qps is not None else rpm, timeout=timeout, max_retries=max_retries,
-    )
-    outcome = run_ray(settings, progress)
-    typer.echo(describe(settings, outcome))
+    outcome = run_ray(run, s.progress)
+    typer.echo(describe(run, outcome))
     if outcome.counts["failed"]:
         raise fail(f"{outcome.counts['failed']} requests failed (first: {outcome.first_failure}); rerun the same command to retry them", code=1)
 

@@ -27,13 +27,17 @@ def settings_flags(model: type[BaseModel]) -> list[inspect.Parameter]:
     params: list[inspect.Parameter] = []
     for name, field in model.model_fields.items():
         flag = flag_of(model, name)
-        if flag is None:
-            continue
-        params.append(_parameter(name, field, flag))
+        if flag is not None:
+            params.append(_parameter(name, field, flag))
         nested = _settings_model(field.annotation)
-        if nested is not None:
+        if nested is not None:  # its flags beside the model's own; the model's validator nests their values
             params.extend(settings_flags(nested))
-    return sorted(params, key=lambda param: PANELS.index(param.default.rich_help_panel))
+    return in_panel_order(params)
+
+
+def in_panel_order(params: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """Arguments and flags outside any panel first, then panel by panel in PANELS' order (help shows them so)."""
+    return sorted(params, key=lambda param: PANELS.index(param.default.rich_help_panel) if param.default.rich_help_panel in PANELS else -1)
 
 
 def settings_from_flags(model: type[BaseModel], values: dict[str, Any]) -> Any:
@@ -56,7 +60,8 @@ def takes_settings(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Cal
     not settings of a run (how to print, where to write a summary)."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = [param for param in inspect.signature(command, eval_str=True).parameters.values() if param.name != "settings"]
+        own = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY) for param in inspect.signature(command, eval_str=True).parameters.values()
+               if param.name != "settings"]
         flags = settings_flags(model)
         names = {param.name for param in own}
 
@@ -65,7 +70,7 @@ def takes_settings(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Cal
             kept = {name: values.pop(name) for name in list(values) if name in names}
             return command(settings=settings_from_flags(model, values), **kept)
 
-        wrapper.__signature__ = inspect.Signature([*own, *flags])  # type: ignore[attr-defined]
+        wrapper.__signature__ = inspect.Signature(in_panel_order([*own, *flags]))  # type: ignore[attr-defined]
         wrapper.__annotations__ = {param.name: param.annotation for param in [*own, *flags]}
         return wrapper
 
@@ -88,7 +93,7 @@ def _parameter(name: str, field: FieldInfo, flag: Flag) -> inspect.Parameter:
     bounds = {"min": next((item.ge for item in field.metadata if isinstance(item, Ge)), None),
               "max": next((item.le for item in field.metadata if isinstance(item, Le)), None)}
     if flag.argument:
-        option = typer.Argument(default, help=flag.help, rich_help_panel=flag.panel, show_default=flag.shown_default or True)
+        option = typer.Argument(default, help=flag.help, show_default=flag.shown_default or True)  # in typer's Arguments panel
     else:
         option = typer.Option(
             default,

@@ -184,6 +184,38 @@ class RayEngine(BaseModel, defer_build=True):
 _RAY_FLAGS = ("workers", "vllm", "replicas", "tensor_parallel_size", "engine_args", "address", "num_cpus")
 
 
+class RayRunSettings(EndpointSettings):
+    """`datagen ray`: a requests file answered through Ray Data, by an endpoint's actors or vLLM's replicas. The
+    endpoint's limits count across all workers; `engine` brings RayEngine's flags beside these."""
+
+    requests: Annotated[Path, Flag("The requests file `generate --requests-out` wrote (OpenAI Batch input lines)", INPUT, argument=True)]
+    out: Annotated[Path, Flag("Results file (OpenAI Batch output lines) for `generate --results-in`; rerunning resumes it", OUTPUT)]
+    model: Annotated[str | None, Flag("Send this model name instead of the one the requests carry", TEACHER)] = None
+    qps: Annotated[float | None, Field(ge=0.001), Flag("Requests per second at most (instead of --rpm)", LIMITS)] = None
+    max_retries: Annotated[
+        int, Field(ge=0), Flag("Retries per request on 429, 5xx, timeouts and dropped connections", LIMITS)
+    ] = DEFAULT_MAX_RETRIES
+    progress: Annotated[bool, Flag("Print the row count every few seconds", OUTPUT)] = True
+    engine: RayEngine = RayEngine()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_flags(cls, data: Any) -> Any:
+        """The command line gives the engine's flags flat, beside the endpoint's."""
+        if isinstance(data, dict) and "engine" not in data:
+            data = dict(data)
+            data["engine"] = RayEngine(**{name: data.pop(name) for name in (*_RAY_FLAGS, "batch_size") if name in data})
+        return data
+
+    @model_validator(mode="after")
+    def _one_source_of_answers(self) -> RayRunSettings:
+        if self.engine.vllm is not None and (self.base_url is not None or self.model is not None):
+            raise InputError(f"--vllm and {'--base-url' if self.base_url is not None else '--model'} do not go together; --vllm runs the model itself")
+        if self.rpm is not None and self.qps is not None:
+            raise InputError("--rpm and --qps set the same limit; pass one")
+        return self
+
+
 class GenerateSettings(ClientSettings):
     """Everything one `generate` run takes: `datagen generate`'s flags, and `datagen.generate(settings)`."""
 
