@@ -5,7 +5,9 @@ interleaved so a busy machine slows both alike, and the table gives the median C
 children's rusage) and wall time of each, and their ratio. It also says which heavy modules `datagen --help`
 loaded (none is the point: numpy and torch belong to the commands that use them).
 
-    python bench/help_bench.py [--runs 15] [--out bench/results_help.md]
+    python bench/help_bench.py [--runs 15] [--out bench/results_help.md] [--compare OTHER_CHECKOUT]
+
+`--compare` adds a row for another checkout's `datagen --help` (e.g. the code before a change), run the same way.
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ PROBE = (
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one run of `command`, its output discarded."""
+    """(CPU seconds, wall seconds) of one run of `command` in the checkout its PYTHONPATH names, output discarded."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    # `python -m` puts the working folder first on the path: run in the checkout meant.
+    subprocess.run(command, env=env, cwd=env["PYTHONPATH"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
@@ -64,19 +67,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results_help.md")
+    parser.add_argument("--compare", type=Path, help="another checkout whose `datagen --help` gets a row too")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
     with tempfile.TemporaryDirectory() as folder:
         bare = Path(folder) / "bare.py"
         bare.write_text(BARE_APP, encoding="utf-8")
-        commands = {"bare typer app --help": [sys.executable, str(bare), "--help"], "datagen --help": [sys.executable, "-m", "datagen.cli", "--help"]}
-        for command in commands.values():  # warm the file cache and the byte-code
-            timed(command, env)
+        datagen = [sys.executable, "-m", "datagen.cli", "--help"]
+        commands = {"bare typer app --help": ([sys.executable, str(bare), "--help"], env), "datagen --help": (datagen, env)}
+        if args.compare is not None:
+            commands[f"datagen --help ({args.compare})"] = (datagen, {**env, "PYTHONPATH": str(args.compare.resolve())})
+        for command, command_env in commands.values():  # warm the file cache and the byte-code
+            timed(command, command_env)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for _ in range(args.runs):
-            for name, command in commands.items():
-                samples[name].append(timed(command, env))
-    loaded = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout
+            for name, (command, command_env) in commands.items():
+                samples[name].append(timed(command, command_env))
+    loaded = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     heavy = loaded.rsplit("LOADED", 1)[1].strip() or "none"
     cpu = {name: statistics.median(cpu for cpu, _ in runs) for name, runs in samples.items()}
     wall = {name: statistics.median(wall for _, wall in runs) for name, runs in samples.items()}
@@ -90,7 +97,7 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load average"
         f" {os.getloadavg()[0]:.1f} at the end; {args.runs} interleaved runs each, fresh interpreters; medians.",
-        f"Command: `python bench/help_bench.py --runs {args.runs}`. Target (issue 30): datagen within 1.20x of the bare app's CPU time.",
+        f"Command: `python bench/help_bench.py --runs {args.runs}{f' --compare {args.compare}' if args.compare else ''}`. Target (issue 30): datagen within 1.20x of the bare app's CPU time.",
         "",
         "| command | CPU s (user+sys) | wall s | CPU vs bare |",
         "|---|---|---|---|",
