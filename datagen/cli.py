@@ -35,7 +35,7 @@ def _version(shown: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit")) -> None:
-    """Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it."""
+    pass  # the group's own flags only; the Typer above carries its help
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -64,7 +64,7 @@ def friendly_errors(command):
         except sqlite3.Error as error:
             raise fail(f"a SQLite file of the run failed ({error}); move the damaged file aside and rerun", 1) from None
         except typer.BadParameter as error:
-            # A flag checked inside the command (--tasks, --shard, --context): one line too, not a usage panel.
+            # A flag checked inside the command (eval's --model/--answers, report's prices): one line too, not a usage panel.
             raise fail(error.format_message()) from None
         except KeyboardInterrupt:
             raise fail("interrupted; rerun the same command to resume where it stopped", code=130) from None
