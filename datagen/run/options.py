@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
@@ -296,7 +296,9 @@ class GenerateSettings(ClientSettings):
     ] = None
     # Vision teachers (datagen/teachers/vision.py): what the teacher is shown, and from which folder the images come.
     see: Annotated[
-        See, Flag("What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)", VISION, fingerprint=True)
+        See,
+        Flag("What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)", VISION, cli_type=str, cli_default="text",
+             fingerprint=True),
     ] = "text"
     images: Annotated[Path | None, Flag("Folder of the images named in the captions file (--see image|both)", VISION)] = None
     image_max_side: Annotated[
@@ -427,9 +429,8 @@ class ExportSettings(BaseModel, defer_build=True):
     keep_meta: Annotated[bool, Flag("Keep the provenance field `meta`", OUTPUT, decls=("--keep-meta",))] = False
     shuffle: Annotated[bool, Flag("Shuffle the merged records (seeded)", OUTPUT, decls=("--shuffle",))] = False
     seed: Annotated[int, Flag("Seed of --shuffle", OUTPUT)] = 0
-    format: Annotated[
-        Literal["llava", "messages"], Flag("llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)", OUTPUT)
-    ] = "llava"
+    # Checked by datagen/data/export.py, which knows the formats, in the one line every bad flag gets.
+    format: Annotated[str, Flag("llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)", OUTPUT)] = "llava"
 
 
 class AuditSettings(BaseModel, defer_build=True):
