@@ -74,9 +74,6 @@ Temperature = Annotated[float, Field(ge=0.0, le=2.0), Flag("Sampling temperature
 MaxTokens = Annotated[int, Field(ge=1), Flag("Largest reply, in tokens", SAMPLING)]
 Seed = Annotated[int, Flag("Seeds every per-item choice and the teacher's sampling", SAMPLING, fingerprint=True)]
 Tasks = Annotated[list[Task], BeforeValidator(lambda value: parse_tasks(value)), Flag("Comma-separated tasks", INPUT, cli_type=str)]
-Prompts = Annotated[
-    Path, Flag("Prompt-pack root (ours or LLaVA's playground/data/prompts)", INPUT, shown_default="ours")
-]
 
 
 class EndpointSettings(BaseModel, defer_build=True):
@@ -228,7 +225,7 @@ class GenerateSettings(ClientSettings):
         Flag("openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), mock or mock-terse (offline, labelled; two for comparisons)", TEACHER),
     ] = "openai"
     model: Annotated[str | None, Flag("Teacher model name (required with --teacher openai; the deployment with azure)", TEACHER)] = None
-    prompts: Prompts = BUNDLED_PROMPTS
+    prompts: Annotated[Path, Flag("Prompt-pack root (ours or LLaVA's playground/data/prompts)", INPUT, shown_default="ours")] = BUNDLED_PROMPTS
     limit: Annotated[int | None, Field(ge=1), Flag("Only the first N images", INPUT)] = None
     seed: Seed = 0
     temperature: Temperature = 0.7
