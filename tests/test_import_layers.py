@@ -19,6 +19,8 @@ LAYERS: list[set[str]] = [
     {"datagen.run"},
     {"datagen.data", "datagen.judge", "datagen.train", "datagen.testing"},
     {"datagen.eval"},
+    {"datagen.api"},
+    {"datagen.cli_flags"},
     {"datagen.cli"},
 ]
 # The base layer's parts may use each other (errors names the disk's failures, files raises InputError).

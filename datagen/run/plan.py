@@ -68,24 +68,15 @@ class Plan:
         self.selected: set[int] = set()
 
     def _fingerprint_parts(self) -> dict[str, object]:
-        parts: dict[str, object] = {
+        # The settings' own parts are the fields marked `fingerprint` in datagen/run/options.py.
+        parts = self.options.fingerprint_parts({
             "captions_sha256": self.source.captions_sha256,
             "instances_sha256": self.source.instances_sha256,
             "teacher": self.teacher.kind,
             "model": self.sampling.model,
-            "temperature": self.sampling.temperature,
             "max_tokens": self.sampling.max_tokens,
-            "length_retry_max_tokens": self.options.length_retry_max_tokens,
-            "reject_unsupported": self.options.reject_unsupported,
-            "seed": self.sampling.seed,
             "detail_instructions": self.instructions["detail"].sha256,
-            "shard": list(self.options.shard) if self.options.shard else None,
-            "request_shape": self.sampling.shape.model_dump(mode="json"),
-        }
-        if self.options.see != "text":
-            # Only vision runs name these, so a text run's fingerprint is the one it always had.
-            parts["see"] = self.options.see
-            parts["image_max_side"] = self.options.image_max_side
+        })
         for name, instructions in self.instructions.items():
             if name != "detail":
                 parts[f"instructions:{name}"] = instructions.sha256
