@@ -186,6 +186,12 @@ def generate(
     engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
     address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster (--engine ray); default a local one"),
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (--engine ray without --address); default all"),
+    exclude_images: list[Path] = typer.Option(
+        [], help="Leave out the images this file names (repeatable): a COCO captions/instances file, LLaVA records, POPE or LLaVA-Bench questions, or ids/file names one per line"
+    ),
+    select: Optional[str] = typer.Option(None, help="coverage: pick --budget images covering COCO categories and caption words, before any request"),
+    budget: Optional[int] = typer.Option(None, min=1, help="Images --select picks (deterministic per --seed)"),
+    category_cap: Optional[int] = typer.Option(None, min=1, help="--select: at most this many images per category while others remain (default: a quarter of --budget)"),
 ) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen.run.generate import generate as run_generate
@@ -207,6 +213,7 @@ def generate(
         raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
     if vllm is not None and model is None:
         model = vllm  # the requests name the model the engine runs
+    plan = _plan_images(captions, instances, out, exclude_images, select, budget, seed, category_cap)
 
     options = GenerateOptions(
         captions=captions,
@@ -252,10 +259,17 @@ def generate(
         images=images,
         image_max_side=image_max_side,
         ray=ray_engine,
+        exclude_ids=plan.exclude_ids,
+        chosen_ids=plan.chosen_ids,
+        curation=plan.curation,
     )
     if dry_run:
         from datagen.run.estimate import describe, estimate
 
+        if plan.curation is not None and plan.curation.selection is not None:
+            from datagen.curate.select import describe as describe_selection
+
+            typer.echo(describe_selection(plan.curation.selection))
         typer.echo(describe(estimate(options)))
         return
     if requests_out is not None:
@@ -271,6 +285,19 @@ def generate(
         raise fail(manifest.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
     if manifest.status != "completed":
         raise typer.Exit(1)
+
+
+def _plan_images(captions: Path, instances: Path | None, out: Path, exclude: list[Path], select: str | None, budget: int | None, seed: int, category_cap: int | None):
+    """generate's --exclude-images and --select (datagen/curate/), its notes said once before the run starts."""
+    from datagen.curate.plan import plan_images
+    from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
+
+    # The run's own snapshot of the source, when its folder exists already: the run then reads it instead of the JSON.
+    snapshot = out / SOURCE_SNAPSHOT_FILE if out.is_dir() else None
+    plan = plan_images(captions, instances, snapshot, exclude, select, budget, seed, category_cap)
+    for note in plan.notes:
+        typer.echo(note, err=True)
+    return plan
 
 
 @app.command()

@@ -19,7 +19,7 @@ from datagen.errors import InputError
 from datagen.formats.manifest import Manifest
 from datagen.run.options import GenerateOptions
 from datagen.files.jsonl import atomic_file
-from datagen.run.pipeline import Run, execute, select_image_ids, teacher_info
+from datagen.run.pipeline import Run, curated_ids, execute, select_image_ids, teacher_info
 from datagen.formats.records import SkipReason
 from datagen.teachers.teacher import ChatRequest
 
@@ -28,7 +28,7 @@ def offline_run(options: GenerateOptions) -> Run:
     """A run that reads the output folder to know what is pending, but sends nothing and opens no writers."""
     run = Run(options, teacher=CacheOnlyTeacher(teacher_info(options)))
     run.prepare_output()
-    run.selected_ids = select_image_ids(run.source.image_ids, options.shard, options.limit)
+    run.selected_ids = select_image_ids(curated_ids(run.source.image_ids, options), options.shard, options.limit)
     run.selected = set(run.selected_ids)
     run.check_images()
     return run

@@ -10,6 +10,7 @@ from pydantic import BaseModel, field_validator
 from datagen.source.context import ContextKind
 from datagen.tasks.prompts import BUNDLED_PROMPTS
 from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
+from datagen.formats.manifest import Curation
 from datagen.formats.records import Task
 from datagen.teachers.request_shape import RequestShape, TokenLimitField
 from datagen.tasks.registry import TASKS, task_spec
@@ -85,6 +86,10 @@ class GenerateOptions(BaseModel):
     see: See = "text"
     images: Path | None = None
     image_max_side: int = DEFAULT_IMAGE_MAX_SIDE
+    # Curation before generating (datagen/curate/): images left out, the images chosen, and the manifest's account.
+    exclude_ids: frozenset[int] = frozenset()
+    chosen_ids: list[int] | None = None
+    curation: Curation | None = None
 
     @field_validator("tasks", "contexts")
     @classmethod

@@ -27,7 +27,7 @@ from datagen.teachers.endpoints import resolve_endpoint
 from datagen.errors import InputError, TeacherFatalError, leading_error
 from datagen.quality.grounding import ground_record, stored_grounding
 from datagen.run.items import SamplingSettings, build_meta, build_record, build_reject, build_request, length_retry
-from datagen.formats.manifest import MANIFEST_FILE, Manifest, RunSettings, SourceStats, fingerprint, tally
+from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, CurationStep, RunSettings, SourceStats, curation_steps, fingerprint, tally
 from datagen.run.options import GenerateOptions
 from datagen.files.jsonl import JsonlAppender, write_json_atomic
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE, SOURCE_SNAPSHOT_FILE, claim_output_folder, read_done_items
@@ -74,6 +74,15 @@ def teacher_info(options: GenerateOptions, environ: Mapping[str, str] = os.envir
         return MOCK_TEACHERS[options.teacher]().info
     resolve_endpoint(options.teacher, options.model, options.base_url, environ, need_key=False)
     return TeacherInfo(kind=options.teacher, model=options.model, mock=False)
+
+
+def curated_ids(image_ids: list[int], options: GenerateOptions) -> list[int]:
+    """The source's images less the excluded ones, and only the chosen ones when a selection chose (datagen/curate/)."""
+    kept = [image_id for image_id in image_ids if image_id not in options.exclude_ids] if options.exclude_ids else image_ids
+    if options.chosen_ids is None:
+        return kept
+    chosen = set(options.chosen_ids)
+    return [image_id for image_id in kept if image_id in chosen]
 
 
 def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit: int | None) -> list[int]:
@@ -128,6 +137,7 @@ class Run:
         self.skipped: dict[str, Counter[str]] = {task: Counter() for task in options.tasks}
         self.usage = UsageTotals()
         self.done_before = 0  # items the folder held when this invocation started
+        self.curation_steps: list[CurationStep] = []  # dedup and filter steps the folder went through, kept by a rerun
 
     def _fingerprint_parts(self) -> dict[str, object]:
         parts: dict[str, object] = {
@@ -169,6 +179,7 @@ class Run:
             if line.task in self.options.tasks and line.reason is not None:  # a reject's line always names both
                 self._count_existing(line.image_id, line.task, line.reason, line.usage)
         self.done_before = len(self.outcomes)
+        self.curation_steps = curation_steps(self.out / MANIFEST_FILE)
 
     def _count_existing(self, image_id: int, task: str, outcome: str, usage: Usage) -> None:
         self.outcomes[(image_id, task)] = outcome
@@ -244,7 +255,16 @@ class Run:
             cache_hits=self.teacher.stats["cache_hits"],
             last_error=self.teacher.last_error,
             failure=failure,
+            curation=self.curation(),
         )
+
+    def curation(self) -> Curation | None:
+        """The options' account of exclusion and selection, with the dedup and filter steps the folder went through."""
+        curation = self.options.curation.model_copy(deep=True) if self.options.curation else Curation()
+        if curation.excluded is not None:
+            curation.excluded.excluded = sum(1 for image_id in self.source.image_ids if image_id in self.options.exclude_ids)
+        curation.steps = self.curation_steps
+        return None if curation == Curation() else curation
 
     def write_manifest(self, status: str, failure: str | None = None) -> Manifest:
         manifest = self.manifest(status, failure)
@@ -373,7 +393,7 @@ class Run:
 
     def open(self) -> None:
         self.prepare_output()
-        self.selected_ids = select_image_ids(self.source.image_ids, self.options.shard, self.options.limit)
+        self.selected_ids = select_image_ids(curated_ids(self.source.image_ids, self.options), self.options.shard, self.options.limit)
         self.selected = set(self.selected_ids)
         self.check_images()
         self.cache = ResponseCache(self.cache_path) if self.cache_path is not None else None
