@@ -664,21 +664,28 @@ def eval_bench(
     max_new_tokens: int = typer.Option(512, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+    train_data: Optional[Path] = typer.Option(None, help="The model's training data (a generate folder, an exported file, or any --exclude-images list): its images are counted and left out of the score"),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="With --train-data: score the eval images the training data holds too (both counts printed)"),
 ) -> None:
     """Answer benchmark questions greedily (or take another tool's answers); `datagen judge` then scores them."""
-    from datagen.eval.bench import run_bench, take_answers
+    from datagen.eval.bench import clean_questions, load_questions, run_bench, take_answers
 
     if (model is None) == (answers is None):
         raise typer.BadParameter("pass --model to run a model, or --answers to take an answers file (one of them)", param_hint="--model/--answers")
+    training = _training_data(train_data, allow_overlap)
+    if training is not None:
+        _, overlap = clean_questions(load_questions(questions), training)
+        assert overlap is not None  # given training data, the split always counts
+        typer.echo(overlap.line())
     if answers is not None:
-        path, taken, unanswered = take_answers(answers, questions, out)
+        path, taken, unanswered = take_answers(answers, questions, out, training)
         typer.echo(f"took {taken} answers from {answers} into {path}")
         if unanswered:
             shown = ", ".join(unanswered[:5]) + (", ..." if len(unanswered) > 5 else "")
             raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
         return
     assert model is not None
-    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype)
+    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training)
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 
 
@@ -733,6 +740,8 @@ def eval_pope(
     max_new_tokens: int = typer.Option(16, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+    train_data: Optional[Path] = typer.Option(None, help="The model's training data (a generate folder, an exported file, or any --exclude-images list): its images are counted and left out of the score"),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="With --train-data: score the eval images the training data holds too (both counts printed)"),
 ) -> None:
     """POPE object-hallucination questions (random, popular, adversarial) from COCO instances, and their scores."""
     from datagen.eval.pope import INSTRUCTION, run_pope
@@ -740,12 +749,23 @@ def eval_pope(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
-                             max_new_tokens, model_id, dtype)
+                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap))
     typer.echo(text)
     if results is not None:
         missing = sum(row["missing"] for row in results["samplings"].values())
         if missing:
             raise fail(f"{missing} POPE questions have no answer; the metrics above leave them out", 1)
+
+
+def _training_data(path: Path | None, allow_overlap: bool):
+    """--train-data read once (datagen/curate/overlap.py); --allow-overlap means nothing without it."""
+    if path is None:
+        if allow_overlap:
+            raise InputError("--allow-overlap goes with --train-data RUN_OR_FILE, the data the model was trained on")
+        return None
+    from datagen.curate.overlap import TrainingData
+
+    return TrainingData.read(path, allow_overlap)
 
 
 def _register_trainer() -> None:
