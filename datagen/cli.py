@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -486,6 +487,81 @@ def merge(
     write_card(out, lambda card: card.write_run_card(out))
     written = ", ".join(f"{task} {counts.written}" for task, counts in manifest.counts.items())
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
+
+
+# -- curation after generating: near-duplicates and a judge's low scores moved to rejects (datagen/curate/) ------
+
+
+@app.command()
+@friendly_errors
+def dedup(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
+    answer_threshold: float = typer.Option(0.7, min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
+    question_threshold: float = typer.Option(0.7, min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
+    ngram: int = typer.Option(2, min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
+    num_perm: int = typer.Option(64, min=16, help="MinHash permutations (more: slower, more exact)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count the near-duplicates; move nothing"),
+) -> None:
+    """Move near-duplicate records (later ones; the first is kept) to rejects.jsonl as near_duplicate, never deleting."""
+    from datagen.curate.dedup import DedupSettings, dedup as run_dedup
+
+    settings = DedupSettings(answer_threshold=answer_threshold, question_threshold=question_threshold, ngram=ngram, num_perm=num_perm)
+    step, moves = run_dedup(folder, settings, safe_argv(), dry_run)
+    per_task = ", ".join(f"{task} {count}" for task, count in Counter(move.row.task for move in moves).items()) or "none"
+    if step is None:
+        typer.echo(f"dry run: {len(moves)} near-duplicates would move to rejects.jsonl ({per_task}); nothing was moved")
+        return
+    write_card(folder, lambda card: card.write_run_card(folder))
+    typer.echo(f"moved {len(moves)} of {step.examined} records to {folder / 'rejects.jsonl'} as near_duplicate ({per_task})")
+
+
+@app.command("filter")
+@friendly_errors
+def filter_command(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
+    judge_model: Optional[str] = typer.Option(None, help="The judge model (required unless --judge mock)"),
+    judge_backend: str = typer.Option("openai", "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
+    base_url: Optional[str] = typer.Option(None, help="The judge's endpoint; default $OPENAI_BASE_URL or OpenAI"),
+    min_score: float = typer.Option(6.0, min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
+    rules: Optional[Path] = typer.Option(None, help="The judge's system message (default prompts/judge/filter_system_message.txt)"),
+    captions: Optional[Path] = typer.Option(None, help="COCO captions file; default the one the run's manifest names"),
+    instances: Optional[Path] = typer.Option(None, help="COCO instances file; default the one the run's manifest names"),
+    concurrency: int = typer.Option(8, min=1, help="Judge requests in flight at most"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="Judge requests per minute at most"),
+    tpm: Optional[float] = typer.Option(None, min=1, help="Judge tokens per minute at most"),
+    timeout: float = typer.Option(60.0, min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(4, min=0),
+    max_tokens: int = typer.Option(200, min=1, help="The judge's reply limit"),
+    cache: Optional[Path] = typer.Option(None, help="Judge response cache; default RUN/judge-cache.sqlite"),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count the judge requests and price them; send nothing, move nothing"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for the cost"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
+) -> None:
+    """Score each record with a judge model against its image's captions and boxes; move those under --min-score to rejects."""
+    from datagen.curate.judge_filter import RULES, FilterSettings, filter_run
+
+    settings = FilterSettings(
+        judge=judge_backend, judge_model=judge_model, base_url=base_url, min_score=min_score, rules=rules or RULES, captions=captions,
+        instances=instances, concurrency=concurrency, timeout=timeout, max_retries=max_retries, rpm=rpm, tpm=tpm, max_tokens=max_tokens,
+        cache=cache, use_cache=not no_cache, price_in=price_in, price_out=price_out,
+    )
+    outcome, step = filter_run(folder, settings, safe_argv(), dry_run)
+    cost = f"; estimated cost ${outcome.cost:,.4f}" if outcome.cost is not None else ""
+    if step is None:
+        typer.echo(
+            f"dry run: {outcome.requests} judge requests would be sent ({outcome.reused} records already scored); estimated tokens "
+            f"{outcome.prompt_tokens:,} prompt + {outcome.completion_tokens:,} completion{cost}; nothing was sent"
+        )
+        return
+    write_card(folder, lambda card: card.write_run_card(folder))
+    moved = ", ".join(f"{task} {count}" for task, count in outcome.moved.items()) or "none"
+    typer.echo(
+        f"scored {outcome.scored} records ({outcome.reused} scored before, {outcome.unscored} without a usable score); moved {sum(outcome.moved.values())} "
+        f"under --min-score {min_score} to rejects.jsonl as judge_score ({moved}); {outcome.requests} requests sent{cost}"
+    )
+    if outcome.unscored:
+        raise fail(f"{outcome.unscored} records got no usable score; rerun the same command to ask again", code=INCOMPLETE_EXIT)
 
 
 _PROBABILITY = {"min": 0.0, "max": 1.0}
