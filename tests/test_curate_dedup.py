@@ -42,21 +42,22 @@ def test_copies_and_paraphrases_move_questions_alone_do_not() -> None:
         record(4, "What is happening in the image?", "Two dogs chase a frisbee across a grassy park on a sunny afternoon."),
         record(5, "Describe the scene in detail, please, with every object.", ANSWER),  # same answer, another question
     ]
-    moves = find_duplicates(rows, DedupSettings())
+    moves, examined = find_duplicates(rows, DedupSettings())
+    assert examined == len(rows)
     assert [(move.row.data["id"], move.duplicate_of, move.reason) for move in moves] == [
         ("000000000002", "conversation/000000000001", "near_duplicate"),
         ("000000000003", "conversation/000000000001", "near_duplicate"),
     ]
-    strict = find_duplicates(rows, DedupSettings(answer_threshold=1.0, question_threshold=1.0))
+    strict, _ = find_duplicates(rows, DedupSettings(answer_threshold=1.0, question_threshold=1.0))
     assert [move.row.data["id"] for move in strict] == ["000000000002"]
-    loose = find_duplicates(rows, DedupSettings(question_threshold=0.0))
+    loose, _ = find_duplicates(rows, DedupSettings(question_threshold=0.0))
     assert "000000000005" in [move.row.data["id"] for move in loose]
 
 
 def test_the_same_settings_move_the_same_records() -> None:
     rows = [record(i, "What is it?", f"{ANSWER} Number {i % 3}.") for i in range(30)]
-    first = [move.row.key for move in find_duplicates(rows, DedupSettings())]
-    assert first and first == [move.row.key for move in find_duplicates(rows, DedupSettings())]
+    first = [move.row.key for move in find_duplicates(rows, DedupSettings())[0]]
+    assert first and first == [move.row.key for move in find_duplicates(rows, DedupSettings())[0]]
 
 
 @pytest.fixture
@@ -158,6 +159,8 @@ def test_deduplicated_shards_merge(cli, generate_mock, tmp_path: Path, read_json
         assert cli("dedup", shard).exit_code == 0
     merged = cli("merge", *shards, "--out", tmp_path / "merged")
     assert merged.exit_code == 0, merged.output
-    counts = json.loads((tmp_path / "merged" / "manifest.json").read_text())["counts"]["conversation"]
+    manifest = json.loads((tmp_path / "merged" / "manifest.json").read_text())
+    counts = manifest["counts"]["conversation"]
     assert counts["rejected"] == {"near_duplicate": 2}
+    assert [step["moved"] for step in manifest["curation"]["steps"]] == [{"conversation": 1}, {"conversation": 1}]  # each shard's
     assert counts["written"] == len(read_jsonl(tmp_path / "merged" / "conversation.jsonl"))

@@ -110,7 +110,7 @@ _CONTENT = re.compile(r"[a-z]{4,}")
 class ScriptedJudge(Teacher):
     """An offline judge with a rule anyone can check, labelled mock: accuracy loses 3 points per COCO category the
     answers name and the context does not; helpfulness is 8 when the answers reuse a word of the questions, else 4;
-    detail grows one point per 12 words. It says nothing about quality; it runs the whole filter path in CI."""
+    detail grows one point per 6 distinct words of four letters or more. It says nothing about quality; it runs the whole filter path in CI."""
 
     def __init__(self) -> None:
         self.info = TeacherInfo(kind="mock", model="mock-judge", mock=True)
@@ -131,7 +131,8 @@ class ScriptedJudge(Teacher):
             asked = set(_CONTENT.findall(" ".join(questions).lower()))
             accuracy = max(1, 10 - 3 * len(invented))
             helpfulness = 8 if asked & set(_CONTENT.findall(" ".join(answers).lower())) else 4
-            detail = min(10, 1 + sum(len(answer.split()) for answer in answers) // 12)
+            # Distinct words: the rule pack says padding and repetition are not detail.
+            detail = min(10, 1 + len(set(_CONTENT.findall(" ".join(answers).lower()))) // 6)
             text = f"{accuracy} {helpfulness} {detail}\nScripted mock judge: {len(invented)} objects not in the context."
         usage = Usage(prompt_tokens=sum(estimate_tokens(str(m["content"])) for m in request.messages), completion_tokens=estimate_tokens(text))
         return ChatReply(text=text, finish_reason="stop", usage=usage)

@@ -184,6 +184,15 @@ class Curation(BaseModel):
     selection: ImageSelection | None = None
     steps: list[CurationStep] = Field(default_factory=list)
 
+    @staticmethod
+    def merged(parts: list[Curation | None]) -> Curation | None:
+        """Shards' curation as one: exclusion and selection are worked out over the whole source, so every shard
+        holds the same; each shard's dedup and filter steps are kept, in shard order (their commands name the shard)."""
+        present = [part for part in parts if part is not None]
+        if not present:
+            return None
+        return present[0].model_copy(update={"steps": [step for part in present for step in part.steps]})
+
 
 def curation_steps(manifest_path: Path) -> list[CurationStep]:
     """The after-generation steps a manifest already records, so that a rerun of generate into the folder keeps them."""
