@@ -25,9 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from datagen.curate.judge_filter import (  # noqa: E402  (run as a script from the repository)
-    MOCK_JUDGES, RULES, FilterSettings, judge_request, judge_score, parse_scores,
-)
+from datagen.curate.judge_filter import MOCK_JUDGES, judge_request, judge_score, parse_scores  # noqa: E402  (run as a script)
+from datagen.curate.settings import RULES, FilterSettings  # noqa: E402
 from datagen.curate.moves import Row  # noqa: E402
 from datagen.quality.grounding import ground  # noqa: E402
 from datagen.quality.parse import Rejected, parse_qa_pairs  # noqa: E402

@@ -13,6 +13,7 @@ import typer
 
 from datagen.errors import INCOMPLETE_EXIT, InputError, TeacherFatalError
 from datagen.files.storage_errors import StorageError, explain_os_error
+from datagen.curate.settings import RULES, DedupSettings, FilterSettings
 from datagen.judge.run import JudgeOptions
 from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
@@ -496,14 +497,14 @@ def merge(
 @friendly_errors
 def dedup(
     folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
-    answer_threshold: float = typer.Option(0.7, min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
-    question_threshold: float = typer.Option(0.7, min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
-    ngram: int = typer.Option(2, min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
-    num_perm: int = typer.Option(64, min=16, help="MinHash permutations (more: slower, more exact)"),
+    answer_threshold: float = typer.Option(default("answer_threshold", DedupSettings), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
+    question_threshold: float = typer.Option(default("question_threshold", DedupSettings), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
+    ngram: int = typer.Option(default("ngram", DedupSettings), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
+    num_perm: int = typer.Option(default("num_perm", DedupSettings), min=16, help="MinHash permutations (more: slower, more exact)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the near-duplicates; move nothing"),
 ) -> None:
     """Move near-duplicate records (later ones; the first is kept) to rejects.jsonl as near_duplicate, never deleting."""
-    from datagen.curate.dedup import DedupSettings, dedup as run_dedup
+    from datagen.curate.dedup import dedup as run_dedup
 
     settings = DedupSettings(answer_threshold=answer_threshold, question_threshold=question_threshold, ngram=ngram, num_perm=num_perm)
     step, moves = run_dedup(folder, settings, safe_argv(), dry_run)
@@ -520,18 +521,18 @@ def dedup(
 def filter_command(
     folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
     judge_model: Optional[str] = typer.Option(None, help="The judge model (required unless --judge mock)"),
-    judge_backend: str = typer.Option("openai", "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
+    judge_backend: str = typer.Option(default("judge", FilterSettings), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
     base_url: Optional[str] = typer.Option(None, help="The judge's endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    min_score: float = typer.Option(6.0, min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
+    min_score: float = typer.Option(default("min_score", FilterSettings), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
     rules: Optional[Path] = typer.Option(None, help="The judge's system message (default prompts/judge/filter_system_message.txt)"),
     captions: Optional[Path] = typer.Option(None, help="COCO captions file; default the one the run's manifest names"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file; default the one the run's manifest names"),
-    concurrency: int = typer.Option(8, min=1, help="Judge requests in flight at most"),
+    concurrency: int = typer.Option(default("concurrency", FilterSettings), min=1, help="Judge requests in flight at most"),
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Judge requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Judge tokens per minute at most"),
-    timeout: float = typer.Option(60.0, min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(4, min=0),
-    max_tokens: int = typer.Option(200, min=1, help="The judge's reply limit"),
+    timeout: float = typer.Option(default("timeout", FilterSettings), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(default("max_retries", FilterSettings), min=0),
+    max_tokens: int = typer.Option(default("max_tokens", FilterSettings), min=1, help="The judge's reply limit"),
     cache: Optional[Path] = typer.Option(None, help="Judge response cache; default RUN/judge-cache.sqlite"),
     no_cache: bool = typer.Option(False, "--no-cache"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the judge requests and price them; send nothing, move nothing"),
@@ -539,7 +540,7 @@ def filter_command(
     price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
 ) -> None:
     """Score each record with a judge model against its image's captions and boxes; move those under --min-score to rejects."""
-    from datagen.curate.judge_filter import RULES, FilterSettings, filter_run
+    from datagen.curate.judge_filter import filter_run
 
     settings = FilterSettings(
         judge=judge_backend, judge_model=judge_model, base_url=base_url, min_score=min_score, rules=rules or RULES, captions=captions,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from datagen.curate.dedup import DedupSettings, Sketcher, find_duplicates, similarity
+from datagen.curate.dedup import Sketcher, find_duplicates, similarity
+from datagen.curate.settings import DedupSettings
 from datagen.curate.moves import Row
 from datagen.files.lock import lock_folder
 
@@ -164,3 +165,18 @@ def test_deduplicated_shards_merge(cli, generate_mock, tmp_path: Path, read_json
     assert counts["rejected"] == {"near_duplicate": 2}
     assert [step["moved"] for step in manifest["curation"]["steps"]] == [{"conversation": 1}, {"conversation": 1}]  # each shard's
     assert counts["written"] == len(read_jsonl(tmp_path / "merged" / "conversation.jsonl"))
+
+
+def test_a_dedup_killed_after_writing_the_rejects_finishes_on_rerun_without_repeating_them(cli, planted: Path, read_jsonl) -> None:
+    """The rejects are written first: a kill before the task file and manifest are replaced leaves the records in
+    both places; the rerun moves them again without a second reject line, and the counts change once."""
+    task_file, manifest_file = planted / "conversation.jsonl", planted / "manifest.json"
+    records, manifest = task_file.read_text(), manifest_file.read_text()
+    assert cli("dedup", planted).exit_code == 0
+    finished = json.loads(manifest_file.read_text())["counts"]
+    task_file.write_text(records)
+    manifest_file.write_text(manifest)  # as the kill left them: only rejects.jsonl was written
+    assert cli("dedup", planted).exit_code == 0
+    assert len([row for row in read_jsonl(planted / "rejects.jsonl") if row["reason"] == "near_duplicate"]) == 2
+    assert len(read_jsonl(task_file)) == len(records.splitlines()) - 2
+    assert json.loads(manifest_file.read_text())["counts"] == finished

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from datagen.curate.judge_filter import ScriptedJudge, judge_request, parse_scores, FilterSettings
+from datagen.curate.judge_filter import ScriptedJudge, judge_request, parse_scores
+from datagen.curate.settings import FilterSettings
 from datagen.curate.moves import Row
 from datagen.files.lock import lock_folder
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig

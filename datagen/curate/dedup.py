@@ -16,26 +16,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pydantic import BaseModel, Field
-
 from datagen.curate.moves import Move, Row, apply_moves, read_manifest, task_rows, turns
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
 from datagen.formats.manifest import CurationStep
+from datagen.curate.settings import DedupSettings
 from datagen.formats.records import IMAGE_TOKEN
 
 if TYPE_CHECKING:
     import numpy as np
 
 _WORD = re.compile(r"\w+")
-
-
-class DedupSettings(BaseModel):
-    answer_threshold: float = Field(0.7, ge=0.1, le=1.0)
-    question_threshold: float = Field(0.7, ge=0.0, le=1.0)
-    ngram: int = Field(2, ge=1, description="Words per shingle of the answers")
-    num_perm: int = Field(64, ge=16, description="MinHash permutations: more is slower and more exact")
-    seed: int = 1
 
 
 _MAX_HASH = (1 << 32) - 1

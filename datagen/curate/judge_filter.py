@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from datagen.curate.settings import FilterSettings
 from datagen.curate.moves import Move, Row, apply_moves, read_manifest, task_rows, turns
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
@@ -28,37 +29,14 @@ from datagen.quality.grounding import claimed_categories
 from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
 from datagen.source.coco import CocoSource
 from datagen.source.context import render_context
-from datagen.tasks.prompts import BUNDLED_PROMPTS
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.cache import CachingTeacher, ResponseCache
 from datagen.teachers.factory import BackendSettings, build_teacher
 from datagen.teachers.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher
 
-RULES = BUNDLED_PROMPTS / "judge" / "filter_system_message.txt"
 JUDGE_CACHE_FILE = "judge-cache.sqlite"
 TYPICAL_REPLY_TOKENS = 40  # three numbers and a sentence of reasons, for --dry-run's estimate
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
-
-
-class FilterSettings(BaseModel):
-    judge: str = "openai"
-    judge_model: str | None = None
-    base_url: str | None = None
-    min_score: float = 6.0
-    rules: Path = RULES
-    captions: Path | None = None  # default: the files the run's manifest names
-    instances: Path | None = None
-    concurrency: int = 8
-    timeout: float = 60.0
-    max_retries: int = 4
-    rpm: float | None = None
-    tpm: float | None = None
-    max_tokens: int = 200
-    seed: int = 0
-    cache: Path | None = None
-    use_cache: bool = True
-    price_in: float | None = None
-    price_out: float | None = None
 
 
 # -- the request and the reply ------------------------------------------------------------------------
