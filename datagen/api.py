@@ -12,13 +12,14 @@ Heavy modules load inside the functions, so `import datagen` stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from datagen.errors import InputError, RunFailed, TeacherFatalError
-from datagen.formats.manifest import TaskCounts
+from datagen.formats.manifest import Curation, TaskCounts
 from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings
 
 __all__ = [
@@ -39,6 +40,7 @@ class GenerateResult(BaseModel):
     estimate: Any = Field(None, description="With dry_run: the requests and tokens a run would take (datagen.run.estimate.Estimate)")
     requests_written: int | None = Field(None, description="With requests_out: the requests written to that file")
     notes: list[str] = Field([], description="What the command would print as a note (e.g. why no dataset card was written)")
+    curation: Curation | None = Field(None, description="Images excluded and selected before the run (exclude_images, select)")
 
     @property
     def written(self) -> int:
@@ -73,14 +75,18 @@ class JudgeResult(BaseModel):
     table: str = Field(description="summary.md's table")
 
 
-def generate(settings: GenerateSettings) -> GenerateResult:
-    """Run `datagen generate` with these settings; a dry run or a requests file sends nothing."""
+def generate(settings: GenerateSettings, say: Callable[[str], None] | None = None) -> GenerateResult:
+    """Run `datagen generate` with these settings; a dry run or a requests file sends nothing. The curation plan's
+    warnings go to `say` as soon as they are known, before the run starts; without it, into the result's notes."""
     from datagen.formats.manifest import MANIFEST_FILE
     from datagen.run.output_folder import REJECTS_FILE
     from datagen.run.generate import generate as run_generate
     from datagen.tasks.registry import task_spec
 
+    plan_notes: list[str] = []
+    settings = curated(settings, say or plan_notes.append)
     paths: dict[str, Any] = {
+        "curation": settings.curation,
         "out": settings.out,
         "files": {task: settings.out / task_spec(task).file_name for task in settings.tasks},
         "rejects": settings.out / REJECTS_FILE,
@@ -96,10 +102,24 @@ def generate(settings: GenerateSettings) -> GenerateResult:
         return GenerateResult(status="requests_out", requests_written=write_requests(settings), **paths)
     manifest = run_generate(settings)
     _, notes = write_card(settings.out, lambda card: card.write_run_card(settings.out))
-    result = GenerateResult(status=manifest.status, counts=manifest.counts, failure=manifest.failure, notes=notes, **paths)
+    result = GenerateResult(status=manifest.status, counts=manifest.counts, failure=manifest.failure, notes=plan_notes + notes, **paths)
     if manifest.status not in ("completed", "incomplete"):
         raise RunFailed(manifest.failure or f"the run ended {manifest.status}", result)
     return result
+
+
+def curated(settings: GenerateSettings, say: Callable[[str], None]) -> GenerateSettings:
+    """The settings with the images exclude_images leaves out and select chooses worked out (datagen/curate/)."""
+    from datagen.curate.plan import plan_images
+    from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
+
+    s = settings
+    # The run's own snapshot of the source, when its folder exists already: the run then reads it instead of the JSON.
+    snapshot = s.out / SOURCE_SNAPSHOT_FILE if s.out.is_dir() else None
+    plan = plan_images(s.captions, s.instances, snapshot, s.exclude_images, s.select, s.budget, s.seed, s.category_cap)
+    for note in plan.notes:
+        say(note)
+    return s.model_copy(update={"exclude_ids": plan.exclude_ids, "chosen_ids": plan.chosen_ids, "curation": plan.curation})
 
 
 def export(settings: ExportSettings) -> ExportResult:

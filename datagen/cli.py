@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -13,8 +14,9 @@ import typer
 from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, RunFailed, TeacherFatalError, Terminated
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen import __version__
+from datagen.curate.settings import RULES, DedupSettings, FilterSettings
 from datagen.cli_flags import SwitchesTakeNoValue, takes_settings
-from datagen.run.options import ENGINES, AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings
+from datagen.run.options import ENGINES, AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 
 
@@ -95,10 +97,15 @@ def generate(settings: GenerateSettings) -> None:
 
     # In a terminal the bar shows progress; elsewhere (CI logs, nohup) plain lines every --log-every seconds do.
     shown = {"progress": settings.progress and sys.stderr.isatty(), "log_every": settings.log_every if settings.progress and not sys.stderr.isatty() else 0.0}
-    result = api.generate(settings.model_copy(update={**shown, "command": safe_argv()}))
+    # The curation plan's warnings (datagen/curate/plan.py) are said before the run starts, not after it.
+    result = api.generate(settings.model_copy(update={**shown, "command": safe_argv()}), say=lambda line: typer.echo(line, err=True))
     if result.status == "dry_run":
         from datagen.run.estimate import describe
 
+        if result.curation is not None and result.curation.selection is not None:
+            from datagen.curate.select import describe as describe_selection
+
+            typer.echo(describe_selection(result.curation.selection))
         typer.echo(describe(result.estimate))
         return
     if result.status == "requests_out":
@@ -107,6 +114,19 @@ def generate(settings: GenerateSettings) -> None:
     echo_notes(result.notes)
     if result.status == "incomplete":
         raise fail(result.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
+
+
+def _plan_images(captions: Path, instances: Path | None, out: Path, exclude: list[Path], select: str | None, budget: int | None, seed: int, category_cap: int | None):
+    """generate's --exclude-images and --select (datagen/curate/), its notes said once before the run starts."""
+    from datagen.curate.plan import plan_images
+    from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
+
+    # The run's own snapshot of the source, when its folder exists already: the run then reads it instead of the JSON.
+    snapshot = out / SOURCE_SNAPSHOT_FILE if out.is_dir() else None
+    plan = plan_images(captions, instances, snapshot, exclude, select, budget, seed, category_cap)
+    for note in plan.notes:
+        typer.echo(note, err=True)
+    return plan
 
 
 @app.command()
@@ -261,6 +281,83 @@ def merge(
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
 
 
+# -- curation after generating: near-duplicates and a judge's low scores moved to rejects (datagen/curate/) ------
+
+
+@app.command()
+@friendly_errors
+def dedup(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
+    answer_threshold: float = typer.Option(default("answer_threshold", DedupSettings), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
+    question_threshold: float = typer.Option(default("question_threshold", DedupSettings), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
+    ngram: int = typer.Option(default("ngram", DedupSettings), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
+    num_perm: int = typer.Option(default("num_perm", DedupSettings), min=16, help="MinHash permutations (more: slower, more exact)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count the near-duplicates; move nothing"),
+) -> None:
+    """Move near-duplicate records (later ones; the first is kept) to rejects.jsonl as near_duplicate, never deleting."""
+    from datagen.api import write_card
+    from datagen.curate.dedup import dedup as run_dedup
+
+    settings = DedupSettings(answer_threshold=answer_threshold, question_threshold=question_threshold, ngram=ngram, num_perm=num_perm)
+    step, moves = run_dedup(folder, settings, safe_argv(), dry_run)
+    per_task = ", ".join(f"{task} {count}" for task, count in Counter(move.row.task for move in moves).items()) or "none"
+    if step is None:
+        typer.echo(f"dry run: {len(moves)} near-duplicates would move to rejects.jsonl ({per_task}); nothing was moved")
+        return
+    echo_notes(write_card(folder, lambda card: card.write_run_card(folder))[1])
+    typer.echo(f"moved {len(moves)} of {step.examined} records to {folder / 'rejects.jsonl'} as near_duplicate ({per_task})")
+
+
+@app.command("filter")
+@friendly_errors
+def filter_command(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
+    judge_model: Optional[str] = typer.Option(None, help="The judge model (required unless --judge mock)"),
+    judge_backend: str = typer.Option(default("judge", FilterSettings), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
+    base_url: Optional[str] = typer.Option(None, help="The judge's endpoint; default $OPENAI_BASE_URL or OpenAI"),
+    min_score: float = typer.Option(default("min_score", FilterSettings), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
+    rules: Optional[Path] = typer.Option(None, help="The judge's system message (default prompts/judge/filter_system_message.txt)"),
+    captions: Optional[Path] = typer.Option(None, help="COCO captions file; default the one the run's manifest names"),
+    instances: Optional[Path] = typer.Option(None, help="COCO instances file; default the one the run's manifest names"),
+    concurrency: int = typer.Option(default("concurrency", FilterSettings), min=1, help="Judge requests in flight at most"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="Judge requests per minute at most"),
+    tpm: Optional[float] = typer.Option(None, min=1, help="Judge tokens per minute at most"),
+    timeout: float = typer.Option(default("timeout", FilterSettings), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(default("max_retries", FilterSettings), min=0),
+    max_tokens: int = typer.Option(default("max_tokens", FilterSettings), min=1, help="The judge's reply limit"),
+    cache: Optional[Path] = typer.Option(None, help="Judge response cache; default RUN/judge-cache.sqlite"),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count the judge requests and price them; send nothing, move nothing"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for the cost"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
+) -> None:
+    """Score each record with a judge model against its image's captions and boxes; move those under --min-score to rejects."""
+    from datagen.api import write_card
+    from datagen.curate.judge_filter import filter_run
+
+    settings = FilterSettings(
+        judge=judge_backend, judge_model=judge_model, base_url=base_url, min_score=min_score, rules=rules or RULES, captions=captions,
+        instances=instances, concurrency=concurrency, timeout=timeout, max_retries=max_retries, rpm=rpm, tpm=tpm, max_tokens=max_tokens,
+        cache=cache, use_cache=not no_cache, price_in=price_in, price_out=price_out,
+    )
+    outcome, step = filter_run(folder, settings, safe_argv(), dry_run)
+    cost = f"; estimated cost ${outcome.cost:,.4f}" if outcome.cost is not None else ""
+    if step is None:
+        typer.echo(
+            f"dry run: {outcome.requests} judge requests would be sent ({outcome.reused} records already scored); estimated tokens "
+            f"{outcome.prompt_tokens:,} prompt + {outcome.completion_tokens:,} completion{cost}; nothing was sent"
+        )
+        return
+    echo_notes(write_card(folder, lambda card: card.write_run_card(folder))[1])
+    moved = ", ".join(f"{task} {count}" for task, count in outcome.moved.items()) or "none"
+    typer.echo(
+        f"scored {outcome.scored} records ({outcome.reused} scored before, {outcome.unscored} without a usable score); moved {sum(outcome.moved.values())} "
+        f"under --min-score {min_score} to rejects.jsonl as judge_score ({moved}); {outcome.requests} requests sent{cost}"
+    )
+    if outcome.unscored:
+        raise fail(f"{outcome.unscored} records got no usable score; rerun the same command to ask again", code=INCOMPLETE_EXIT)
+
+
 _PROBABILITY = {"min": 0.0, "max": 1.0}
 _SERVER = MockServerConfig()  # the server's defaults, which the flags below show and pass on
 
@@ -387,21 +484,28 @@ def eval_bench(
     max_new_tokens: int = typer.Option(512, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+    train_data: Optional[Path] = typer.Option(None, help="The model's training data (a generate folder, an exported file, or any --exclude-images list): its images are counted and left out of the score"),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="With --train-data: score the eval images the training data holds too (both counts printed)"),
 ) -> None:
     """Answer benchmark questions greedily (or take another tool's answers); `datagen judge` then scores them."""
-    from datagen.eval.bench import run_bench, take_answers
+    from datagen.eval.bench import clean_questions, load_questions, run_bench, take_answers
 
     if (model is None) == (answers is None):
         raise typer.BadParameter("pass --model to run a model, or --answers to take an answers file (one of them)", param_hint="--model/--answers")
+    training = _training_data(train_data, allow_overlap)
+    if training is not None:
+        _, overlap = clean_questions(load_questions(questions), training)
+        assert overlap is not None  # given training data, the split always counts
+        typer.echo(overlap.line())
     if answers is not None:
-        path, taken, unanswered = take_answers(answers, questions, out)
+        path, taken, unanswered = take_answers(answers, questions, out, training)
         typer.echo(f"took {taken} answers from {answers} into {path}")
         if unanswered:
             shown = ", ".join(unanswered[:5]) + (", ..." if len(unanswered) > 5 else "")
             raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
         return
     assert model is not None
-    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype)
+    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training)
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 
 
@@ -456,6 +560,8 @@ def eval_pope(
     max_new_tokens: int = typer.Option(16, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+    train_data: Optional[Path] = typer.Option(None, help="The model's training data (a generate folder, an exported file, or any --exclude-images list): its images are counted and left out of the score"),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="With --train-data: score the eval images the training data holds too (both counts printed)"),
 ) -> None:
     """POPE object-hallucination questions (random, popular, adversarial) from COCO instances, and their scores."""
     from datagen.eval.pope import INSTRUCTION, run_pope
@@ -463,12 +569,23 @@ def eval_pope(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
-                             max_new_tokens, model_id, dtype)
+                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap))
     typer.echo(text)
     if results is not None:
         missing = sum(row["missing"] for row in results["samplings"].values())
         if missing:
             raise fail(f"{missing} POPE questions have no answer; the metrics above leave them out", 1)
+
+
+def _training_data(path: Path | None, allow_overlap: bool):
+    """--train-data read once (datagen/curate/overlap.py); --allow-overlap means nothing without it."""
+    if path is None:
+        if allow_overlap:
+            raise InputError("--allow-overlap goes with --train-data RUN_OR_FILE, the data the model was trained on")
+        return None
+    from datagen.curate.overlap import TrainingData
+
+    return TrainingData.read(path, allow_overlap)
 
 
 def _register_trainer() -> None:

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"datagen.tasks"},
     {"datagen.teachers"},
     {"datagen.run"},
-    {"datagen.data", "datagen.judge", "datagen.train", "datagen.testing"},
+    {"datagen.data", "datagen.judge", "datagen.train", "datagen.testing", "datagen.curate"},
     {"datagen.eval"},
     {"datagen.api"},
     {"datagen.cli_flags"},

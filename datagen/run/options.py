@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from datagen.errors import InputError
+from datagen.formats.manifest import Curation
 from datagen.formats.records import Task
 from datagen.source.context import CONTEXT_KINDS, ContextKind
 from datagen.tasks.prompts import BUNDLED_PROMPTS
@@ -314,6 +315,25 @@ class GenerateSettings(ClientSettings):
     image_max_side: Annotated[
         int, Field(ge=16), Flag("Longer side of the JPEG sent to the teacher, in pixels (--see image|both)", VISION, fingerprint=True)
     ] = DEFAULT_IMAGE_MAX_SIDE
+    # Curation before generating (datagen/curate/plan.py): images left out, a budget of images chosen; the API's
+    # generate works out the three fields below from these before the run plans a request.
+    exclude_images: Annotated[
+        list[Path],
+        Flag(
+            "Leave out the images this file names (repeatable): a COCO captions/instances file, LLaVA records, POPE or LLaVA-Bench questions, "
+            "or ids/file names one per line", INPUT,
+        ),
+    ] = []
+    select: Annotated[
+        str | None, Flag("coverage: pick --budget images covering COCO categories and caption words, before any request", INPUT)
+    ] = None
+    budget: Annotated[int | None, Field(ge=1), Flag("Images --select picks (deterministic per --seed)", INPUT)] = None
+    category_cap: Annotated[
+        int | None, Field(ge=1), Flag("--select: at most this many images per category while others remain (default: a quarter of --budget)", INPUT)
+    ] = None
+    exclude_ids: frozenset[int] = frozenset()
+    chosen_ids: list[int] | None = None
+    curation: Curation | None = None  # the manifest's account of both
 
     @model_validator(mode="before")
     @classmethod

@@ -22,6 +22,15 @@ from datagen.teachers.teacher import ChatRequest
 from datagen.teachers.vision import EncodedImage, encode_image, image_path
 
 
+def curated_ids(image_ids: list[int], options: GenerateOptions) -> list[int]:
+    """The source's images less the excluded ones, and only the chosen ones when a selection chose (datagen/curate/)."""
+    kept = [image_id for image_id in image_ids if image_id not in options.exclude_ids] if options.exclude_ids else image_ids
+    if options.chosen_ids is None:
+        return kept
+    chosen = set(options.chosen_ids)
+    return [image_id for image_id in kept if image_id in chosen]
+
+
 def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit: int | None) -> list[int]:
     """Shard i/n takes every n-th image of the sorted ids, so n machines split a run with no overlap."""
     if shard is not None:
@@ -87,7 +96,7 @@ class Plan:
 
     def select(self) -> None:
         """The images this run covers (--shard, --limit); with --see image|both, some must be in --images."""
-        self.selected_ids = select_image_ids(self.source.image_ids, self.options.shard, self.options.limit)
+        self.selected_ids = select_image_ids(curated_ids(self.source.image_ids, self.options), self.options.shard, self.options.limit)
         self.selected = set(self.selected_ids)
         self._check_images()
 
