@@ -27,6 +27,7 @@ def test_generate_export_audit_in_a_notebook(tmp_path: Path) -> None:
 
     exported = export(ExportSettings(folder=run.out, out=tmp_path / "llava.json"))
     assert exported.counts == {"conversation": 22, "detail": 22, "complex_reasoning": 22} and exported.records == 66
+    assert exported.card == tmp_path / "README.md" and exported.card.is_file()  # the card beside the exported file
     records = json.loads(exported.path.read_text(encoding="utf-8"))
     assert len(records) == 66 and "meta" not in records[0]
 
@@ -102,3 +103,23 @@ def test_import_datagen_loads_no_layer() -> None:
     code = "import sys, datagen; print(sorted(name for name in sys.modules if name.startswith(('datagen.', 'pydantic'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout.strip()
     assert loaded == "[]"
+
+
+def test_curation_settings_choose_the_images_from_the_api_too(tmp_path: Path) -> None:
+    from datagen import GenerateSettings, generate
+
+    ids = sorted(image["id"] for image in json.loads(CAPTIONS.read_text(encoding="utf-8"))["images"])
+    listed = tmp_path / "eval_ids.txt"
+    listed.write_text(f"{ids[0]}\n{ids[1]}\n", encoding="utf-8")
+    run = generate(GenerateSettings(captions=CAPTIONS, instances=INSTANCES, out=tmp_path / "run", teacher="mock", tasks="conversation",
+                                    exclude_images=[listed], select="coverage", budget=5, progress=False))
+    written = {json.loads(line)["meta"]["image_id"] for line in run.files["conversation"].open(encoding="utf-8")}
+    assert len(written) == 5 and not written & {ids[0], ids[1]}
+    assert run.curation is not None and run.curation.selection is not None and run.curation.selection.chosen == 5
+    curation = json.loads(run.manifest.read_text(encoding="utf-8"))["curation"]
+    assert curation["excluded"]["excluded"] == 2 and curation["selection"]["budget"] == 5
+    heard: list[str] = []  # the plan's warnings, said before the run (a train2017 captions file, nothing excluded)
+    train = tmp_path / "captions_train2017.json"
+    train.write_bytes(CAPTIONS.read_bytes())
+    generate(GenerateSettings(captions=train, out=tmp_path / "warned", teacher="mock", tasks="conversation", limit=1, progress=False), say=heard.append)
+    assert len(heard) == 1 and heard[0].startswith("warning: captions_train2017.json")
