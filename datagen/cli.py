@@ -5,26 +5,39 @@ from __future__ import annotations
 import functools
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, TeacherFatalError, Terminated, sigterm_as_interrupt
+from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, RunFailed, TeacherFatalError, Terminated, sigterm_as_interrupt
 from datagen.files.storage_errors import StorageError, explain_os_error
-from datagen.judge.run import JudgeOptions
-from datagen.run.options import MAX_BATCH_REQUESTS, RayEngine, default
+from datagen import __version__
+from datagen.curate.settings import RULES, DedupSettings, FilterSettings
+from datagen.cli_flags import SwitchesTakeNoValue, takes_settings
+from datagen.run.options import ENGINES, AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings, default
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
-from datagen.tasks.registry import DEFAULT_TASKS, TASKS
 
-_RAY = RayEngine()  # the Ray engine's defaults, which the flags of `ray` and `generate --engine ray` show
 
 app = typer.Typer(
     help="Regenerate LLaVA-style visual instruction data with any text-only teacher, and train on it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=SwitchesTakeNoValue,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"datagen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit")) -> None:
+    pass  # the group's own flags only; the Typer above carries its help
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -44,6 +57,8 @@ def friendly_errors(command):
             raise fail(str(error)) from None
         except TeacherFatalError as error:
             raise fail(str(error), error.exit_code) from None
+        except RunFailed as error:
+            raise fail(str(error), 1) from None
         except StorageError as error:
             raise fail(str(error), error.exit_code) from None
         except OSError as error:  # a full disk, a read-only folder, a folder where a file belongs, ...
@@ -52,7 +67,7 @@ def friendly_errors(command):
         except sqlite3.Error as error:
             raise fail(f"a SQLite file of the run failed ({error}); move the damaged file aside and rerun", 1) from None
         except typer.BadParameter as error:
-            # A flag checked inside the command (--tasks, --shard, --context): one line too, not a usage panel.
+            # A flag checked inside the command (eval's --model/--answers, report's prices): one line too, not a usage panel.
             raise fail(error.format_message()) from None
         except Terminated:
             raise fail("terminated (SIGTERM); rerun the same command to resume where it stopped", code=TERMINATED_EXIT) from None
@@ -62,48 +77,6 @@ def friendly_errors(command):
     return wrapper
 
 
-def parse_tasks(value: str) -> list[str]:
-    tasks = [task.strip() for task in value.split(",") if task.strip()]
-    unknown = [task for task in tasks if task not in TASKS]
-    if unknown or not tasks:
-        raise typer.BadParameter(f"unknown task {', '.join(unknown) or '(none)'}; choose from {','.join(TASKS)}", param_hint="--tasks")
-    return list(dict.fromkeys(tasks))
-
-
-def parse_contexts(values: list[str]) -> dict[str, str]:
-    """Only the tasks named: the others keep their task's default context."""
-    from datagen.source.context import CONTEXT_KINDS
-
-    contexts = {}
-    for value in values:
-        task, _, kind = value.partition("=")
-        if task not in TASKS or kind not in CONTEXT_KINDS:
-            kinds = " or ".join(f"TASK={kind}" for kind in CONTEXT_KINDS)
-            raise typer.BadParameter(f"{value!r}: write {kinds}, TASK one of {','.join(TASKS)}", param_hint="--context")
-        contexts[task] = kind
-    return contexts
-
-
-def parse_see(value: str) -> str:
-    from datagen.teachers.vision import SEE_CHOICES
-
-    if value not in SEE_CHOICES:
-        raise typer.BadParameter(f"{value!r}: choose text, image or both", param_hint="--see")
-    return value
-
-
-def parse_shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        index, count = -1, 0
-    if not 0 <= index < count:
-        raise typer.BadParameter(f"{value!r}: write i/n with 0 <= i < n, e.g. 0/4", param_hint="--shard")
-    return index, count
-
-
 def safe_argv() -> list[str]:
     """The command as typed, with anything secret taken out before it reaches the manifest."""
     from datagen.redaction import environment_secrets, redact_argv
@@ -111,202 +84,65 @@ def safe_argv() -> list[str]:
     return redact_argv(sys.argv, environment_secrets())
 
 
-def write_card(folder: Path, write) -> Path | None:
-    """The README.md dataset card beside the data (datagen/data/dataset_card.py), its path once written; someone
-    else's README is left alone."""
-    from datagen.data import dataset_card
-    try:
-        written = write(dataset_card)
-    except dataset_card.UntypeableField as error:
-        # The data is already safe on disk; a record field the card cannot type must not fail the command.
-        typer.echo(f"note: no dataset card written: {error}", err=True)
-        return None
-    if written is None:
-        typer.echo(f"note: {folder / dataset_card.CARD_FILE} was not written by datagen; left it alone (no dataset card)", err=True)
-    return written
+def echo_notes(notes: list[str]) -> None:
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
 @friendly_errors
-def generate(
-    captions: Path = typer.Option(..., help="COCO captions file (captions_train2017.json)"),
-    out: Path = typer.Option(..., help="Output folder; rerunning into it resumes"),
-    instances: Optional[Path] = typer.Option(None, help="COCO instances file (boxes); needed by detail and complex_reasoning"),
-    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="Comma-separated tasks"),
-    teacher: str = typer.Option(
-        default("teacher"),
-        help="openai (any OpenAI-compatible server), azure (an Azure OpenAI deployment), anthropic (Messages API, $ANTHROPIC_API_KEY), mock or mock-terse (offline, labelled; two for comparisons)",
-    ),
-    model: Optional[str] = typer.Option(None, help="Teacher model name (required with --teacher openai; the deployment with azure)"),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root (ours or LLaVA's playground/data/prompts)"),
-    concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most"),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images"),
-    samples_per_image: int = typer.Option(
-        default("samples_per_image"), min=1, help="Items per image of each task, each with its own seed and id (grows a set; resumable)"
-    ),
-    seed: int = typer.Option(default("seed"), help="Seeds every per-item choice and the teacher's sampling"),
-    temperature: float = typer.Option(default("temperature"), min=0.0, max=2.0),
-    max_tokens: int = typer.Option(default("max_tokens"), min=1),
-    max_completion_tokens: Optional[int] = typer.Option(
-        None, min=1, help="Send max_completion_tokens=N instead of max_tokens (reasoning models need it)"
-    ),
-    omit_params: Optional[str] = typer.Option(None, help="Comma-separated request fields to leave out: seed,temperature"),
-    extra_body: Optional[str] = typer.Option(None, help="JSON object merged into every request body (top_k, chat_template_kwargs...)"),
-    retry_length: Optional[int] = typer.Option(
-        None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
-    ),
-    timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 5xx, timeouts and dropped connections (429s are waited out by time)"),
-    give_up_after: float = typer.Option(
-        default("give_up_after"), min=0.1, help="Stop the run (exit 1) when the server has answered nothing for this many seconds (only 429s: 5x as long)"
-    ),
-    max_reply_bytes: int = typer.Option(default("max_reply_bytes"), min=1024, help="Largest reply body read; a bigger one is rejected as oversized_reply"),
-    context: list[str] = typer.Option([], help="TASK=captions|captions+boxes, repeatable; LLaVA's defaults otherwise"),
-    cache: Optional[Path] = typer.Option(None, help="Response cache file to share across runs; default OUT/cache.sqlite"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache"),
-    force: bool = typer.Option(False, help="Start over in an --out made with other settings (old files are set aside)"),
-    shard: Optional[str] = typer.Option(None, help="i/n: this machine's share of the images"),
-    rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most"),
-    tpm: Optional[float] = typer.Option(None, min=1, help="Tokens per minute at most (prompt estimate + max_tokens)"),
-    progress: bool = typer.Option(True, help="Show the live progress bar (in a terminal) or progress lines (elsewhere)"),
-    log_every: float = typer.Option(30.0, min=0.0, help="Without a terminal (CI logs, nohup, Slurm): a plain progress line every S seconds and at the end; 0: none"),
-    reject_unsupported: bool = typer.Option(
-        False, "--reject-unsupported", help="Reject records naming an object neither the boxes nor the captions show (default: flag in meta.grounding)"
-    ),
-    batch: bool = typer.Option(
-        False, "--batch", help="Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill"
-    ),
-    poll_interval: float = typer.Option(default("poll_interval"), min=0.001, help="Seconds between batch status checks (--batch)"),
-    batch_size: int = typer.Option(default("batch_size"), min=1, max=MAX_BATCH_REQUESTS, help=f"Requests per batch at most (--batch; OpenAI allows {MAX_BATCH_REQUESTS:,})"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request count and estimated tokens; send nothing (no API key needed)"),
-    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens: --dry-run's estimate, the cost shown while it runs"),
-    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens: --dry-run's estimate, the cost shown while it runs"),
-    requests_out: Optional[Path] = typer.Option(None, help="Write the pending requests as an OpenAI Batch input file; send nothing"),
-    results_in: Optional[Path] = typer.Option(None, help="Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live"),
-    see: str = typer.Option(default("see"), help="What the teacher is shown: text (captions+boxes, LLaVA's recipe), image, or both (needs --images)"),
-    images: Optional[Path] = typer.Option(None, help="Folder of the images named in the captions file (--see image|both)"),
-    image_max_side: int = typer.Option(default("image_max_side"), min=16, help="Longer side of the JPEG sent to the teacher, in pixels (--see image|both)"),
-    engine: str = typer.Option("live", help="live (this process asks the teacher) or ray (Ray Data runs the requests: `datagen ray`'s flags below; needs datagen[ray])"),
-    workers: int = typer.Option(_RAY.workers, min=1, help="Ray actors calling the endpoint (--engine ray)"),
-    vllm: Optional[str] = typer.Option(None, help="Run MODEL on vLLM replicas on the cluster's GPUs instead of calling an endpoint (--engine ray)"),
-    replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
-    tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
-    engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
-    address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster (--engine ray); default a local one"),
-    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (--engine ray without --address); default all"),
-) -> None:
+@takes_settings(GenerateSettings)
+def generate(settings: GenerateSettings) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
-    from datagen.run.generate import generate as run_generate
-    from datagen.run.options import GenerateOptions
-    from datagen.tasks.prompts import BUNDLED_PROMPTS
-    from datagen.teachers.request_shape import parse_extra_body, parse_omit_params
+    from datagen import api
 
-    offline = [flag for flag, on in (("--dry-run", dry_run), ("--requests-out", requests_out), ("--results-in", results_in), ("--batch", batch)) if on]
-    if len(offline) > 1:
-        raise InputError(f"{offline[0]} and {offline[1]} do not go together; pick one")
-    if force and offline[:1] in (["--dry-run"], ["--requests-out"]):
-        raise InputError(f"--force with {offline[0]}: nothing is set aside when nothing is sent; drop --force or pick a fresh --out")
-    if (requests_out or results_in) and teacher != "openai":
-        raise InputError(f"{offline[0]} needs --teacher openai (the requests name --model for an OpenAI-compatible batch engine)")
-    if engine not in ("live", "ray"):
-        raise typer.BadParameter(f"{engine!r}: choose live or ray", param_hint="--engine")
-    ray_engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, None, used=engine == "ray", flag="--engine ray")
-    if ray_engine is not None and offline:
-        raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
-    if vllm is not None and model is None:
-        model = vllm  # the requests name the model the engine runs
+    # In a terminal the bar shows progress; elsewhere (CI logs, nohup) plain lines every --log-every seconds do.
+    shown = {"progress": settings.progress and sys.stderr.isatty(), "log_every": settings.log_every if settings.progress and not sys.stderr.isatty() else 0.0}
+    # The curation plan's warnings (datagen/curate/plan.py) are said before the run starts, not after it.
+    result = api.generate(settings.model_copy(update={**shown, "command": safe_argv()}), say=lambda line: typer.echo(line, err=True))
+    if result.status == "dry_run":
+        from datagen.run.estimate import describe
 
-    options = GenerateOptions(
-        captions=captions,
-        instances=instances,
-        out=out,
-        tasks=parse_tasks(tasks),
-        teacher=teacher,
-        model=model,
-        base_url=base_url,
-        prompts=prompts or BUNDLED_PROMPTS,
-        concurrency=concurrency,
-        limit=limit,
-        samples_per_image=samples_per_image,
-        seed=seed,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        timeout=timeout,
-        max_retries=max_retries,
-        give_up_after=give_up_after,
-        max_reply_bytes=max_reply_bytes,
-        contexts=parse_contexts(context),
-        cache=cache,
-        use_cache=not no_cache,
-        force=force,
-        shard=parse_shard(shard),
-        rpm=rpm,
-        tpm=tpm,
-        length_retry_max_tokens=retry_length,
-        reject_unsupported=reject_unsupported,
-        progress=progress and sys.stderr.isatty(),
-        log_every=log_every if progress and not sys.stderr.isatty() else 0.0,
-        command=safe_argv(),
-        batch=batch,
-        poll_interval=poll_interval,
-        batch_size=batch_size,
-        max_completion_tokens=max_completion_tokens,
-        omit_params=parse_omit_params(omit_params),
-        extra_body=parse_extra_body(extra_body),
-        dry_run=dry_run,
-        price_in=price_in,
-        price_out=price_out,
-        requests_out=requests_out,
-        results_in=results_in,
-        see=parse_see(see),
-        images=images,
-        image_max_side=image_max_side,
-        ray=ray_engine,
-    )
-    if dry_run:
-        from datagen.run.estimate import describe, estimate
+        if result.curation is not None and result.curation.selection is not None:
+            from datagen.curate.select import describe as describe_selection
 
-        typer.echo(describe(estimate(options)))
+            typer.echo(describe_selection(result.curation.selection))
+        typer.echo(describe(result.estimate))
         return
-    if requests_out is not None:
-        from datagen.run.handoff import write_requests
-
-        typer.echo(f"wrote {write_requests(options)} requests to {requests_out} (OpenAI Batch input format); nothing was sent")
+    if result.status == "requests_out":
+        typer.echo(f"wrote {result.requests_written} requests to {settings.requests_out} (OpenAI Batch input format); nothing was sent")
         return
-    manifest = run_generate(options)
-    write_card(out, lambda card: card.write_run_card(out))
-    if manifest.status == "failed" and manifest.failure:
-        raise fail(manifest.failure, code=1)
-    if manifest.status == "incomplete":
-        raise fail(manifest.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
-    if manifest.status != "completed":
-        raise typer.Exit(1)
+    echo_notes(result.notes)
+    if result.status == "incomplete":
+        raise fail(result.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
+
+
+def _plan_images(captions: Path, instances: Path | None, out: Path, exclude: list[Path], select: str | None, budget: int | None, seed: int, category_cap: int | None):
+    """generate's --exclude-images and --select (datagen/curate/), its notes said once before the run starts."""
+    from datagen.curate.plan import plan_images
+    from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
+
+    # The run's own snapshot of the source, when its folder exists already: the run then reads it instead of the JSON.
+    snapshot = out / SOURCE_SNAPSHOT_FILE if out.is_dir() else None
+    plan = plan_images(captions, instances, snapshot, exclude, select, budget, seed, category_cap)
+    for note in plan.notes:
+        typer.echo(note, err=True)
+    return plan
 
 
 @app.command()
 @friendly_errors
-def export(
-    folder: Path = typer.Argument(..., help="The --out folder of a generate run"),
-    out: Path = typer.Option(..., help="File to write (JSON array, or JSONL with --jsonl)"),
-    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="Comma-separated tasks to merge"),
-    jsonl: bool = typer.Option(False, "--jsonl", help="One record per line instead of a JSON array"),
-    keep_meta: bool = typer.Option(False, "--keep-meta", help="Keep the provenance field `meta`"),
-    shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the merged records (seeded)"),
-    seed: int = typer.Option(0, help="Seed of --shuffle"),
-    fmt: str = typer.Option("llava", "--format", help="llava (LLaVA-Instruct records) or messages (OpenAI/TRL-style chat messages)"),
-) -> None:
+@takes_settings(ExportSettings)
+def export(settings: ExportSettings) -> None:
     """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
-    from datagen.data.export import export as run_export
+    from datagen import api
 
-    counts = run_export(folder, out, parse_tasks(tasks), jsonl, keep_meta, shuffle, seed, fmt)
-    card = None
-    if fmt == "llava":  # the card types LLaVA records; chat-message rows are TRL's format, read without one
-        card = write_card(out.parent, lambda card: card.write_export_card(folder, out, counts, jsonl, keep_meta, shuffle, seed))
-    typer.echo(f"wrote {sum(counts.values())} records to {out} (" + ", ".join(f"{task} {n}" for task, n in counts.items()) + ")")
-    if card is not None and out.parent.resolve() != folder.resolve():
+    result = api.export(settings)
+    echo_notes(result.notes)
+    typer.echo(f"wrote {result.records} records to {result.path} (" + ", ".join(f"{task} {n}" for task, n in result.counts.items()) + ")")
+    if result.card is not None and settings.out.parent.resolve() != settings.folder.resolve():
         # Beside a file exported elsewhere (the current folder, say), a README.md appearing unannounced is a surprise.
-        typer.echo(f"wrote the dataset card {card}, which lists {out.name}")
+        typer.echo(f"wrote the dataset card {result.card}, which lists {settings.out.name}")
 
 
 @app.command()
@@ -328,27 +164,16 @@ def align(
 
 @app.command()
 @friendly_errors
-def audit(
-    file: Path = typer.Argument(..., help="LLaVA-format records: a JSON array (llava_instruct_150k.json...) or JSONL (ours)"),
-    captions: Path = typer.Option(..., help="COCO captions file of the images the records are about"),
-    instances: Path = typer.Option(..., help="COCO instances file (boxes) of those images"),
-    out: Optional[Path] = typer.Option(None, help="Folder for findings.jsonl and summary.json; default FILE-STEM-audit/"),
-    task: Optional[str] = typer.Option(None, help="Task of records without meta.task; inferred from their turns otherwise"),
-    max_chair_s: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records naming an absent object exceeds this"),
-    max_flagged: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit 1 when the share of records with check findings exceeds this"),
-    prompts: Optional[Path] = typer.Option(None, help="Prompt-pack root the records were made with; copied_example looks for its few-shot examples (default: ours)"),
-) -> None:
+@takes_settings(AuditSettings)
+def audit(settings: AuditSettings) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
-    from datagen.data.audit import FINDINGS_FILE, SUMMARY_FILE, audit as run_audit, format_summary
-    from datagen.tasks.prompts import BUNDLED_PROMPTS
+    from datagen import api
+    from datagen.data.audit import FINDINGS_FILE, SUMMARY_FILE, format_summary
 
-    if task is not None and task not in TASKS:
-        raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
-    folder = out or Path(f"{file.stem}-audit")
-    summary = run_audit(file, captions, instances, folder, task, max_chair_s, max_flagged, prompts or BUNDLED_PROMPTS)
-    typer.echo(format_summary(summary))
-    typer.echo(f"wrote {folder / FINDINGS_FILE} and {folder / SUMMARY_FILE}")
-    if summary.failures:
+    result = api.audit(settings)
+    typer.echo(format_summary(result.summary))
+    typer.echo(f"wrote {result.out / FINDINGS_FILE} and {result.out / SUMMARY_FILE}")
+    if result.failures:
         raise typer.Exit(1)
 
 
@@ -397,78 +222,26 @@ def show(
     typer.echo(f"{len(examples)} {shown} shown from {folder}{note}")
 
 
-def ray_settings(
-    workers: int, vllm: str | None, replicas: int, tensor_parallel_size: int, engine_arg: list[str], address: str | None,
-    num_cpus: int | None, batch_size: int | None, used: bool = True, flag: str = "datagen ray",
-):
-    """The Ray engine the flags ask for (None when `used` is False, where any Ray flag given is refused)."""
-    from datagen.run.options import RayEngine
-    from datagen.run.ray_engine import parse_engine_args
-
-    defaults = RayEngine()
-    given = {
-        "--workers": workers != defaults.workers, "--vllm": vllm is not None, "--replicas": replicas != defaults.replicas,
-        "--tensor-parallel-size": tensor_parallel_size != defaults.tensor_parallel_size, "--engine-arg": bool(engine_arg),
-        "--address": address is not None, "--num-cpus": num_cpus is not None,
-    }
-    if not used:
-        named = [name for name, on in given.items() if on]
-        if named:
-            raise InputError(f"{named[0]} is a Ray flag; add {flag}")
-        return None
-    if vllm is None:
-        named = [name for name in ("--replicas", "--tensor-parallel-size", "--engine-arg") if given[name]]
-        if named:
-            raise InputError(f"{named[0]} sets up vLLM engines; add --vllm MODEL, or drop it to call an endpoint")
-    elif given["--workers"]:
-        raise InputError("--workers counts the actors calling an endpoint; with --vllm, --replicas counts the engines")
-    if address is not None and num_cpus is not None:
-        raise InputError("--num-cpus sizes a local Ray; a cluster joined with --address has its own")
-    return RayEngine(
-        address=address, num_cpus=num_cpus, workers=workers, vllm=vllm, replicas=replicas, tensor_parallel_size=tensor_parallel_size,
-        engine_args=parse_engine_args(engine_arg), batch_size=batch_size,
-    )
-
-
 @app.command("ray")
 @friendly_errors
+@takes_settings(RayRunSettings)
 def ray_command(
-    requests: Path = typer.Argument(..., help="The requests file `generate --requests-out` wrote (OpenAI Batch input lines)"),
-    out: Path = typer.Option(..., help="Results file (OpenAI Batch output lines) for `generate --results-in`; rerunning resumes it"),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI (key: $OPENAI_API_KEY)"),
-    model: Optional[str] = typer.Option(None, help="Send this model name instead of the one the requests carry"),
-    workers: int = typer.Option(_RAY.workers, min=1, help="Ray actors calling the endpoint"),
-    concurrency: int = typer.Option(default("concurrency"), min=1, help="Requests in flight at most, across all workers"),
-    rpm: Optional[float] = typer.Option(None, min=0.001, help="Requests per minute at most, across all workers"),
-    qps: Optional[float] = typer.Option(None, min=0.001, help="Requests per second at most, across all workers (instead of --rpm)"),
-    timeout: float = typer.Option(default("timeout"), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries"), min=0, help="Retries per request on 429, 5xx, timeouts and dropped connections"),
-    give_up_after: float = typer.Option(
-        default("give_up_after"), min=0.1, help="Stop the run (exit 1) when the server has answered nothing for this many seconds, as generate does"
+    settings: RayRunSettings,
+    rows_per_batch: Optional[int] = typer.Option(
+        None, min=1, help="Rows per Ray batch; default from --concurrency (endpoint) or 64 (--vllm)", rich_help_panel=ENGINES
     ),
-    vllm: Optional[str] = typer.Option(None, help="Run MODEL (a Hugging Face id or a local folder) on vLLM replicas on the cluster's GPUs instead of calling an endpoint"),
-    replicas: int = typer.Option(_RAY.replicas, min=1, help="vLLM engines (--vllm)"),
-    tensor_parallel_size: int = typer.Option(_RAY.tensor_parallel_size, min=1, help="GPUs per vLLM engine (--vllm)"),
-    engine_arg: list[str] = typer.Option([], help="NAME=VALUE for vLLM's engine, repeatable, e.g. max_model_len=8192 (--vllm)"),
-    rows_per_batch: Optional[int] = typer.Option(None, min=1, help="Rows per Ray batch; default from --concurrency (endpoint) or 64 (--vllm)"),
-    address: Optional[str] = typer.Option(None, help="auto or ray://HOST:PORT: a running Ray cluster; default a local one started for the command"),
-    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray (without --address); default all"),
-    progress: bool = typer.Option(True, help="Print the row count every few seconds"),
 ) -> None:
     """Answer a requests file through Ray Data: an endpoint called by Ray actors, or vLLM on the cluster's GPUs."""
     from datagen.run.ray_engine import RaySettings, describe, run_ray
 
-    if vllm is not None and (base_url is not None or model is not None):
-        raise InputError(f"--vllm and {'--base-url' if base_url is not None else '--model'} do not go together; --vllm runs the model itself")
-    if rpm is not None and qps is not None:
-        raise InputError("--rpm and --qps set the same limit; pass one")
-    engine = ray_settings(workers, vllm, replicas, tensor_parallel_size, engine_arg, address, num_cpus, rows_per_batch)
-    settings = RaySettings(
-        requests=requests, out=out, engine=engine, base_url=base_url, model=model, concurrency=concurrency,
-        rpm=qps * 60 if qps is not None else rpm, timeout=timeout, max_retries=max_retries, give_up_after=give_up_after,
+    s = settings
+    run = RaySettings(
+        requests=s.requests, out=s.out, engine=s.engine.model_copy(update={"batch_size": rows_per_batch}), base_url=s.base_url, model=s.model,
+        concurrency=s.concurrency, rpm=s.qps * 60 if s.qps is not None else s.rpm, timeout=s.timeout, max_retries=s.max_retries,
+        give_up_after=s.give_up_after,
     )
-    outcome = run_ray(settings, progress)
-    typer.echo(describe(settings, outcome))
+    outcome = run_ray(run, s.progress)
+    typer.echo(describe(run, outcome))
     if outcome.counts["failed"]:
         raise fail(f"{outcome.counts['failed']} requests failed (first: {outcome.first_failure}); rerun the same command to retry them", code=1)
 
@@ -502,9 +275,88 @@ def merge(
     from datagen.data.merge import merge as run_merge
 
     manifest = run_merge(folders, out, merge_cache=cache, command=safe_argv())
-    write_card(out, lambda card: card.write_run_card(out))
+    from datagen.api import write_card
+
+    echo_notes(write_card(out, lambda card: card.write_run_card(out))[1])
     written = ", ".join(f"{task} {counts.written}" for task, counts in manifest.counts.items())
     typer.echo(f"merged {len(folders)} shards into {out} ({written}; status {manifest.status})")
+
+
+# -- curation after generating: near-duplicates and a judge's low scores moved to rejects (datagen/curate/) ------
+
+
+@app.command()
+@friendly_errors
+def dedup(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
+    answer_threshold: float = typer.Option(default("answer_threshold", DedupSettings), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
+    question_threshold: float = typer.Option(default("question_threshold", DedupSettings), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
+    ngram: int = typer.Option(default("ngram", DedupSettings), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
+    num_perm: int = typer.Option(default("num_perm", DedupSettings), min=16, help="MinHash permutations (more: slower, more exact)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count the near-duplicates; move nothing"),
+) -> None:
+    """Move near-duplicate records (later ones; the first is kept) to rejects.jsonl as near_duplicate, never deleting."""
+    from datagen.api import write_card
+    from datagen.curate.dedup import dedup as run_dedup
+
+    settings = DedupSettings(answer_threshold=answer_threshold, question_threshold=question_threshold, ngram=ngram, num_perm=num_perm)
+    step, moves = run_dedup(folder, settings, safe_argv(), dry_run)
+    per_task = ", ".join(f"{task} {count}" for task, count in Counter(move.row.task for move in moves).items()) or "none"
+    if step is None:
+        typer.echo(f"dry run: {len(moves)} near-duplicates would move to rejects.jsonl ({per_task}); nothing was moved")
+        return
+    echo_notes(write_card(folder, lambda card: card.write_run_card(folder))[1])
+    typer.echo(f"moved {len(moves)} of {step.examined} records to {folder / 'rejects.jsonl'} as near_duplicate ({per_task})")
+
+
+@app.command("filter")
+@friendly_errors
+def filter_command(
+    folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
+    judge_model: Optional[str] = typer.Option(None, help="The judge model (required unless --judge mock)"),
+    judge_backend: str = typer.Option(default("judge", FilterSettings), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
+    base_url: Optional[str] = typer.Option(None, help="The judge's endpoint; default $OPENAI_BASE_URL or OpenAI"),
+    min_score: float = typer.Option(default("min_score", FilterSettings), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
+    rules: Optional[Path] = typer.Option(None, help="The judge's system message (default prompts/judge/filter_system_message.txt)"),
+    captions: Optional[Path] = typer.Option(None, help="COCO captions file; default the one the run's manifest names"),
+    instances: Optional[Path] = typer.Option(None, help="COCO instances file; default the one the run's manifest names"),
+    concurrency: int = typer.Option(default("concurrency", FilterSettings), min=1, help="Judge requests in flight at most"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="Judge requests per minute at most"),
+    tpm: Optional[float] = typer.Option(None, min=1, help="Judge tokens per minute at most"),
+    timeout: float = typer.Option(default("timeout", FilterSettings), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(default("max_retries", FilterSettings), min=0),
+    max_tokens: int = typer.Option(default("max_tokens", FilterSettings), min=1, help="The judge's reply limit"),
+    cache: Optional[Path] = typer.Option(None, help="Judge response cache; default RUN/judge-cache.sqlite"),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count the judge requests and price them; send nothing, move nothing"),
+    price_in: Optional[float] = typer.Option(None, min=0.0, help="Price per million prompt tokens, for the cost"),
+    price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
+) -> None:
+    """Score each record with a judge model against its image's captions and boxes; move those under --min-score to rejects."""
+    from datagen.api import write_card
+    from datagen.curate.judge_filter import filter_run
+
+    settings = FilterSettings(
+        judge=judge_backend, judge_model=judge_model, base_url=base_url, min_score=min_score, rules=rules or RULES, captions=captions,
+        instances=instances, concurrency=concurrency, timeout=timeout, max_retries=max_retries, rpm=rpm, tpm=tpm, max_tokens=max_tokens,
+        cache=cache, use_cache=not no_cache, price_in=price_in, price_out=price_out,
+    )
+    outcome, step = filter_run(folder, settings, safe_argv(), dry_run)
+    cost = f"; estimated cost ${outcome.cost:,.4f}" if outcome.cost is not None else ""
+    if step is None:
+        typer.echo(
+            f"dry run: {outcome.requests} judge requests would be sent ({outcome.reused} records already scored); estimated tokens "
+            f"{outcome.prompt_tokens:,} prompt + {outcome.completion_tokens:,} completion{cost}; nothing was sent"
+        )
+        return
+    echo_notes(write_card(folder, lambda card: card.write_run_card(folder))[1])
+    moved = ", ".join(f"{task} {count}" for task, count in outcome.moved.items()) or "none"
+    typer.echo(
+        f"scored {outcome.scored} records ({outcome.reused} scored before, {outcome.unscored} without a usable score); moved {sum(outcome.moved.values())} "
+        f"under --min-score {min_score} to rejects.jsonl as judge_score ({moved}); {outcome.requests} requests sent{cost}"
+    )
+    if outcome.unscored:
+        raise fail(f"{outcome.unscored} records got no usable score; rerun the same command to ask again", code=INCOMPLETE_EXIT)
 
 
 _PROBABILITY = {"min": 0.0, "max": 1.0}
@@ -574,78 +426,24 @@ def mock_server_command(
 
 @app.command()
 @friendly_errors
+@takes_settings(JudgeSettings)
 def judge(
+    settings: JudgeSettings,
     folders: list[Path] = typer.Argument(
         None, help="A_DIR B_DIR: two generate --out folders over the same images (A = reference); or `summarize REVIEWS.jsonl...`"
     ),
-    out: Optional[Path] = typer.Option(None, help="Output folder (reviews.jsonl, summary.json, summary.md); rerunning into it resumes"),
-    captions: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO captions file both runs used"),
-    instances: Optional[Path] = typer.Option(None, help="With A_DIR B_DIR: the COCO instances file (boxes in the judge's context)"),
-    tasks: str = typer.Option(",".join(DEFAULT_TASKS), help="With A_DIR B_DIR: comma-separated tasks to compare"),
-    reference: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the reference"),
-    candidate: Optional[Path] = typer.Option(None, help="LLaVA answers JSONL (question_id, text) scored as the candidate"),
-    questions: Optional[Path] = typer.Option(None, help="Questions JSONL (question_id, image, text, category)"),
-    context: Optional[Path] = typer.Option(
-        None, help="Context JSONL, one line per image: LLaVA-Bench COCO's caps_boxes file, in-the-wild's context.jsonl, or ours"
-    ),
-    rule: Optional[Path] = typer.Option(None, help="LLaVA's rule.json: per-category judge prompts, requests laid out as LLaVA's scripts do"),
-    judge_backend: str = typer.Option(default("judge", JudgeOptions), "--judge", help="openai (any OpenAI-compatible server), azure, anthropic, or mock (offline heuristic, for CI)"),
-    judge_model: list[str] = typer.Option([], help="Judge model; give it twice to use two judges and report their agreement"),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    judge_prompt: Optional[Path] = typer.Option(None, help="File replacing the system message (prompts/judge/)"),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (per task with A_DIR B_DIR)"),
-    concurrency: int = typer.Option(default("concurrency", JudgeOptions), min=1),
-    timeout: float = typer.Option(default("timeout", JudgeOptions), min=0.1),
-    max_retries: int = typer.Option(default("max_retries", JudgeOptions), min=0),
-    rpm: Optional[float] = typer.Option(None, min=0.001),
-    tpm: Optional[float] = typer.Option(None, min=1),
-    temperature: float = typer.Option(default("temperature", JudgeOptions), min=0.0, max=2.0),
-    max_tokens: int = typer.Option(default("max_tokens", JudgeOptions), min=1),
-    seed: int = typer.Option(default("seed", JudgeOptions), help="Seeds the judge's sampling and the bootstrap"),
-    bootstrap: int = typer.Option(default("resamples", JudgeOptions), min=0, help="Bootstrap resamples of the 95% interval (0: none)"),
-    cache: Optional[Path] = typer.Option(None, help="Response cache file; default OUT/cache.sqlite"),
-    no_cache: bool = typer.Option(False, "--no-cache"),
-    force: bool = typer.Option(False, help="Start over in an --out made with other inputs or settings (old files set aside)"),
 ) -> None:
     """Score two answer sets pairwise with a judge model, both orders; write reviews and a summary table.
 
     `datagen judge summarize REVIEWS.jsonl...` reads LLaVA's review files instead and prints our table with intervals.
     """
-    from datagen.judge.inputs import items_from_files, items_from_folders, refuse_mostly_unpaired
-    from datagen.judge.run import RULE_SYSTEM_MESSAGE, SYSTEM_MESSAGE, run_judge
+    from datagen.api import judge_inputs
+    from datagen.judge.run import run_judge
 
     if folders and str(folders[0]) == "summarize":
-        _judge_summarize(folders[1:], out, bootstrap, seed)
+        _judge_summarize(folders[1:], settings.out, settings.resamples, settings.seed)
         return
-    if out is None:
-        raise typer.BadParameter("is required: the folder for reviews.jsonl and the summary", param_hint="--out")
-    files = {"--reference": reference, "--candidate": candidate, "--questions": questions, "--context": context}
-    if folders and any(files.values()):
-        raise typer.BadParameter("give either A_DIR B_DIR or the four answer files, not both", param_hint="A_DIR B_DIR")
-    if folders:
-        if len(folders) != 2:
-            raise typer.BadParameter(f"got {len(folders)} folders; pass exactly two: A_DIR B_DIR", param_hint="A_DIR B_DIR")
-        if captions is None:
-            raise typer.BadParameter("is required with A_DIR B_DIR: the COCO captions file both runs used", param_hint="--captions")
-        if rule is not None:
-            raise typer.BadParameter("goes with the LLaVA answer files (--questions ...), whose categories it names", param_hint="--rule")
-        loaded = items_from_folders(folders[0], folders[1], captions, instances, parse_tasks(tasks), limit)
-    else:
-        missing = [flag for flag, value in files.items() if value is None]
-        if missing:
-            raise typer.BadParameter(f"missing {', '.join(missing)}: pass A_DIR B_DIR, or all four answer files", param_hint="judge")
-        loaded = items_from_files(reference, candidate, questions, context, limit)
-    if not loaded.items:
-        skipped = ", ".join(f"{reason} {count}" for reason, count in loaded.skipped.items()) or "no items"
-        raise fail(f"nothing to judge: no item could be paired ({skipped}); check that the files name the same questions and images", 1)
-    refuse_mostly_unpaired(loaded)
-    options = JudgeOptions(
-        out=out, judge=judge_backend, judge_models=judge_model, base_url=base_url,
-        system_prompt=judge_prompt or (RULE_SYSTEM_MESSAGE if rule else SYSTEM_MESSAGE), rule=rule,
-        concurrency=concurrency, timeout=timeout,
-        max_retries=max_retries, rpm=rpm, tpm=tpm, temperature=temperature, max_tokens=max_tokens, seed=seed,
-        resamples=bootstrap, cache=cache, use_cache=not no_cache, force=force, command=safe_argv(),
-    )
+    options, loaded = judge_inputs(settings.model_copy(update={"folders": folders or [], "command": safe_argv()}))
     summary, text = run_judge(options, loaded)
     typer.echo(text)
     if summary["status"] != "completed":
@@ -671,7 +469,7 @@ def _judge_summarize(paths: list[Path], out: Path | None, resamples: int, seed: 
 
 # -- scoring trained models (datagen/eval/); torch loads inside the commands -------------------------
 
-eval_app = typer.Typer(help="Score trained models: LLaVA-Bench-style answers and ScienceQA accuracy", no_args_is_help=True)
+eval_app = typer.Typer(help="Score trained models: LLaVA-Bench-style answers, ScienceQA accuracy and POPE object hallucination", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
@@ -687,21 +485,28 @@ def eval_bench(
     max_new_tokens: int = typer.Option(512, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+    train_data: Optional[Path] = typer.Option(None, help="The model's training data (a generate folder, an exported file, or any --exclude-images list): its images are counted and left out of the score"),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="With --train-data: score the eval images the training data holds too (both counts printed)"),
 ) -> None:
     """Answer benchmark questions greedily (or take another tool's answers); `datagen judge` then scores them."""
-    from datagen.eval.bench import run_bench, take_answers
+    from datagen.eval.bench import clean_questions, load_questions, run_bench, take_answers
 
     if (model is None) == (answers is None):
         raise typer.BadParameter("pass --model to run a model, or --answers to take an answers file (one of them)", param_hint="--model/--answers")
+    training = _training_data(train_data, allow_overlap)
+    if training is not None:
+        _, overlap = clean_questions(load_questions(questions), training)
+        assert overlap is not None  # given training data, the split always counts
+        typer.echo(overlap.line())
     if answers is not None:
-        path, taken, unanswered = take_answers(answers, questions, out)
+        path, taken, unanswered = take_answers(answers, questions, out, training)
         typer.echo(f"took {taken} answers from {answers} into {path}")
         if unanswered:
             shown = ", ".join(unanswered[:5]) + (", ..." if len(unanswered) > 5 else "")
             raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
         return
     assert model is not None
-    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype)
+    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training)
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 
 
@@ -756,6 +561,8 @@ def eval_pope(
     max_new_tokens: int = typer.Option(16, min=1),
     model_id: Optional[str] = typer.Option(None, help="model_id written in the answers; default the --model folder's name"),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16 or float16"),
+    train_data: Optional[Path] = typer.Option(None, help="The model's training data (a generate folder, an exported file, or any --exclude-images list): its images are counted and left out of the score"),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="With --train-data: score the eval images the training data holds too (both counts printed)"),
 ) -> None:
     """POPE object-hallucination questions (random, popular, adversarial) from COCO instances, and their scores."""
     from datagen.eval.pope import INSTRUCTION, run_pope
@@ -763,7 +570,7 @@ def eval_pope(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
-                             max_new_tokens, model_id, dtype)
+                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap))
     typer.echo(text)
     if results is not None:
         missing = sum(row["missing"] for row in results["samplings"].values())
@@ -827,6 +634,17 @@ def eval_spatial(
     typer.echo(text)
     if results is not None and results["missing"]:
         raise fail(f"{results['missing']} questions have no answer; they count as wrong above", 1)
+
+
+def _training_data(path: Path | None, allow_overlap: bool):
+    """--train-data read once (datagen/curate/overlap.py); --allow-overlap means nothing without it."""
+    if path is None:
+        if allow_overlap:
+            raise InputError("--allow-overlap goes with --train-data RUN_OR_FILE, the data the model was trained on")
+        return None
+    from datagen.curate.overlap import TrainingData
+
+    return TrainingData.read(path, allow_overlap)
 
 
 def _register_trainer() -> None:

@@ -42,6 +42,15 @@ class InputError(Exception):
     """A file, flag or setting the user gave is wrong; the message names it and the fix (exit code 2)."""
 
 
+class RunFailed(Exception):
+    """A run that ended without what it was for (nothing could be paired, every request failed, no answer passed
+    the checks); what the folder holds is kept, and `result` (from the Python API) says what was counted."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class TeacherFatalError(Exception):
     """The teacher refused in a way no retry can fix (bad key, unknown model, malformed request)."""
 

@@ -17,8 +17,10 @@ LAYERS: list[set[str]] = [
     {"datagen.tasks"},
     {"datagen.teachers"},
     {"datagen.run"},
-    {"datagen.data", "datagen.judge", "datagen.train", "datagen.testing"},
+    {"datagen.data", "datagen.judge", "datagen.train", "datagen.testing", "datagen.curate"},
     {"datagen.eval"},
+    {"datagen.api"},
+    {"datagen.cli_flags"},
     {"datagen.cli"},
 ]
 # The base layer's parts may use each other (errors names the disk's failures, files raises InputError).

@@ -143,6 +143,7 @@ def run_summary(manifest: dict) -> dict:
         "counts": manifest.get("counts") or {},
         "quality": manifest.get("quality") or {},
         "usage": manifest.get("usage") or {},
+        "curation": manifest.get("curation") or {},
     }
 
 
@@ -326,6 +327,7 @@ def _provenance(run: dict, heading: str) -> list[str]:
     ]
     if run.get("command"):
         lines.append(f"- Command: `{' '.join(map(str, run['command']))}`")
+    lines += _curation_lines(run.get("curation") or {})
     lines += [
         "",
         "| task | prompt pack hash | context | requested | written | rejected | skipped | CHAIR_i | CHAIR_s |",
@@ -344,6 +346,29 @@ def _provenance(run: dict, heading: str) -> list[str]:
     lines.append("")
     if not quality:
         lines += ["Grounding (CHAIR) was not measured by this run.", ""]
+    return lines
+
+
+def _curation_lines(curation: dict) -> list[str]:
+    """Images left out and chosen before generating, records moved to rejects after (datagen/curate/)."""
+    lines = []
+    excluded, selection = curation.get("excluded") or {}, curation.get("selection") or {}
+    if excluded:
+        lines.append(
+            f"- Excluded: {_count(excluded.get('excluded'))} source images named by {_count(excluded.get('listed'))} ids in "
+            f"{', '.join(f'`{name}`' for name in excluded.get('sources') or [])} (id list sha256 `{_figure(excluded.get('list_sha256'))}`)"
+        )
+    if selection:
+        lines.append(
+            f"- Selected: {_count(selection.get('chosen'))} of {_count(selection.get('candidates'))} images by {_figure(selection.get('method'))} "
+            f"(budget {_count(selection.get('budget'))}, seed {_figure(selection.get('seed'))}, at most {_count(selection.get('per_category_cap'))} per category)"
+        )
+    for step in curation.get("steps") or []:
+        moved = step.get("moved") or {}
+        lines.append(
+            f"- {str(step.get('step')).capitalize()}: {_count(sum(moved.values()))} of {_count(step.get('examined'))} records moved to rejects.jsonl"
+            f" ({', '.join(f'{task} {count}' for task, count in moved.items()) or 'none'}), {_figure(step.get('finished_at'))}"
+        )
     return lines
 
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
-from datagen.formats.manifest import MANIFEST_FILE, Manifest, fingerprint, load_manifest, write_manifest
+from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_manifest, write_manifest
 from datagen.files.jsonl import read_lines
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
@@ -80,7 +80,7 @@ def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder
 # new metric cannot silently keep shard 0's value: a summed one only needs to support `+`.
 SUMMED = frozenset({"counts", "quality", "usage", "requests_sent", "cache_hits"})
 SHARED = frozenset({"datagen_version", "teacher", "base_url", "prompt_hashes"})  # one run's settings: equal in every shard
-DERIVED = frozenset({"status", "command", "started_at", "finished_at", "settings", "fingerprint", "source", "last_error", "failure"})
+DERIVED = frozenset({"status", "command", "started_at", "finished_at", "settings", "fingerprint", "source", "last_error", "failure", "curation"})
 
 
 def _sum(values: list):
@@ -201,5 +201,6 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "source": first.source.model_copy(update={"hard_cases": dict(sorted(hard_cases.items()))}),
             "last_error": next((manifest.last_error for manifest in reversed(manifests) if manifest.last_error), None),
             "failure": next((manifest.failure for manifest in manifests if manifest.failure), None),
+            "curation": Curation.merged([manifest.curation for manifest in manifests]),
         }
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from datagen.curate.overlap import Overlap, TrainingData
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
 from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, json_line
@@ -97,10 +98,10 @@ def answered(path: Path, model_id: str) -> set[str]:
 
 def run_bench(
     model_path: Path, questions_path: Path, images: Path | None, out: Path, batch_size: int,
-    max_new_tokens: int, model_id: str | None, dtype: str,
+    max_new_tokens: int, model_id: str | None, dtype: str, train_data: TrainingData | None = None,
 ) -> tuple[Path, int, int]:
     """Returns (answers file, answered now, answered before)."""
-    questions = load_questions(questions_path)
+    questions, _ = clean_questions(load_questions(questions_path), train_data)
     paths = {str(q.question_id): image_path(images, q.image) for q in questions}
     return answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype)
 
@@ -140,19 +141,29 @@ def answer_questions(
     return answers_file, len(todo), len(done)
 
 
-def take_answers(answers_path: Path, questions_path: Path, out: Path) -> tuple[Path, int, list[str]]:
+def clean_questions(questions: list[BenchQuestion], train_data: TrainingData | None) -> tuple[list[BenchQuestion], Overlap | None]:
+    """The questions to answer and score: without those about images the model was trained on, unless allowed."""
+    if train_data is None:
+        return questions, None
+    return train_data.split(questions, lambda question: question.image)
+
+
+def take_answers(answers_path: Path, questions_path: Path, out: Path, train_data: TrainingData | None = None) -> tuple[Path, int, list[str]]:
     """Check an external answers file against the questions (every answer to a known question, at most one
     each) and write its lines, unchanged, in question order to OUT/answers.jsonl. Returns (that file, answers
-    taken, ids of the questions left unanswered)."""
-    questions = load_questions(questions_path)
+    taken, ids of the questions left unanswered). With `train_data`, answers about training images are left out."""
+    every_question = load_questions(questions_path)
+    questions, _ = clean_questions(every_question, train_data)
     answers = read_answers(answers_path)
+    known = {str(question.question_id) for question in every_question}
     asked = [str(question.question_id) for question in questions]
-    unknown = [key for key in answers if key not in set(asked)]
+    unknown = [key for key in answers if key not in known]
     if unknown:
         raise InputError(
             f"--answers {answers_path}: question_id {unknown[0]} is not in --questions {questions_path} "
             f"({len(unknown)} such); pass the answers to these questions"
         )
+    answers = {key: answers[key] for key in asked if key in answers}
     text = "".join(json_line(answers[key]) for key in asked if key in answers)
     path = out / ANSWERS_FILE
     write_settled(path, text, f"--out {out}: already holds other answers ({ANSWERS_FILE}); pick another --out")

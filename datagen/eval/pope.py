@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from datagen.curate.overlap import TrainingData
 from datagen.errors import InputError
 from datagen.eval.answers import replies_to
 from datagen.eval.bench import BenchQuestion, replies_for, write_settled
@@ -192,18 +193,30 @@ def prepare(out: Path, instances: Path, count: int, per_image: int, seed: int, i
 def run_pope(
     instances: Path, out: Path, count: int, per_image: int, seed: int, instruction: str, answers: Path | None,
     model: Path | None, images: Path | None, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
+    train_data: TrainingData | None = None,
 ) -> tuple[dict | None, str]:
+    """With `train_data`, questions about images the model was trained on are neither asked nor scored (unless it
+    allows the overlap); the set written stays the full one, so its ids match any other tool's answers."""
     questions = prepare(out, instances, count, per_image, seed, instruction)
     if answers is None and model is None:
         return None, f"wrote {len(questions)} POPE questions to {out / QUESTIONS_FILE}; answer them, then score with --answers"
+    every_question = questions
+    overlap = None
+    if train_data is not None:
+        questions, overlap = train_data.split(questions, lambda question: question.image_id)
     asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category=q.category) for q in questions]
+    # An answers file answers the whole set written, so it is checked against every question, trained-on ones too.
+    every_text = {str(q.question_id): question_text(q.object) for q in every_question}
     replies, source = replies_for(
-        asked, answers, lambda path: replies_to(path, {str(q.question_id): question_text(q.object) for q in questions}, "POPE questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype
+        asked, answers, lambda path: replies_to(path, every_text, "POPE questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype
     )
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,
                "instruction": instruction, "samplings": by_sampling}
     text = table(by_sampling)
+    if overlap is not None:
+        results["overlap"] = overlap.model_dump()
+        text = overlap.line() + "\n" + text
     write_json_atomic(out / RESULTS_FILE, results)
     (out / TABLE_FILE).write_text(text + "\n", encoding="utf-8")
     return results, text

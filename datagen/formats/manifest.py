@@ -117,6 +117,65 @@ class RunSettings(BaseModel):
         return data
 
 
+class ExcludedImages(BaseModel):
+    """`generate --exclude-images`: images kept out of the run (eval images, most often), matched by COCO id."""
+
+    sources: list[str] = Field(description="The exclusion files, as named on the command line")
+    listed: int = Field(description="Distinct COCO image ids the files name")
+    list_sha256: str = Field(description="sha256 of the sorted ids, one per line: the same list gives the same hash")
+    excluded: int = Field(description="Images of the source dropped because a file names them")
+
+
+class ImageSelection(BaseModel):
+    """`generate --select coverage --budget N`: the images picked before any request, deterministic per seed."""
+
+    method: Literal["coverage"]
+    budget: int
+    seed: int
+    candidates: int = Field(description="Images there were to choose from (after any exclusion)")
+    chosen: int
+    per_category_cap: int = Field(description="At most this many chosen images were picked for any one category")
+    categories_before: dict[str, int] = Field(description="Images per COCO category among the candidates")
+    categories_after: dict[str, int] = Field(description="Images per COCO category among the chosen")
+
+
+class CurationStep(BaseModel):
+    """One command run over the finished folder (`datagen dedup`, `datagen filter`): what it moved to rejects."""
+
+    step: Literal["dedup", "filter"]
+    command: list[str]
+    finished_at: str
+    settings: dict[str, Any]
+    examined: int = Field(description="Records looked at")
+    moved: dict[str, int] = Field(description="Records moved to rejects.jsonl, per task")
+
+
+class Curation(BaseModel):
+    """What was done to the data besides generating it, in order: before (excluded, selected) and after (steps)."""
+
+    excluded: ExcludedImages | None = None
+    selection: ImageSelection | None = None
+    steps: list[CurationStep] = Field(default_factory=list)
+
+    @staticmethod
+    def merged(parts: list[Curation | None]) -> Curation | None:
+        """Shards' curation as one: exclusion and selection are worked out over the whole source, so every shard
+        holds the same; each shard's dedup and filter steps are kept, in shard order (their commands name the shard)."""
+        present = [part for part in parts if part is not None]
+        if not present:
+            return None
+        return present[0].model_copy(update={"steps": [step for part in present for step in part.steps]})
+
+
+def curation_steps(manifest_path: Path) -> list[CurationStep]:
+    """The after-generation steps a manifest already records, so that a rerun of generate into the folder keeps them."""
+    try:
+        steps = (json.loads(manifest_path.read_text(encoding="utf-8")).get("curation") or {}).get("steps") or []
+        return [CurationStep.model_validate(step) for step in steps]
+    except (OSError, AttributeError, ValueError):
+        return []
+
+
 class Manifest(BaseModel):
     """What a run did and with what; never holds a secret."""
 
@@ -144,6 +203,17 @@ class Manifest(BaseModel):
     cache_hits: int = 0
     last_error: str | None = Field(None, description="The teacher's last error message (one line), when a request failed")
     failure: str | None = Field(None, description="Why the run failed (status failed) or is incomplete, in one line")
+    curation: Curation | None = Field(
+        None, description="Images excluded and selected before generating; dedup and filter steps after (absent when none)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_curation_when_none(self, handler):
+        # A run nobody curated keeps exactly the manifest it always had.
+        data = handler(self)
+        if data.get("curation") is None:
+            data.pop("curation", None)
+        return data
 
 
 class UnreadableManifest(ValueError):

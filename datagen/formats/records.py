@@ -47,6 +47,9 @@ RejectReason = Literal[
     "wrong_object",  # names something else than the object in the region asked about
     "unclear_answer",  # states no number, relation, yes/no or box the check can read
     "off_plan_question",  # a question that does not ask about the planned object or region
+    # Curation after generating (datagen/curate/): a written record moved here, never deleted.
+    "near_duplicate",  # `datagen dedup`: its question or answer repeats an earlier record's (named in duplicate_of)
+    "judge_score",  # `datagen filter`: a judge model scored it under --min-score (meta.judge holds the scores)
 ]
 
 # Why an item was left for a later run: counted in the manifest's `skipped`, written nowhere, asked again by a rerun.
@@ -182,6 +185,17 @@ class Grounding(BaseModel):
     unsupported: list[str]
 
 
+class JudgeScore(BaseModel):
+    """A judge model's 1-10 scores of one record against its image's annotations (`datagen filter`)."""
+
+    model: str
+    accuracy: float | None = Field(description="Agreement with the captions and boxes; None when the reply held no score")
+    helpfulness: float | None
+    detail: float | None
+    score: float | None = Field(description="The mean of the three, compared with --min-score")
+    rules_sha256: str = Field(description="Hash of the rule pack the judge was given")
+
+
 class RecordMeta(BaseModel):
     """Provenance; `datagen export` drops it unless asked to keep it."""
 
@@ -199,12 +213,13 @@ class RecordMeta(BaseModel):
         None, description="What a vision teacher was shown besides the prompt (generate --see); absent for text-only runs"
     )
     image_sha256: str | None = Field(None, description="sha256 of the JPEG the teacher was shown (generate --see image|both)")
+    judge: JudgeScore | None = Field(None, description="`datagen filter`: the judge model's scores of this record")
 
     @model_serializer(mode="wrap")
     def _omit_vision_when_unused(self, handler):
-        # Text-only runs write exactly the meta they always did: no null vision fields.
+        # Text-only runs write exactly the meta they always did: no null vision (or judge) fields.
         data = handler(self)
-        for name in ("see", "image_sha256"):
+        for name in ("see", "image_sha256", "judge"):
             if data.get(name) is None:
                 data.pop(name, None)
         return data
@@ -225,3 +240,12 @@ class Reject(BaseModel):
     raw: str
     finish_reason: str | None = None
     meta: RecordMeta
+    duplicate_of: str | None = Field(None, description="near_duplicate: `task/id` of the earlier record it repeats")
+
+    @model_serializer(mode="wrap")
+    def _omit_duplicate_of_when_unset(self, handler):
+        # Rejects of generate keep exactly the fields they always had.
+        data = handler(self)
+        if data.get("duplicate_of") is None:
+            data.pop("duplicate_of", None)
+        return data

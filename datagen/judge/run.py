@@ -29,10 +29,10 @@ from datagen.judge.stats import Agreement, Pair, TaskSummary, agreement, summari
 from datagen.files.jsonl import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.redaction import one_line
 from datagen.run.job import Job, run_job
+from datagen.run.options import JudgeSettings
 from datagen.run.output_folder import CACHE_FILE, claim_folder
 from datagen.formats.records import TeacherInfo, Usage, UsageTotals
-from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
-from datagen.teachers.teacher import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, ChatRequest, RetryableError, Teacher, redact_url
+from datagen.teachers.teacher import ChatRequest, RetryableError, Teacher, redact_url
 from datagen.teachers.factory import BackendSettings, build_teacher
 
 JUDGE_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "judge"
@@ -48,26 +48,11 @@ Order = Literal["reference_first", "candidate_first"]
 ORDERS: tuple[Order, ...] = ("reference_first", "candidate_first")
 
 
-class JudgeOptions(BaseModel):
+class JudgeOptions(JudgeSettings):
+    """The settings with what the command resolved from them: the folder and the system message."""
+
     out: Path
-    judge: str = "openai"
-    judge_models: list[str] = []
-    base_url: str | None = None
     system_prompt: Path = SYSTEM_MESSAGE
-    rule: Path | None = None  # a LLaVA rule.json: per category {"role", "prompt"}, requests laid out as LLaVA's scripts do
-    concurrency: int = DEFAULT_CONCURRENCY
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    rpm: float | None = None
-    tpm: float | None = None
-    temperature: float = 0.2
-    max_tokens: int = 512
-    seed: int = 0
-    resamples: int = 1000
-    cache: Path | None = None
-    use_cache: bool = True
-    force: bool = False
-    command: list[str] = []
 
 
 class Review(BaseModel):

@@ -198,10 +198,6 @@ class BatchJob:
     """Plan, submit, wait for and ingest the batches of one `generate --batch` over one output folder."""
 
     def __init__(self, options: GenerateOptions) -> None:
-        if options.teacher != "openai":
-            raise InputError(f"--batch needs --teacher openai (the OpenAI Batch API), not {options.teacher}; drop --batch for a {options.teacher} run")
-        if not options.use_cache:
-            raise InputError("--batch needs the response cache (batch answers are ingested through it); drop --no-cache")
         self.options = options
         self.planner = GenerateJob(options)  # checks --model, the API key and the inputs before anything is uploaded
         base_url = self.planner.base_url

@@ -74,8 +74,6 @@ def write_requests(options: GenerateOptions) -> int:
 
 
 def ingest_results(options: GenerateOptions) -> Manifest:
-    if not options.use_cache:
-        raise InputError("--results-in needs the response cache (results are ingested through it); drop --no-cache")
     path = options.results_in
     assert path is not None  # the CLI calls this only with --results-in
     try:

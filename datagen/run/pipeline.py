@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen import __version__
-from datagen.formats.manifest import Manifest, RunSettings, SourceStats, fingerprint, write_manifest
+from datagen.formats.manifest import MANIFEST_FILE, Curation, CurationStep, Manifest, RunSettings, SourceStats, curation_steps, fingerprint, write_manifest
 from datagen.formats.records import SkipReason, TeacherInfo
 from datagen.files.jsonl import JsonlAppender
 from datagen.quality.grounding import stored_grounding
@@ -118,6 +118,7 @@ class GenerateJob(Job[Manifest]):
         self.tally = Tally(list(options.tasks))
         self.started_at = _utc_now()
         self.cache: ResponseCache | None = None
+        self.curation_steps: list[CurationStep] = []  # dedup and filter steps the folder went through, kept by a rerun
 
     @property
     def base_url(self) -> str | None:
@@ -127,6 +128,7 @@ class GenerateJob(Job[Manifest]):
 
     def open(self) -> None:
         claim(self.plan, self.tally)
+        self.curation_steps = curation_steps(self.out / MANIFEST_FILE)
         path = cache_path(self.options)
         if path is not None:
             self.cache = ResponseCache(path)
@@ -198,7 +200,16 @@ class GenerateJob(Job[Manifest]):
             cache_hits=self.teacher.stats["cache_hits"],
             last_error=self.teacher.last_error,
             failure=failure,
+            curation=self.curation(),
         )
+
+    def curation(self) -> Curation | None:
+        """The options' account of exclusion and selection, with the dedup and filter steps the folder went through."""
+        curation = self.options.curation.model_copy(deep=True) if self.options.curation else Curation()
+        if curation.excluded is not None:
+            curation.excluded.excluded = sum(1 for image_id in self.plan.source.image_ids if image_id in self.options.exclude_ids)
+        curation.steps = self.curation_steps
+        return None if curation == Curation() else curation
 
     def finish(self, status: str, failure: str | None) -> Manifest:
         manifest = self.manifest(status, failure)

@@ -23,6 +23,15 @@ from datagen.teachers.teacher import ChatRequest
 from datagen.teachers.vision import EncodedImage, encode_image, image_path
 
 
+def curated_ids(image_ids: list[int], options: GenerateOptions) -> list[int]:
+    """The source's images less the excluded ones, and only the chosen ones when a selection chose (datagen/curate/)."""
+    kept = [image_id for image_id in image_ids if image_id not in options.exclude_ids] if options.exclude_ids else image_ids
+    if options.chosen_ids is None:
+        return kept
+    chosen = set(options.chosen_ids)
+    return [image_id for image_id in kept if image_id in chosen]
+
+
 def select_image_ids(image_ids: list[int], shard: tuple[int, int] | None, limit: int | None) -> list[int]:
     """Shard i/n takes every n-th image of the sorted ids, so n machines split a run with no overlap."""
     if shard is not None:
@@ -72,24 +81,15 @@ class Plan:
         self.selected: set[int] = set()
 
     def _fingerprint_parts(self) -> dict[str, object]:
-        parts: dict[str, object] = {
+        # The settings' own parts are the fields marked `fingerprint` in datagen/run/options.py.
+        parts = self.options.fingerprint_parts({
             "captions_sha256": self.source.captions_sha256,
             "instances_sha256": self.source.instances_sha256,
             "teacher": self.teacher.kind,
             "model": self.sampling.model,
-            "temperature": self.sampling.temperature,
             "max_tokens": self.sampling.max_tokens,
-            "length_retry_max_tokens": self.options.length_retry_max_tokens,
-            "reject_unsupported": self.options.reject_unsupported,
-            "seed": self.sampling.seed,
             "detail_instructions": self.instructions["detail"].sha256,
-            "shard": list(self.options.shard) if self.options.shard else None,
-            "request_shape": self.sampling.shape.model_dump(mode="json"),
-        }
-        if self.options.see != "text":
-            # Only vision runs name these, so a text run's fingerprint is the one it always had.
-            parts["see"] = self.options.see
-            parts["image_max_side"] = self.options.image_max_side
+        })
         for name, instructions in self.instructions.items():
             if name != "detail":
                 parts[f"instructions:{name}"] = instructions.sha256
@@ -100,7 +100,7 @@ class Plan:
 
     def select(self) -> None:
         """The images this run covers (--shard, --limit); with --see image|both, some must be in --images."""
-        self.selected_ids = select_image_ids(self.source.image_ids, self.options.shard, self.options.limit)
+        self.selected_ids = select_image_ids(curated_ids(self.source.image_ids, self.options), self.options.shard, self.options.limit)
         self.selected = set(self.selected_ids)
         self._check_images()
 

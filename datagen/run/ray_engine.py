@@ -351,20 +351,6 @@ class EndpointWorker:
 # -- the vLLM path ---------------------------------------------------------------------------------
 
 
-def parse_engine_args(values: list[str]) -> dict[str, object]:
-    """`--engine-arg k=v` values for vLLM's engine: v read as JSON where it is (numbers, true, lists), else as text."""
-    args: dict[str, object] = {}
-    for value in values:
-        name, sep, text = value.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--engine-arg {value!r}: write NAME=VALUE, e.g. max_model_len=8192")
-        try:
-            args[name.strip().replace("-", "_")] = json.loads(text)
-        except ValueError:
-            args[name.strip().replace("-", "_")] = text
-    return args
-
-
 def vllm_config(engine: RayEngine, chat_template_kwargs: dict | None = None):
     """The processor config our flags ask for: `--replicas` engines of `--tensor-parallel-size` GPUs each."""
     from ray.data.llm import vLLMEngineProcessorConfig
@@ -778,10 +764,6 @@ def generate_with_ray(options: GenerateOptions) -> Manifest:
     the response cache; a kill anywhere is resumed by the same command (the results file keeps what came)."""
     assert options.ray is not None  # the CLI sets it with --engine ray
     _import_ray("--engine ray")  # before anything is written
-    if options.teacher != "openai" and options.ray.vllm is None:
-        raise InputError(f"--engine ray needs --teacher openai (an endpoint) or --vllm MODEL, not --teacher {options.teacher}")
-    if not options.use_cache:
-        raise InputError("--engine ray needs the response cache (results are ingested through it); drop --no-cache")
     folder = options.out / RAY_DIR
     requests, results = folder / "requests.jsonl", folder / "results.jsonl"
     if options.ray.vllm is None:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from datagen.source.coco import ImageAnnotations
+if TYPE_CHECKING:  # for the annotation only: loading COCO's reader (pycocotools, numpy) is a run's cost, not `--help`'s
+    from datagen.source.coco import ImageAnnotations
 
 ContextKind = Literal["captions", "captions+boxes"]
 CONTEXT_KINDS: tuple[ContextKind, ...] = get_args(ContextKind)

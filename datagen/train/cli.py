@@ -13,7 +13,29 @@ import typer
 train_app = typer.Typer(help="Train a LLaVA-style model on datagen records (stage 1 pretrain, stage 2 finetune).",
                         no_args_is_help=True)
 
-Opt = typer.Option
+def Opt(*decls: str, field: str | None = None, **kwargs):  # noqa: N802 - stands in for typer.Option
+    """A flag left out takes TrainConfig's value (the stage's, where stages differ, unless --config sets it): shown
+    as the flag's default, so --help says what a run without it uses."""
+    name = field or decls[0].split("/")[0].removeprefix("--").replace("-", "_")
+    return typer.Option(*decls, show_default=_config_default(name, decls[0]), **kwargs)
+
+
+def _config_default(name: str, flag: str) -> str | bool:
+    from .config import FIELDS, STAGE_DEFAULTS
+
+    if name not in FIELDS:
+        return False
+    by_stage = {stage: values[name] for stage, values in STAGE_DEFAULTS.items() if name in values}
+    if len(set(by_stage.values())) > 1:
+        return ", ".join(f"{value} {stage}" for stage, value in by_stage.items())
+    default = next(iter(by_stage.values())) if by_stage else FIELDS[name].default
+    if name == "template":
+        return "plain for pretrain, vicuna_v1 for finetune"
+    if isinstance(default, bool) and "/" in flag:  # a switch: the side it is on
+        return flag.split("/")[0 if default else 1].removeprefix("--")
+    return str(default) if default not in ("", None) else False
+
+
 Config = Annotated[Optional[Path], Opt("--config", help="YAML of TrainConfig fields (see configs/); flags override it.")]
 Data = Annotated[Optional[str], Opt("--data", help="JSON array or JSONL of LLaVA records.")]
 ImageFolder = Annotated[Optional[str], Opt("--image-folder", help="Folder the records' image paths are relative to.")]
@@ -125,7 +147,7 @@ def pretrain(
 @train_app.command()
 def finetune(
     data: Data = None, image_folder: ImageFolder = None,
-    from_ckpt: Annotated[Optional[str], Opt("--from", help="The stage-1 output directory.")] = None,
+    from_ckpt: Annotated[Optional[str], Opt("--from", field="from_ckpt", help="The stage-1 output directory.")] = None,
     out: Out = None,
     lora: Annotated[Optional[bool], Opt("--lora/--full", help="Train the LLM through LoRA adapters (peft).")] = None,
     lora_r: Annotated[Optional[int], Opt("--lora-r")] = None,

@@ -1,0 +1,150 @@
+"""Moving written records to `rejects.jsonl` (dedup, filter): nothing deleted, the folder a valid run throughout.
+
+Order of writes: the rejects first (appended, whole lines), then each task file replaced atomically, then the
+manifest. A kill between them leaves a record in both its task file and the rejects, never in neither; the
+next run of the same step sees the reject is already there and does not append it twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from datagen.errors import InputError
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, write_json_atomic
+from datagen.formats.manifest import MANIFEST_FILE, Curation, CurationStep, Manifest, QualityStats
+from datagen.formats.records import Grounding, Reject, RejectReason, RecordMeta
+from datagen.run.output_folder import REJECTS_FILE
+from datagen.tasks.registry import TASKS
+
+
+class Row(NamedTuple):
+    task: str
+    number: int  # line number in the task file
+    data: dict
+
+    @property
+    def key(self) -> str:
+        """`task/id`: ids repeat across tasks, never within one."""
+        return f"{self.task}/{self.data.get('id')}"
+
+
+class Move(NamedTuple):
+    row: Row
+    reason: RejectReason
+    detail: str
+    duplicate_of: str | None = None
+
+
+def read_manifest(folder: Path, command: str) -> Manifest:
+    """The folder's manifest: a folder without one is not a run this command can work on."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not found; pass the --out folder of a generate (or merge) run to `datagen {command}`")
+    path = folder / MANIFEST_FILE
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except OSError:
+        raise InputError(f"{folder}: holds no {MANIFEST_FILE}; pass the --out folder of a generate (or merge) run") from None
+    except ValueError as error:
+        raise InputError(f"{path}: not a datagen manifest ({str(error).splitlines()[0]}); restore it from the run") from None
+
+
+def task_rows(folder: Path) -> Iterator[Row]:
+    """Every written record, task by task in registry order, each file in line order: "later" means later here."""
+    for task in TASKS:
+        yield from _file_rows(folder, task)
+
+
+def _file_rows(folder: Path, task: str) -> Iterator[Row]:
+    path = folder / TASKS[task].file_name
+    if not path.is_file():
+        return
+    for number, data in iter_numbered_jsonl(path):
+        if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or not isinstance(data.get("conversations"), list):
+            raise InputError(f"{path} line {number}: not a datagen record; restore it, or delete the line")
+        yield Row(task, number, data)
+
+
+def turns(row: Row, speaker: str) -> list[str]:
+    return [str(turn.get("value", "")) for turn in row.data["conversations"] if isinstance(turn, dict) and turn.get("from") == speaker]
+
+
+def _already_rejected(folder: Path) -> set[tuple[str, str, str]]:
+    """(task, id, reason) of the rejects a curation step wrote before, so a rerun after a kill adds none twice."""
+    path = folder / REJECTS_FILE
+    if not path.is_file():
+        return set()
+    return {
+        (str(row.get("task")), str(row.get("id")), str(row.get("reason")))
+        for _, row in iter_numbered_jsonl(path)
+        if isinstance(row, dict) and row.get("reason") in ("near_duplicate", "judge_score")
+    }
+
+
+def _reject(move: Move) -> Reject:
+    data = move.row.data
+    meta = RecordMeta.model_validate(data["meta"])
+    # The record's turns, whole, so a reject can be put back by hand.
+    raw = json.dumps(data["conversations"], ensure_ascii=False)
+    return Reject(
+        id=str(data["id"]), image=str(data["image"]), task=move.row.task, reason=move.reason, detail=move.detail, raw=raw,
+        finish_reason=meta.finish_reason, meta=meta, duplicate_of=move.duplicate_of,
+    )
+
+
+def _without_grounding(stats: QualityStats, grounding: Grounding) -> QualityStats:
+    return QualityStats(
+        records=stats.records - 1,
+        records_with_unsupported=stats.records_with_unsupported - bool(grounding.unsupported),
+        mentions=stats.mentions - len(grounding.mentioned),
+        unsupported_mentions=stats.unsupported_mentions - len(grounding.unsupported),
+    )
+
+
+def apply_moves(
+    folder: Path, manifest: Manifest, moves: list[Move], step: Literal["dedup", "filter"], command: list[str], settings: dict, examined: int,
+    updated: dict[str, dict] | None = None,
+) -> CurationStep:
+    """Move the records to rejects and record the step; `updated` replaces the kept records' lines by `task/id`
+    (the judge's scores in meta), else they are written back unchanged."""
+    done = _already_rejected(folder)
+    writer = JsonlAppender(folder / REJECTS_FILE)
+    try:
+        for move in moves:
+            if (move.row.task, str(move.row.data.get("id")), move.reason) not in done:
+                writer.append(_reject(move))
+    finally:
+        writer.close()
+    moved_keys = {move.row.key for move in moves}
+    for task, spec in TASKS.items():
+        path = folder / spec.file_name
+        if not path.is_file() or not (updated or any(move.row.task == task for move in moves)):
+            continue
+        with atomic_file(path) as handle:
+            for row in _file_rows(folder, task):
+                if row.key not in moved_keys:
+                    handle.write(json.dumps((updated or {}).get(row.key, row.data), ensure_ascii=False) + "\n")
+    moved = Counter(move.row.task for move in moves)
+    for move in moves:
+        counts = manifest.counts.get(move.row.task)
+        if counts is None:
+            continue
+        counts.written -= 1
+        counts.rejected[move.reason] = counts.rejected.get(move.reason, 0) + 1
+        grounding = move.row.data["meta"].get("grounding")
+        if grounding and move.row.task in manifest.quality:
+            manifest.quality[move.row.task] = _without_grounding(manifest.quality[move.row.task], Grounding.model_validate(grounding))
+    record = CurationStep(
+        step=step,
+        command=command, finished_at=datetime.now(UTC).isoformat(timespec="seconds"), settings=settings,
+        examined=examined, moved={task: moved[task] for task in TASKS if moved[task]},
+    )
+    if manifest.curation is None:
+        manifest.curation = Curation()
+    manifest.curation.steps.append(record)
+    write_json_atomic(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
+    return record
