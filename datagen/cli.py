@@ -145,6 +145,9 @@ def generate(
     ),
     omit_params: Optional[str] = typer.Option(None, help="Comma-separated request fields to leave out: seed,temperature"),
     extra_body: Optional[str] = typer.Option(None, help="JSON object merged into every request body (top_k, chat_template_kwargs...)"),
+    structured: bool = typer.Option(
+        False, "--structured", help="Ask for the task's reply form as a JSON schema (response_format); one re-ask for a reply not in it"
+    ),
     retry_length: Optional[int] = typer.Option(
         None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
     ),
@@ -207,6 +210,9 @@ def generate(
         raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
     if vllm is not None and model is None:
         model = vllm  # the requests name the model the engine runs
+    if structured and (offline[:1] in (["--batch"], ["--results-in"]) or ray_engine is not None):
+        # Its one re-ask is a live request; these ways get each answer once, from elsewhere.
+        raise InputError(f"--structured asks a reply not in the schema once more, live; drop {offline[0] if offline else '--engine ray'} or --structured")
 
     options = GenerateOptions(
         captions=captions,
@@ -243,6 +249,7 @@ def generate(
         max_completion_tokens=max_completion_tokens,
         omit_params=parse_omit_params(omit_params),
         extra_body=parse_extra_body(extra_body),
+        structured=structured,
         dry_run=dry_run,
         price_in=price_in,
         price_out=price_out,

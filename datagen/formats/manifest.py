@@ -170,3 +170,14 @@ class Manifest(BaseModel):
     cache_hits: int = 0
     last_error: str | None = Field(None, description="The teacher's last error message (one line), when a request failed")
     failure: str | None = Field(None, description="Why the run failed (status failed) or is incomplete, in one line")
+    structured_reasks: dict[str, int] | None = Field(
+        None, description="generate --structured only: per task, replies not in the task's JSON schema that were asked once more (this invocation)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_structured_when_off(self, handler):
+        # A run without --structured keeps exactly the manifest it always had: no null `structured_reasks`.
+        data = handler(self)
+        if data.get("structured_reasks") is None:
+            data.pop("structured_reasks", None)
+        return data

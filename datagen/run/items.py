@@ -32,7 +32,8 @@ class SamplingSettings(BaseModel):
 
 
 def build_request(
-    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text", picture: EncodedImage | None = None
+    image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text", picture: EncodedImage | None = None,
+    response_format: dict | None = None,
 ) -> ChatRequest:
     context = render_context(image, sampling.contexts[task]) if see != "image" else ""
     return ChatRequest(
@@ -42,6 +43,7 @@ def build_request(
         max_tokens=sampling.max_tokens,
         seed=item_seed(sampling.seed, image.image_id, task, "teacher"),
         shape=sampling.shape,
+        response_format=response_format,
     )
 
 

@@ -53,6 +53,7 @@ class GenerateOptions(BaseModel):
     max_completion_tokens: int | None = None
     omit_params: tuple[str, ...] = ()
     extra_body: dict[str, object] = {}
+    structured: bool = False  # the reply form as a JSON schema in `response_format` (datagen/tasks/structured.py)
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     give_up_after: float = DEFAULT_GIVE_UP_AFTER

@@ -37,6 +37,7 @@ from datagen.formats.records import Grounding, RecordMeta, RejectReason, SkipRea
 from datagen.redaction import one_line, redact_url
 from datagen.files.storage_errors import StorageError
 from datagen.tasks.registry import task_spec
+from datagen.tasks.structured import fits_schema, parse_structured, response_format
 from datagen.teachers.teacher import ChatReply, ChatRequest, MockTeacher, RequestRefused, RetryableError, Teacher
 from datagen.teachers.factory import BackendSettings, build_teacher, check_kind
 from datagen.teachers.vision import DECODES_AT_ONCE, EncodedImage, ImageProblem, encode_image, image_path
@@ -121,6 +122,9 @@ class Run:
             contexts={task: options.context_of(task) for task in options.tasks},
             shape=options.request_shape(),
         )
+        # --structured: each task's reply schema, sent with its every request.
+        self.response_formats = {task: response_format(task_spec(task)) for task in options.tasks} if options.structured else {}
+        self.reasks: Counter[str] = Counter()  # --structured: replies not in the schema, asked once more
         self.fingerprint_parts = self._fingerprint_parts()
         self.started_at = _utc_now()
         self.outcomes: dict[tuple[int, str], str] = {}  # (image_id, task) -> "written" or a reject reason
@@ -144,6 +148,8 @@ class Run:
             "shard": list(self.options.shard) if self.options.shard else None,
             "request_shape": self.sampling.shape.model_dump(mode="json"),
         }
+        if self.options.structured:
+            parts["structured"] = True  # named only when on, so other runs keep the fingerprint they had
         if self.options.see != "text":
             # Only vision runs name these, so a text run's fingerprint is the one it always had.
             parts["see"] = self.options.see
@@ -160,7 +166,7 @@ class Run:
 
     def prepare_output(self) -> None:
         # A text run's parts do not name `see`: switching to or from text must still count as a change.
-        claim_output_folder(self.out, self.fingerprint_parts, self.options.force, absent_means={"see": "text"})
+        claim_output_folder(self.out, self.fingerprint_parts, self.options.force, absent_means={"see": "text", "structured": False})
         for task in self.options.tasks:
             for line in read_done_items(self.out / task_spec(task).file_name):
                 self._count_existing(line.image_id, task, "written", line.usage)
@@ -244,6 +250,7 @@ class Run:
             cache_hits=self.teacher.stats["cache_hits"],
             last_error=self.teacher.last_error,
             failure=failure,
+            structured_reasks=dict(sorted(self.reasks.items())) if self.options.structured else None,
         )
 
     def write_manifest(self, status: str, failure: str | None = None) -> Manifest:
@@ -291,7 +298,7 @@ class Run:
         if self.options.see != "text":
             assert self.options.images is not None  # Run() refuses --see image|both without --images
             picture = encode_image(image_path(self.options.images, image.file_name), self.options.image_max_side)
-        return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture), picture
+        return build_request(image, task, self.packs[task], self.sampling, self.options.see, picture, self.response_formats.get(task)), picture
 
     async def process(self, image: ImageAnnotations, task: str) -> None:
         pack = self.packs[task]
@@ -314,6 +321,12 @@ class Run:
                 self.usage = self.usage + reply.usage  # the cut answer was paid for too
                 request = retry
                 reply = await self.teacher.complete(request)
+            if self.options.structured and reply.refusal is None and not fits_schema(task_spec(task), reply.text, reply.finish_reason):
+                # One re-ask, with another seed so that neither the cache nor a seeded server gives the same reply.
+                self.usage = self.usage + reply.usage
+                self.reasks[task] += 1
+                request = request.model_copy(update={"seed": request.seed + 1})
+                reply = await self.teacher.complete(request)
         except RetryableError:
             # Not written anywhere: a rerun asks again, after the transient trouble has passed.
             self.skip(task, "request_failed")
@@ -330,7 +343,10 @@ class Run:
             if reply.refusal is not None:
                 raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
             spec = task_spec(task)
-            content = spec.parse(reply.text, reply.finish_reason, see, self.examples[task])
+            if self.options.structured:
+                content = parse_structured(spec, reply.text, reply.finish_reason, see, self.examples[task])
+            else:
+                content = spec.parse(reply.text, reply.finish_reason, see, self.examples[task])
             instructions = self.instructions[spec.instructions] if spec.instructions else None
             record = build_record(image, task, content, meta, instructions, self.sampling.seed)
             ground_record(record, image, self.options.reject_unsupported)

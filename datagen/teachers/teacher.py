@@ -52,6 +52,9 @@ class ChatRequest(BaseModel):
     max_tokens: int  # the token limit, sent under the field name the shape says
     seed: int
     shape: RequestShape = RequestShape()
+    # Structured output (generate --structured, datagen/tasks/structured.py); when None the field is not sent, so the
+    # body and cache key stay what they always were.
+    response_format: dict[str, Any] | None = None
     _encoded: tuple[bytes, str] | None = PrivateAttr(default=None)
 
     def body(self) -> dict:
@@ -63,6 +66,8 @@ class ChatRequest(BaseModel):
         if "seed" not in self.shape.omit:
             body["seed"] = self.seed
         body.update(self.shape.extra_body)
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
         return body
 
     def encoded(self) -> bytes:
@@ -234,6 +239,10 @@ class MockTeacher(Teacher):
 
         self.stats["requests"] += 1
         text = mock_answer(request.messages, request.body().get("seed"), self.variant)
+        if request.response_format is not None:
+            from datagen.tasks.structured import json_reply
+
+            text = json_reply(request.response_format, text)
         finish_reason = "stop"
         completion_tokens = estimate_tokens(text)
         if completion_tokens > request.max_tokens:

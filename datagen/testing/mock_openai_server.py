@@ -27,6 +27,7 @@ from typing import Optional
 from aiohttp import web
 
 from datagen.teachers.mock import mock_answer
+from datagen.tasks.structured import json_reply
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.vision import estimate_content_tokens
@@ -262,6 +263,9 @@ class MockBackend:
         if "no_seed" in self.config.quirks and "seed" in body:
             self._count("no_seed")
             return 400, _error_payload("Unrecognized request argument supplied: seed", param="seed")
+        if "no_response_format" in self.config.quirks and "response_format" in body:
+            self._count("no_response_format")
+            return 400, _error_payload("Unrecognized request argument supplied: response_format", param="response_format")
         if "context_length" in self.config.quirks:
             prompt = sum(estimate_content_tokens(m.get("content")) for m in messages)
             wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
@@ -335,7 +339,7 @@ class MockBackend:
         if outcome == "malformed":
             self._count("malformed")
             return web.Response(body=_BROKEN_JSON, content_type="application/json")
-        completion, outcome = self._completion(body, messages, model, outcome)
+        completion, outcome = self._completion(body, messages, model, outcome, structured=not self._applies("off_schema", identity))
         self._count(outcome)
         self._apply_answer_quirks(completion, identity, messages)
         return _json_response(completion)
@@ -418,13 +422,19 @@ class MockBackend:
             request.transport.close()
         return web.Response(status=204)
 
-    def _completion(self, body: dict, messages: list, model: str, outcome: str) -> tuple[dict, str]:
-        """The chat.completion object for `body` and the outcome it ends up with (ok, length, refusal)."""
+    def _completion(self, body: dict, messages: list, model: str, outcome: str, structured: bool = True) -> tuple[dict, str]:
+        """The chat.completion object for `body` and the outcome it ends up with (ok, length, refusal); JSON of the
+        schema when the body asks for structured output (`response_format`) and `structured` holds."""
         finish_reason = "stop"
         if outcome == "refusal":
             content = REFUSAL_TEXT
         else:
             content = mock_answer(messages, body.get("seed"))
+            if isinstance(body.get("response_format"), dict) and body["response_format"].get("type") == "json_schema":
+                if structured:
+                    content = json_reply(body["response_format"], content)
+                else:
+                    self._count("off_schema")
             if outcome == "length":
                 content = _truncate(content, len(content) // 2)
                 finish_reason = "length"
