@@ -89,6 +89,16 @@ def parse_see(value: str) -> str:
     return value
 
 
+def parse_structured_form(value: str, structured: bool) -> str:
+    from datagen.tasks.structured import STRUCTURED_FORMS
+
+    if value not in STRUCTURED_FORMS:
+        raise typer.BadParameter(f"{value!r}: choose {' or '.join(STRUCTURED_FORMS)}", param_hint="--structured-form")
+    if value != "json_schema" and not structured:
+        raise InputError("--structured-form says how --structured sends its schema; add --structured")
+    return value
+
+
 def parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -147,6 +157,9 @@ def generate(
     extra_body: Optional[str] = typer.Option(None, help="JSON object merged into every request body (top_k, chat_template_kwargs...)"),
     structured: bool = typer.Option(
         False, "--structured", help="Ask for the task's reply form as a JSON schema (response_format); one re-ask for a reply not in it"
+    ),
+    structured_form: str = typer.Option(
+        "json_schema", help="How --structured sends the schema: json_schema (OpenAI, vLLM, Ollama, llama-server) or json_object (llama-cpp-python's server)"
     ),
     retry_length: Optional[int] = typer.Option(
         None, min=1, help="On finish_reason=length, ask once more with this larger max_tokens before rejecting"
@@ -250,6 +263,7 @@ def generate(
         omit_params=parse_omit_params(omit_params),
         extra_body=parse_extra_body(extra_body),
         structured=structured,
+        structured_form=parse_structured_form(structured_form, structured),
         dry_run=dry_run,
         price_in=price_in,
         price_out=price_out,

@@ -11,7 +11,7 @@ import pytest
 
 from datagen.quality.parse import Rejected
 from datagen.tasks.registry import TASKS, task_spec
-from datagen.tasks.structured import DETAIL_MAX_CHARS, NotInSchema, fits_schema, from_json, json_reply, parse_structured, reply_schema, response_format
+from datagen.tasks.structured import DETAIL_MAX_CHARS, NotInSchema, fits_schema, from_json, json_reply, parse_structured, reply_schema, response_format, schema_of
 from datagen.teachers.teacher import ChatRequest
 from datagen.testing.mock_openai_server import MockServer, MockServerConfig
 from tests.synthetic import write_coco
@@ -81,8 +81,16 @@ def test_the_text_checks_still_apply_to_json_replies():
 
 def test_json_reply_writes_the_mock_answer_in_the_schema():
     text = "Question:\nWhat is it?\n===\nAnswer:\nA dog on the grass."
-    assert json.loads(json_reply(response_format(CONVERSATION), text)) == {"pairs": [{"question": "What is it?", "answer": "A dog on the grass."}]}
-    assert json.loads(json_reply(response_format(DETAIL), "One.\n\nTwo.")) == {"description": "One. Two."}
+    assert json.loads(json_reply(reply_schema(CONVERSATION), text)) == {"pairs": [{"question": "What is it?", "answer": "A dog on the grass."}]}
+    assert json.loads(json_reply(reply_schema(DETAIL), "One.\n\nTwo.")) == {"description": "One. Two."}
+
+
+def test_the_older_json_object_form_carries_the_same_schema():
+    for spec in (CONVERSATION, DETAIL):
+        older = response_format(spec, "json_object")
+        assert older == {"type": "json_object", "schema": reply_schema(spec)}
+        assert schema_of(older) == schema_of(response_format(spec)) == reply_schema(spec)
+    assert schema_of({"type": "json_object"}) is None and schema_of(None) is None
 
 
 def test_a_request_without_response_format_keeps_its_body_and_key():
@@ -101,7 +109,7 @@ def test_mock_teacher_structured_run_writes_the_records_of_a_text_run(generate_m
         structured = [json.loads(line)["conversations"] for line in (tmp_path / "json" / f"{task}.jsonl").read_text().splitlines()]
         assert structured == text and len(text) == 3
     manifest = json.loads((tmp_path / "json" / "manifest.json").read_text())
-    assert manifest["structured_reasks"] == {} and manifest["settings"]["fingerprint_parts"]["structured"] is True
+    assert manifest["structured_reasks"] == {} and manifest["settings"]["fingerprint_parts"]["structured"] == "json_schema"
     assert "structured_reasks" not in json.loads((tmp_path / "text" / "manifest.json").read_text())
 
 
@@ -159,10 +167,26 @@ def test_a_server_refusing_response_format_names_the_flag_in_one_line(cli, tmp_p
         result = _generate(cli, server, coco, tmp_path / "out")
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert "Traceback" not in result.output and result.exit_code == 2
-    assert len(lines) == 1 and "drop --structured" in lines[0] and KEY not in lines[0]
+    assert len(lines) == 1 and "drop --structured" in lines[0] and "--structured-form json_object" in lines[0] and KEY not in lines[0]
     assert not any(Path(tmp_path / "out" / f"{task}.jsonl").exists() and Path(tmp_path / "out" / f"{task}.jsonl").read_text() for task in TASKS)
 
 
 def test_structured_with_batch_is_refused_in_one_line(generate_mock, tmp_path):
     result = generate_mock(tmp_path / "out", "--structured", "--batch", expect=2)
     assert "--structured" in result.output and "--batch" in result.output
+
+
+def test_json_object_form_is_sent_when_asked(cli, tmp_path):
+    coco = write_coco(tmp_path, images=2)
+    with MockServer() as server:
+        result = _generate(cli, server, coco, tmp_path / "out", "--structured-form", "json_object")
+        bodies = _bodies(server)
+    assert result.exit_code == 0, result.output
+    schemas = [reply_schema(task_spec(task)) for task in TASKS]
+    assert len(bodies) == 2 * len(TASKS)
+    assert all(body["response_format"]["type"] == "json_object" and body["response_format"]["schema"] in schemas for body in bodies)
+
+
+def test_structured_form_without_structured_is_refused(generate_mock, tmp_path):
+    result = generate_mock(tmp_path / "out", "--structured-form", "json_object", expect=2)
+    assert "add --structured" in result.output

@@ -13,6 +13,7 @@ from datagen.teachers.ratelimit import DEFAULT_CONCURRENCY
 from datagen.formats.records import Task
 from datagen.teachers.request_shape import RequestShape, TokenLimitField
 from datagen.tasks.registry import TASKS, task_spec
+from datagen.tasks.structured import StructuredForm
 from datagen.teachers.health import DEFAULT_GIVE_UP_AFTER
 from datagen.teachers.teacher import DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from datagen.teachers.vision import DEFAULT_IMAGE_MAX_SIDE, See
@@ -54,6 +55,7 @@ class GenerateOptions(BaseModel):
     omit_params: tuple[str, ...] = ()
     extra_body: dict[str, object] = {}
     structured: bool = False  # the reply form as a JSON schema in `response_format` (datagen/tasks/structured.py)
+    structured_form: StructuredForm = "json_schema"
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     give_up_after: float = DEFAULT_GIVE_UP_AFTER

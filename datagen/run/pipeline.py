@@ -123,7 +123,8 @@ class Run:
             shape=options.request_shape(),
         )
         # --structured: each task's reply schema, sent with its every request.
-        self.response_formats = {task: response_format(task_spec(task)) for task in options.tasks} if options.structured else {}
+        form = options.structured_form
+        self.response_formats = {task: response_format(task_spec(task), form) for task in options.tasks} if options.structured else {}
         self.reasks: Counter[str] = Counter()  # --structured: replies not in the schema, asked once more
         self.fingerprint_parts = self._fingerprint_parts()
         self.started_at = _utc_now()
@@ -149,7 +150,7 @@ class Run:
             "request_shape": self.sampling.shape.model_dump(mode="json"),
         }
         if self.options.structured:
-            parts["structured"] = True  # named only when on, so other runs keep the fingerprint they had
+            parts["structured"] = self.options.structured_form  # named only when on, so other runs keep the fingerprint they had
         if self.options.see != "text":
             # Only vision runs name these, so a text run's fingerprint is the one it always had.
             parts["see"] = self.options.see

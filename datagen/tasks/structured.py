@@ -10,7 +10,7 @@ schema as a hint lets through is checked here; such a reply `NotInSchema`, which
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from datagen.formats.records import RejectReason
 from datagen.quality.parse import NATURAL_FINISH, Content, Rejected, check_finish_reason, parse_qa_pairs
@@ -52,9 +52,25 @@ def reply_schema(spec: TaskSpec) -> dict[str, Any]:
     return _object({"description": _text(max_length=DETAIL_MAX_CHARS)})
 
 
-def response_format(spec: TaskSpec) -> dict[str, Any]:
-    """The request's `response_format` field for `spec`, in OpenAI's json_schema form (the one the servers share)."""
+# How the schema is sent: OpenAI's form, which OpenAI, vLLM, Ollama and llama.cpp's own llama-server take, or the
+# older `json_object` form with the schema beside it, the only one llama-cpp-python's server (0.3) takes.
+StructuredForm = Literal["json_schema", "json_object"]
+STRUCTURED_FORMS: tuple[StructuredForm, ...] = ("json_schema", "json_object")
+
+
+def response_format(spec: TaskSpec, form: StructuredForm = "json_schema") -> dict[str, Any]:
+    """The request's `response_format` field for `spec`, in the given form."""
+    if form == "json_object":
+        return {"type": "json_object", "schema": reply_schema(spec)}
     return {"type": "json_schema", "json_schema": {"name": f"datagen_{spec.name}", "strict": True, "schema": reply_schema(spec)}}
+
+
+def schema_of(response_format: object) -> dict[str, Any] | None:
+    """The reply schema a `response_format` field carries, in either form; None when it carries none."""
+    if not isinstance(response_format, dict):
+        return None
+    schema = response_format.get("json_schema", {}).get("schema") if response_format.get("type") == "json_schema" else response_format.get("schema")
+    return schema if isinstance(schema, dict) else None
 
 
 def _strings(item: object, keys: tuple[str, ...], where: str) -> list[str]:
@@ -105,11 +121,10 @@ def parse_structured(spec: TaskSpec, text: str, finish_reason: str | None, see: 
     return spec.parse(from_json(spec, text), finish_reason, see, examples)
 
 
-def json_reply(form: dict[str, Any], text: str) -> str:
-    """A text reply (Question/Answer blocks or prose) rewritten as JSON of the schema in `form` (a `response_format`):
-    what the mock teacher sends when asked for structured output."""
-    properties = form["json_schema"]["schema"]["properties"]
-    if "pairs" in properties:
+def json_reply(schema: dict[str, Any], text: str) -> str:
+    """A text reply (Question/Answer blocks or prose) rewritten as JSON of a task's reply schema: what the mock teacher
+    sends when asked for structured output."""
+    if "pairs" in schema["properties"]:
         pairs = [{"question": question, "answer": answer} for question, answer in parse_qa_pairs(text)]
         return json.dumps({"pairs": pairs}, ensure_ascii=False)
     return json.dumps({"description": " ".join(text.split())}, ensure_ascii=False)

@@ -27,7 +27,7 @@ from typing import Optional
 from aiohttp import web
 
 from datagen.teachers.mock import mock_answer
-from datagen.tasks.structured import json_reply
+from datagen.tasks.structured import json_reply, schema_of
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.vision import estimate_content_tokens
@@ -430,9 +430,10 @@ class MockBackend:
             content = REFUSAL_TEXT
         else:
             content = mock_answer(messages, body.get("seed"))
-            if isinstance(body.get("response_format"), dict) and body["response_format"].get("type") == "json_schema":
+            schema = schema_of(body.get("response_format"))
+            if schema is not None:
                 if structured:
-                    content = json_reply(body["response_format"], content)
+                    content = json_reply(schema, content)
                 else:
                     self._count("off_schema")
             if outcome == "length":

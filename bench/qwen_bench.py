@@ -1,0 +1,158 @@
+"""Qwen2.5-Coder 1.5B and 0.5B Instruct as teachers (llama.cpp's server, `make setup-qwen`), with and without
+`--structured`, on the same sample images: how often each run's replies are unparseable, truncated, loops, or written,
+and how fast the models are here.
+
+    .venv/bin/python bench/qwen_bench.py                      # writes bench/results_qwen.md
+    .venv/bin/python bench/qwen_bench.py --images 100042 100079 --models qwen-0.5b
+
+Every run is `datagen generate` as a user runs it (its own process, one request at a time: the server decodes one
+sequence at a time), over captions and instances files cut down to the chosen images. The replies of every run, with
+their outcome, go to bench/work/qwen/replies.jsonl for labelling (tests/data/open_model_replies.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from datagen.tasks.registry import TASKS, task_spec  # noqa: E402  (run as a script from the repository)
+from datagen.testing.gguf_models import DEFAULT_ROOT, MODELS, require_built, serve  # noqa: E402
+
+OUT = HERE / "results_qwen.md"
+WORK = HERE / "work" / "qwen"
+# Two held-out sample images (bench/open_model_bench.py's HELD_OUT) and one the rules were tuned on.
+DEFAULT_IMAGES = (100042, 100079, 100013)
+MODES = ("text", "structured")
+_TIMING = re.compile(r"(prompt eval|eval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
+
+
+def subset(images: list[int], folder: Path) -> tuple[Path, Path]:
+    """The sample's captions and instances files cut down to `images`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in ("captions.json", "instances.json"):
+        data = json.loads((ROOT / "data" / name).read_text(encoding="utf-8"))
+        data["images"] = [row for row in data["images"] if row["id"] in images]
+        data["annotations"] = [row for row in data["annotations"] if row["image_id"] in images]
+        (folder / name).write_text(json.dumps(data), encoding="utf-8")
+        paths.append(folder / name)
+    return paths[0], paths[1]
+
+
+def generate(base_url: str, captions: Path, instances: Path, out: Path, model: str, max_tokens: int, structured: bool) -> float:
+    env = {**os.environ, "OPENAI_API_KEY": "none", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "datagen.cli", "generate", "--captions", str(captions), "--instances", str(instances), "--out", str(out),
+               "--base-url", base_url, "--model", model, "--max-tokens", str(max_tokens), "--concurrency", "1", "--timeout", "900",
+               "--max-retries", "1", "--seed", "0", "--no-progress", "--force", *(["--structured"] if structured else [])]
+    started = time.monotonic()
+    subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=7200)
+    return time.monotonic() - started
+
+
+def replies(out: Path) -> list[dict]:
+    """Each item's reply as the server sent it (from the run's response cache), with the outcome datagen gave it."""
+    rows = []
+    for task in TASKS:
+        path = out / task_spec(task).file_name
+        for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+            record = json.loads(line)
+            rows.append({"image_id": record["meta"]["image_id"], "task": task, "outcome": "written", "key": record["meta"]["request_key"]})
+    rejects = out / "rejects.jsonl"
+    for line in rejects.read_text(encoding="utf-8").splitlines() if rejects.exists() else []:
+        reject = json.loads(line)
+        rows.append({"image_id": reject["meta"]["image_id"], "task": reject["task"], "outcome": reject["reason"], "key": reject["meta"]["request_key"]})
+    with sqlite3.connect(out / "cache.sqlite") as db:
+        for row in rows:
+            found = db.execute("SELECT reply FROM replies WHERE key = ?", (row.pop("key"),)).fetchone()
+            reply = json.loads(found[0]) if found else {"text": "", "finish_reason": None}
+            row.update(text=reply["text"], finish_reason=reply["finish_reason"])
+    return sorted(rows, key=lambda row: (row["image_id"], row["task"]))
+
+
+def speeds(log: Path) -> tuple[float, float]:
+    """Mean prompt and generation tokens per second over the requests in a llama.cpp server log."""
+    totals = {"prompt eval": [0.0, 0], "eval": [0.0, 0]}
+    for kind, ms, tokens in _TIMING.findall(log.read_text(encoding="utf-8", errors="replace")):
+        totals[kind][0] += float(ms)
+        totals[kind][1] += int(tokens)
+    return tuple(tokens / (ms / 1000) if ms else 0.0 for ms, tokens in totals.values())  # type: ignore[return-value]
+
+
+def row_of(model: str, mode: str, out: Path, seconds: float, log: Path) -> str:
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    asked = sum(task["requested"] for task in counts.values())
+    rejected: Counter[str] = Counter()
+    for task in counts.values():
+        rejected.update(task["rejected"])
+    written = sum(task["written"] for task in counts.values())
+    named = ("unparseable", "truncated", "repetition")
+    other = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()) if reason not in named) or "-"
+    reasks = sum((manifest.get("structured_reasks") or {}).values())
+    requests = manifest["requests_sent"]
+    prompt_speed, generation_speed = speeds(log)
+    usage = manifest["usage"]
+    return (
+        f"| {model} | {mode} | {asked} | {written}/{asked} | {rejected['unparseable']} | {rejected['truncated']} | {rejected['repetition']} | {other} "
+        f"| {reasks if mode == 'structured' else '-'} | {seconds / max(requests, 1):.0f} | {usage['completion_tokens'] / max(requests, 1):.0f} "
+        f"| {prompt_speed:.0f} | {generation_speed:.1f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, nargs="+", default=list(DEFAULT_IMAGES))
+    parser.add_argument("--models", nargs="+", default=["qwen-0.5b", "qwen-1.5b"], choices=list(MODELS))
+    parser.add_argument("--max-tokens", type=int, default=512)
+    args = parser.parse_args()
+    captions, instances = subset(args.images, WORK / "coco")
+    table = [
+        "| model | run | requests | written | unparseable | truncated | repetition | other rejects | re-asks | s/request | tokens/reply | prompt tok/s | generation tok/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    collected = []
+    for name in args.models:
+        gguf = require_built(MODELS[name], ROOT / DEFAULT_ROOT)
+        for mode in MODES:
+            out, log = WORK / name / mode, WORK / name / f"{mode}-server.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            # A fresh server per run: its log then holds this run's timings alone.
+            with serve(gguf, log=log, context=4096) as base_url:
+                seconds = generate(base_url, captions, instances, out, gguf.stem, args.max_tokens, mode == "structured")
+            table.append(row_of(name, mode, out, seconds, log))
+            collected += [{**row, "model": gguf.stem, "structured": mode == "structured"} for row in replies(out)]
+            print(table[-1], flush=True)
+    (WORK / "replies.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in collected), encoding="utf-8")
+    lines = [
+        "# Qwen2.5-Coder as teacher: text replies and structured output",
+        "",
+        f"`bench/qwen_bench.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}; {os.cpu_count()} CPU cores shared"
+        f" with other work; llama-cpp-python's server, 2 threads, n_ctx 4096, one request at a time.",
+        "",
+        f"Sample images {', '.join(map(str, args.images))}, all three tasks, `--max-tokens {args.max_tokens}`, temperature 0.7, seed 0; the same"
+        " requests in both runs but `response_format` (`--structured`: each task's reply as a JSON schema, one re-ask for a reply off it).",
+        "",
+        *table,
+        "",
+        "s/request: wall time of the run over the requests sent (re-asks included); prompt and generation tok/s: llama.cpp's own timings.",
+        "",
+    ]
+    OUT.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
