@@ -56,7 +56,9 @@ def generate(base_url: str, captions: Path, instances: Path, out: Path, model: s
     env = {**os.environ, "OPENAI_API_KEY": "none", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "datagen.cli", "generate", "--captions", str(captions), "--instances", str(instances), "--out", str(out),
                "--base-url", base_url, "--model", model, "--max-tokens", str(max_tokens), "--concurrency", "1", "--timeout", "900",
-               "--max-retries", "1", "--seed", "0", "--no-progress", "--force", *(["--structured"] if structured else [])]
+               "--max-retries", "1", "--seed", "0", "--no-progress", "--force",
+               # llama-cpp-python's server takes a schema only in the older json_object form.
+               *(["--structured", "--structured-form", "json_object"] if structured else [])]
     started = time.monotonic()
     subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=7200)
     return time.monotonic() - started
@@ -143,7 +145,8 @@ def main() -> None:
         f" with other work; llama-cpp-python's server, 2 threads, n_ctx 4096, one request at a time.",
         "",
         f"Sample images {', '.join(map(str, args.images))}, all three tasks, `--max-tokens {args.max_tokens}`, temperature 0.7, seed 0; the same"
-        " requests in both runs but `response_format` (`--structured`: each task's reply as a JSON schema, one re-ask for a reply off it).",
+        " requests in both runs but `response_format` (`--structured --structured-form json_object`: each task's reply as a JSON schema,"
+        " which llama.cpp turns into a grammar that constrains decoding; one re-ask for a reply off it).",
         "",
         *table,
         "",

@@ -59,3 +59,18 @@ def test_the_1_5b_writes_records_that_pass_the_audit(qwen_server, tmp_path):
                             "--out", tmp_path / f"audit-{task}", "--max-flagged", 0)
             assert audit.returncode == 0, audit.stdout + audit.stderr
     assert manifest["usage"]["prompt_tokens"] > 1000 * len(TASKS) and manifest["usage"]["completion_tokens"] > 0
+
+
+def test_the_1_5b_answers_in_the_schema_through_llama_cpp(qwen_server, tmp_path):
+    """llama.cpp turns the schema into a grammar: the reply is JSON of it, read back into a one-pair record."""
+    out = tmp_path / "structured"
+    result = _generate(out, qwen_server, "--tasks", "complex_reasoning", "--structured", "--structured-form", "json_object")
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]["complex_reasoning"]
+    assert result.returncode in (0, 1) and "error: the teacher" not in result.stderr, result.stderr  # the field was taken
+    assert set(manifest["structured_reasks"]) <= {"complex_reasoning"} and counts["skipped"] == {}
+    assert counts["written"] + sum(counts["rejected"].values()) == IMAGES
+    # Decoding held to the schema cannot lose the layout: no reply is unparseable or has the wrong number of pairs.
+    assert not {"unparseable", "wrong_turn_count"} & set(counts["rejected"]), counts
+    for record in read_jsonl(out / "complex_reasoning.jsonl"):
+        assert len(record["conversations"]) == 2 and record["meta"]["teacher"]["mock"] is False
