@@ -124,9 +124,8 @@ def per_model(rows: list[dict], source: CocoSource) -> list[str]:
         named = [got for row, got, _ in mine if row["label"] not in ("ok", "bad")]
         unnamed = [got for row, got, _ in mine if row["label"] == "bad"]
         kept = QualityStats()
-        for _, got, grounding in mine:
-            if grounding is not None:
-                kept.add(grounding)
+        for grounding in (found for _, _, found in mine if found is not None):
+            kept.add(grounding)
         chair = (f"{kept.chair_i:.1%} ({kept.unsupported_mentions}/{kept.mentions})" if kept.chair_i is not None else "n/a",
                  f"{kept.chair_s:.1%} ({kept.records_with_unsupported}/{kept.records})" if kept.chair_s is not None else "n/a")
         table.append(
