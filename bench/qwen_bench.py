@@ -36,7 +36,8 @@ WORK = HERE / "work" / "qwen"
 # Two held-out sample images (bench/open_model_bench.py's HELD_OUT) and one the rules were tuned on.
 DEFAULT_IMAGES = (100042, 100079, 100013)
 MODES = ("text", "structured")
-_TIMING = re.compile(r"(prompt eval|eval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
+_EVAL = re.compile(r"\s eval time =\s*([\d.]+) ms /\s*(\d+) runs")
+_TOTAL = re.compile(r"total time =\s*([\d.]+) ms /\s*(\d+) tokens")
 
 
 def subset(images: list[int], folder: Path) -> tuple[Path, Path]:
@@ -85,12 +86,16 @@ def replies(out: Path) -> list[dict]:
 
 
 def speeds(log: Path) -> tuple[float, float]:
-    """Mean prompt and generation tokens per second over the requests in a llama.cpp server log."""
-    totals = {"prompt eval": [0.0, 0], "eval": [0.0, 0]}
-    for kind, ms, tokens in _TIMING.findall(log.read_text(encoding="utf-8", errors="replace")):
-        totals[kind][0] += float(ms)
-        totals[kind][1] += int(tokens)
-    return tuple(tokens / (ms / 1000) if ms else 0.0 for ms, tokens in totals.values())  # type: ignore[return-value]
+    """Prompt and generation tokens per second over the requests in a llama.cpp server log. Its `prompt eval` line
+    reads near zero in llama-cpp-python (the prompt is decoded before its counters start), so the prompt's share is
+    the request's total time less its generation time."""
+    text = log.read_text(encoding="utf-8", errors="replace")
+    generated = [(float(ms), int(runs)) for ms, runs in _EVAL.findall(text)]
+    totals = [(float(ms), int(tokens)) for ms, tokens in _TOTAL.findall(text)]
+    prompt_ms = sum(total for total, _ in totals) - sum(ms for ms, _ in generated)
+    prompt_tokens = sum(tokens for _, tokens in totals) - sum(runs for _, runs in generated)
+    generation_ms, generation_tokens = sum(ms for ms, _ in generated), sum(runs for _, runs in generated)
+    return (prompt_tokens / (prompt_ms / 1000) if prompt_ms > 0 else 0.0, generation_tokens / (generation_ms / 1000) if generation_ms else 0.0)
 
 
 def row_of(model: str, mode: str, out: Path, seconds: float, log: Path) -> str:
@@ -142,7 +147,8 @@ def main() -> None:
         "# Qwen2.5-Coder as teacher: text replies and structured output",
         "",
         f"`bench/qwen_bench.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}; {os.cpu_count()} CPU cores shared"
-        f" with other work; llama-cpp-python's server, 2 threads, n_ctx 4096, one request at a time.",
+        f" with other work (load average {os.getloadavg()[0]:.0f} at the end); llama-cpp-python's server, 2 threads, OMP_WAIT_POLICY=passive,"
+        " n_ctx 4096, one request at a time.",
         "",
         f"Sample images {', '.join(map(str, args.images))}, all three tasks, `--max-tokens {args.max_tokens}`, temperature 0.7, seed 0; the same"
         " requests in both runs but `response_format` (`--structured --structured-form json_object`: each task's reply as a JSON schema,"

@@ -190,3 +190,17 @@ def test_json_object_form_is_sent_when_asked(cli, tmp_path):
 def test_structured_form_without_structured_is_refused(generate_mock, tmp_path):
     result = generate_mock(tmp_path / "out", "--structured-form", "json_object", expect=2)
     assert "add --structured" in result.output
+
+
+def test_llama_cpp_python_s_500_for_the_schema_form_names_the_other_form(cli, tmp_path):
+    """llama-cpp-python's server answers OpenAI's json_schema form with a 500 (a validation error): not retried until
+    the run gives up, but one line naming --structured-form json_object, which it takes."""
+    coco = write_coco(tmp_path, images=2)
+    with MockServer(MockServerConfig(quirks={"response_format_500": 1.0})) as server:
+        refused = _generate(cli, server, coco, tmp_path / "a")
+        taken = _generate(cli, server, coco, tmp_path / "b", "--structured-form", "json_object")
+        stats = server.stats()
+    [line] = [line for line in refused.output.splitlines() if line.startswith("error:")]
+    assert refused.exit_code == 2 and "HTTP 500" in line and "--structured-form json_object" in line
+    assert stats["response_format_500"] == 1  # no retries
+    assert taken.exit_code == 0, taken.output

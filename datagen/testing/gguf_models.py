@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -177,7 +179,11 @@ def serve(gguf: Path, port: int | None = None, log: Path | None = None, ready_ti
         import llama_cpp  # noqa: F401  (only whether it is there)
     except ImportError:
         raise RealModelMissing(f"llama-cpp-python is not installed; {SETUP_HINT}") from None
-    with run_server(lambda chosen: server_command(gguf, chosen, context), "/v1/models", "llama.cpp's server", port, log, ready_timeout) as base_url:
+    # llama.cpp's OpenMP threads spin while they wait for each other; on a machine busier than its cores they then
+    # spin away each other's time slices: 0.3 tokens/s instead of 17 for the 0.5B with two threads here.
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "passive")}
+    command = functools.partial(server_command, gguf, context=context)
+    with run_server(command, "/v1/models", "llama.cpp's server", port, log, ready_timeout, env) as base_url:
         yield base_url
 
 

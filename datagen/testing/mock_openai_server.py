@@ -266,6 +266,10 @@ class MockBackend:
         if "no_response_format" in self.config.quirks and "response_format" in body:
             self._count("no_response_format")
             return 400, _error_payload("Unrecognized request argument supplied: response_format", param="response_format")
+        if "response_format_500" in self.config.quirks and (body.get("response_format") or {}).get("type") == "json_schema":
+            self._count("response_format_500")
+            message = "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"
+            return 500, _error_payload(message, kind="internal_server_error")
         if "context_length" in self.config.quirks:
             prompt = sum(estimate_content_tokens(m.get("content")) for m in messages)
             wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
