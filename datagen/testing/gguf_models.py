@@ -169,6 +169,9 @@ def server_command(gguf: Path, port: int, context: int = 4096, threads: int = 2)
     return [
         sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(context), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        # Every request of a task starts with the same ~1,300 tokens (system message and shots): kept in RAM after a
+        # reply, that prefix is not read again, and a request costs its own few lines plus its answer.
+        "--cache", "true",
     ]
 
 
