@@ -85,7 +85,7 @@ test: setup-train setup-ray setup-tf4 setup-real
 test-real: setup-real setup-qwen
 	DATAGEN_REQUIRE_REAL=1 DATAGEN_QWEN=1 $(BIN)/python -m pytest -m real tests/real
 
-bench: setup-train setup-ray setup-real
+bench: setup-train setup-ray setup-real setup-qwen
 	$(BIN)/python bench/generate_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
@@ -94,7 +94,8 @@ bench: setup-train setup-ray setup-real
 	$(BIN)/python bench/ray_bench.py
 	$(BIN)/python bench/open_model_bench.py
 	$(BIN)/python bench/real_teacher.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md > bench/results.md
+	$(BIN)/python bench/qwen_bench.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md bench/results_qwen.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

@@ -85,11 +85,11 @@ def replies(out: Path) -> list[dict]:
     return sorted(rows, key=lambda row: (row["image_id"], row["task"]))
 
 
-def speeds(log: Path) -> tuple[float, float]:
+def speeds(log: Path, start: int = 0) -> tuple[float, float]:
     """Prompt and generation tokens per second over the requests in a llama.cpp server log. Its `prompt eval` line
     reads near zero in llama-cpp-python (the prompt is decoded before its counters start), so the prompt's share is
-    the request's total time less its generation time."""
-    text = log.read_text(encoding="utf-8", errors="replace")
+    the request's total time less its generation time. `start`: where in the log this run's requests begin."""
+    text = log.read_bytes()[start:].decode("utf-8", errors="replace")
     generated = [(float(ms), int(runs)) for ms, runs in _EVAL.findall(text)]
     totals = [(float(ms), int(tokens)) for ms, tokens in _TOTAL.findall(text)]
     prompt_ms = sum(total for total, _ in totals) - sum(ms for ms, _ in generated)
@@ -98,7 +98,7 @@ def speeds(log: Path) -> tuple[float, float]:
     return (prompt_tokens / (prompt_ms / 1000) if prompt_ms > 0 else 0.0, generation_tokens / (generation_ms / 1000) if generation_ms else 0.0)
 
 
-def row_of(model: str, mode: str, out: Path, seconds: float, log: Path) -> str:
+def row_of(model: str, mode: str, out: Path, seconds: float, log: Path, start: int) -> str:
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
     asked = sum(task["requested"] for task in counts.values())
@@ -110,7 +110,7 @@ def row_of(model: str, mode: str, out: Path, seconds: float, log: Path) -> str:
     other = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()) if reason not in named) or "-"
     reasks = sum((manifest.get("structured_reasks") or {}).values())
     requests = manifest["requests_sent"]
-    prompt_speed, generation_speed = speeds(log)
+    prompt_speed, generation_speed = speeds(log, start)
     usage = manifest["usage"]
     return (
         f"| {model} | {mode} | {asked} | {written}/{asked} | {rejected['unparseable']} | {rejected['truncated']} | {rejected['repetition']} | {other} "
@@ -122,8 +122,9 @@ def row_of(model: str, mode: str, out: Path, seconds: float, log: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, nargs="+", default=list(DEFAULT_IMAGES))
-    parser.add_argument("--models", nargs="+", default=["qwen-0.5b", "qwen-1.5b"], choices=list(MODELS))
-    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--models", nargs="+", default=["qwen-1.5b", "qwen-0.5b"], choices=list(MODELS))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--max-tokens", type=int, default=400)
     args = parser.parse_args()
     captions, instances = subset(args.images, WORK / "coco")
     table = [
@@ -133,15 +134,23 @@ def main() -> None:
     collected = []
     for name in args.models:
         gguf = require_built(MODELS[name], ROOT / DEFAULT_ROOT)
-        for mode in MODES:
-            out, log = WORK / name / mode, WORK / name / f"{mode}-server.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            # A fresh server per run: its log then holds this run's timings alone.
-            with serve(gguf, log=log, context=4096) as base_url:
+        log = WORK / name / "server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # One server per model: both runs send the same messages, so the second finds every prompt in its cache, as a
+        # user's second run against a running server would.
+        with serve(gguf, log=log, context=4096) as base_url:
+            for mode in args.modes:
+                out, start = WORK / name / mode, log.stat().st_size
                 seconds = generate(base_url, captions, instances, out, gguf.stem, args.max_tokens, mode == "structured")
-            table.append(row_of(name, mode, out, seconds, log))
-            collected += [{**row, "model": gguf.stem, "structured": mode == "structured"} for row in replies(out)]
-            print(table[-1], flush=True)
+                (WORK / name / f"{mode}.row.md").write_text(row_of(name, mode, out, seconds, log, start), encoding="utf-8")
+                print((WORK / name / f"{mode}.row.md").read_text(), flush=True)
+    # Every run kept under WORK, this invocation's or an earlier one's (--models/--modes redo a part).
+    for name in MODELS:
+        for mode in MODES:
+            if (WORK / name / f"{mode}.row.md").exists():
+                table.append((WORK / name / f"{mode}.row.md").read_text(encoding="utf-8"))
+                stem = MODELS[name].file_name.removesuffix(".gguf")
+                collected += [{**row, "model": stem, "structured": mode == "structured"} for row in replies(WORK / name / mode)]
     (WORK / "replies.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in collected), encoding="utf-8")
     lines = [
         "# Qwen2.5-Coder as teacher: text replies and structured output",
@@ -156,7 +165,10 @@ def main() -> None:
         "",
         *table,
         "",
-        "s/request: wall time of the run over the requests sent (re-asks included); prompt and generation tok/s: llama.cpp's own timings.",
+        "s/request: wall time of the run over the requests sent (re-asks included); a run on a fresh server pays for reading each"
+        " task's ~1,300 tokens of shots once (then kept in llama.cpp's prompt cache), a run after another on the same server"
+        " does not. Prompt and generation tok/s:"
+        " llama.cpp's own timings (prompt: a request's total time less its generation time).",
         "",
     ]
     OUT.write_text("\n".join(lines), encoding="utf-8")

@@ -39,14 +39,15 @@ def test_corpus_is_labelled():
 
 # Replies labelled with a rule's reason that the rules let through, each with why (bench/results_open_model.md).
 # The last four were cut by the token limit, so they are misses of their text alone (`content`) only.
+SMOL = "SmolLM2-135M-Instruct"
 _CLAUSE_AGAIN = "a clause said again inside longer sentences of another answer, as a teacher quoting one caption twice does"
 KNOWN_MISSES = {
-    (100212, "complex_reasoning", 1): "the pack's example question paraphrased: 5 of its 15 word 4-grams, under copied_example's half",
-    (100189, "complex_reasoning", 0): "about a man with a tote bag in an empty bathroom: no COCO object claimed, so nothing to ground",
-    (100061, "conversation", 0): _CLAUSE_AGAIN,
-    (100061, "conversation", 1): _CLAUSE_AGAIN,
-    (100125, "conversation", 0): _CLAUSE_AGAIN,
-    (100142, "conversation", 0): "one question asked four times, the answers restating a clause: dull, not a loop by the rules",
+    (SMOL, 100212, "complex_reasoning", 1): "the pack's example question paraphrased: 5 of its 15 word 4-grams, under copied_example's half",
+    (SMOL, 100189, "complex_reasoning", 0): "about a man with a tote bag in an empty bathroom: no COCO object claimed, so nothing to ground",
+    (SMOL, 100061, "conversation", 0): _CLAUSE_AGAIN,
+    (SMOL, 100061, "conversation", 1): _CLAUSE_AGAIN,
+    (SMOL, 100125, "conversation", 0): _CLAUSE_AGAIN,
+    (SMOL, 100142, "conversation", 0): "one question asked four times, the answers restating a clause: dull, not a loop by the rules",
 }
 
 
@@ -61,7 +62,7 @@ def test_each_reply_gets_its_labelled_outcome(key: str):
     missed, expected = set(), set()
     for row in ROWS:
         got = judge(row, source)
-        name = (row["image_id"], row["task"], row["seed"])
+        name = (row["model"], row["image_id"], row["task"], row["seed"])
         if name in KNOWN_MISSES and row[key] != "truncated":
             expected.add(name)
         if row[key] in ("truncated", "ok"):

@@ -28,11 +28,18 @@ def test_each_task_has_its_reply_form_as_a_schema():
     conversation = reply_schema(CONVERSATION)["properties"]["pairs"]
     assert conversation["minItems"] == 1 and "maxItems" not in conversation
     assert conversation["items"]["required"] == ["question", "answer"] and conversation["items"]["additionalProperties"] is False
-    reasoning = reply_schema(REASONING)["properties"]["pairs"]
-    assert reasoning["minItems"] == reasoning["maxItems"] == 1
-    assert reply_schema(DETAIL)["properties"] == {"description": {"type": "string", "minLength": 1, "maxLength": DETAIL_MAX_CHARS}}
+    assert reply_schema(REASONING) == conversation["items"]  # exactly one pair: the pair itself
+    assert reply_schema(DETAIL)["required"] == ["description"] and reply_schema(DETAIL)["properties"]["description"]["type"] == "string"
     form = response_format(DETAIL)
     assert form["type"] == "json_schema" and form["json_schema"]["name"] == "datagen_detail" and form["json_schema"]["schema"] == reply_schema(DETAIL)
+
+
+def test_no_string_bound_is_put_in_the_schema():
+    """OpenAI's strict mode refuses minLength/maxLength, and llama.cpp cannot build a grammar for a 1,500-character
+    maximum (its server died on it): the bounds are checked on reading the reply back."""
+    for task in TASKS:
+        text = json.dumps(reply_schema(task_spec(task)))
+        assert "minLength" not in text and "maxLength" not in text
 
 
 def test_a_json_reply_reads_back_into_the_records_a_text_reply_gives():
@@ -54,7 +61,8 @@ def test_a_json_reply_reads_back_into_the_records_a_text_reply_gives():
         (DETAIL, json.dumps({"description": "A dog.\n\nA frisbee."}), "unparseable", "one paragraph"),
         (DETAIL, json.dumps({"description": "A dog runs. " * 200}), "unparseable", f"at most {DETAIL_MAX_CHARS} characters"),
         (DETAIL, json.dumps({"text": "A dog."}), "unparseable", "exactly description"),
-        (REASONING, _pairs(("Why?", "Because it is sunny."), ("And?", "So they play.")), "wrong_turn_count", "exactly 1 pair(s), got 2"),
+        (REASONING, _pairs(("Why?", "Because it is sunny.")), "unparseable", "the reply is not an object with exactly question, answer"),
+        (CONVERSATION, json.dumps({"question": "Why?", "answer": "Because."}), "unparseable", "only field, pairs"),
     ],
 )
 def test_a_reply_not_in_the_schema_is_refused_and_earns_a_re_ask(spec, reply, reason, detail):
@@ -83,6 +91,7 @@ def test_json_reply_writes_the_mock_answer_in_the_schema():
     text = "Question:\nWhat is it?\n===\nAnswer:\nA dog on the grass."
     assert json.loads(json_reply(reply_schema(CONVERSATION), text)) == {"pairs": [{"question": "What is it?", "answer": "A dog on the grass."}]}
     assert json.loads(json_reply(reply_schema(DETAIL), "One.\n\nTwo.")) == {"description": "One. Two."}
+    assert json.loads(json_reply(reply_schema(REASONING), text)) == {"question": "What is it?", "answer": "A dog on the grass."}
 
 
 def test_the_older_json_object_form_carries_the_same_schema():
@@ -204,3 +213,17 @@ def test_llama_cpp_python_s_500_for_the_schema_form_names_the_other_form(cli, tm
     assert refused.exit_code == 2 and "HTTP 500" in line and "--structured-form json_object" in line
     assert stats["response_format_500"] == 1  # no retries
     assert taken.exit_code == 0, taken.output
+
+
+def test_a_task_of_several_exact_pairs_gets_them_bounded_and_counted():
+    from datagen.tasks.registry import ResponseFormat, TaskSpec, register, unregister
+
+    spec = register(TaskSpec("two_pairs", ("conversation",), "captions", ResponseFormat.QA_PAIRS, pairs=2))
+    try:
+        schema = reply_schema(spec)["properties"]["pairs"]
+        assert schema["minItems"] == schema["maxItems"] == 2
+        with pytest.raises(NotInSchema) as refused:
+            from_json(spec, _pairs(("Why?", "Because.")))
+        assert refused.value.reason == "wrong_turn_count" and "exactly 2 pairs, got 1" in refused.value.detail
+    finally:
+        unregister("two_pairs")

@@ -24,32 +24,37 @@ _QA_SEPARATOR = "\n===\n"
 
 class NotInSchema(Rejected):
     """A reply that is not JSON of the task's schema: a reject (`unparseable`, or `wrong_turn_count` for a pair count
-    the schema does not allow) unless the one re-ask fits."""
+    the task does not allow) unless the one re-ask fits."""
 
     def __init__(self, detail: str, reason: RejectReason = "unparseable") -> None:
         super().__init__(reason, detail)
 
 
-def _text(min_length: int = 1, max_length: int | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "minLength": min_length}
-    if max_length is not None:
-        schema["maxLength"] = max_length
-    return schema
+def _text(description: str) -> dict[str, Any]:
+    # No minLength/maxLength: OpenAI's strict mode refuses them, and llama.cpp unrolls a maxLength of 1,500 into a
+    # grammar it cannot build (its server then dies). The bounds are checked when the reply is read back instead.
+    return {"type": "string", "description": description}
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+def _pair() -> dict[str, Any]:
+    return _object({"question": _text("a question about the picture"), "answer": _text("its answer")})
+
+
 def reply_schema(spec: TaskSpec) -> dict[str, Any]:
-    """The JSON schema of a reply to `spec`: Question/Answer tasks a list of pairs (exactly `spec.pairs` when set),
-    prose tasks one bounded paragraph."""
+    """The JSON schema of a reply to `spec`: one question/answer pair for a task of exactly one pair (complex
+    reasoning), a list of pairs for any other Question/Answer task, one paragraph for a prose task."""
+    if spec.response is ResponseFormat.QA_PAIRS and spec.pairs == 1:
+        return _pair()
     if spec.response is ResponseFormat.QA_PAIRS:
-        pairs: dict[str, Any] = {"type": "array", "items": _object({"question": _text(), "answer": _text()}), "minItems": spec.pairs or 1}
+        pairs: dict[str, Any] = {"type": "array", "items": _pair(), "minItems": spec.pairs or 1}
         if spec.pairs is not None:
             pairs["maxItems"] = spec.pairs
         return _object({"pairs": pairs})
-    return _object({"description": _text(max_length=DETAIL_MAX_CHARS)})
+    return _object({"description": _text(f"one paragraph of at most {DETAIL_MAX_CHARS} characters")})
 
 
 # How the schema is sent: OpenAI's form, which OpenAI, vLLM, Ollama and llama.cpp's own llama-server take, or the
@@ -95,11 +100,14 @@ def from_json(spec: TaskSpec, text: str) -> str:
         if len(description) > DETAIL_MAX_CHARS:
             raise NotInSchema(f"a {spec.name} is at most {DETAIL_MAX_CHARS} characters; got {len(description)}")
         return description
-    if not isinstance(data, dict) or set(data) != {"pairs"} or not isinstance(data["pairs"], list) or not data["pairs"]:
+    if spec.pairs == 1:
+        pairs = [_strings(data, ("question", "answer"), "the reply")]
+    elif isinstance(data, dict) and set(data) == {"pairs"} and isinstance(data["pairs"], list) and data["pairs"]:
+        pairs = [_strings(item, ("question", "answer"), f"pair {number}") for number, item in enumerate(data["pairs"], 1)]
+    else:
         raise NotInSchema("the reply is not an object whose only field, pairs, is a non-empty list")
-    pairs = [_strings(item, ("question", "answer"), f"pair {number}") for number, item in enumerate(data["pairs"], 1)]
     if spec.pairs is not None and len(pairs) != spec.pairs:
-        raise NotInSchema(f"{spec.name.replace('_', ' ')} needs exactly {spec.pairs} pair(s), got {len(pairs)}", "wrong_turn_count")
+        raise NotInSchema(f"{spec.name.replace('_', ' ')} needs exactly {spec.pairs} pairs, got {len(pairs)}", "wrong_turn_count")
     return _QA_SEPARATOR.join(f"Question:\n{question}{_QA_SEPARATOR}Answer:\n{answer}" for question, answer in pairs)
 
 
@@ -127,4 +135,7 @@ def json_reply(schema: dict[str, Any], text: str) -> str:
     if "pairs" in schema["properties"]:
         pairs = [{"question": question, "answer": answer} for question, answer in parse_qa_pairs(text)]
         return json.dumps({"pairs": pairs}, ensure_ascii=False)
+    if "question" in schema["properties"]:
+        [(question, answer)] = parse_qa_pairs(text)
+        return json.dumps({"question": question, "answer": answer}, ensure_ascii=False)
     return json.dumps({"description": " ".join(text.split())}, ensure_ascii=False)
