@@ -115,14 +115,16 @@ def per_model(rows: list[dict], source: CocoSource) -> list[str]:
     """Per model, as sent: false refusals on `ok` replies, recall on those a rule names, the `bad` ones no rule names
     that are written (slips only a reader or a judge catches), and CHAIR of the records written."""
     table = [
-        "| model | replies | ok | ok refused (false refusals) | a rule's reason | refused (recall) | bad, no rule's reason | of those written (slips no rule names) | written | CHAIR-i of written | CHAIR-s of written |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | replies | ok | ok refused (false refusals) | a rule's reason | refused (recall) | bad, no rule's reason | of those written "
+        "| ok with a slip, written | written | CHAIR-i of written | CHAIR-s of written |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in sorted({row["model"] for row in rows}):
         mine = [(row, *judged(row, source)) for row in rows if row["model"] == model]
         good = [got for row, got, _ in mine if row["label"] == "ok"]
         named = [got for row, got, _ in mine if row["label"] not in ("ok", "bad")]
         unnamed = [got for row, got, _ in mine if row["label"] == "bad"]
+        slipped = sum(1 for row, got, _ in mine if row["label"] == "ok" and row.get("slip") and got == "ok")
         kept = QualityStats()
         for grounding in (found for _, _, found in mine if found is not None):
             kept.add(grounding)
@@ -131,7 +133,7 @@ def per_model(rows: list[dict], source: CocoSource) -> list[str]:
         table.append(
             f"| {model} | {len(mine)} | {len(good)} | {ratio(sum(got != 'ok' for got in good), len(good))} | {len(named)} "
             f"| {ratio(sum(got != 'ok' for got in named), len(named))} | {len(unnamed)} | {ratio(sum(got == 'ok' for got in unnamed), len(unnamed))} "
-            f"| {kept.records} | {chair[0]} | {chair[1]} |"
+            f"| {slipped} | {kept.records} | {chair[0]} | {chair[1]} |"
         )
     return table
 
@@ -188,9 +190,10 @@ def main() -> None:
         "",
         *per_model(rows, source),
         "",
-        "Slips no rule names: replies labelled `bad` (a reader finds them unfit: an invented or contradicted fact, nonsense)"
-        " that the checks write; they are what a judge filter has to take on. CHAIR over the written records: COCO objects"
-        " named that neither the boxes nor the captions show.",
+        "Slips no rule names, both written by the checks and left for a judge filter to take on: replies labelled `bad` (a"
+        " reader finds them unfit: mostly invented, nonsense, not answering) and `ok` replies with a `slip` (kept by a reader,"
+        " but with one or two errors no rule names: a frisbee called a ball, a man counted as an animal). CHAIR over the"
+        " written records: COCO objects named that neither the boxes nor the captions show.",
         "",
         "## Per content label",
         "",
