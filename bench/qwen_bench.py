@@ -107,7 +107,11 @@ def row_of(model: str, mode: str, out: Path, seconds: float, log: Path, start: i
         rejected.update(task["rejected"])
     written = sum(task["written"] for task in counts.values())
     named = ("unparseable", "truncated", "repetition")
-    other = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()) if reason not in named) or "-"
+    skipped: Counter[str] = Counter()
+    for task in counts.values():
+        skipped.update(task["skipped"])
+    other = ", ".join([*(f"{reason} {n}" for reason, n in sorted(rejected.items()) if reason not in named),
+                       *(f"skipped: {reason} {n}" for reason, n in sorted(skipped.items()))]) or "-"
     reasks = sum((manifest.get("structured_reasks") or {}).values())
     requests = manifest["requests_sent"]
     prompt_speed, generation_speed = speeds(log, start)
@@ -115,7 +119,7 @@ def row_of(model: str, mode: str, out: Path, seconds: float, log: Path, start: i
     return (
         f"| {model} | {mode} | {asked} | {written}/{asked} | {rejected['unparseable']} | {rejected['truncated']} | {rejected['repetition']} | {other} "
         f"| {reasks if mode == 'structured' else '-'} | {seconds / max(requests, 1):.0f} | {usage['completion_tokens'] / max(requests, 1):.0f} "
-        f"| {prompt_speed:.0f} | {generation_speed:.1f} |"
+        f"| {f'{prompt_speed:.0f}' if prompt_speed >= 1 else 'cached'} | {generation_speed:.1f} |"
     )
 
 
