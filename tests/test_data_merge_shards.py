@@ -147,3 +147,4 @@ def test_summed_fields_add_up_typed_values() -> None:
     assert _sum([UsageTotals(prompt_tokens=1, unreported=1), UsageTotals(prompt_tokens=2)]) == UsageTotals(prompt_tokens=3, unreported=1)
     assert _sum([{"d": QualityStats(records=1, mentions=2)}, {"d": QualityStats(records=2, unsupported_mentions=1)}])["d"].records == 3
     assert _sum([4, 5]) == 9
+    assert _sum([None, None]) is None and _sum([{"detail": 1}, None, {"detail": 2}]) == {"detail": 3}

@@ -39,15 +39,20 @@ def test_corpus_is_labelled():
 
 # Replies labelled with a rule's reason that the rules let through, each with why (bench/results_open_model.md).
 # The last four were cut by the token limit, so they are misses of their text alone (`content`) only.
+SMOL, QWEN_15 = "SmolLM2-135M-Instruct", "Qwen2.5-Coder-1.5B-Instruct"
 _CLAUSE_AGAIN = "a clause said again inside longer sentences of another answer, as a teacher quoting one caption twice does"
 KNOWN_MISSES = {
-    (100212, "complex_reasoning", 1): "the pack's example question paraphrased: 5 of its 15 word 4-grams, under copied_example's half",
-    (100189, "complex_reasoning", 0): "about a man with a tote bag in an empty bathroom: no COCO object claimed, so nothing to ground",
-    (100061, "conversation", 0): _CLAUSE_AGAIN,
-    (100061, "conversation", 1): _CLAUSE_AGAIN,
-    (100125, "conversation", 0): _CLAUSE_AGAIN,
-    (100142, "conversation", 0): "one question asked four times, the answers restating a clause: dull, not a loop by the rules",
+    (SMOL, 100212, "complex_reasoning", 1, False): "the pack's example question paraphrased: 5 of its 15 word 4-grams, under copied_example's half",
+    (SMOL, 100189, "complex_reasoning", 0, False): "about a man with a tote bag in an empty bathroom: no COCO object claimed, so nothing to ground",
+    (SMOL, 100061, "conversation", 0, False): _CLAUSE_AGAIN,
+    (SMOL, 100061, "conversation", 1, False): _CLAUSE_AGAIN,
+    (SMOL, 100125, "conversation", 0, False): _CLAUSE_AGAIN,
+    (SMOL, 100142, "conversation", 0, False): "one question asked four times, the answers restating a clause: dull, not a loop by the rules",
+    (QWEN_15, 100042, "complex_reasoning", 0, False): "pastes the system message's explanation of the box numbers; copied_example "
+    "compares a reply with the pack's shots, not its system message (a held-out image: left as found)",
 }
+# `ok` replies the checks refuse (false refusals), each with why; none so far.
+KNOWN_FALSE_REFUSALS: dict[tuple, str] = {}
 
 
 @pytest.mark.parametrize("key", ["label", "content"])
@@ -58,14 +63,28 @@ def test_each_reply_gets_its_labelled_outcome(key: str):
     bench = _bench()
     source = CocoSource(ROOT / "data" / "captions.json", ROOT / "data" / "instances.json")
     judge = bench.outcome if key == "label" else bench.content_outcome
-    missed, expected = set(), set()
+    missed, expected, refused = set(), set(), set()
     for row in ROWS:
         got = judge(row, source)
-        name = (row["image_id"], row["task"], row["seed"])
+        name = (row["model"], row["image_id"], row["task"], row["seed"], bool(row.get("structured")))
         if name in KNOWN_MISSES and row[key] != "truncated":
             expected.add(name)
-        if row[key] in ("truncated", "ok"):
+        if row[key] == "ok" and got != "ok":
+            refused.add(name)
+        elif row[key] in ("truncated", "ok"):
             assert got == row[key], (row["note"], got)
         elif row[key] != "bad" and got == "ok":
             missed.add(name)
     assert missed == expected
+    assert refused == set(KNOWN_FALSE_REFUSALS)
+
+
+def test_open_models_that_write_readable_text_have_ok_replies_and_a_held_out_part():
+    """The Qwen 1.5B replies measure false refusals: some are labelled ok, on held-out images as well as tuned ones;
+    a `slip` (an error no rule names, in a reply kept) is a note on an ok or bad reply only."""
+    bench = _bench()
+    qwen = [row for row in ROWS if row["model"] == QWEN_15]
+    assert {row["label"] for row in qwen} >= {"ok", "bad"}
+    assert any(row["image_id"] in bench.HELD_OUT and row["label"] == "ok" for row in qwen)
+    assert any(row["image_id"] not in bench.HELD_OUT and row["label"] == "ok" for row in qwen)
+    assert all(row["label"] in ("ok", "bad") for row in ROWS if row.get("slip"))

@@ -78,13 +78,17 @@ def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder
 
 # How merge combines each manifest field of the shards. Every field is in one of these sets (a test checks), so a
 # new metric cannot silently keep shard 0's value: a summed one only needs to support `+`.
-SUMMED = frozenset({"counts", "quality", "usage", "requests_sent", "cache_hits"})
+SUMMED = frozenset({"counts", "quality", "usage", "requests_sent", "cache_hits", "structured_reasks"})
 SHARED = frozenset({"datagen_version", "teacher", "base_url", "prompt_hashes"})  # one run's settings: equal in every shard
 DERIVED = frozenset({"status", "command", "started_at", "finished_at", "settings", "fingerprint", "source", "last_error", "failure", "curation"})
 
 
 def _sum(values: list):
-    """Numbers and models with `+` add up; dicts of them add up key by key (a key missing from a shard adds nothing)."""
+    """Numbers and models with `+` add up; dicts of them add up key by key (a key missing from a shard adds nothing);
+    a field no shard set (None: structured_reasks of runs without --structured) stays None."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None
     if isinstance(values[0], dict):
         keys = list(dict.fromkeys(key for value in values for key in value))
         return {key: _sum([value[key] for value in values if key in value]) for key in keys}

@@ -206,13 +206,17 @@ class Manifest(BaseModel):
     curation: Curation | None = Field(
         None, description="Images excluded and selected before generating; dedup and filter steps after (absent when none)"
     )
+    structured_reasks: dict[str, int] | None = Field(
+        None, description="generate --structured only: per task, replies not in the task's JSON schema that were asked once more (this invocation)"
+    )
 
     @model_serializer(mode="wrap")
-    def _omit_curation_when_none(self, handler):
-        # A run nobody curated keeps exactly the manifest it always had.
+    def _omit_unused_fields(self, handler):
+        # A run nobody curated, or run without --structured, keeps exactly the manifest it always had: no nulls.
         data = handler(self)
-        if data.get("curation") is None:
-            data.pop("curation", None)
+        for name in ("curation", "structured_reasks"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
 

@@ -18,6 +18,7 @@ from datagen.run.plan import Plan
 from datagen.source.coco import ImageAnnotations
 from datagen.tasks.grounded import verify_pairs
 from datagen.tasks.registry import ItemKey, task_spec
+from datagen.tasks.structured import fits_schema, parse_structured
 from datagen.teachers.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher
 from datagen.teachers.vision import EncodedImage
 
@@ -31,6 +32,7 @@ class Outcome:
     reject: Reject | None = None
     skip: SkipReason | None = None
     paid: list[Usage] = field(default_factory=list)  # a cut answer asked again is paid for twice
+    reasked: bool = False  # --structured: its first reply was not in the schema, so it was asked once more
 
 
 async def answer_item(
@@ -46,6 +48,12 @@ async def answer_item(
             # One more try with room to finish; the answer then comes from the larger request (and its cache key).
             outcome.paid.append(reply.usage)  # the cut answer was paid for too
             request = retry
+            reply = await teacher.complete(request)
+        if plan.options.structured and reply.refusal is None and not fits_schema(task_spec(task), reply.text, reply.finish_reason):
+            # One re-ask, with another seed so that neither the cache nor a seeded server gives the same reply.
+            outcome.paid.append(reply.usage)
+            outcome.reasked = True
+            request = request.model_copy(update={"seed": request.seed + 1})
             reply = await teacher.complete(request)
     except RetryableError:
         # Not written anywhere: a rerun asks again, after the transient trouble has passed.
@@ -63,7 +71,10 @@ async def answer_item(
         if reply.refusal is not None:
             raise Rejected("refusal", f"structured refusal: {reply.refusal[:80]!r}")
         spec = task_spec(task)
-        content = spec.parse(reply.text, reply.finish_reason, see, plan.examples[task])
+        if plan.options.structured:
+            content = parse_structured(spec, reply.text, reply.finish_reason, see, plan.examples[task])
+        else:
+            content = spec.parse(reply.text, reply.finish_reason, see, plan.examples[task])
         probes = plan.probes(image, key)
         if probes is not None and not isinstance(content, str):
             verify_pairs(probes, content, image)

@@ -48,7 +48,7 @@ def plan_item(image: ImageAnnotations, key: ItemKey, stats: Callable[[], ObjectS
 
 def build_request(
     image: ImageAnnotations, task: str, pack: PromptPack, sampling: SamplingSettings, see: See = "text",
-    picture: EncodedImage | None = None, nth: int = 0, probes: list[Probe] | None = None,
+    picture: EncodedImage | None = None, nth: int = 0, probes: list[Probe] | None = None, response_format: dict | None = None,
 ) -> ChatRequest:
     """The request of the `nth` item of `task` for `image` (the first item's is the one it always was). `probes`: a
     grounded task's plan, shown after the context (also to a teacher that sees only the image)."""
@@ -62,6 +62,7 @@ def build_request(
         max_tokens=sampling.max_tokens,
         seed=item_seed(sampling.seed, image.image_id, task, "teacher", nth),
         shape=sampling.shape,
+        response_format=response_format,
     )
 
 

@@ -254,6 +254,16 @@ class GenerateSettings(ClientSettings):
     extra_body: Annotated[
         dict[str, object], Flag("JSON object merged into every request body (top_k, chat_template_kwargs...)", TEACHER, cli_type=str | None)
     ] = {}
+    # Structured output (datagen/tasks/structured.py): the reply form as a JSON schema in `response_format`. In the
+    # fingerprint only when on (fingerprint_parts), so other runs keep the fingerprint they had.
+    structured: Annotated[
+        bool,
+        Flag("Ask for the task's reply form as a JSON schema (response_format); one re-ask for a reply not in it", SAMPLING, decls=("--structured",)),
+    ] = False
+    structured_form: Annotated[
+        str,
+        Flag("How --structured sends the schema: json_schema (OpenAI, vLLM, Ollama, llama-server) or json_object (llama-cpp-python's server)", SAMPLING),
+    ] = "json_schema"
     give_up_after: GiveUpAfter = DEFAULT_GIVE_UP_AFTER
     max_reply_bytes: Annotated[
         int, Field(ge=1024), Flag("Largest reply body read; a bigger one is rejected as oversized_reply", LIMITS)
@@ -409,6 +419,16 @@ class GenerateSettings(ClientSettings):
             raise InputError(f"--see {value!r}: choose text, image or both")
         return value
 
+    @field_validator("structured_form", mode="before")
+    @classmethod
+    def _structured_form(cls, value: object) -> object:
+        # The forms are listed beside the schemas, which load the task registry: read when a setting is checked.
+        from datagen.tasks.structured import STRUCTURED_FORMS
+
+        if value not in STRUCTURED_FORMS:
+            raise InputError(f"--structured-form {value!r}: choose {' or '.join(STRUCTURED_FORMS)}")
+        return value
+
     @model_validator(mode="after")
     def _flags_that_go_together(self) -> GenerateSettings:
         offline = [flag for flag, on in (("--dry-run", self.dry_run), ("--requests-out", self.requests_out), ("--results-in", self.results_in), ("--batch", self.batch)) if on]
@@ -420,6 +440,7 @@ class GenerateSettings(ClientSettings):
             raise InputError(f"{offline[0]} needs --teacher openai (the requests name --model for an OpenAI-compatible batch engine)")
         if self.ray is not None and offline:
             raise InputError(f"--engine ray and {offline[0]} do not go together; --engine ray does requests-out, the Ray run and results-in itself")
+        self._check_structured(offline)
         if self.batch and self.teacher != "openai":
             raise InputError(f"--batch needs --teacher openai (the OpenAI Batch API), not {self.teacher}; drop --batch for a {self.teacher} run")
         if self.ray is not None and self.teacher != "openai" and self.ray.vllm is None:
@@ -429,6 +450,17 @@ class GenerateSettings(ClientSettings):
         if through_cache and not self.use_cache:
             raise InputError(f"{through_cache[0]} needs the response cache (answers are ingested through it); drop --no-cache")
         return self
+
+    def _check_structured(self, offline: list[str]) -> None:
+        if self.structured_form != "json_schema" and not self.structured:
+            raise InputError("--structured-form says how --structured sends its schema; add --structured")
+        if not self.structured:
+            return
+        if offline[:1] in (["--batch"], ["--results-in"]) or self.ray is not None:
+            # Its one re-ask is a live request; these ways get each answer once, from elsewhere.
+            raise InputError(f"--structured asks a reply not in the schema once more, live; drop {offline[0] if offline else '--engine ray'} or --structured")
+        if self.teacher == "anthropic":
+            raise InputError("--structured sends OpenAI's response_format, which the Messages API (--teacher anthropic) does not take; drop --structured")
 
     def context_of(self, task: str) -> ContextKind:
         from datagen.tasks.registry import task_spec
@@ -447,13 +479,15 @@ class GenerateSettings(ClientSettings):
         if self.see == "text":
             marked -= {"see", "image_max_side"}
         parts = {**resolved, **self.model_dump(mode="json", include=marked), "request_shape": self.request_shape().model_dump(mode="json")}
+        if self.structured:
+            parts["structured"] = self.structured_form  # named only when on: a run without it keeps its fingerprint
         # The order manifests have always listed them in: the hash sorts its keys, the file does not.
         return {**{key: parts.pop(key) for key in _FINGERPRINT_ORDER if key in parts}, **parts}
 
 
 _FINGERPRINT_ORDER = (
     "captions_sha256", "instances_sha256", "teacher", "model", "temperature", "max_tokens", "length_retry_max_tokens",
-    "reject_unsupported", "seed", "detail_instructions", "shard", "request_shape", "see", "image_max_side",
+    "reject_unsupported", "seed", "detail_instructions", "shard", "request_shape", "structured", "see", "image_max_side",
 )
 
 class ExportSettings(BaseModel, defer_build=True):

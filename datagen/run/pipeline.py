@@ -90,7 +90,7 @@ def read_folder(folder: Path, plan: Plan, tally: Tally) -> None:
 def claim(plan: Plan, tally: Tally) -> None:
     """Claim the plan's output folder (refusing other settings), read what it holds, and select the images."""
     # A text run's parts do not name `see`: switching to or from text must still count as a change.
-    claim_output_folder(plan.options.out, plan.fingerprint_parts, plan.options.force, absent_means={"see": "text"})
+    claim_output_folder(plan.options.out, plan.fingerprint_parts, plan.options.force, absent_means={"see": "text", "structured": False})
     read_folder(plan.options.out, plan, tally)
     plan.select()
 
@@ -201,6 +201,7 @@ class GenerateJob(Job[Manifest]):
             last_error=self.teacher.last_error,
             failure=failure,
             curation=self.curation(),
+            structured_reasks=dict(sorted(self.tally.reasks.items())) if options.structured else None,
         )
 
     def curation(self) -> Curation | None:
@@ -239,6 +240,8 @@ class GenerateJob(Job[Manifest]):
         outcome = await answer_item(self.plan, self.teacher, image, key, request, picture)
         for usage in outcome.paid:
             self.tally.paid(usage)
+        if outcome.reasked:
+            self.tally.reasks[key.task] += 1
         # Appended before it is counted: a kill in between leaves the line, which the next run counts.
         if outcome.record is not None:
             self.writers[key.task].append(outcome.record)

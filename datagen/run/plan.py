@@ -19,6 +19,7 @@ from datagen.source.coco import CocoSource, ImageAnnotations
 from datagen.tasks.grounded import Probe
 from datagen.tasks.prompts import InstructionList, PromptPack, load_instructions
 from datagen.tasks.registry import ItemKey, task_spec
+from datagen.tasks.structured import response_format
 from datagen.teachers.teacher import ChatRequest
 from datagen.teachers.vision import EncodedImage, encode_image, image_path
 
@@ -76,6 +77,8 @@ class Plan:
             contexts={task: options.context_of(task) for task in options.tasks},
             shape=options.request_shape(),
         )
+        # --structured: each task's reply schema, sent with its every request.
+        self.response_formats = {task: response_format(task_spec(task), options.structured_form) for task in options.tasks} if options.structured else {}
         self.fingerprint_parts = self._fingerprint_parts()
         self.selected_ids: list[int] = []
         self.selected: set[int] = set()
@@ -153,7 +156,9 @@ class Plan:
             assert self.options.images is not None  # Plan() refuses --see image|both without --images
             picture = encode_image(image_path(self.options.images, image.file_name), self.options.image_max_side)
         probes = self.probes(image, key)
-        request = build_request(image, key.task, self.packs[key.task], self.sampling, self.options.see, picture, key.nth, probes)
+        request = build_request(
+            image, key.task, self.packs[key.task], self.sampling, self.options.see, picture, key.nth, probes, self.response_formats.get(key.task)
+        )
         return request, picture
 
     def probes(self, image: ImageAnnotations, key: ItemKey) -> list[Probe] | None:

@@ -57,6 +57,7 @@ class Tally:
         self.groundings: dict[ItemKey, Grounding] = {}  # of the written records, for the manifest's quality
         self.skipped: dict[str, Counter[str]] = {task: Counter() for task in tasks}
         self.usage = UsageTotals()
+        self.reasks: Counter[str] = Counter()  # --structured: per task, replies not in the schema asked once more
         self.done_before = 0  # items the folder held when this invocation started
         # Hears "written", "rejected" or "skipped" as each item of this invocation ends: the progress display.
         self.listener: Callable[[str], None] = lambda outcome: None

@@ -33,6 +33,9 @@ class ChatRequest(BaseModel):
     max_tokens: int  # the token limit, sent under the field name the shape says
     seed: int
     shape: RequestShape = RequestShape()
+    # Structured output (generate --structured, datagen/tasks/structured.py); when None the field is not sent, so the
+    # body and cache key stay what they always were.
+    response_format: dict[str, Any] | None = None
     _encoded: tuple[bytes, str] | None = PrivateAttr(default=None)
 
     def body(self) -> dict:
@@ -44,6 +47,8 @@ class ChatRequest(BaseModel):
         if "seed" not in self.shape.omit:
             body["seed"] = self.seed
         body.update(self.shape.extra_body)
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
         return body
 
     def encoded(self) -> bytes:

@@ -66,7 +66,12 @@ def parse_extra_body(value: str | None) -> dict[str, object]:
 def fix_for_refused_field(message: str, param: object, shape: RequestShape) -> str | None:
     """The flag that fixes a request refused for a field the server does not take, when the refusal names one."""
     named = {str(param)} if isinstance(param, str) else set()
-    named |= {field for field in ("max_completion_tokens", "max_tokens", "temperature", "seed", *shape.extra_body) if re.search(rf"\b{re.escape(field)}\b", message)}
+    named |= {field for field in ("max_completion_tokens", "max_tokens", "temperature", "seed", "response_format", *shape.extra_body) if re.search(rf"\b{re.escape(field)}\b", message)}
+    if "response_format" in named and "response_format" not in shape.extra_body:
+        return (
+            "drop --structured: this server does not take response_format (structured output) in this form; a server that"
+            ' takes {"type": "json_object", "schema": ...} (llama-cpp-python\'s) needs --structured-form json_object'
+        )
     if "max_completion_tokens" in named and shape.token_limit_field == "max_completion_tokens":
         return "this server takes max_tokens: drop --max-completion-tokens and pass --max-tokens N"
     if "max_tokens" in named and shape.token_limit_field == "max_tokens":

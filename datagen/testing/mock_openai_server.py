@@ -29,6 +29,7 @@ from aiohttp import web
 from datagen.files.jsonl import json_line
 from datagen.formats.batch_lines import CHAT_URL, read_batch_lines
 from datagen.teachers.mock import mock_answer
+from datagen.tasks.structured import json_reply, schema_of
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.vision import estimate_content_tokens
@@ -264,6 +265,13 @@ class MockBackend:
         if "no_seed" in self.config.quirks and "seed" in body:
             self._count("no_seed")
             return 400, _error_payload("Unrecognized request argument supplied: seed", param="seed")
+        if "no_response_format" in self.config.quirks and "response_format" in body:
+            self._count("no_response_format")
+            return 400, _error_payload("Unrecognized request argument supplied: response_format", param="response_format")
+        if "response_format_500" in self.config.quirks and (body.get("response_format") or {}).get("type") == "json_schema":
+            self._count("response_format_500")
+            message = "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"
+            return 500, _error_payload(message, kind="internal_server_error")
         if "context_length" in self.config.quirks:
             prompt = sum(estimate_content_tokens(m.get("content")) for m in messages)
             wanted = prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
@@ -337,7 +345,7 @@ class MockBackend:
         if outcome == "malformed":
             self._count("malformed")
             return web.Response(body=_BROKEN_JSON, content_type="application/json")
-        completion, outcome = self._completion(body, messages, model, outcome)
+        completion, outcome = self._completion(body, messages, model, outcome, structured=not self._applies("off_schema", identity))
         self._count(outcome)
         self._apply_answer_quirks(completion, identity, messages)
         return _json_response(completion)
@@ -420,13 +428,20 @@ class MockBackend:
             request.transport.close()
         return web.Response(status=204)
 
-    def _completion(self, body: dict, messages: list, model: str, outcome: str) -> tuple[dict, str]:
-        """The chat.completion object for `body` and the outcome it ends up with (ok, length, refusal)."""
+    def _completion(self, body: dict, messages: list, model: str, outcome: str, structured: bool = True) -> tuple[dict, str]:
+        """The chat.completion object for `body` and the outcome it ends up with (ok, length, refusal); JSON of the
+        schema when the body asks for structured output (`response_format`) and `structured` holds."""
         finish_reason = "stop"
         if outcome == "refusal":
             content = REFUSAL_TEXT
         else:
             content = mock_answer(messages, body.get("seed"))
+            schema = schema_of(body.get("response_format"))
+            if schema is not None:
+                if structured:
+                    content = json_reply(schema, content)
+                else:
+                    self._count("off_schema")
             if outcome == "length":
                 content = _truncate(content, len(content) // 2)
                 finish_reason = "length"

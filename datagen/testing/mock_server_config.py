@@ -21,6 +21,9 @@ QUIRKS = {
     "reasoning": "a reasoning model's rules: HTTP 400 for max_tokens (takes max_completion_tokens) and for any temperature but 1",
     "no_seed": "HTTP 400 for a `seed` field",
     "html200": "HTTP 200 with a proxy's HTML sign-in page instead of a completion (a wrong --base-url)",
+    "no_response_format": "HTTP 400 for a `response_format` field (a server without structured output)",
+    "response_format_500": "HTTP 500 naming response_format for the json_schema form (llama-cpp-python's server: it takes json_object only)",
+    "off_schema": "asked for structured output, answers in the pack's text form anyway (a server that takes the schema as a hint)",
 }
 
 # How a server that echoes the client's key in its error bodies (`echo_key`) writes it: the ways a key has

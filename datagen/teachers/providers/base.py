@@ -227,6 +227,10 @@ class HTTPTeacher(ABC):
             self._last_timed_out = False
             self.watch.throttled(started, self.last_error)
             raise RetryableError(self.last_error, parse_retry_after(headers), throttled=True, status=status)
+        if status >= 500 and request.response_format is not None and not self._verified.is_set() and "response_format" in message:
+            # llama-cpp-python answers a response_format it cannot read with a 500 (its validation error): no retry mends it.
+            fix = fix_for_refused_field(message, None, request.shape)
+            raise TeacherFatalError(f"the teacher at {redact_url(self.base_url)} refused the request (HTTP {status}): {one_line(message)}; {fix}")
         if status in (408, 409) or status >= 500:
             failed = self._failure(started, f"HTTP {status}: {message}", status=status)
             failed.retry_after = parse_retry_after(headers)

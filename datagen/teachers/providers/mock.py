@@ -25,6 +25,11 @@ class MockTeacher(Teacher):
 
         self.stats["requests"] += 1
         text = mock_answer(request.messages, request.body().get("seed"), self.variant)
+        if request.response_format is not None:
+            from datagen.tasks.structured import json_reply, schema_of
+
+            if (schema := schema_of(request.response_format)) is not None:
+                text = json_reply(schema, text)
         finish_reason = "stop"
         completion_tokens = estimate_tokens(text)
         if completion_tokens > request.max_tokens:
