@@ -3,7 +3,8 @@
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from datagen.files.storage_errors import StorageError
 
@@ -18,24 +19,33 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt(take_over: bool = False) -> Iterator[None]:
-    """SIGTERM (timeout, docker stop, Kubernetes, Slurm) raises Terminated, so a command unwinds as on Ctrl-C: files
-    closed, a lock released, one line. Left alone off the main thread, which signals do not reach, and, unless
-    `take_over` (the command line, which owns its process), where a handler is already set: a job's own, which
-    cancels its workers first, or an embedding program's."""
-    already_handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
-    if threading.current_thread() is not threading.main_thread() or (already_handled and not take_over):
+def on_sigterm(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` answers SIGTERM while the block runs, and the handler before it is put back after. Off the main
+    thread, which signals do not reach, nothing is set: an embedding caller's thread keeps its own handling."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(take_over: bool = False) -> Iterator[None]:
+    """SIGTERM (timeout, docker stop, Kubernetes, Slurm) raises Terminated, so a command unwinds as on Ctrl-C: files
+    closed, a lock released, one line. Unless `take_over` (the command line, which owns its process), left alone
+    where a handler is already set: a job's own, which cancels its workers first, or an embedding program's."""
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None) and not take_over:
+        yield
+        return
+    with on_sigterm(_terminate):
+        yield
 
 
 class InputError(Exception):

@@ -23,16 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import signal
 import sqlite3
 import sys
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, TeacherFatalError, Terminated, leading_error
+from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, TeacherFatalError, Terminated, leading_error, on_sigterm
 from datagen.files.lock import lock_folder
 from datagen.files.storage_errors import StorageError
 
@@ -92,7 +90,7 @@ def job_folder(out: Path, command: str) -> Iterator[None]:
     if key in _held:
         yield
         return
-    with lock_folder(out, command), _sigterm_as_interrupt():
+    with lock_folder(out, command), on_sigterm(_termination.handle):
         _held.add(key)
         try:
             yield
@@ -118,18 +116,6 @@ class _Termination:
 
 
 _termination = _Termination()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only; an embedding caller's thread keeps its own handling
-        return
-    previous = signal.signal(signal.SIGTERM, _termination.handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

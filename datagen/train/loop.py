@@ -10,9 +10,6 @@ import importlib.util
 import json
 import logging
 import os
-import signal
-import threading
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import seed_worker
 
-from datagen.errors import Terminated
+from datagen.errors import Terminated, on_sigterm
 
 from .cache import FeatureCache, vision_fingerprint
 from .checkpoint import META, apply_stage, load_checkpoint, load_weights, new_meta, save_checkpoint
@@ -40,16 +37,8 @@ class StopOnSigterm(TrainerCallback):
     def __init__(self) -> None:
         self.requested = False
 
-    @contextlib.contextmanager
-    def listening(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.signal(signal.SIGTERM, self._request)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    def listening(self) -> contextlib.AbstractContextManager[None]:
+        return on_sigterm(self._request)
 
     def _request(self, signum: int, frame: object) -> None:
         self.requested = True
