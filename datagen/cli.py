@@ -89,6 +89,12 @@ def echo_notes(notes: list[str]) -> None:
         typer.echo(f"note: {note}", err=True)
 
 
+def shown_progress(settings: GenerateSettings | JudgeSettings) -> dict[str, object]:
+    """In a terminal the bar shows progress; elsewhere (CI logs, nohup, Slurm) plain lines every --log-every seconds do."""
+    terminal = sys.stderr.isatty()
+    return {"progress": settings.progress and terminal, "log_every": settings.log_every if settings.progress and not terminal else 0.0}
+
+
 @app.command()
 @friendly_errors
 @takes_settings(GenerateSettings)
@@ -96,10 +102,8 @@ def generate(settings: GenerateSettings) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen import api
 
-    # In a terminal the bar shows progress; elsewhere (CI logs, nohup) plain lines every --log-every seconds do.
-    shown = {"progress": settings.progress and sys.stderr.isatty(), "log_every": settings.log_every if settings.progress and not sys.stderr.isatty() else 0.0}
     # The curation plan's warnings (datagen/curate/plan.py) are said before the run starts, not after it.
-    result = api.generate(settings.model_copy(update={**shown, "command": safe_argv()}), say=lambda line: typer.echo(line, err=True))
+    result = api.generate(settings.model_copy(update={**shown_progress(settings), "command": safe_argv()}), say=lambda line: typer.echo(line, err=True))
     if result.status == "dry_run":
         from datagen.run.estimate import describe
 
@@ -443,7 +447,7 @@ def judge(
     if folders and str(folders[0]) == "summarize":
         _judge_summarize(folders[1:], settings.out, settings.resamples, settings.seed)
         return
-    options, loaded = judge_inputs(settings.model_copy(update={"folders": folders or [], "command": safe_argv()}))
+    options, loaded = judge_inputs(settings.model_copy(update={"folders": folders or [], "command": safe_argv(), **shown_progress(settings)}))
     summary, text = run_judge(options, loaded)
     typer.echo(text)
     if summary["status"] != "completed":

@@ -458,3 +458,17 @@ def test_folders_made_from_other_captions_are_refused(cli, two_teachers, tmp_pat
     assert result.exit_code == 2 and "another captions file" in result.output
     result = cli("judge", two_teachers / "a", tmp_path / "nowhere", "--captions", CAPTIONS, "--out", tmp_path / "o", "--judge", "mock")
     assert result.exit_code == 2 and "no manifest.json" in result.output
+
+
+def test_judge_shows_its_progress_where_there_is_no_terminal(cli, two_teachers, tmp_path):
+    """CI logs and Slurm see a judge run move: greppable `judge: DONE/TOTAL` lines, the last one at the end."""
+    args = ["judge", two_teachers / "a", two_teachers / "b", "--captions", CAPTIONS, "--instances", INSTANCES, "--out", tmp_path / "j",
+            "--judge", "mock", "--judge-model", "overlap", "--bootstrap", "0"]
+    every = cli(*args, "--log-every", "0.000001")
+    assert every.exit_code == 0, every.output
+    lines = [line for line in every.output.splitlines() if line.startswith("judge: ")]
+    total = len((tmp_path / "j" / "reviews.jsonl").read_text().splitlines())  # every judgement, both orders
+    assert len(lines) >= 2 and lines[-1].startswith(f"judge: {total}/{total} (100%)"), lines[-3:]
+    assert all(" rec/s | rejects " in line and " | retries 0 | " in line for line in lines)
+    quiet = cli(*args, "--no-progress")  # a rerun: nothing left, and no lines asked for
+    assert quiet.exit_code == 0 and not [line for line in quiet.output.splitlines() if line.startswith("judge: ")]

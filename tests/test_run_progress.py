@@ -31,16 +31,21 @@ class Clock:
 
 
 class FakeJob:
-    """The attributes of a generate job the display reads: pending items, the tally's usage, the teacher's counters and limiter."""
+    """What a display is given by its job: the tokens so far and a teacher with retry counts and a limiter."""
 
     def __init__(self, total: int) -> None:
-        self.remaining = lambda: total
+        self.total = total
         self.usage = SimpleNamespace(prompt_tokens=0, completion_tokens=0)
-        self.tally = SimpleNamespace(usage=self.usage, listener=None)
         self.teacher = SimpleNamespace(stats=Counter(retries=0), limiter=SimpleNamespace(limit=64, max_concurrency=256))
+        self.listener = lambda outcome: None
+
+    def display(self, **options) -> ProgressDisplay:
+        display = ProgressDisplay("generate", self.total, lambda: self.usage, [self.teacher], **options)
+        self.listener = display.advance
+        return display
 
     def on_progress(self, outcome: str) -> None:
-        self.tally.listener(outcome)
+        self.listener(outcome)
 
 
 def fake_run(total: int = 158_000) -> FakeJob:
@@ -53,7 +58,7 @@ def test_the_bar_fits_80_columns_and_shows_every_figure(monkeypatch) -> None:
     monkeypatch.setattr(progress_module, "_console", lambda: Console(file=io.StringIO()))  # the live display, not looked at
     console = Console(width=80, file=io.StringIO(), force_terminal=True, record=True)
     run, clock = fake_run(), Clock()
-    with ProgressDisplay(run, enabled=True, prices=(2.5, 10.0), clock=clock) as display:
+    with run.display(enabled=True, prices=(2.5, 10.0), clock=clock) as display:
         run.teacher.stats["retries"] = 42
         for outcome in ["written"] * 12_340 + ["rejected"] * 7 + ["skipped"] * 3:
             clock.now += 0.01
@@ -75,7 +80,7 @@ def test_the_bar_fits_80_columns_and_shows_every_figure(monkeypatch) -> None:
 def test_plain_lines_every_interval_with_eta() -> None:
     run, clock = fake_run(total=10), Clock()
     printed: list[str] = []
-    display = ProgressDisplay(run, enabled=False, log_every=30.0, clock=clock)
+    display = run.display(enabled=False, log_every=30.0, clock=clock)
     display._print_line = lambda: (printed.append(display.line()), setattr(display, "_last_line", clock()))  # type: ignore[method-assign]
     with display:
         for _ in range(5):
@@ -88,7 +93,7 @@ def test_plain_lines_every_interval_with_eta() -> None:
 
 
 def test_a_terminal_bar_prints_no_plain_lines() -> None:
-    display = ProgressDisplay(fake_run(), enabled=True, log_every=30.0)
+    display = fake_run().display(enabled=True, log_every=30.0)
     assert display.log_every == 0.0
 
 

@@ -9,14 +9,15 @@ the folder's lock, SIGTERM, a full disk and the exit codes are those of `generat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -267,6 +268,7 @@ class JudgeJob(Job[tuple[dict, str]]):
         self.reviews: dict[tuple[str, str, str, str], Review] = {}  # (task, item, judge model, order) -> review
         self.skipped: Counter[str] = Counter()
         self.usage = UsageTotals()
+        self.listener: Callable[[str], None] = lambda outcome: None  # each judgement's end, for the progress display
 
     def open(self) -> None:
         claim_folder(
@@ -295,6 +297,15 @@ class JudgeJob(Job[tuple[dict, str]]):
             self.judges = [CachingTeacher(judge, cache) for judge in self.judges]
         self.writer = JsonlAppender(self.out / REVIEWS_FILE)
 
+    def progress(self) -> contextlib.AbstractContextManager[Any]:
+        from datagen.run.progress import ProgressDisplay
+
+        display = ProgressDisplay(
+            "judge", sum(1 for _ in self.pending()), lambda: self.usage, self.judges, enabled=self.options.progress, log_every=self.options.log_every
+        )
+        self.listener = display.advance
+        return display
+
     def pending(self) -> Iterator[tuple[JudgeItem, Teacher, Order]]:
         for item in self.loaded.items:
             for judge in self.judges:
@@ -311,6 +322,7 @@ class JudgeJob(Job[tuple[dict, str]]):
             reply = await judge.complete(request)
         except RetryableError:
             self.skipped["request_failed"] += 1  # not written: a rerun asks again
+            self.listener("skipped")
             return
         parsed = parse_llava_scores(reply.text) if rule is not None else parse_scores(reply.text)
         common = dict(
@@ -327,6 +339,7 @@ class JudgeJob(Job[tuple[dict, str]]):
         self.writer.append(review)
         self.reviews[(item.task, item.item_id, judge.info.model, order)] = review
         self.usage = self.usage + reply.usage
+        self.listener("written" if review.ok else "rejected")  # a reply without two scores shows as rejected
 
     async def close(self) -> None:
         self.writer.close()

@@ -78,6 +78,14 @@ GiveUpAfter = Annotated[
     float, Field(ge=0.1), Flag("Stop the run (exit 1) when the server has answered nothing for this many seconds (only 429s: 5x as long)", LIMITS)
 ]
 Tasks = Annotated[list[Task], BeforeValidator(lambda value: parse_tasks(value)), Flag("Comma-separated tasks", INPUT, cli_type=str)]
+Progress = Annotated[bool, Flag("Show the live progress bar (in a terminal) or progress lines (elsewhere)", OUTPUT)]
+# Seconds between plain progress lines where no bar is shown; 0: none. The command line's flag defaults to 30 and
+# passes 0 in a terminal, where the bar shows progress instead.
+LogEvery = Annotated[
+    float,
+    Field(ge=0.0),
+    Flag("Without a terminal (CI logs, nohup, Slurm): a plain progress line every S seconds and at the end; 0: none", OUTPUT, cli_default=30.0),
+]
 
 
 class EndpointSettings(BaseModel, defer_build=True):
@@ -286,14 +294,8 @@ class GenerateSettings(ClientSettings):
             OUTPUT, decls=("--reject-unsupported",), fingerprint=True,
         ),
     ] = False
-    progress: Annotated[bool, Flag("Show the live progress bar (in a terminal) or progress lines (elsewhere)", OUTPUT)] = True
-    # Seconds between plain progress lines where no bar is shown; 0: none. The command line's flag defaults to 30
-    # and passes 0 in a terminal, where the bar shows progress instead.
-    log_every: Annotated[
-        float,
-        Field(ge=0.0),
-        Flag("Without a terminal (CI logs, nohup, Slurm): a plain progress line every S seconds and at the end; 0: none", OUTPUT, cli_default=30.0),
-    ] = 0.0
+    progress: Progress = True
+    log_every: LogEvery = 0.0
     # The Batch API path (datagen/run/batch.py): answers arrive in the cache first, then this pipeline runs over them.
     batch: Annotated[
         bool, Flag("Send the requests through the OpenAI Batch API (--teacher openai); rerun to re-attach after a kill", ENGINES, decls=("--batch",))
@@ -560,6 +562,8 @@ class JudgeSettings(ClientSettings):
     max_tokens: MaxTokens = 512
     seed: Annotated[int, Flag("Seeds the judge's sampling and the bootstrap", SAMPLING)] = 0
     resamples: Annotated[int, Field(ge=0), Flag("Bootstrap resamples of the 95% interval (0: none)", OUTPUT, decls=("--bootstrap",))] = 1000
+    progress: Progress = True
+    log_every: LogEvery = 0.0
 
 
 GenerateOptions = GenerateSettings  # the name the run's modules have always used

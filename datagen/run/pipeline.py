@@ -257,7 +257,11 @@ class GenerateJob(Job[Manifest]):
 
         options = self.options
         prices = (options.price_in, options.price_out) if options.price_in is not None and options.price_out is not None else None
-        return ProgressDisplay(self, enabled=options.progress, log_every=options.log_every, prices=prices)
+        display = ProgressDisplay(
+            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every, prices=prices
+        )
+        self.tally.listener = display.advance
+        return display
 
 
 def execute(job: GenerateJob) -> Manifest:

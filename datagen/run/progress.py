@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -34,7 +35,7 @@ def _packed(parts: list[str], width: int) -> list[str]:
     return lines
 
 
-def _two_line_progress(console, clock):
+def _two_line_progress(console, clock, label: str):
     """rich's Progress with the status figures on a line of their own under the bar, so neither is cut."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
@@ -55,7 +56,7 @@ def _two_line_progress(console, clock):
             yield self.figures
 
     return TwoLineProgress(
-        TextColumn("[bold]generate"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(bar_width=28),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -69,7 +70,7 @@ def _two_line_progress(console, clock):
 
 
 class ProgressDisplay:
-    """The progress of a `generate` job (run/pipeline.py's GenerateJob), which it hears item by item from the tally.
+    """The progress of a job (`generate`, `judge`), which calls `advance` as each item ends.
 
     A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
 
@@ -77,8 +78,16 @@ class ProgressDisplay:
     projected when prices are known. Two lines, so nothing is cut at 80 columns.
     """
 
-    def __init__(self, job, enabled: bool = True, log_every: float = 0.0, prices: tuple[float, float] | None = None, clock=time.monotonic) -> None:
-        self.job = job
+    def __init__(
+        self, label: str, total: int, usage: Callable[[], Any], teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
+        prices: tuple[float, float] | None = None, clock=time.monotonic,
+    ) -> None:
+        """`usage` gives the tokens so far (prompt_tokens, completion_tokens); `teachers` are asked for their retries
+        (`stats`) and the first one's concurrency `limiter`."""
+        self.label = label
+        self.total = total
+        self.usage = usage
+        self.teachers = teachers
         self.enabled = enabled
         self.log_every = log_every if not enabled else 0.0
         self.prices = prices
@@ -86,7 +95,6 @@ class ProgressDisplay:
         self.rejects = 0
         self.skipped = 0
         self.done = 0
-        self.total = 0
         self._started = 0.0
         self._last_line = 0.0
         self._cost_at_start = 0.0
@@ -94,14 +102,12 @@ class ProgressDisplay:
         self._bar: Any = None
 
     def __enter__(self) -> ProgressDisplay:
-        self.total = self.job.remaining()
         self._started = self._last_line = self.clock()
         self._cost_at_start = self._cost() or 0.0
         if self.enabled:
-            self._progress = _two_line_progress(_console(), self.clock)
+            self._progress = _two_line_progress(_console(), self.clock, self.label)
             self._progress.__enter__()
-            self._bar = self._progress.add_task("generate", total=self.total)
-        self.job.tally.listener = self.advance
+            self._bar = self._progress.add_task(self.label, total=self.total)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -125,22 +131,22 @@ class ProgressDisplay:
     def _cost(self) -> float | None:
         if self.prices is None:
             return None
-        usage = self.job.tally.usage
+        usage = self.usage()
         return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
 
     def status(self) -> str:
         """rate, rejects, retries, skipped, tokens, cost and the concurrency limit: the bar's second line."""
         elapsed = self.clock() - self._started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        usage = self.job.tally.usage
-        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {self.job.teacher.stats['retries']}", f"skipped {self.skipped}",
+        usage = self.usage()
+        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}", f"skipped {self.skipped}",
                  f"tokens {usage.prompt_tokens + usage.completion_tokens:,}"]
         cost = self._cost()
         if cost is not None:
             spent_here = cost - self._cost_at_start
             projected = cost + spent_here / self.done * (self.total - self.done) if self.done else cost
             parts.append(f"cost ${cost:,.4f} of ~${projected:,.4f}")
-        limiter = self.job.teacher.limiter
+        limiter = self.teachers[0].limiter if self.teachers else None
         if limiter is not None:
             parts.append(f"limit {limiter.limit}/{limiter.max_concurrency}")
         return " | ".join(parts)
@@ -150,7 +156,7 @@ class ProgressDisplay:
         elapsed = self.clock() - self._started
         share = f"{100 * self.done / self.total:.0f}%" if self.total else "100%"
         eta = _clock_time(elapsed / self.done * (self.total - self.done)) if self.done else "?"
-        return f"generate: {self.done}/{self.total} ({share}) | elapsed {_clock_time(elapsed)} | ETA {eta} | {self.status()}"
+        return f"{self.label}: {self.done}/{self.total} ({share}) | elapsed {_clock_time(elapsed)} | ETA {eta} | {self.status()}"
 
     def _print_line(self) -> None:
         self._last_line = self.clock()
