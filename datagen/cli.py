@@ -214,10 +214,12 @@ def show(
     """Look at a few records: the image's captions and boxes, the conversation, grounding flags; rejects with their reason."""
     from rich.console import Console
 
+    from datagen.data.report import read_manifest
     from datagen.data.show import contexts, pick, render_terminal, source_paths
 
-    examples = pick(folder, task, n, rejects, record_id)
-    captions_path, instances_path = source_paths(folder, captions, instances)
+    manifest = read_manifest(folder)
+    examples = pick(folder, manifest, task, n, rejects, record_id)
+    captions_path, instances_path = source_paths(manifest, captions, instances)
     console = Console(width=None if sys.stdout.isatty() else 100)
     for panel in render_terminal(examples, contexts(examples, captions_path, instances_path)):
         console.print(panel)

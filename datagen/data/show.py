@@ -8,14 +8,12 @@ supports); a reject with its reason and the raw reply that was refused. Nothing 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.errors import InputError
 from datagen.files.jsonl import iter_jsonl
-from datagen.formats.manifest import MANIFEST_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.run.output_folder import REJECTS_FILE
 
@@ -80,23 +78,6 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
-def run_tasks(folder: Path) -> list[str]:
-    """The tasks a run holds, in the manifest's order (the order they were generated in)."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; pass the --out folder of a `datagen generate` run")
-    path = folder / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found; pass the --out folder of a `datagen generate` run (it writes manifest.json)") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error}); rerun `datagen generate` into that folder to rewrite it") from None
-    counts = manifest.get("counts") if isinstance(manifest, dict) else None
-    if not isinstance(counts, dict):
-        raise InputError(f"{path}: not a datagen manifest (no `counts` per task); pass the --out folder of a `datagen generate` run")
-    return list(counts)
-
-
 def _rows(path: Path) -> Iterator[dict]:
     if path.is_file():
         for number, row in enumerate(iter_jsonl(path), 1):
@@ -111,9 +92,10 @@ def _same_id(row: dict, wanted: str) -> bool:
     return value == wanted or (value.isdigit() and wanted.isdigit() and int(value) == int(wanted))
 
 
-def pick(folder: Path, task: str | None = None, n: int = 5, rejects: bool = False, record_id: str | None = None) -> list[Example]:
-    """The first `n` records (or rejects) of a run, of one task or all, or every one of one id."""
-    tasks = run_tasks(folder)
+def pick(folder: Path, manifest: dict, task: str | None = None, n: int = 5, rejects: bool = False, record_id: str | None = None) -> list[Example]:
+    """The first `n` records (or rejects) of a run, of one task or all, or every one of one id. `manifest` is the
+    run's, as report.read_manifest reads it: its tasks, in the order they were generated in."""
+    tasks = list(manifest["counts"])
     if task is not None and task not in tasks:
         raise InputError(f"--task {task}: {folder} holds no such task; it holds {', '.join(tasks) or 'none'}")
     wanted = [task] if task else tasks
@@ -135,11 +117,11 @@ def pick(folder: Path, task: str | None = None, n: int = 5, rejects: bool = Fals
     return examples
 
 
-def source_paths(folder: Path, captions: Path | None, instances: Path | None) -> tuple[Path | None, Path | None]:
+def source_paths(manifest: dict, captions: Path | None, instances: Path | None) -> tuple[Path | None, Path | None]:
     """The annotation files to show contexts from: the ones given, else the ones the run read, if still there."""
     if captions is not None:
         return captions, instances
-    source = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8")).get("source")
+    source = manifest.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("captions_file"), str):
         return None, None
     found = Path(source["captions_file"])
