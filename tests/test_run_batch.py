@@ -222,3 +222,12 @@ def test_a_failed_batch_leaves_its_items_pending(server, tmp_path, monkeypatch):
     manifest = generate(options(tmp_path / "out", server.base_url, tasks=["conversation"], limit=3))
     assert load_state(tmp_path / "out").batches[0].status == "failed"
     assert manifest.counts["conversation"].skipped == {"batch_failed": 3} and manifest.counts["conversation"].written == 0
+
+
+def test_a_key_with_a_trailing_line_end_works_for_batches_as_for_live_requests(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET + "\n")  # as `export OPENAI_API_KEY=$(cat key.txt)` can leave it
+
+    generate(options(tmp_path / "batch", server.base_url))
+
+    assert sum(len(lines) for lines in outputs(tmp_path / "batch").values()) == 66
+    assert [stored.status for stored in load_state(tmp_path / "batch").batches] == ["completed"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections import Counter
@@ -34,6 +35,8 @@ from datagen.tasks.registry import ItemKey
 from datagen.redaction import environment_secrets, one_line, redact_secrets
 from datagen.teachers.teacher import ChatReply, ChatRequest, RequestRefused, RetryableError, Teacher, parse_completion, redact_url
 from datagen.teachers.vision import ImageProblem
+from datagen.teachers.endpoints import clean_key
+from datagen.teachers.providers.openai_chat import OpenAITeacher
 
 BATCH_DIR = "batch"
 STATE_FILE = "state.json"
@@ -194,6 +197,15 @@ class CacheOnlyTeacher(Teacher):
         return None
 
 
+def openai_client(base_url: str, **options):
+    """The SDK's client for the Batch API, with the key cleaned as live requests clean it (a trailing line end from
+    `echo` would otherwise reach the header and be refused as a wrong key)."""
+    import openai
+
+    key = clean_key(os.environ.get(OpenAITeacher.key_variable), OpenAITeacher.key_variable)
+    return openai.OpenAI(base_url=base_url, api_key=key, **options)
+
+
 class BatchJob:
     """Plan, submit, wait for and ingest the batches of one `generate --batch` over one output folder."""
 
@@ -219,10 +231,7 @@ class BatchJob:
     @property
     def client(self):
         if self._client is None:
-            from openai import OpenAI
-
-            # The SDK reads OPENAI_API_KEY itself; the key never passes through our code or files.
-            self._client = OpenAI(base_url=self.base_url, max_retries=3, timeout=self.options.timeout)
+            self._client = openai_client(self.base_url, max_retries=3, timeout=self.options.timeout)
         return self._client
 
     def close(self) -> None:
@@ -423,7 +432,7 @@ def status_rows(folder: Path, base_url: str | None = None) -> tuple[list[dict], 
             if stored.batch_id is not None:
                 try:
                     if url not in clients:
-                        clients[url] = openai.OpenAI(base_url=url, max_retries=1, timeout=30)
+                        clients[url] = openai_client(url, max_retries=1, timeout=30)
                     batch = clients[url].batches.retrieve(stored.batch_id)
                     row["status"] = batch.status
                     row["counts"] = batch.request_counts.model_dump() if batch.request_counts else {}
