@@ -196,12 +196,10 @@ class GenerateJob(Job[Manifest]):
             counts=counts,
             quality=quality,
             usage=self.tally.usage,
-            requests_sent=self.teacher.stats["requests"],
-            cache_hits=self.teacher.stats["cache_hits"],
             last_error=self.teacher.last_error,
             failure=failure,
             curation=self.curation(),
-            structured_reasks=dict(sorted(self.tally.reasks.items())) if options.structured else None,
+            **self.tally.metric_values(self.teacher.stats, options),
         )
 
     def curation(self) -> Curation | None:
@@ -241,7 +239,7 @@ class GenerateJob(Job[Manifest]):
         for usage in outcome.paid:
             self.tally.paid(usage)
         if outcome.reasked:
-            self.tally.reasks[key.task] += 1
+            self.tally.count("structured_reasks", key.task)
         # Appended before it is counted: a kill in between leaves the line, which the next run counts.
         if outcome.record is not None:
             self.writers[key.task].append(outcome.record)
@@ -258,7 +256,8 @@ class GenerateJob(Job[Manifest]):
         options = self.options
         prices = (options.price_in, options.price_out) if options.price_in is not None and options.price_out is not None else None
         display = ProgressDisplay(
-            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every, prices=prices
+            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every, prices=prices,
+            metrics=lambda: self.tally.metric_values(self.teacher.stats, options),
         )
         self.tally.listener = display.advance
         return display
