@@ -89,3 +89,34 @@ def test_a_folder_holding_no_record_takes_new_settings(tmp_path: Path) -> None:
     (tmp_path / "rejects.jsonl").write_text("{}\n", encoding="utf-8")  # a reject is a paid-for answer: it holds one
     with pytest.raises(InputError, match=r"changed: model"):
         claim_output_folder(tmp_path, {"model": "other-model"}, force=False, absent_means={})
+
+
+def test_the_teacher_and_the_manifest_take_the_client_settings_from_the_settings_tree(generate_mock, tmp_path: Path, monkeypatch) -> None:
+    """make_teacher and the manifest's settings copy no field by hand: every setting they share with the tree, by name."""
+    from datagen.run import pipeline
+    from datagen.run.options import GenerateSettings
+    from datagen.teachers.factory import BackendSettings
+    from datagen.teachers.teacher import MockTeacher
+
+    built: list[BackendSettings] = []
+    monkeypatch.setattr(pipeline, "build_teacher", lambda settings, mocks, environ: built.append(settings) or MockTeacher())
+    options = GenerateSettings(
+        captions=tmp_path / "c.json", out=tmp_path, teacher="azure", model="gpt-x", base_url="http://teacher.test/v1", concurrency=3, timeout=7.5,
+        max_retries=1, rpm=60.0, tpm=1000.0, give_up_after=9.0, max_reply_bytes=4096,
+    )
+    pipeline.make_teacher(options)
+    assert built == [
+        BackendSettings(
+            kind="azure", model="gpt-x", base_url="http://teacher.test/v1", concurrency=3, timeout=7.5, max_retries=1, rpm=60.0, tpm=1000.0,
+            give_up_after=9.0, max_reply_bytes=4096,
+        )
+    ]
+
+    out = tmp_path / "run"
+    generate_mock(out, "--tasks", "detail", "--limit", "2", "--concurrency", "5", "--timeout", "12.5", "--max-retries", "2", "--rpm", "600", "--tpm", "90000",
+                  "--samples-per-image", "2")
+    settings = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["settings"]
+    assert {key: settings[key] for key in ("tasks", "concurrency", "limit", "timeout", "max_retries", "rpm", "tpm", "samples_per_image")} == {
+        "tasks": ["detail"], "concurrency": 5, "limit": 2, "timeout": 12.5, "max_retries": 2, "rpm": 600.0, "tpm": 90000.0, "samples_per_image": 2,
+    }
+    assert settings["prompts"] == str(GenerateSettings.model_fields["prompts"].default) and settings["cache"] == str(out / "cache.sqlite")

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.formats.manifest import manifest_or_none
+from datagen.formats.metrics import shown
 from datagen.files.jsonl import atomic_file
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import GeneratedRecord, InstructRecord, Reject
@@ -144,6 +145,7 @@ def run_summary(manifest: dict) -> dict:
         "quality": manifest.get("quality") or {},
         "usage": manifest.get("usage") or {},
         "curation": manifest.get("curation") or {},
+        **{metric.name: manifest.get(metric.name) for metric in shown("card")},
     }
 
 
@@ -325,6 +327,9 @@ def _provenance(run: dict, heading: str) -> list[str]:
         f"- Tokens: {_count(usage.get('prompt_tokens'))} prompt, {_count(usage.get('completion_tokens'))} completion"
         + "".join(f", {key} {_count(value)}" for key, value in usage.items() if key not in ("prompt_tokens", "completion_tokens")),
     ]
+    for metric in shown("card"):  # formats/metrics.py: the run's metrics the card shows
+        value = run.get(metric.name)
+        lines.append(f"- {metric.label[:1].upper()}{metric.label[1:]}: {_reasons(value) if isinstance(value, dict) else _count(value)}")
     if run.get("command"):
         lines.append(f"- Command: `{' '.join(map(str, run['command']))}`")
     lines += _curation_lines(run.get("curation") or {})

@@ -23,6 +23,7 @@ from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
 from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_manifest, write_manifest
+from datagen.formats.metrics import METRICS, combine
 from datagen.files.jsonl import read_lines
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
@@ -77,22 +78,17 @@ def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder
 
 
 # How merge combines each manifest field of the shards. Every field is in one of these sets (a test checks), so a
-# new metric cannot silently keep shard 0's value: a summed one only needs to support `+`.
-SUMMED = frozenset({"counts", "quality", "usage", "requests_sent", "cache_hits", "structured_reasks"})
+# new field cannot silently keep shard 0's value: a summed one only needs to support `+`. The run's metrics are no
+# fields: each says how it merges where it is declared (formats/metrics.py).
+SUMMED = frozenset({"counts", "quality", "usage"})
 SHARED = frozenset({"datagen_version", "teacher", "base_url", "prompt_hashes"})  # one run's settings: equal in every shard
 DERIVED = frozenset({"status", "command", "started_at", "finished_at", "settings", "fingerprint", "source", "last_error", "failure", "curation"})
 
 
 def _sum(values: list):
     """Numbers and models with `+` add up; dicts of them add up key by key (a key missing from a shard adds nothing);
-    a field no shard set (None: structured_reasks of runs without --structured) stays None."""
-    values = [value for value in values if value is not None]
-    if not values:
-        return None
-    if isinstance(values[0], dict):
-        keys = list(dict.fromkeys(key for value in values for key in value))
-        return {key: _sum([value[key] for value in values if key in value]) for key in keys}
-    return functools.reduce(operator.add, values)
+    a field no shard set stays None."""
+    return combine(values, lambda present: functools.reduce(operator.add, present))
 
 
 def _cache_files(folders: list[Path], manifests: list[Manifest]) -> list[Path]:
@@ -175,7 +171,7 @@ def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list
 
 
 def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path | None, command: list[str]) -> Manifest:
-    """The shards' manifest with counts and usage summed, and `shard` cleared so an unsharded rerun resumes it."""
+    """The shards' manifest with counts, usage and metrics combined, and `shard` cleared so an unsharded rerun resumes it."""
     first = manifests[0]
     parts = {**first.settings.fingerprint_parts, "shard": None}
     statuses = [manifest.status for manifest in manifests]
@@ -202,6 +198,7 @@ def merged_manifest(folders: list[Path], manifests: list[Manifest], cache: Path 
             "settings": settings,
             "fingerprint": fingerprint(parts),
             **{name: _sum([getattr(manifest, name) for manifest in manifests]) for name in SUMMED},
+            **{metric.name: metric.merged([manifest.metrics.get(metric.name) for manifest in manifests]) for metric in METRICS.values()},
             "source": first.source.model_copy(update={"hard_cases": dict(sorted(hard_cases.items()))}),
             "last_error": next((manifest.last_error for manifest in reversed(manifests) if manifest.last_error), None),
             "failure": next((manifest.failure for manifest in manifests if manifest.failure), None),

@@ -24,6 +24,7 @@ from pathlib import Path
 from datagen import __version__
 from datagen.errors import InputError
 from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
+from datagen.formats.metrics import shown
 from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
@@ -553,7 +554,7 @@ def run_rows(runs: list[RunReport], prices: Prices | None) -> list[list[str]]:
         ["prompt packs", *(", ".join(f"{task} {digest}" for task, digest in (run.manifest.get("prompt_hashes") or {}).items()) or "n/a" for run in runs)],
         ["source images", *(_count((run.manifest.get("source") or {}).get("images")) for run in runs)],
         ["started / finished", *(f"{setting(run, 'started_at')} / {setting(run, 'finished_at')}" for run in runs)],
-        ["requests sent / cache hits", *(f"{_count(run.manifest.get('requests_sent'))} / {_count(run.manifest.get('cache_hits'))}" for run in runs)],
+        *_metric_rows(runs),
         ["prompt / completion tokens (manifest)", *(f"{_count(run.usage.get('prompt_tokens'))} / {_count(run.usage.get('completion_tokens'))}" for run in runs)],
         ["other usage (manifest)", *(
             ", ".join(f"{key} {value:,}" for key, value in sorted(run.usage.items()) if key not in ("prompt_tokens", "completion_tokens")) or "none"
@@ -562,6 +563,17 @@ def run_rows(runs: list[RunReport], prices: Prices | None) -> list[list[str]]:
         ["cost (manifest tokens)", *(_cost(run.usage, prices) for run in runs)],
     ]  # fmt: skip
     return rows
+
+
+def _metric_rows(runs: list[RunReport]) -> list[list[str]]:
+    """A row per metric shown in the report (formats/metrics.py); metrics that name one row share it."""
+    rows: dict[str, list[str]] = {}
+    for metric in shown("report"):
+        rows.setdefault(metric.row or metric.label, []).append(metric.name)
+    return [
+        [row, *(" / ".join(_reasons(value) if isinstance(value := run.manifest.get(name), dict) else _count(value) for name in names) for run in runs)]
+        for row, names in rows.items()
+    ]
 
 
 def shared_ids(runs: list[RunReport], task: str) -> set | None:

@@ -8,9 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_serializer, model_validator
 
 from datagen.files.jsonl import write_json_atomic
+from datagen.formats.metrics import METRICS, metrics_model
 from datagen.formats.records import Grounding, TeacherInfo, UsageTotals
 
 MANIFEST_FILE = "manifest.json"
@@ -176,6 +177,12 @@ def curation_steps(manifest_path: Path) -> list[CurationStep]:
         return []
 
 
+def _document_metrics(schema: dict[str, Any]) -> None:
+    """The manifest's schema lists each metric as the field it is in the file."""
+    schema.pop("additionalProperties", None)
+    schema["properties"].update(metrics_model().model_json_schema()["properties"])
+
+
 class Manifest(BaseModel):
     """What a run did and with what; never holds a secret."""
 
@@ -199,25 +206,49 @@ class Manifest(BaseModel):
         default_factory=dict, description="Per task: objects named by the written records and not shown by the annotations"
     )
     usage: UsageTotals
-    requests_sent: int = Field(0, description="HTTP requests sent to the teacher by this invocation, retries included")
-    cache_hits: int = 0
+    # Then the run's metrics (formats/metrics.py), kept as the model's extras under their names: see `_metrics`.
     last_error: str | None = Field(None, description="The teacher's last error message (one line), when a request failed")
     failure: str | None = Field(None, description="Why the run failed (status failed) or is incomplete, in one line")
     curation: Curation | None = Field(
         None, description="Images excluded and selected before generating; dedup and filter steps after (absent when none)"
     )
-    structured_reasks: dict[str, int] | None = Field(
-        None, description="generate --structured only: per task, replies not in the task's JSON schema that were asked once more (this invocation)"
-    )
+
+    # The metrics are declared in one place (METRICS), not here: extras, validated and documented as fields would be.
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document_metrics)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics by name, as METRICS declares them."""
+        return self.model_extra or {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics(cls, data: Any) -> Any:
+        # Other keys are ignored, as for any model; each declared metric is checked, and takes its default when absent.
+        if not isinstance(data, dict):
+            return data
+        given = {name: data[name] for name in METRICS if name in data}
+        try:
+            metrics = metrics_model().model_validate(given)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            raise ValueError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+        return {**{key: value for key, value in data.items() if key in cls.model_fields}, **dict(metrics)}
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler):
-        # A run nobody curated, or run without --structured, keeps exactly the manifest it always had: no nulls.
+        # A run nobody curated, or run without a metric's setting (--structured), keeps exactly the manifest it
+        # always had: no nulls. Metrics every run keeps follow `usage`, where requests_sent and cache_hits always
+        # were; one that only some runs keep (only_with) ends the file.
         data = handler(self)
-        for name in ("curation", "structured_reasks"):
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
+        if data.get("curation") is None:
+            data.pop("curation", None)
+        metrics = {name: data.pop(name) for name in METRICS if name in data}
+        every_run = {name: value for name, value in metrics.items() if METRICS[name].only_with is None}
+        some_runs = {name: value for name, value in metrics.items() if METRICS[name].only_with is not None and value is not None}
+        items = list(data.items())
+        at = [key for key, _ in items].index("usage") + 1 if "usage" in data else len(items)
+        return {**dict(items[:at]), **every_run, **dict(items[at:]), **some_runs}
 
 
 class UnreadableManifest(ValueError):

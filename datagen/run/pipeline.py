@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from datagen import __version__
 from datagen.formats.manifest import MANIFEST_FILE, Curation, CurationStep, Manifest, RunSettings, SourceStats, curation_steps, fingerprint, write_manifest
@@ -50,20 +52,18 @@ def _utc_now() -> str:
 MOCK_TEACHERS = {"mock": MockTeacher, "mock-terse": lambda: MockTeacher(variant="terse")}
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def taken_from(options: GenerateOptions, model: type[M], **given: Any) -> M:
+    """`model` with the options' fields of the same name (as they serialise to JSON) and `given` for the others: a
+    setting declared once in the tree (run/options.py) reaches the teacher and the manifest without being listed here."""
+    shared = (set(model.model_fields) & set(type(options).model_fields)) - set(given)
+    return model(**options.model_dump(mode="json", include=shared), **given)
+
+
 def make_teacher(options: GenerateOptions, environ: Mapping[str, str] = os.environ) -> Teacher:
-    settings = BackendSettings(
-        kind=options.teacher,
-        model=options.model,
-        base_url=options.base_url,
-        concurrency=options.concurrency,
-        timeout=options.timeout,
-        max_retries=options.max_retries,
-        rpm=options.rpm,
-        tpm=options.tpm,
-        give_up_after=options.give_up_after,
-        max_reply_bytes=options.max_reply_bytes,
-    )
-    return build_teacher(settings, MOCK_TEACHERS, environ=environ)
+    return build_teacher(taken_from(options, BackendSettings, kind=options.teacher), MOCK_TEACHERS, environ=environ)
 
 
 def teacher_info(options: GenerateOptions, environ: Mapping[str, str] = os.environ) -> TeacherInfo:
@@ -169,19 +169,8 @@ class GenerateJob(Job[Manifest]):
             finished_at=None if status == "running" else _utc_now(),
             teacher=self.teacher.info,
             base_url=redact_url(base_url) if base_url else None,
-            settings=RunSettings(
-                tasks=list(options.tasks),
-                prompts=str(options.prompts),
-                concurrency=options.concurrency,
-                limit=options.limit,
-                timeout=options.timeout,
-                max_retries=options.max_retries,
-                rpm=options.rpm,
-                tpm=options.tpm,
-                cache=str(path) if path else None,
-                sampling=plan.sampling.model_dump(),
-                fingerprint_parts=plan.fingerprint_parts,
-                samples_per_image=options.samples_per_image,
+            settings=taken_from(
+                options, RunSettings, cache=str(path) if path else None, sampling=plan.sampling.model_dump(), fingerprint_parts=plan.fingerprint_parts
             ),
             fingerprint=fingerprint(plan.fingerprint_parts),
             prompt_hashes={task: pack.sha256 for task, pack in plan.packs.items()},
@@ -196,12 +185,10 @@ class GenerateJob(Job[Manifest]):
             counts=counts,
             quality=quality,
             usage=self.tally.usage,
-            requests_sent=self.teacher.stats["requests"],
-            cache_hits=self.teacher.stats["cache_hits"],
             last_error=self.teacher.last_error,
             failure=failure,
             curation=self.curation(),
-            structured_reasks=dict(sorted(self.tally.reasks.items())) if options.structured else None,
+            **self.tally.metric_values(self.teacher.stats, options),
         )
 
     def curation(self) -> Curation | None:
@@ -241,7 +228,7 @@ class GenerateJob(Job[Manifest]):
         for usage in outcome.paid:
             self.tally.paid(usage)
         if outcome.reasked:
-            self.tally.reasks[key.task] += 1
+            self.tally.count("structured_reasks", key.task)
         # Appended before it is counted: a kill in between leaves the line, which the next run counts.
         if outcome.record is not None:
             self.writers[key.task].append(outcome.record)
@@ -258,7 +245,8 @@ class GenerateJob(Job[Manifest]):
         options = self.options
         prices = (options.price_in, options.price_out) if options.price_in is not None and options.price_out is not None else None
         display = ProgressDisplay(
-            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every, prices=prices
+            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every, prices=prices,
+            metrics=lambda: self.tally.metric_values(self.teacher.stats, options),
         )
         self.tally.listener = display.advance
         return display

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
 from datagen.formats.manifest import Manifest
+from datagen.formats.metrics import figures
 
 
 @cache
@@ -74,19 +75,21 @@ class ProgressDisplay:
 
     A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
 
-    Both show the same figures: done/total, rate, ETA, rejects, retries, skipped, tokens, and the cost so far and
-    projected when prices are known. Two lines, so nothing is cut at 80 columns.
+    Both show the same figures: done/total, rate, ETA, rejects, retries, skipped, the metrics shown in progress,
+    tokens, and the cost so far and projected when prices are known. Two lines, so nothing is cut at 80 columns.
     """
 
     def __init__(
         self, label: str, total: int, usage: Callable[[], Any], teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
-        prices: tuple[float, float] | None = None, clock=time.monotonic,
+        prices: tuple[float, float] | None = None, clock=time.monotonic, metrics: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         """`usage` gives the tokens so far (prompt_tokens, completion_tokens); `teachers` are asked for their retries
-        (`stats`) and the first one's concurrency `limiter`."""
+        (`stats`) and the first one's concurrency `limiter`; `metrics` gives the run's metrics so far, by name, as
+        the manifest keeps them (formats/metrics.py)."""
         self.label = label
         self.total = total
         self.usage = usage
+        self.metrics = metrics
         self.teachers = teachers
         self.enabled = enabled
         self.log_every = log_every if not enabled else 0.0
@@ -135,12 +138,13 @@ class ProgressDisplay:
         return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
 
     def status(self) -> str:
-        """rate, rejects, retries, skipped, tokens, cost and the concurrency limit: the bar's second line."""
+        """rate, rejects, retries, skipped, the metrics shown in progress, tokens, cost and the concurrency limit: the bar's second line."""
         elapsed = self.clock() - self._started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         usage = self.usage()
-        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}", f"skipped {self.skipped}",
-                 f"tokens {usage.prompt_tokens + usage.completion_tokens:,}"]
+        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}", f"skipped {self.skipped}"]
+        parts += figures("progress", self.metrics())
+        parts.append(f"tokens {usage.prompt_tokens + usage.completion_tokens:,}")
         cost = self._cost()
         if cost is not None:
             spent_here = cost - self._cost_at_start
@@ -181,7 +185,8 @@ def show_summary(manifest: Manifest, retries: int = 0) -> None:
     unreported = f" | {usage.unreported} answers without usage" if usage.unreported else ""
     console.print(
         f"tokens: {usage.prompt_tokens:,} prompt{cached} + {usage.completion_tokens:,} completion{unreported}"
-        f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}" + (f" | retries {retries}" if retries else ""),
+        + "".join(f" | {figure}" for figure in figures("summary", manifest.metrics))
+        + (f" | retries {retries}" if retries else ""),
         markup=False,
     )
     if manifest.last_error:

@@ -792,8 +792,8 @@ def credit_ray(out: Path, manifest: Manifest, outcome: RayOutcome) -> Manifest:
     credited = manifest.model_copy(
         update={
             "base_url": outcome.base_url or manifest.base_url,
-            "requests_sent": manifest.requests_sent + outcome.sent,
-            "cache_hits": max(0, manifest.cache_hits - via_ray),
+            "requests_sent": manifest.metrics["requests_sent"] + outcome.sent,
+            "cache_hits": max(0, manifest.metrics["cache_hits"] - via_ray),
         }
     )
     write_json_atomic(out / MANIFEST_FILE, credited.model_dump(mode="json"))

@@ -1,13 +1,15 @@
 """The tally of a `generate` run: each item's outcome (written, or its reject reason), the skips by reason, the
 grounding of the written records and the tokens, over what the folder held before and what this invocation did;
-from it the manifest's counts and quality, and whether the run failed or is unfinished."""
+from it the manifest's counts, quality and metrics, and whether the run failed or is unfinished."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from datagen.formats.manifest import QualityStats, TaskCounts
+from datagen.formats.metrics import METRICS
 from datagen.formats.records import Grounding, SkipReason, Usage, UsageTotals
 from datagen.redaction import one_line
 from datagen.tasks.registry import ItemKey
@@ -57,7 +59,7 @@ class Tally:
         self.groundings: dict[ItemKey, Grounding] = {}  # of the written records, for the manifest's quality
         self.skipped: dict[str, Counter[str]] = {task: Counter() for task in tasks}
         self.usage = UsageTotals()
-        self.reasks: Counter[str] = Counter()  # --structured: per task, replies not in the schema asked once more
+        self.counted: dict[str, Counter[str]] = {}  # per metric (formats/metrics.py) the tally counts: per task
         self.done_before = 0  # items the folder held when this invocation started
         # Hears "written", "rejected" or "skipped" as each item of this invocation ends: the progress display.
         self.listener: Callable[[str], None] = lambda outcome: None
@@ -92,6 +94,26 @@ class Tally:
 
     def paid(self, usage: Usage) -> None:
         self.usage = self.usage + usage
+
+    def count(self, metric: str, task: str) -> None:
+        """One more of a metric this invocation counts (formats/metrics.py names them), for the item's task."""
+        if metric not in METRICS:
+            raise KeyError(f"{metric}: not a metric; declare it in datagen/formats/metrics.py")
+        self.counted.setdefault(metric, Counter())[task] += 1
+
+    def metric_values(self, stats: Mapping[str, int], settings: object) -> dict[str, Any]:
+        """Each metric as the manifest keeps it: from the teacher's `stats`, or counted here; None where the
+        setting that turns it on (a field of `settings`) is off."""
+        values: dict[str, Any] = {}
+        for metric in METRICS.values():
+            counted = self.counted.get(metric.name, Counter())
+            if metric.only_with is not None and not getattr(settings, metric.only_with):
+                values[metric.name] = None
+            elif metric.stat is not None:
+                values[metric.name] = stats.get(metric.stat, 0)
+            else:
+                values[metric.name] = dict(sorted(counted.items())) if metric.per_task else counted.total()
+        return values
 
     def counts(self, requested: dict[str, int], selected: set[int]) -> tuple[dict[str, TaskCounts], dict[str, QualityStats]]:
         return tally(requested, selected, self.outcomes, self.skipped, self.groundings)
