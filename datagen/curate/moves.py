@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from datagen.errors import InputError
-from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, write_json_atomic
-from datagen.formats.manifest import MANIFEST_FILE, Curation, CurationStep, Manifest, QualityStats
+from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl
+from datagen.formats.manifest import Curation, CurationStep, Manifest, QualityStats, write_manifest
 from datagen.formats.records import Grounding, Reject, RejectReason, RecordMeta
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.tasks.registry import TASKS
@@ -38,19 +38,6 @@ class Move(NamedTuple):
     reason: RejectReason
     detail: str
     duplicate_of: str | None = None
-
-
-def read_manifest(folder: Path, command: str) -> Manifest:
-    """The folder's manifest: a folder without one is not a run this command can work on."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not found; pass the --out folder of a generate (or merge) run to `datagen {command}`")
-    path = folder / MANIFEST_FILE
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except OSError:
-        raise InputError(f"{folder}: holds no {MANIFEST_FILE}; pass the --out folder of a generate (or merge) run") from None
-    except ValueError as error:
-        raise InputError(f"{path}: not a datagen manifest ({str(error).splitlines()[0]}); restore it from the run") from None
 
 
 def task_rows(folder: Path) -> Iterator[Row]:
@@ -146,5 +133,5 @@ def apply_moves(
     if manifest.curation is None:
         manifest.curation = Curation()
     manifest.curation.steps.append(record)
-    write_json_atomic(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
+    write_manifest(folder, manifest)
     return record

@@ -17,27 +17,15 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
-from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_manifest, write_manifest
+from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_run_manifest, write_manifest
 from datagen.files.jsonl import read_lines
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
-
-
-def read_manifest(folder: Path) -> Manifest:
-    path = folder / MANIFEST_FILE
-    if not path.exists():
-        raise InputError(f"{folder}: no {MANIFEST_FILE}; pass the --out folders of `datagen generate --shard i/n` runs")
-    try:
-        return load_manifest(folder)
-    except ValidationError as error:
-        raise InputError(f"{path}: not a datagen manifest ({error.errors()[0]['msg']}); rerun generate into {folder} to rewrite it") from None
 
 
 def check_one_run(folders: list[Path], manifests: list[Manifest]) -> None:
@@ -137,7 +125,7 @@ def merge(folders: list[Path], out: Path, merge_cache: bool = True, command: lis
 
 
 def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list[str]) -> Manifest:
-    manifests = [read_manifest(folder) for folder in folders]
+    manifests = [load_run_manifest(folder, "merge") for folder in folders]
     check_one_run(folders, manifests)
     tasks = manifests[0].settings.tasks
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from datagen import __version__
 from datagen.errors import InputError
-from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
+from datagen.formats.manifest import read_run_manifest
 from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
@@ -265,21 +265,6 @@ class RunReport:
         return dict(_flat_numbers(usage)) if isinstance(usage, dict) else {}
 
 
-def read_manifest(folder: Path) -> dict:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; pass the --out folder of a `datagen generate` run")
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: not found; pass the --out folder of a `datagen generate` run (it writes manifest.json)")
-    try:
-        manifest = read_manifest_json(folder)
-    except UnreadableManifest as error:
-        raise InputError(f"{path}: {error}; rerun `datagen generate` into that folder to rewrite it") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("counts"), dict):
-        raise InputError(f"{path}: not a datagen manifest (no `counts` per task); pass the --out folder of a `datagen generate` run")
-    return manifest
-
-
 def _rows(path: Path) -> Iterable[dict]:
     if not path.is_file():
         return
@@ -300,7 +285,7 @@ def _list(value: object) -> list:
 
 
 def read_run(folder: Path) -> RunReport:
-    manifest = read_manifest(folder)
+    manifest = read_run_manifest(folder, "report")
     quality = _object(manifest.get("quality"))
     tasks: dict[str, TaskStats] = {}
     for task, counts in manifest["counts"].items():

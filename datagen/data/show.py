@@ -94,7 +94,7 @@ def _same_id(row: dict, wanted: str) -> bool:
 
 def pick(folder: Path, manifest: dict, task: str | None = None, n: int = 5, rejects: bool = False, record_id: str | None = None) -> list[Example]:
     """The first `n` records (or rejects) of a run, of one task or all, or every one of one id. `manifest` is the
-    run's, as report.read_manifest reads it: its tasks, in the order they were generated in."""
+    run's, as formats.manifest.read_run_manifest reads it: its tasks, in the order they were generated in."""
     tasks = list(manifest["counts"])
     if task is not None and task not in tasks:
         raise InputError(f"--task {task}: {folder} holds no such task; it holds {', '.join(tasks) or 'none'}")

@@ -21,7 +21,7 @@ from datagen.source.context import ContextKind, box_line, render_context
 from datagen.errors import InputError
 from datagen.files.jsonl import iter_jsonl, iter_numbered_jsonl
 from datagen.formats.records import IMAGE_TOKEN, task_file
-from datagen.formats.manifest import MANIFEST_FILE, manifest_or_none
+from datagen.formats.manifest import read_run_manifest
 from datagen.tasks.registry import ItemKey, task_spec
 
 
@@ -74,9 +74,9 @@ def _folder_records(folder: Path, task: str, flag: str) -> dict[tuple[int, int],
     return records
 
 
-def _captions_hash(folder: Path) -> str | None:
+def _captions_hash(manifest: dict) -> str | None:
     try:
-        return (manifest_or_none(folder) or {})["settings"]["fingerprint_parts"]["captions_sha256"]
+        return manifest["settings"]["fingerprint_parts"]["captions_sha256"]
     except (KeyError, TypeError):
         return None
 
@@ -84,12 +84,10 @@ def _captions_hash(folder: Path) -> str | None:
 def items_from_folders(
     folder_a: Path, folder_b: Path, captions: Path, instances: Path | None, tasks: list[str], limit: int | None = None
 ) -> LoadedItems:
-    for flag, folder in (("A_DIR", folder_a), ("B_DIR", folder_b)):
-        if not (folder / MANIFEST_FILE).is_file():
-            raise InputError(f"{flag} {folder}: no {MANIFEST_FILE}; pass the --out folder of a `datagen generate` run")
+    manifests = {folder: read_run_manifest(folder, "judge") for folder in (folder_a, folder_b)}
     source = CocoSource(captions, instances)
     for flag, folder in (("A_DIR", folder_a), ("B_DIR", folder_b)):
-        made_from = _captions_hash(folder)
+        made_from = _captions_hash(manifests[folder])
         if made_from is not None and made_from != source.captions_sha256:
             raise InputError(
                 f"{flag} {folder}: was generated from another captions file than --captions {captions}; pass the one both runs used"
