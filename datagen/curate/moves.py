@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from datagen.errors import InputError
-from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl
+from datagen.files.jsonl import JsonlAppender, atomic_file
+from datagen.formats.record_lines import checked_records, record_lines
 from datagen.formats.manifest import Curation, CurationStep, Manifest, QualityStats, write_manifest
 from datagen.formats.records import Grounding, Reject, RejectReason, RecordMeta
 from datagen.run.output_folder import REJECTS_FILE
@@ -47,13 +47,8 @@ def task_rows(folder: Path) -> Iterator[Row]:
 
 
 def _file_rows(folder: Path, task: str) -> Iterator[Row]:
-    path = folder / TASKS[task].file_name
-    if not path.is_file():
-        return
-    for number, data in iter_numbered_jsonl(path):
-        if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or not isinstance(data.get("conversations"), list):
-            raise InputError(f"{path} line {number}: not a datagen record; restore it, or delete the line")
-        yield Row(task, number, data)
+    for line in checked_records(folder / TASKS[task].file_name):
+        yield Row(task, line.number, line.data)
 
 
 def turns(row: Row, speaker: str) -> list[str]:
@@ -62,13 +57,10 @@ def turns(row: Row, speaker: str) -> list[str]:
 
 def _already_rejected(folder: Path) -> set[tuple[str, str, str]]:
     """(task, id, reason) of the rejects a curation step wrote before, so a rerun after a kill adds none twice."""
-    path = folder / REJECTS_FILE
-    if not path.is_file():
-        return set()
     return {
-        (str(row.get("task")), str(row.get("id")), str(row.get("reason")))
-        for _, row in iter_numbered_jsonl(path)
-        if isinstance(row, dict) and row.get("reason") in ("near_duplicate", "judge_score")
+        (str(line.data.get("task")), str(line.data.get("id")), str(line.data.get("reason")))
+        for line in record_lines(folder / REJECTS_FILE, reject=True)
+        if line.data.get("reason") in ("near_duplicate", "judge_score")
     }
 
 

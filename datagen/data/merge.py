@@ -21,7 +21,7 @@ from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
 from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_run_manifest, write_manifest
-from datagen.files.jsonl import read_lines
+from datagen.formats.record_lines import checked_records
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
 
@@ -43,19 +43,7 @@ def check_one_run(folders: list[Path], manifests: list[Manifest]) -> None:
 
 def _lines(path: Path) -> list[tuple[dict, bytes]]:
     """Each line parsed and as written, so merged records are byte for byte what the shards wrote."""
-    if not path.exists():
-        return []
-    lines = []
-    with path.open("rb") as handle:
-        for line in read_lines(handle):
-            number, raw, row = line.number, line.raw, line.value
-            if line.problem is not None:
-                raise InputError(f"{path} line {number}: {line.problem}; rerun generate into {path.parent} to repair it, then merge")
-            needed = ("id", "meta", "task") if path.name == REJECTS_FILE else ("id", "meta")
-            if not (isinstance(row, dict) and all(key in row for key in needed) and isinstance(row["meta"], dict) and "image_id" in row["meta"]):
-                raise InputError(f"{path} line {number}: not a datagen record (needs {', '.join(needed)} and meta.image_id); restore it or delete the line")
-            lines.append((row, raw if raw.endswith(b"\n") else raw + b"\n"))
-    return lines
+    return [(line.data, line.raw if line.raw.endswith(b"\n") else line.raw + b"\n") for line in checked_records(path, path.name == REJECTS_FILE)]
 
 
 def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder: Path) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from datagen import __version__
 from datagen.errors import InputError
 from datagen.formats.manifest import read_run_manifest
-from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
+from datagen.files.jsonl import atomic_file
+from datagen.formats.record_lines import record_lines
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.data.show import Example, render_html as render_examples
@@ -265,13 +266,9 @@ class RunReport:
         return dict(_flat_numbers(usage)) if isinstance(usage, dict) else {}
 
 
-def _rows(path: Path) -> Iterable[dict]:
-    if not path.is_file():
-        return
-    for number, row in iter_numbered_jsonl(path):
-        if not isinstance(row, dict):
-            raise InputError(f"{path} line {number}: not a JSON object; remove that line")
-        yield row
+def _rows(path: Path, reject: bool = False) -> Iterable[dict]:
+    # A hand-edited line is counted for what it still holds: the report only looks.
+    return (line.data for line in record_lines(path, reject))
 
 
 def _object(value: object) -> dict:
@@ -294,7 +291,7 @@ def read_run(folder: Path) -> RunReport:
         for row in _rows(folder / task_file(task)):
             tasks[task].add_record(row, task)
     rejects_shown: Counter[str] = Counter()
-    for row in _rows(folder / REJECTS_FILE):
+    for row in _rows(folder / REJECTS_FILE, reject=True):
         task = str(row.get("task"))
         stats = tasks.get(task)
         if stats is not None:  # rejected answers were paid for too

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.errors import InputError
-from datagen.files.jsonl import iter_jsonl
+from datagen.formats.record_lines import record_lines
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.run.output_folder import REJECTS_FILE
 
@@ -78,12 +78,9 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
-def _rows(path: Path) -> Iterator[dict]:
-    if path.is_file():
-        for number, row in enumerate(iter_jsonl(path), 1):
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {number}: not a JSON object; remove that line")
-            yield row
+def _rows(path: Path, reject: bool = False) -> Iterator[dict]:
+    # A hand-edited line is shown as it is: show only looks.
+    return (line.data for line in record_lines(path, reject))
 
 
 def _same_id(row: dict, wanted: str) -> bool:
@@ -100,7 +97,7 @@ def pick(folder: Path, manifest: dict, task: str | None = None, n: int = 5, reje
         raise InputError(f"--task {task}: {folder} holds no such task; it holds {', '.join(tasks) or 'none'}")
     wanted = [task] if task else tasks
     if rejects:
-        rows = ((str(row.get("task")), row) for row in _rows(folder / REJECTS_FILE) if str(row.get("task")) in wanted)
+        rows = ((str(row.get("task")), row) for row in _rows(folder / REJECTS_FILE, reject=True) if str(row.get("task")) in wanted)
     else:
         rows = ((name, row) for name in wanted for row in _rows(folder / task_file(name)))
     examples: list[Example] = []
