@@ -11,9 +11,8 @@ and show, which only look, take `record_lines` and count or show what such a lin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -24,8 +23,7 @@ from datagen.formats.records import Usage
 FIX = "restore it, or delete the line and rerun `datagen generate` (its item is redone)"
 
 
-@dataclass(frozen=True)
-class RecordLine:
+class RecordLine(NamedTuple):
     """One line of a task file or of the rejects file: where it is, its bytes as written, its JSON object, and
     the `problem` that keeps it from being a whole record (or reject), None when it is one."""
 
