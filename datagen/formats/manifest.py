@@ -168,12 +168,12 @@ class Curation(BaseModel):
         return present[0].model_copy(update={"steps": [step for part in present for step in part.steps]})
 
 
-def curation_steps(manifest_path: Path) -> list[CurationStep]:
-    """The after-generation steps a manifest already records, so that a rerun of generate into the folder keeps them."""
+def curation_steps(folder: Path) -> list[CurationStep]:
+    """The after-generation steps `folder`'s manifest already records, so that a rerun of generate into it keeps them."""
     try:
-        steps = (json.loads(manifest_path.read_text(encoding="utf-8")).get("curation") or {}).get("steps") or []
+        steps = ((manifest_or_none(folder) or {}).get("curation") or {}).get("steps") or []
         return [CurationStep.model_validate(step) for step in steps]
-    except (OSError, AttributeError, ValueError):
+    except (AttributeError, ValueError):
         return []
 
 

@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from datagen.errors import InputError, ServerUnavailable, TeacherFatalError, sigterm_as_interrupt
-from datagen.files.jsonl import JsonLine, atomic_file, read_lines, write_json_atomic
+from datagen.files.jsonl import JsonLine, atomic_file, read_lines
 from datagen.files.lock import lock_file
 from datagen.formats.batch_lines import CHAT_URL, BatchResult, answer_line, error_line, parse_result
 from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url, url_has_credentials
-from datagen.formats.manifest import MANIFEST_FILE, Manifest
+from datagen.formats.manifest import Manifest, write_manifest
 from datagen.run.handoff import ingest_results, write_requests
 from datagen.run.batch import parse_custom_id, refused_per_item
 from datagen.run.options import GenerateOptions, RayEngine
@@ -781,5 +781,5 @@ def credit_ray(out: Path, manifest: Manifest, outcome: RayOutcome) -> Manifest:
             "cache_hits": max(0, manifest.cache_hits - via_ray),
         }
     )
-    write_json_atomic(out / MANIFEST_FILE, credited.model_dump(mode="json"))
+    write_manifest(out, credited)
     return credited
