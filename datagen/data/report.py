@@ -266,11 +266,6 @@ class RunReport:
         return dict(_flat_numbers(usage)) if isinstance(usage, dict) else {}
 
 
-def _rows(path: Path, reject: bool = False) -> Iterable[dict]:
-    # A hand-edited line is counted for what it still holds: the report only looks.
-    return (line.data for line in record_lines(path, reject))
-
-
 def _object(value: object) -> dict:
     """A JSON object as it is, anything else (missing, hand-edited) as an empty one."""
     return value if isinstance(value, dict) else {}
@@ -288,10 +283,11 @@ def read_run(folder: Path) -> RunReport:
     for task, counts in manifest["counts"].items():
         task_quality = quality.get(task)
         tasks[task] = TaskStats(counts=counts if isinstance(counts, dict) else {}, quality=task_quality if isinstance(task_quality, dict) else None)
-        for row in _rows(folder / task_file(task)):
-            tasks[task].add_record(row, task)
+        for line in record_lines(folder / task_file(task)):  # a hand-edited line counted for what it still holds
+            tasks[task].add_record(line.data, task)
     rejects_shown: Counter[str] = Counter()
-    for row in _rows(folder / REJECTS_FILE, reject=True):
+    for line in record_lines(folder / REJECTS_FILE, reject=True):
+        row = line.data
         task = str(row.get("task"))
         stats = tasks.get(task)
         if stats is not None:  # rejected answers were paid for too

@@ -8,7 +8,6 @@ supports); a reject with its reason and the raw reply that was refused. Nothing 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +77,6 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
-def _rows(path: Path, reject: bool = False) -> Iterator[dict]:
-    # A hand-edited line is shown as it is: show only looks.
-    return (line.data for line in record_lines(path, reject))
-
-
 def _same_id(row: dict, wanted: str) -> bool:
     # `--id 100013` finds the record written as "000000100013": COCO ids are zero-padded in LLaVA's files.
     value = str(row.get("id", ""))
@@ -97,9 +91,10 @@ def pick(folder: Path, manifest: dict, task: str | None = None, n: int = 5, reje
         raise InputError(f"--task {task}: {folder} holds no such task; it holds {', '.join(tasks) or 'none'}")
     wanted = [task] if task else tasks
     if rejects:
-        rows = ((str(row.get("task")), row) for row in _rows(folder / REJECTS_FILE, reject=True) if str(row.get("task")) in wanted)
+        # A hand-edited line is shown as it is: show only looks.
+        rows = ((str(line.data.get("task")), line.data) for line in record_lines(folder / REJECTS_FILE, reject=True) if str(line.data.get("task")) in wanted)
     else:
-        rows = ((name, row) for name in wanted for row in _rows(folder / task_file(name)))
+        rows = ((name, line.data) for name in wanted for line in record_lines(folder / task_file(name)))
     examples: list[Example] = []
     for name, row in rows:
         if record_id is not None and not _same_id(row, record_id):
