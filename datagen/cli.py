@@ -214,10 +214,10 @@ def show(
     """Look at a few records: the image's captions and boxes, the conversation, grounding flags; rejects with their reason."""
     from rich.console import Console
 
-    from datagen.data.report import read_manifest
     from datagen.data.show import contexts, pick, render_terminal, source_paths
+    from datagen.formats.manifest import read_run_manifest
 
-    manifest = read_manifest(folder)
+    manifest = read_run_manifest(folder, "show")
     examples = pick(folder, manifest, task, n, rejects, record_id)
     captions_path, instances_path = source_paths(manifest, captions, instances)
     console = Console(width=None if sys.stdout.isatty() else 100)

@@ -268,8 +268,8 @@ def test_bad_input_is_one_line_and_exit_2(two_runs, tmp_path: Path, cli) -> None
     with (torn / "detail.jsonl").open("a") as handle:
         handle.write("{half a line\n")
     cases = [
-        ((empty, "--out", tmp_path / "x.html"), "empty/manifest.json: not found"),
-        ((tmp_path / "missing", "--out", tmp_path / "x.html"), "missing: not a folder"),
+        ((empty, "--out", tmp_path / "x.html"), "empty: holds no manifest.json; pass the --out folder"),
+        ((tmp_path / "missing", "--out", tmp_path / "x.html"), "missing: not found; pass the --out folder"),
         ((broken, "--out", tmp_path / "x.html"), "broken/manifest.json: not valid JSON"),
         ((torn, "--out", tmp_path / "x.html"), "detail.jsonl line 23: not valid JSON"),
         ((two_runs[0], "--out", tmp_path / "x.html", "--price-in", "1"), "--price-in and --price-out"),

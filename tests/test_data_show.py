@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from datagen.data.report import EXAMPLES_PER_TASK, read_manifest, read_run, render_html
+from datagen.data.report import EXAMPLES_PER_TASK, read_run, render_html
 from datagen.data.show import pick
+from datagen.formats.manifest import read_run_manifest
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -67,11 +68,11 @@ def test_one_image_across_tasks_by_unpadded_id(run_folder: Path, cli) -> None:
     assert result.exit_code == 0, result.output
     held = [task for task in ("conversation", "detail", "complex_reasoning") if any(r["id"] == record_id for r in lines(run_folder / f"{task}.jsonl"))]
     assert [task for task in held if f"{record_id} · {task}" in result.output] == held
-    assert len(pick(run_folder, read_manifest(run_folder), record_id=record_id)) == len(held)
+    assert len(pick(run_folder, read_run_manifest(run_folder, "show"), record_id=record_id)) == len(held)
 
 
 def test_task_filter_and_count(run_folder: Path) -> None:
-    shown = pick(run_folder, read_manifest(run_folder), task="detail", n=3)
+    shown = pick(run_folder, read_run_manifest(run_folder, "show"), task="detail", n=3)
     assert [example.id for example in shown] == [record["id"] for record in lines(run_folder / "detail.jsonl")[:3]]
     assert {example.task for example in shown} == {"detail"}
 

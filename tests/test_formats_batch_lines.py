@@ -32,6 +32,8 @@ def test_answer_and_error_lines_read_back_with_their_message():
     vllm = parse_result({"custom_id": "4:detail:d", "response": None, "error": "engine died"})  # run_batch's plain string
     assert vllm is not None and vllm.message == "engine died"
     assert parse_result(["not", "a", "row"]) is None
+    # A request line (what `--out requests.jsonl` by mistake would hold) answers nothing: no response, no error.
+    assert parse_result(json.loads(request_line("1:detail:k", {"model": "m"}))) is None
     assert parse_result({"custom_id": "5:detail:e", "response": {"status_code": 500, "body": {}}}).message == "no message"
 
 

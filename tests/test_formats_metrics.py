@@ -12,7 +12,7 @@ import pytest
 from datagen.data.dataset_card import run_summary, render_card
 from datagen.data.merge import merged_manifest
 from datagen.data.report import RunReport, read_run, run_rows
-from datagen.formats.manifest import load_manifest
+from datagen.formats.manifest import load_run_manifest
 from datagen.formats.metrics import METRICS, Metric
 from datagen.run.tally import Tally
 
@@ -91,7 +91,7 @@ def test_the_manifest_checks_each_metric_and_documents_it(generate_mock, cli, tm
     generate_mock(out, "--limit", "1", "--tasks", "detail")
     manifest = manifest_json(out)
     assert "structured_reasks" not in manifest  # off without --structured: the manifest it always had
-    loaded = load_manifest(out)
+    loaded = load_run_manifest(out, "merge")
     assert loaded.metrics == {"requests_sent": 1, "cache_hits": 0, "structured_reasks": None}
     assert loaded.requests_sent == 1  # type: ignore[attr-defined]  # read as the field it is in the file
     assert json.loads(loaded.model_dump_json()) == manifest
@@ -102,7 +102,7 @@ def test_the_manifest_checks_each_metric_and_documents_it(generate_mock, cli, tm
     result = cli("merge", out, "--out", tmp_path / "merged")
     assert result.exit_code == 2 and "requests_sent: Input should be a valid integer" in result.output
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    assert load_manifest(out).metrics["cache_hits"] == 0
+    assert load_run_manifest(out, "merge").metrics["cache_hits"] == 0
 
     properties = json.loads(schema_documents()["manifest.schema.json"])["properties"]
     assert {"requests_sent", "cache_hits", "structured_reasks"} <= set(properties) and properties["requests_sent"]["type"] == "integer"
@@ -113,7 +113,7 @@ def test_merge_combines_each_metric_as_declared(generate_mock, tmp_path: Path, m
     shards = [tmp_path / "s0", tmp_path / "s1"]
     for index, shard in enumerate(shards):
         generate_mock(shard, "--shard", f"{index}/2", "--tasks", "detail")
-    manifests = [load_manifest(shard) for shard in shards]
+    manifests = [load_run_manifest(shard, "merge") for shard in shards]
     merged = merged_manifest(shards, manifests, None, ["merge"])
     asked = [manifest.metrics["most_asked"] for manifest in manifests]
     assert merged.metrics["most_asked"] == max(asked) and merged.metrics["requests_sent"] == sum(asked)

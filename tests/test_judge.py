@@ -457,7 +457,7 @@ def test_folders_made_from_other_captions_are_refused(cli, two_teachers, tmp_pat
     result = cli("judge", two_teachers / "a", other, "--captions", CAPTIONS, "--out", tmp_path / "o", "--judge", "mock")
     assert result.exit_code == 2 and "another captions file" in result.output
     result = cli("judge", two_teachers / "a", tmp_path / "nowhere", "--captions", CAPTIONS, "--out", tmp_path / "o", "--judge", "mock")
-    assert result.exit_code == 2 and "no manifest.json" in result.output
+    assert result.exit_code == 2 and "nowhere: not found; pass the --out folder of a `datagen generate`" in result.output
 
 
 def test_judge_shows_its_progress_where_there_is_no_terminal(cli, two_teachers, tmp_path):

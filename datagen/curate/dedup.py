@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from datagen.curate.moves import Move, Row, apply_moves, read_manifest, task_rows, turns
+from datagen.curate.moves import Move, Row, apply_moves, task_rows, turns
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
-from datagen.formats.manifest import CurationStep
+from datagen.formats.manifest import CurationStep, load_run_manifest
 from datagen.curate.settings import DedupSettings
 from datagen.formats.records import IMAGE_TOKEN
 
@@ -135,9 +135,9 @@ def find_duplicates(rows: Iterable[Row], settings: DedupSettings) -> tuple[list[
 def dedup(folder: Path, settings: DedupSettings, command: list[str], dry_run: bool = False) -> tuple[CurationStep | None, list[Move]]:
     """Find the near-duplicates of a run and (unless `dry_run`) move them; the step recorded, and the moves."""
     if not folder.is_dir():
-        read_manifest(folder, "dedup")  # names the missing folder; the lock would create it
+        load_run_manifest(folder, "dedup")  # names the missing folder; the lock would create it
     with lock_folder(folder, "dedup"):
-        manifest = read_manifest(folder, "dedup")
+        manifest = load_run_manifest(folder, "dedup")
         moves, examined = find_duplicates(task_rows(folder), settings)
         if dry_run:
             return None, moves

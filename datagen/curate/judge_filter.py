@@ -20,10 +20,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from datagen.curate.settings import FilterSettings
-from datagen.curate.moves import Move, Row, apply_moves, read_manifest, task_rows, turns
+from datagen.curate.moves import Move, Row, apply_moves, task_rows, turns
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
-from datagen.formats.manifest import CurationStep
+from datagen.formats.manifest import CurationStep, load_run_manifest
 from datagen.formats.records import IMAGE_TOKEN, JudgeScore, TeacherInfo, Usage
 from datagen.quality.grounding import claimed_categories
 from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
@@ -185,9 +185,9 @@ async def _ask_all(teacher: Teacher, requests: dict[str, ChatRequest], concurren
 def filter_run(folder: Path, settings: FilterSettings, command: list[str], dry_run: bool = False) -> tuple[FilterOutcome, CurationStep | None]:
     rules, rules_sha256 = _rules(settings.rules)
     if not folder.is_dir():
-        read_manifest(folder, "filter")  # names the missing folder; the lock would create it
+        load_run_manifest(folder, "filter")  # names the missing folder; the lock would create it
     with lock_folder(folder, "filter"):
-        manifest = read_manifest(folder, "filter")
+        manifest = load_run_manifest(folder, "filter")
         backend = BackendSettings(
             kind=settings.judge, model=settings.judge_model, base_url=settings.base_url, concurrency=settings.concurrency,
             timeout=settings.timeout, max_retries=settings.max_retries, rpm=settings.rpm, tpm=settings.tpm,

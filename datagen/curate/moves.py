@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from datagen.errors import InputError
-from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, write_json_atomic
-from datagen.formats.manifest import MANIFEST_FILE, Curation, CurationStep, Manifest, QualityStats
+from datagen.files.jsonl import JsonlAppender, atomic_file
+from datagen.formats.record_lines import checked_records, record_lines
+from datagen.formats.manifest import Curation, CurationStep, Manifest, QualityStats, write_manifest
 from datagen.formats.records import Grounding, Reject, RejectReason, RecordMeta
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.tasks.registry import TASKS
@@ -40,19 +40,6 @@ class Move(NamedTuple):
     duplicate_of: str | None = None
 
 
-def read_manifest(folder: Path, command: str) -> Manifest:
-    """The folder's manifest: a folder without one is not a run this command can work on."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not found; pass the --out folder of a generate (or merge) run to `datagen {command}`")
-    path = folder / MANIFEST_FILE
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except OSError:
-        raise InputError(f"{folder}: holds no {MANIFEST_FILE}; pass the --out folder of a generate (or merge) run") from None
-    except ValueError as error:
-        raise InputError(f"{path}: not a datagen manifest ({str(error).splitlines()[0]}); restore it from the run") from None
-
-
 def task_rows(folder: Path) -> Iterator[Row]:
     """Every written record, task by task in registry order, each file in line order: "later" means later here."""
     for task in TASKS:
@@ -60,13 +47,8 @@ def task_rows(folder: Path) -> Iterator[Row]:
 
 
 def _file_rows(folder: Path, task: str) -> Iterator[Row]:
-    path = folder / TASKS[task].file_name
-    if not path.is_file():
-        return
-    for number, data in iter_numbered_jsonl(path):
-        if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or not isinstance(data.get("conversations"), list):
-            raise InputError(f"{path} line {number}: not a datagen record; restore it, or delete the line")
-        yield Row(task, number, data)
+    for line in checked_records(folder / TASKS[task].file_name):
+        yield Row(task, line.number, line.data)
 
 
 def turns(row: Row, speaker: str) -> list[str]:
@@ -75,13 +57,10 @@ def turns(row: Row, speaker: str) -> list[str]:
 
 def _already_rejected(folder: Path) -> set[tuple[str, str, str]]:
     """(task, id, reason) of the rejects a curation step wrote before, so a rerun after a kill adds none twice."""
-    path = folder / REJECTS_FILE
-    if not path.is_file():
-        return set()
     return {
-        (str(row.get("task")), str(row.get("id")), str(row.get("reason")))
-        for _, row in iter_numbered_jsonl(path)
-        if isinstance(row, dict) and row.get("reason") in ("near_duplicate", "judge_score")
+        (str(line.data.get("task")), str(line.data.get("id")), str(line.data.get("reason")))
+        for line in record_lines(folder / REJECTS_FILE, reject=True)
+        if line.data.get("reason") in ("near_duplicate", "judge_score")
     }
 
 
@@ -146,5 +125,5 @@ def apply_moves(
     if manifest.curation is None:
         manifest.curation = Curation()
     manifest.curation.steps.append(record)
-    write_json_atomic(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
+    write_manifest(folder, manifest)
     return record

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from datagen.curate.exclude import coco_id, read_ids
 from datagen.errors import InputError
-from datagen.files.jsonl import iter_numbered_jsonl
+from datagen.formats.record_lines import record_lines
 from datagen.tasks.registry import TASKS
 
 T = TypeVar("T")
@@ -27,8 +27,8 @@ def training_ids(path: Path) -> set[int]:
     if not files:
         raise InputError(f"{FLAG} {path}: holds no task file ({', '.join(spec.file_name for spec in TASKS.values())}); pass a generate --out folder or an exported file")
     for file in files:
-        for _, row in iter_numbered_jsonl(file):
-            found = coco_id(row.get("image")) if isinstance(row, dict) else None
+        for line in record_lines(file):
+            found = coco_id(line.data.get("image"))
             if found is not None:
                 ids.add(found)
     return ids

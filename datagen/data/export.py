@@ -12,7 +12,8 @@ from datagen.source.coco import CocoSource
 from datagen.errors import InputError
 from datagen.files.lock import lock_folder
 from datagen.formats.messages import to_messages
-from datagen.files.jsonl import atomic_file, iter_numbered_jsonl, write_json_atomic, write_jsonl
+from datagen.files.jsonl import atomic_file, write_json_atomic, write_jsonl
+from datagen.formats.record_lines import checked_records
 from datagen.tasks.prompts import load_instructions
 from datagen.formats.records import GeneratedRecord, InstructRecord, Turn, place_image_token, record_id, task_file
 from datagen.run.items import item_seed
@@ -37,13 +38,14 @@ def write_rows(rows: list[dict], out: Path, jsonl: bool) -> None:
 
 def read_task_records(path: Path) -> list[GeneratedRecord]:
     records, seen = [], set()
-    for number, row in iter_numbered_jsonl(path):
+    for line in checked_records(path):
         try:
-            record = GeneratedRecord.model_validate(row)
+            record = GeneratedRecord.model_validate(line.data)
         except ValidationError as error:
-            raise InputError(f"{path} line {number}: {error.errors()[0]['msg']}; regenerate it or remove the line") from None
+            first = error.errors()[0]
+            raise line.refusal(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         if record.id in seen:
-            raise InputError(f"{path} line {number}: id {record.id} appears twice; remove one (ids are unique within a task)")
+            raise InputError(f"{path} line {line.number}: id {record.id} appears twice; remove one (ids are unique within a task)")
         seen.add(record.id)
         records.append(record)
     return records

@@ -17,28 +17,16 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from datagen.teachers.cache import ResponseCache
 from datagen.errors import InputError
 from datagen.files.lock import LOCK_FILE, lock_folder
-from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_manifest, write_manifest
+from datagen.formats.manifest import MANIFEST_FILE, Curation, Manifest, fingerprint, load_run_manifest, write_manifest
 from datagen.formats.metrics import METRICS, combine
-from datagen.files.jsonl import read_lines
+from datagen.formats.record_lines import checked_records
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE
 from datagen.formats.records import task_file
 
 STAGING_PREFIX = ".merging-"  # inside --out, so the merged files reach it by rename, on one file system
-
-
-def read_manifest(folder: Path) -> Manifest:
-    path = folder / MANIFEST_FILE
-    if not path.exists():
-        raise InputError(f"{folder}: no {MANIFEST_FILE}; pass the --out folders of `datagen generate --shard i/n` runs")
-    try:
-        return load_manifest(folder)
-    except ValidationError as error:
-        raise InputError(f"{path}: not a datagen manifest ({error.errors()[0]['msg']}); rerun generate into {folder} to rewrite it") from None
 
 
 def check_one_run(folders: list[Path], manifests: list[Manifest]) -> None:
@@ -56,19 +44,7 @@ def check_one_run(folders: list[Path], manifests: list[Manifest]) -> None:
 
 def _lines(path: Path) -> list[tuple[dict, bytes]]:
     """Each line parsed and as written, so merged records are byte for byte what the shards wrote."""
-    if not path.exists():
-        return []
-    lines = []
-    with path.open("rb") as handle:
-        for line in read_lines(handle):
-            number, raw, row = line.number, line.raw, line.value
-            if line.problem is not None:
-                raise InputError(f"{path} line {number}: {line.problem}; rerun generate into {path.parent} to repair it, then merge")
-            needed = ("id", "meta", "task") if path.name == REJECTS_FILE else ("id", "meta")
-            if not (isinstance(row, dict) and all(key in row for key in needed) and isinstance(row["meta"], dict) and "image_id" in row["meta"]):
-                raise InputError(f"{path} line {number}: not a datagen record (needs {', '.join(needed)} and meta.image_id); restore it or delete the line")
-            lines.append((row, raw if raw.endswith(b"\n") else raw + b"\n"))
-    return lines
+    return [(line.data, line.raw if line.raw.endswith(b"\n") else line.raw + b"\n") for line in checked_records(path, path.name == REJECTS_FILE)]
 
 
 def _claim(owners: dict[tuple[int, str], Path], image_id: int, task: str, folder: Path) -> None:
@@ -133,7 +109,7 @@ def merge(folders: list[Path], out: Path, merge_cache: bool = True, command: lis
 
 
 def _merge_into(folders: list[Path], out: Path, merge_cache: bool, command: list[str]) -> Manifest:
-    manifests = [read_manifest(folder) for folder in folders]
+    manifests = [load_run_manifest(folder, "merge") for folder in folders]
     check_one_run(folders, manifests)
     tasks = manifests[0].settings.tasks
 

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from datagen import __version__
 from datagen.errors import InputError
-from datagen.formats.manifest import MANIFEST_FILE, UnreadableManifest, read_manifest_json
+from datagen.formats.manifest import read_run_manifest
 from datagen.formats.metrics import shown
-from datagen.files.jsonl import atomic_file, iter_numbered_jsonl
+from datagen.files.jsonl import atomic_file
+from datagen.formats.record_lines import record_lines
 from datagen.run.output_folder import REJECTS_FILE
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.data.show import Example, render_html as render_examples
@@ -266,30 +267,6 @@ class RunReport:
         return dict(_flat_numbers(usage)) if isinstance(usage, dict) else {}
 
 
-def read_manifest(folder: Path) -> dict:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; pass the --out folder of a `datagen generate` run")
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: not found; pass the --out folder of a `datagen generate` run (it writes manifest.json)")
-    try:
-        manifest = read_manifest_json(folder)
-    except UnreadableManifest as error:
-        raise InputError(f"{path}: {error}; rerun `datagen generate` into that folder to rewrite it") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("counts"), dict):
-        raise InputError(f"{path}: not a datagen manifest (no `counts` per task); pass the --out folder of a `datagen generate` run")
-    return manifest
-
-
-def _rows(path: Path) -> Iterable[dict]:
-    if not path.is_file():
-        return
-    for number, row in iter_numbered_jsonl(path):
-        if not isinstance(row, dict):
-            raise InputError(f"{path} line {number}: not a JSON object; remove that line")
-        yield row
-
-
 def _object(value: object) -> dict:
     """A JSON object as it is, anything else (missing, hand-edited) as an empty one."""
     return value if isinstance(value, dict) else {}
@@ -301,16 +278,17 @@ def _list(value: object) -> list:
 
 
 def read_run(folder: Path) -> RunReport:
-    manifest = read_manifest(folder)
+    manifest = read_run_manifest(folder, "report")
     quality = _object(manifest.get("quality"))
     tasks: dict[str, TaskStats] = {}
     for task, counts in manifest["counts"].items():
         task_quality = quality.get(task)
         tasks[task] = TaskStats(counts=counts if isinstance(counts, dict) else {}, quality=task_quality if isinstance(task_quality, dict) else None)
-        for row in _rows(folder / task_file(task)):
-            tasks[task].add_record(row, task)
+        for line in record_lines(folder / task_file(task)):  # a hand-edited line counted for what it still holds
+            tasks[task].add_record(line.data, task)
     rejects_shown: Counter[str] = Counter()
-    for row in _rows(folder / REJECTS_FILE):
+    for line in record_lines(folder / REJECTS_FILE, reject=True):
+        row = line.data
         task = str(row.get("task"))
         stats = tasks.get(task)
         if stats is not None:  # rejected answers were paid for too

@@ -8,12 +8,11 @@ supports); a reject with its reason and the raw reply that was refused. Nothing 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.errors import InputError
-from datagen.files.jsonl import iter_jsonl
+from datagen.formats.record_lines import record_lines
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.run.output_folder import REJECTS_FILE
 
@@ -78,14 +77,6 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
-def _rows(path: Path) -> Iterator[dict]:
-    if path.is_file():
-        for number, row in enumerate(iter_jsonl(path), 1):
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {number}: not a JSON object; remove that line")
-            yield row
-
-
 def _same_id(row: dict, wanted: str) -> bool:
     # `--id 100013` finds the record written as "000000100013": COCO ids are zero-padded in LLaVA's files.
     value = str(row.get("id", ""))
@@ -94,15 +85,16 @@ def _same_id(row: dict, wanted: str) -> bool:
 
 def pick(folder: Path, manifest: dict, task: str | None = None, n: int = 5, rejects: bool = False, record_id: str | None = None) -> list[Example]:
     """The first `n` records (or rejects) of a run, of one task or all, or every one of one id. `manifest` is the
-    run's, as report.read_manifest reads it: its tasks, in the order they were generated in."""
+    run's, as formats.manifest.read_run_manifest reads it: its tasks, in the order they were generated in."""
     tasks = list(manifest["counts"])
     if task is not None and task not in tasks:
         raise InputError(f"--task {task}: {folder} holds no such task; it holds {', '.join(tasks) or 'none'}")
     wanted = [task] if task else tasks
     if rejects:
-        rows = ((str(row.get("task")), row) for row in _rows(folder / REJECTS_FILE) if str(row.get("task")) in wanted)
+        # A hand-edited line is shown as it is: show only looks.
+        rows = ((str(line.data.get("task")), line.data) for line in record_lines(folder / REJECTS_FILE, reject=True) if str(line.data.get("task")) in wanted)
     else:
-        rows = ((name, row) for name in wanted for row in _rows(folder / task_file(name)))
+        rows = ((name, line.data) for name in wanted for line in record_lines(folder / task_file(name)))
     examples: list[Example] = []
     for name, row in rows:
         if record_id is not None and not _same_id(row, record_id):

@@ -58,8 +58,9 @@ class BatchResult:
 
 
 def parse_result(value: object) -> BatchResult | None:
-    """The row a parsed output line holds; None when the line is not a JSON object."""
-    if not isinstance(value, dict):
+    """The row a parsed output line holds; None when the line is not one: not a JSON object, or an object with
+    neither a response nor an error (a request line, notes)."""
+    if not isinstance(value, dict) or ("response" not in value and "error" not in value):
         return None
     response = value.get("response")
     response = response if isinstance(response, dict) else {}

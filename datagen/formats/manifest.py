@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_serializer, model_validator
 
+from datagen.errors import InputError
 from datagen.files.jsonl import write_json_atomic
 from datagen.formats.metrics import METRICS, metrics_model
 from datagen.formats.records import Grounding, TeacherInfo, UsageTotals
@@ -168,12 +169,12 @@ class Curation(BaseModel):
         return present[0].model_copy(update={"steps": [step for part in present for step in part.steps]})
 
 
-def curation_steps(manifest_path: Path) -> list[CurationStep]:
-    """The after-generation steps a manifest already records, so that a rerun of generate into the folder keeps them."""
+def curation_steps(folder: Path) -> list[CurationStep]:
+    """The after-generation steps `folder`'s manifest already records, so that a rerun of generate into it keeps them."""
     try:
-        steps = (json.loads(manifest_path.read_text(encoding="utf-8")).get("curation") or {}).get("steps") or []
+        steps = ((manifest_or_none(folder) or {}).get("curation") or {}).get("steps") or []
         return [CurationStep.model_validate(step) for step in steps]
-    except (OSError, AttributeError, ValueError):
+    except (AttributeError, ValueError):
         return []
 
 
@@ -251,32 +252,57 @@ class Manifest(BaseModel):
         return {**dict(items[:at]), **every_run, **dict(items[at:]), **some_runs}
 
 
-class UnreadableManifest(ValueError):
-    """A manifest.json that holds no JSON (a hand edit, a copy cut short); the message says what is wrong."""
+# The fixes a refused manifest's line ends with: the folder is not a run's, or the run's record of itself is damaged.
+def _pass_a_run(command: str) -> str:
+    return f"pass the --out folder of a `datagen generate` or `datagen merge` run to `datagen {command}`"
 
 
-def read_manifest_json(folder: Path) -> Any:
+def _rebuild(folder: Path) -> str:
+    return f"restore it from a copy, or rerun `datagen generate` into {folder} with --force"
+
+
+def read_run_manifest(folder: Path, command: str) -> dict[str, Any]:
     """`folder`'s manifest as plain JSON, whatever datagen version wrote it (newer fields included), for the
-    readers that take what they need of it; OSError when it cannot be read, UnreadableManifest when not JSON."""
-    data = (folder / MANIFEST_FILE).read_bytes()
+    commands that take what they need of it: a JSON object with `counts` per task. A folder that is not there,
+    holds no manifest, or holds one that is not that, is an InputError of one line naming the folder or file,
+    what is wrong, and the fix `datagen command` needs."""
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise InputError(f"{folder}: {'not a folder' if folder.exists() else 'not found'}; {_pass_a_run(command)}")
     try:
-        return json.loads(data)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{folder}: holds no {MANIFEST_FILE}; {_pass_a_run(command)}") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror}); {_pass_a_run(command)}") from None
+    try:
+        manifest = json.loads(data)
     except ValueError as error:  # UnicodeDecodeError included
-        raise UnreadableManifest(f"not valid JSON ({error})") from None
+        raise InputError(f"{path}: not valid JSON ({error}); {_rebuild(folder)}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("counts"), dict):
+        raise InputError(f"{path}: not a datagen manifest (no `counts` per task); {_pass_a_run(command)}")
+    return manifest
+
+
+def load_run_manifest(folder: Path, command: str) -> Manifest:
+    """`folder`'s manifest as this version's model, for the commands that rewrite it or sum it (dedup, filter,
+    merge); refused as read_run_manifest refuses, and in one line when this version cannot read it."""
+    manifest = read_run_manifest(folder, command)
+    try:
+        return Manifest.model_validate(manifest)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the manifest"
+        raise InputError(f"{folder / MANIFEST_FILE}: not a datagen manifest ({where}: {first['msg']}); {_rebuild(folder)}") from None
 
 
 def manifest_or_none(folder: Path) -> dict | None:
     """`folder`'s manifest as a JSON object, or None where there is none to read."""
     try:
-        manifest = read_manifest_json(folder)
-    except (OSError, UnreadableManifest):
+        manifest = json.loads((folder / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
-
-
-def load_manifest(folder: Path) -> Manifest:
-    """`folder`'s manifest as this version's model; ValueError (a pydantic ValidationError) when it is not one."""
-    return Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

@@ -19,9 +19,10 @@ from pydantic import BaseModel
 from datagen.source.coco import CocoSource
 from datagen.source.context import ContextKind, box_line, render_context
 from datagen.errors import InputError
-from datagen.files.jsonl import iter_jsonl, iter_numbered_jsonl
+from datagen.files.jsonl import iter_numbered_jsonl
+from datagen.formats.record_lines import checked_records
 from datagen.formats.records import IMAGE_TOKEN, task_file
-from datagen.formats.manifest import MANIFEST_FILE, manifest_or_none
+from datagen.formats.manifest import read_run_manifest
 from datagen.tasks.registry import ItemKey, task_spec
 
 
@@ -59,24 +60,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _folder_records(folder: Path, task: str, flag: str) -> dict[tuple[int, int], dict]:
+def _folder_records(folder: Path, task: str) -> dict[tuple[int, int], dict]:
     """A task file's records by (image id, item index): the samples of one image (--samples-per-image) pair by index."""
-    path = folder / task_file(task)
-    if not path.is_file():
-        return {}
-    records = {}
-    for record in iter_jsonl(path):
-        try:
-            image_id = int(record["meta"]["image_id"])
-            records[(image_id, ItemKey.of_record(image_id, task, record.get("id")).nth)] = record
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise InputError(f"{flag} {path}: a line without meta.image_id; pass a `datagen generate` output folder") from None
-    return records
+    return {(line.image_id, ItemKey.of_record(line.image_id, task, line.data["id"]).nth): line.data for line in checked_records(folder / task_file(task))}
 
 
-def _captions_hash(folder: Path) -> str | None:
+def _captions_hash(manifest: dict) -> str | None:
     try:
-        return (manifest_or_none(folder) or {})["settings"]["fingerprint_parts"]["captions_sha256"]
+        return manifest["settings"]["fingerprint_parts"]["captions_sha256"]
     except (KeyError, TypeError):
         return None
 
@@ -84,12 +75,10 @@ def _captions_hash(folder: Path) -> str | None:
 def items_from_folders(
     folder_a: Path, folder_b: Path, captions: Path, instances: Path | None, tasks: list[str], limit: int | None = None
 ) -> LoadedItems:
-    for flag, folder in (("A_DIR", folder_a), ("B_DIR", folder_b)):
-        if not (folder / MANIFEST_FILE).is_file():
-            raise InputError(f"{flag} {folder}: no {MANIFEST_FILE}; pass the --out folder of a `datagen generate` run")
+    manifests = {folder: read_run_manifest(folder, "judge") for folder in (folder_a, folder_b)}
     source = CocoSource(captions, instances)
     for flag, folder in (("A_DIR", folder_a), ("B_DIR", folder_b)):
-        made_from = _captions_hash(folder)
+        made_from = _captions_hash(manifests[folder])
         if made_from is not None and made_from != source.captions_sha256:
             raise InputError(
                 f"{flag} {folder}: was generated from another captions file than --captions {captions}; pass the one both runs used"
@@ -100,8 +89,8 @@ def items_from_folders(
     hashes = {"captions": source.captions_sha256, "instances": source.instances_sha256 or ""}
     for task in tasks:
         spec = task_spec(task)
-        side_a = _folder_records(folder_a, task, "A_DIR")
-        side_b = _folder_records(folder_b, task, "B_DIR")
+        side_a = _folder_records(folder_a, task)
+        side_b = _folder_records(folder_b, task)
         for side, folder in (("a", folder_a), ("b", folder_b)):
             path = folder / task_file(task)
             hashes[f"{side}:{task}"] = _sha256(path) if path.is_file() else ""

@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from pydantic import ValidationError
-
 from datagen.errors import InputError
 from datagen.formats.manifest import MANIFEST_FILE
-from datagen.files.jsonl import iter_numbered_jsonl, repair_torn_tail
+from datagen.files.jsonl import repair_torn_tail
+from datagen.formats.record_lines import checked_records
 from datagen.formats.records import Usage
 from datagen.tasks.registry import TASKS
 
@@ -42,50 +41,15 @@ class DoneItem(NamedTuple):
     row: dict  # the whole line, for what only some readers need (a record's stored grounding, its id)
 
 
-def _field(row: object, *names: str) -> object:
-    value = row
-    for depth, name in enumerate(names):
-        if not isinstance(value, dict):
-            where = ".".join(names[:depth]) or "the line"
-            raise ValueError(f"{where} is a JSON {type(value).__name__}, not an object")
-        if name not in value:
-            raise ValueError(f"no {'.'.join(names[: depth + 1])}")
-        value = value[name]
-    return value
-
-
-def _done_item(row: object, reject: bool) -> DoneItem:
-    image_id = _field(row, "meta", "image_id")
-    if not isinstance(image_id, int) or isinstance(image_id, bool):
-        raise ValueError("meta.image_id is not an integer")
-    try:
-        usage = Usage.model_validate(_field(row, "meta", "usage"))
-    except ValidationError as error:
-        raise ValueError(f"meta.usage: {error.errors()[0]['msg']}") from None
-    task: str | None = None
-    reason: str | None = None
-    if reject:
-        found_task, found_reason = _field(row, "task"), _field(row, "reason")
-        if not isinstance(found_task, str) or not isinstance(found_reason, str):
-            raise ValueError("task and reason must be strings")
-        task, reason = found_task, found_reason
-    assert isinstance(row, dict)  # _field walked into it
-    return DoneItem(image_id, task, reason, usage, row)
-
-
 def read_done_items(path: Path, reject: bool = False) -> Iterator[DoneItem]:
     """Each line of a task file (or, with `reject`, the rejects file), after cutting a torn last line."""
     if not path.exists():
         return
     repair_torn_tail(path)  # only a kill's half-written tail; any other bad line is the user's to fix
-    for number, row in iter_numbered_jsonl(path):
-        try:
-            yield _done_item(row, reject)
-        except ValueError as error:
-            raise InputError(
-                f"{path} line {number}: not a datagen {'reject' if reject else 'record'} ({error}); "
-                "restore it, or delete the line and rerun (its item is redone)"
-            ) from None
+    for line in checked_records(path, reject):
+        assert line.usage is not None  # a checked line is whole
+        task, reason = (line.data["task"], line.data["reason"]) if reject else (None, None)
+        yield DoneItem(line.image_id, task, reason, line.usage, line.data)
 
 
 def claim_output_folder(out: Path, fingerprint_parts: dict[str, object], force: bool, absent_means: dict[str, object]) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from datagen import __version__
-from datagen.formats.manifest import MANIFEST_FILE, Curation, CurationStep, Manifest, RunSettings, SourceStats, curation_steps, fingerprint, write_manifest
+from datagen.formats.manifest import Curation, CurationStep, Manifest, RunSettings, SourceStats, curation_steps, fingerprint, write_manifest
 from datagen.formats.records import SkipReason, TeacherInfo
 from datagen.files.jsonl import JsonlAppender
 from datagen.quality.grounding import stored_grounding
@@ -128,7 +128,7 @@ class GenerateJob(Job[Manifest]):
 
     def open(self) -> None:
         claim(self.plan, self.tally)
-        self.curation_steps = curation_steps(self.out / MANIFEST_FILE)
+        self.curation_steps = curation_steps(self.out)
         path = cache_path(self.options)
         if path is not None:
             self.cache = ResponseCache(path)

@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from datagen.errors import InputError, ServerUnavailable, TeacherFatalError, sigterm_as_interrupt
-from datagen.files.jsonl import JsonLine, atomic_file, read_lines, write_json_atomic
+from datagen.files.jsonl import JsonLine, atomic_file, read_lines
 from datagen.files.lock import lock_file
-from datagen.formats.batch_lines import CHAT_URL, answer_line, error_line, parse_result
+from datagen.formats.batch_lines import CHAT_URL, BatchResult, answer_line, error_line, parse_result
 from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url, url_has_credentials
-from datagen.formats.manifest import MANIFEST_FILE, Manifest
+from datagen.formats.manifest import Manifest, write_manifest
 from datagen.run.handoff import ingest_results, write_requests
 from datagen.run.batch import parse_custom_id, refused_per_item
 from datagen.run.options import GenerateOptions, RayEngine
@@ -166,12 +166,9 @@ def _parse_request_line(read: JsonLine) -> tuple[str, ChatRequest]:
     return cid, request
 
 
-def settled(line: object) -> bool:
-    """A results line that a rerun keeps: an answer, or a refusal of the item itself. Anything else (a torn
-    line, a 5xx or a dropped connection after every retry, a rejected key) is asked again."""
-    result = parse_result(line)
-    if result is None or not isinstance(result.custom_id, str):
-        return False
+def settled(result: BatchResult) -> bool:
+    """A results row that a rerun keeps: an answer, or a refusal of the item itself. Anything else (a 5xx or a
+    dropped connection after every retry, a rejected key) is asked again."""
     if result.answered:
         try:
             parse_completion(result.body)
@@ -194,17 +191,6 @@ def aside_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.set-aside{path.suffix}")
 
 
-def _results_line(raw: bytes) -> dict | None:
-    """A Batch output line (a custom_id and a response or an error), else None."""
-    try:
-        line = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(line, dict) and isinstance(line.get("custom_id"), str) and ("response" in line or "error" in line):
-        return line
-    return None
-
-
 def load_results(path: Path, wanted: Container[str] | None = None, requests: Path | None = None) -> Resumed:
     """What `path` holds settled of the requests `wanted`. The lines a rerun asks again (failed, torn by a kill)
     and repeats of a custom_id are moved to the set-aside file first, the results file rewritten whole (a kill
@@ -219,12 +205,11 @@ def load_results(path: Path, wanted: Container[str] | None = None, requests: Pat
     kept: list[bytes] = []
     aside: list[bytes] = []
     lines = data.splitlines(keepends=True)
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
+    for line in read_lines(lines):
+        number, raw = line.number, line.raw
         complete = raw if raw.endswith(b"\n") else raw + b"\n"
-        line = _results_line(raw)
-        if line is None:
+        result = parse_result(line.value) if line.problem is None else None
+        if result is None or not isinstance(result.custom_id, str):
             if number == len(lines) and complete is not raw and raw.lstrip().startswith(b"{"):
                 resumed.aside["torn by a kill, asked again"] += 1
                 aside.append(complete)
@@ -233,7 +218,7 @@ def load_results(path: Path, wanted: Container[str] | None = None, requests: Pat
                 f"--out {path} line {number}: not a results line (a JSON object with a custom_id and a response); it is not"
                 " this command's to rewrite: pass a new path, or the results file of these requests"
             )
-        cid = line["custom_id"]
+        cid = result.custom_id
         if wanted is not None and cid not in wanted:
             raise InputError(
                 f"--out {path} line {number}: answers {cid[:80]!r}, which {requests or 'the requests file'} does not ask; pass a new"
@@ -242,12 +227,12 @@ def load_results(path: Path, wanted: Container[str] | None = None, requests: Pat
         if cid in resumed.done:
             resumed.aside["repeating a custom_id, the first kept"] += 1
             aside.append(complete)
-        elif not settled(line):
+        elif not settled(result):
             resumed.aside["failed, asked again"] += 1
             aside.append(complete)
         else:
             resumed.done.add(cid)
-            resumed.answers += (line.get("response") or {}).get("status_code") == 200
+            resumed.answers += result.status == 200
             kept.append(complete)
     if aside:
         with open(aside_path(path), "ab") as handle:
@@ -796,5 +781,5 @@ def credit_ray(out: Path, manifest: Manifest, outcome: RayOutcome) -> Manifest:
             "cache_hits": max(0, manifest.metrics["cache_hits"] - via_ray),
         }
     )
-    write_json_atomic(out / MANIFEST_FILE, credited.model_dump(mode="json"))
+    write_manifest(out, credited)
     return credited
