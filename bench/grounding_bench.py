@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from datagen.data.audit import audit  # noqa: E402
 from datagen.source.coco import CocoSource  # noqa: E402
 from datagen.quality.grounding import ground  # noqa: E402
+from datagen.quality.reply_checks import names_another_image  # noqa: E402
 
 CAPTIONS = ROOT / "data" / "captions.json"
 INSTANCES = ROOT / "data" / "instances.json"
@@ -61,7 +62,7 @@ def ratio(part: int, whole: int) -> str:
 
 
 def right_image(cases: list[dict], source: CocoSource, truth: dict[int, set[str]]) -> tuple[list[str], dict]:
-    flagged = wrong_flags = true_flags = should_flag = 0
+    flagged = wrong_flags = true_flags = should_flag = refused = 0
     found = labelled = correct = 0
     mentions = unsupported_mentions = 0
     wrong: list[str] = []
@@ -74,6 +75,7 @@ def right_image(cases: list[dict], source: CocoSource, truth: dict[int, set[str]
         unsupported_mentions += len(grounding.unsupported)
         gold_absent = gold - truth[case["image_id"]]
         should_flag += bool(gold_absent)
+        refused += names_another_image(grounding)
         if grounding.unsupported:
             flagged += 1
             if set(grounding.unsupported) <= gold_absent:
@@ -87,6 +89,7 @@ def right_image(cases: list[dict], source: CocoSource, truth: dict[int, set[str]
         f"- of the flags, right by the labels (the answer does name an absent object, e.g. inferred diners): {true_flags}; "
         f"wrong: {wrong_flags} — **false-flag rate {ratio(wrong_flags, len(cases))}**",
         f"- answers whose labels name an absent object: {should_flag}",
+        f"- refused by default (about another image, without --reject-unsupported): {ratio(refused, len(cases))}",
         f"- mentions vs labels: precision {ratio(correct, found)}, recall {ratio(correct, labelled)}",
     ]
     lines += [f"  - wrong flag: {line}" for line in wrong]
@@ -95,26 +98,31 @@ def right_image(cases: list[dict], source: CocoSource, truth: dict[int, set[str]
 
 def swapped_image(cases: list[dict], source: CocoSource, truth: dict[int, set[str]]) -> tuple[list[str], dict]:
     images = {image_id: source.image(image_id) for image_id in source.image_ids}
-    positives = caught = negatives = false_flags = 0
+    positives = caught = negatives = false_flags = refused = refused_negatives = 0
     by_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for case in cases:
         gold = set(case["objects"])
         for image_id, image in images.items():
             if image_id == case["image_id"]:
                 continue
-            flagged = bool(ground([case["answer"]], image).unsupported)
+            grounding = ground([case["answer"]], image)
+            flagged = bool(grounding.unsupported)
             if gold - truth[image_id]:
                 positives += 1
                 caught += flagged
+                refused += names_another_image(grounding)
                 by_task[case["task"]][0] += 1
                 by_task[case["task"]][1] += flagged
             else:
                 negatives += 1
                 false_flags += flagged
+                refused_negatives += names_another_image(grounding)
     lines = [
         f"- pairs: {positives + negatives} (each answer against each of the other {len(images) - 1} images)",
         f"- pairs whose answer names an object the image lacks: {positives}; flagged: **{ratio(caught, positives)}** (target >= 90%)",
         f"- pairs whose answer names nothing absent: {negatives}; flagged anyway: {ratio(false_flags, negatives)}",
+        f"- refused by default (about another image): {ratio(refused, positives)} of the pairs naming an absent object, "
+        f"{ratio(refused_negatives, negatives)} of the others",
     ]
     lines += [f"  - {task}: caught {ratio(hit, total)}" for task, (total, hit) in sorted(by_task.items())]
     return lines, {"recall": caught / positives, "false_flag_rate": false_flags / max(1, negatives)}

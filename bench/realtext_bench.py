@@ -14,7 +14,9 @@ Each line is one answer, or one whole LLaVA record:
 carry its image's `captions` (list) and box `categories` (list of COCO category names), as LLaVA's
 `caps_boxes_coco2014_val_80.jsonl` gives them for its GPT-4 evaluation answers: its answer is then grounded too,
 and the counts of records flagged, refused by default (about another image) and refused with
---reject-unsupported are printed.
+--reject-unsupported are printed. With `--swapped`, each such answer is also served for every other image of
+the folder that lacks one of its objects (an image is its captions and categories), and the share of those
+records refused by default is printed: a record about another image, as a weak teacher writes one.
 Every answer goes through the checks as in `datagen generate`: a description through `parse_answer`,
 a question and its answer wrapped into the teacher's `Question:`/`Answer:` reply (a LLaVA record as one
 reply of all its turns) and parsed by `parse_answer`; an answer whose question was not kept is checked
@@ -35,10 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from datagen.quality.checks import RULE_NAMES, check_pairs  # noqa: E402  (run as a script from the repository)
-from datagen.quality.grounding import ground  # noqa: E402
+from datagen.formats.records import Grounding  # noqa: E402
+from datagen.quality.grounding import claimed_categories, ground  # noqa: E402
 from datagen.quality.parse import Rejected  # noqa: E402
 from datagen.quality.reply_checks import REPLY_RULE_NAMES, Examples, names_another_image  # noqa: E402
-from datagen.source.coco import Box, ImageAnnotations  # noqa: E402
+from datagen.source.coco import ImageSupport  # noqa: E402
 from datagen.tasks.prompts import BUNDLED_PROMPTS  # noqa: E402
 from datagen.tasks.registry import DEFAULT_TASKS, TASKS, parse_answer  # noqa: E402
 
@@ -97,13 +100,47 @@ def reject_reason(
     return None
 
 
-def grounding_outcome(row: dict, pairs: list[tuple[str, str]]) -> str:
+def image_of(row: dict) -> ImageSupport:
+    """What supports an object claim for the row's image: its captions and box categories."""
+    return ImageSupport(captions=tuple(row["captions"]), categories=frozenset(row.get("categories", [])))
+
+
+def outcome_of(grounding: Grounding) -> str:
     """"refused" (about another image: refused by default), "flagged" (refused only with --reject-unsupported) or "clean"."""
-    boxes = [Box(annotation_id=index, category=category, x1=0, y1=0, x2=1, y2=1) for index, category in enumerate(row.get("categories", []))]
-    captions = list(row["captions"])
-    image = ImageAnnotations(image_id=0, file_name="", width=1, height=1, captions=captions, caption_ids=list(range(len(captions))), boxes=boxes)
-    grounding = ground([answer for _, answer in pairs], image)
     return "refused" if names_another_image(grounding) else "flagged" if grounding.unsupported else "clean"
+
+
+def grounding_outcome(row: dict, pairs: list[tuple[str, str]]) -> str:
+    return outcome_of(ground([answer for _, answer in pairs], image_of(row)))
+
+
+def swapped(grounded: list[tuple[list[str], ImageSupport]]) -> list[str]:
+    """Each (answers, image) record served for every other image of the folder that lacks one of its objects.
+
+    An answer's objects are those it claims (by our reading) that its own image's boxes or captions show: a stray
+    object of its own is not one of them. An image lacks an object when no box of it has its category and none of
+    its captions claims it. Answers of two or more objects are the measure (a record about another image, refused
+    by default); one-object answers are counted apart, since one absent object alone is a claim to flag."""
+    shows = {image: image.categories | {category for found in claimed_categories(image.captions) for category in found} for _, image in grounded}
+    counts: Counter[tuple[str, str]] = Counter()  # (kind, outcome)
+    for answers, own in grounded:
+        mine = ground(answers, own)
+        objects = set(mine.mentioned) - set(mine.unsupported)
+        if not objects:
+            continue
+        for other, present in shows.items():
+            if other == own or objects <= present:
+                continue
+            kind = "one object" if len(objects) == 1 else "lacks all" if not objects & present else "lacks some"
+            counts[kind, outcome_of(ground(answers, other))] += 1
+    lines = ["| answers served for another image | pairs | refused by default | flagged only | clean |", "|---|---|---|---|---|"]
+    groups = {"two or more objects, image lacks one or more": ("lacks all", "lacks some"), "  of which it lacks all": ("lacks all",),
+              "  of which it lacks some": ("lacks some",), "one object, image lacks it": ("one object",)}
+    for label, kinds in groups.items():
+        total = sum(counts[kind, outcome] for kind in kinds for outcome in ("refused", "flagged", "clean"))
+        shares = [sum(counts[kind, outcome] for kind in kinds) for outcome in ("refused", "flagged", "clean")]
+        lines.append(f"| {label} | {total} | " + " | ".join(f"{share / total:.1%} ({share})" if total else "n/a" for share in shares) + " |")
+    return lines
 
 
 def load(folder: Path) -> list[tuple[str, dict]]:
@@ -128,6 +165,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="folder of *.jsonl teacher answers (not shipped)")
     parser.add_argument("--show", type=int, default=200, help="print at most this many refused excerpts")
     parser.add_argument("--prompts", type=Path, default=BUNDLED_PROMPTS, help="prompt packs whose examples replies must not copy")
+    parser.add_argument("--swapped", action="store_true", help="also serve each grounded answer for every other image of the folder")
     args = parser.parse_args()
     if not args.folder.is_dir():
         fail(f"{args.folder} is not a folder; give the folder holding your *.jsonl files")
@@ -137,6 +175,8 @@ def main() -> None:
     refused_by_task: Counter[str] = Counter()
     refused_by_rule: Counter[str] = Counter()
     refusals: list[str] = []
+    grounded_rows: list[tuple[list[str], ImageSupport]] = []
+    kept = 0
     for where, row in load(args.folder):
         task = _TASK_ALIASES.get(row.get("task", ""), row.get("task", ""))
         if task not in TASKS:
@@ -148,7 +188,10 @@ def main() -> None:
         answers[task] += len(pairs)
         outcome = reject_reason(task, pairs, row.get("finish_reason", "stop"), examples)
         if "captions" in row:
-            grounded[grounding_outcome(row, pairs)] += 1
+            grounded_rows.append(([answer for _, answer in pairs], image_of(row)))
+            grounded_as = grounding_outcome(row, pairs)
+            grounded[grounded_as] += 1
+            kept += outcome is None and grounded_as != "refused"
         if outcome is None:
             continue
         rule, detail = outcome
@@ -171,6 +214,12 @@ def main() -> None:
             f" refused by default (about another image) {grounded['refused']}, refused with --reject-unsupported"
             f" {grounded['flagged'] + grounded['refused']}"
         )
+        print(f"kept on their own images: {kept / total_grounded:.1%} ({kept}/{total_grounded}; text rules and default grounding)")
+    if args.swapped:
+        if len(set(image for _, image in grounded_rows)) < 2:
+            fail(f"--swapped needs rows of two or more images with 'captions' in {args.folder}")
+        print("\nServed for another image of the folder (`--swapped`):\n")
+        print("\n".join(swapped(grounded_rows)))
     if refusals:
         print("\nRefused (judge each by hand: a real leak, refusal or cut-off, or a false refusal):")
         print("\n".join(refusals[: args.show]))

@@ -119,6 +119,11 @@ def curated(settings: GenerateSettings, say: Callable[[str], None]) -> GenerateS
     plan = plan_images(s.captions, s.instances, snapshot, s.exclude_images, s.select, s.budget, s.seed, s.category_cap)
     for note in plan.notes:
         say(note)
+    if plan.exclude_ids and s.out.is_dir():
+        from datagen.curate.exclude import resume_warning, written_of_excluded
+
+        if (warning := resume_warning(s.out, written_of_excluded(s.out, s.tasks, plan.exclude_ids))) is not None:
+            say(warning)
     return s.model_copy(update={"exclude_ids": plan.exclude_ids, "chosen_ids": plan.chosen_ids, "curation": plan.curation})
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from datagen.curate.exclude import coco_id, list_sha256, overlap_warning, read_ids
+from datagen.curate.exclude import coco_id, list_sha256, overlap_warning, read_ids, resume_warning
 from datagen.errors import InputError
 
 # Two of the sample images (data/captions.json names them the 2017 way).
@@ -120,3 +121,28 @@ def test_a_train2017_source_without_exclusion_warns_once(generate_mock, out_dir:
 def test_a_manifest_without_curation_keeps_its_old_shape(generate_mock, out_dir: Path) -> None:
     generate_mock(out_dir, "--tasks", "conversation")
     assert "curation" not in json.loads((out_dir / "manifest.json").read_text())
+
+
+def test_a_resume_that_adds_an_exclusion_says_which_written_records_it_keeps(generate_mock, out_dir: Path, tmp_path: Path, read_jsonl) -> None:
+    generate_mock(out_dir, "--tasks", "conversation,detail")
+    ids = write(tmp_path / "eval_ids.txt", f"{FIRST}\n{SECOND}\n")
+    resumed = generate_mock(out_dir, "--tasks", "conversation,detail", "--exclude-images", ids)
+    warnings = [line for line in resumed.output.splitlines() if "records of images --exclude-images leaves out" in line]
+    assert len(warnings) == 1
+    assert f"--out {out_dir} already holds 4 records" in warnings[0] and "(conversation 2, detail 2)" in warnings[0]
+    assert f"--cache {out_dir / 'cache.sqlite'}" in warnings[0]
+    kept = {row["meta"]["image_id"] for row in read_jsonl(out_dir / "conversation.jsonl")}
+    assert {FIRST, SECOND} <= kept  # said, not silently dropped: nothing written is lost
+    # The way out the line gives: a new folder, the same flags and the old cache: no excluded image, nothing asked twice.
+    fresh = tmp_path / "fresh"
+    generate_mock(fresh, "--tasks", "conversation,detail", "--exclude-images", ids, "--cache", out_dir / "cache.sqlite")
+    assert not {row["meta"]["image_id"] for row in read_jsonl(fresh / "conversation.jsonl")} & {FIRST, SECOND}
+    assert json.loads((fresh / "manifest.json").read_text())["requests_sent"] == 0
+    quiet = generate_mock(fresh, "--tasks", "conversation,detail", "--exclude-images", ids, "--cache", out_dir / "cache.sqlite")
+    assert "records of images --exclude-images leaves out" not in quiet.output
+
+
+def test_the_resume_warning_without_a_cache_says_the_images_are_asked_again(tmp_path: Path) -> None:
+    assert resume_warning(tmp_path, Counter()) is None
+    warning = resume_warning(tmp_path, Counter({"detail": 1}))
+    assert warning is not None and "holds 1 record of images" in warning and "asked again" in warning and "--cache" not in warning

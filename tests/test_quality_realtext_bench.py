@@ -60,3 +60,31 @@ def test_bad_input_names_the_problem_and_exits_2(tmp_path: Path) -> None:
     write_rows(tmp_path / "broken.jsonl", [{"task": "poem", "answer": "A cat."}])
     wrong_task = run(str(tmp_path))
     assert wrong_task.returncode == 2 and "has task 'poem'" in wrong_task.stderr
+
+
+def test_swapped_serves_each_answer_for_the_other_images_and_counts_default_refusals(tmp_path: Path) -> None:
+    park = {"captions": ["An old man reads on a park bench."], "categories": ["person", "bench"]}
+    beach = {"captions": ["A man throws a frisbee for his dog on the beach."], "categories": ["person", "dog", "frisbee"]}
+    kitchen = {"captions": ["A small kitchen with a white refrigerator and a microwave."], "categories": ["refrigerator", "microwave"]}
+    window = {"captions": ["A gray cat curls up on a windowsill."], "categories": ["cat"]}
+    write_rows(tmp_path / "grounded.jsonl", [
+        {"task": "detail", "answer": "An old man sits on a wooden bench and reads a newspaper in the shade.", **park},
+        {"task": "detail", "answer": "A man throws a frisbee across the sand, and his dog leaps to catch it.", **beach},
+        {"task": "detail", "answer": "A white refrigerator stands in the corner, and a microwave sits on the counter.", **kitchen},
+        {"task": "conv", "question": "What color is the cat?", "answer": "The cat is gray with darker stripes.", **window},
+    ])
+    result = run(str(tmp_path), "--swapped")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "kept on their own images: 100.0% (4/4" in out
+    # The park answer served for the beach (a man there, no bench) and the beach answer for the park (a man there, no
+    # dog or frisbee) are refused too: a person the image shows does not keep a record about another picture.
+    assert "| two or more objects, image lacks one or more | 9 | 100.0% (9) | 0.0% (0) | 0.0% (0) |" in out
+    assert "|   of which it lacks some | 2 | 100.0% (2) |" in out
+    assert "| one object, image lacks it | 3 | 0.0% (0) | 100.0% (3) | 0.0% (0) |" in out  # flagged, as one stray object
+
+
+def test_swapped_needs_two_grounded_images(tmp_path: Path) -> None:
+    write_rows(tmp_path / "a.jsonl", [{"task": "detail", "answer": "A cat sleeps.", "captions": ["A cat."], "categories": ["cat"]}])
+    result = run(str(tmp_path), "--swapped")
+    assert result.returncode == 2 and "--swapped needs rows of two or more images" in result.stderr

@@ -192,8 +192,14 @@ def test_repetition_names_the_turn_and_the_words():
         (["cell phone", "clock", "person", "suitcase"], ["cell phone", "clock", "person", "suitcase"], True),
         (["dog", "frisbee"], ["dog", "frisbee"], True),
         (["dog"], ["dog"], False),  # one stray object: flagged, written unless --reject-unsupported
-        (["car", "person", "truck"], ["person", "truck"], False),  # most, not all
+        (["car", "person", "truck"], ["person", "truck"], True),  # more absent than shown
         (["car", "truck"], [], False),
+        (["dog", "person"], ["dog"], True),  # a person shown does not speak for the record
+        (["bench", "dog", "frisbee", "person"], ["dog", "frisbee"], True),
+        (["pizza", "person"], ["person"], False),  # an inferred diner beside the pizza the image shows
+        (["car", "parking meter", "person", "truck"], ["person"], False),
+        (["bench", "dog", "frisbee"], ["frisbee"], False),  # one stray object among shown ones
+        (["bench", "dog", "frisbee", "kite"], ["frisbee", "kite"], False),  # as many shown as absent
     ],
 )
 def test_names_another_image(mentioned: list[str], unsupported: list[str], another: bool):
@@ -206,14 +212,21 @@ def _kitchen() -> ImageAnnotations:
     return ImageAnnotations(image_id=7, file_name="000000000007.jpg", width=640, height=480, captions=captions, caption_ids=[1, 2], boxes=boxes)
 
 
-def _record(task: str, answer_text: str):
+def _park() -> ImageAnnotations:
+    boxes = [Box(annotation_id=1, category="person", x1=0.2, y1=0.2, x2=0.4, y2=0.9), Box(annotation_id=2, category="bench", x1=0.4, y1=0.6, x2=0.9, y2=0.9)]
+    captions = ["An old man reads a newspaper on a park bench.", "A man sitting alone on a wooden bench under the trees."]
+    return ImageAnnotations(image_id=8, file_name="000000000008.jpg", width=640, height=480, captions=captions, caption_ids=[3, 4], boxes=boxes)
+
+
+def _record(task: str, answer_text: str, image: ImageAnnotations | None = None):
+    image = image or _kitchen()
     content = parse_answer(task, answer_text, "stop")
     instructions = load_instructions("detail") if TASKS[task].instructions else None
     meta = RecordMeta(
-        task=task, teacher=TeacherInfo(kind="mock", model="m", mock=True), prompt_hash="x", image_id=7, caption_ids=[1, 2],
-        box_ids=[1, 2], usage=Usage(), request_key="k",
+        task=task, teacher=TeacherInfo(kind="mock", model="m", mock=True), prompt_hash="x", image_id=image.image_id,
+        caption_ids=image.caption_ids, box_ids=[box.annotation_id for box in image.boxes], usage=Usage(), request_key="k",
     )
-    return build_record(_kitchen(), task, content, meta, instructions, 0)
+    return build_record(image, task, content, meta, instructions, 0)
 
 
 def test_a_record_about_another_image_is_refused_by_default():
@@ -231,3 +244,18 @@ def test_one_stray_object_is_flagged_by_default_and_refused_when_asked():
     with pytest.raises(Rejected) as refused:
         ground_record(_record("detail", text), _kitchen(), reject_unsupported=True)
     assert refused.value.reason == "unsupported_object"
+
+
+def test_a_person_in_the_image_does_not_keep_a_record_of_another_picture():
+    text = "A young woman throws a frisbee across the sand while her dog races after it and a kite flies above the waves."
+    with pytest.raises(Rejected) as refused:
+        ground_record(_record("detail", text, _park()), _park(), reject_unsupported=False)
+    assert refused.value.reason == "unsupported_object"
+    assert "dog, frisbee, kite" in refused.value.detail and "(none)" in refused.value.detail
+
+
+def test_a_record_naming_as_many_shown_objects_as_absent_ones_is_only_flagged():
+    text = "An elderly man sits on a wooden bench with a newspaper, and a small dog naps beside his feet."
+    record = _record("detail", text, _park())
+    ground_record(record, _park(), reject_unsupported=False)
+    assert record.meta.grounding is not None and record.meta.grounding.unsupported == ["dog"]

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from datagen.errors import InputError
+from datagen.files.jsonl import read_lines
 from datagen.formats.manifest import ExcludedImages
+from datagen.run.output_folder import CACHE_FILE
+from datagen.tasks.registry import task_spec
 
 SHAPES = (
     "a COCO captions or instances JSON (images[].id), LLaVA records (a JSON array or JSONL with `image`), "
@@ -144,4 +148,36 @@ def overlap_warning(captions: Path, first_file_name: str | None = None) -> str |
         f"warning: {captions.name} holds {held}, where {VAL2014_EVALS} draw theirs from; nothing is excluded, so "
         "a model trained on this run is evaluated on images it saw (pass --exclude-images with the eval's questions "
         "or instances file)"
+    )
+
+
+def written_of_excluded(out: Path, tasks: Iterable[str], exclude_ids: frozenset[int]) -> Counter[str]:
+    """Per task, the records `out` already holds of images now excluded: a resume that adds --exclude-images.
+
+    Read before the run claims the folder, so a line it cannot read (a killed run's torn tail, which the run
+    repairs) is passed over here, not refused."""
+    held: Counter[str] = Counter()
+    for task in tasks:
+        path = out / task_spec(task).file_name
+        if not path.is_file():
+            continue
+        with path.open("rb") as handle:
+            for line in read_lines(handle):
+                meta = line.value.get("meta") if line.problem is None and isinstance(line.value, dict) else None
+                held[task] += isinstance(meta, dict) and meta.get("image_id") in exclude_ids
+    return +held
+
+
+def resume_warning(out: Path, held: Counter[str]) -> str | None:
+    """One line when a resume's folder already holds records of excluded images: they stay in the task files (and
+    so in `export`), though the manifest's counts leave them out; a new folder reusing the old replies drops them."""
+    if not held:
+        return None
+    cache = out / CACHE_FILE
+    again = f" and --cache {cache}: no reply is paid for twice" if cache.is_file() else ": the other images are asked again"
+    total = held.total()
+    return (
+        f"warning: --out {out} already holds {total} record{'s' if total != 1 else ''} of images --exclude-images leaves out "
+        f"({', '.join(f'{task} {n}' for task, n in held.items())}), written before; they stay in its task files and "
+        f"in `export`. To drop them, generate into a new --out with the same flags{again}"
     )

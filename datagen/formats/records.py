@@ -36,7 +36,8 @@ RejectReason = Literal[
     "wrong_turn_count",
     "oversized_reply",  # a reply body over --max-reply-bytes, or an answer far longer than --max-tokens can produce
     "request_refused",  # the server refused this one request (HTTP 400 context length, 413...) after the probe succeeded
-    # names only objects the image lacks (at least two: a record about another image), or, with --reject-unsupported,
+    # names more objects the image lacks than it shows, people shown aside (at least two named: a record about another
+    # image), or, with --reject-unsupported,
     # any object neither the boxes nor the captions show
     "unsupported_object",
     # Grounded tasks (datagen/tasks/grounded.py): an answer checked against the fact the boxes decide.

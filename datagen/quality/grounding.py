@@ -18,7 +18,7 @@ from datagen.source.coco import CocoSource, ImageAnnotations, ImageSupport
 from datagen.quality.object_words import PERSON_MODIFIERS, find_forms
 from datagen.quality.parse import Rejected
 from datagen.quality.patterns import SENTENCE_END, Caseless, fold, whole_words
-from datagen.quality.reply_checks import names_another_image
+from datagen.quality.reply_checks import names_another_image, shown_objects
 from datagen.formats.records import GeneratedRecord, Grounding, Turn
 
 # Where a negation or a determiner stops reaching forward: punctuation and words that open a new clause.
@@ -273,7 +273,8 @@ def ground_record(record: GeneratedRecord, image: ImageAnnotations, reject_unsup
     if names_another_image(record.meta.grounding):
         raise Rejected(
             "unsupported_object",
-            f"names {', '.join(record.meta.grounding.unsupported)} and nothing else that the boxes or captions of the image show",
+            f"names {', '.join(record.meta.grounding.unsupported)}, which the boxes and captions of the image do not show, and"
+            f" fewer objects other than people that they do show ({', '.join(shown_objects(record.meta.grounding)) or 'none'})",
         )
     if reject_unsupported and record.meta.grounding.unsupported:
         raise Rejected(
