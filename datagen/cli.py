@@ -1,4 +1,5 @@
-"""The `datagen` command line. Heavy imports stay inside commands so `generate` starts fast."""
+"""The `datagen` command line. Heavy imports stay inside commands so `generate` starts fast, and the settings
+models (pydantic) load only for the command that runs: `datagen --help` lists the commands without them."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, RunFailed, TeacherFatalError, Terminated, sigterm_as_interrupt
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen import __version__
-from datagen.curate.settings import RULES, DedupSettings, FilterSettings
-from datagen.cli_flags import SwitchesTakeNoValue, takes_settings
-from datagen.run.options import ENGINES, AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings, default
+from datagen.cli_flags import SwitchesTakeNoValue, built_on_use, setting_default, takes_settings
+from datagen.run.panels import ENGINES
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
+
+if TYPE_CHECKING:
+    from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings
 
 
 app = typer.Typer(
@@ -97,7 +100,7 @@ def shown_progress(settings: GenerateSettings | JudgeSettings) -> dict[str, obje
 
 @app.command()
 @friendly_errors
-@takes_settings(GenerateSettings)
+@takes_settings("GenerateSettings")
 def generate(settings: GenerateSettings) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen import api
@@ -136,7 +139,7 @@ def _plan_images(captions: Path, instances: Path | None, out: Path, exclude: lis
 
 @app.command()
 @friendly_errors
-@takes_settings(ExportSettings)
+@takes_settings("ExportSettings")
 def export(settings: ExportSettings) -> None:
     """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
     from datagen import api
@@ -168,7 +171,7 @@ def align(
 
 @app.command()
 @friendly_errors
-@takes_settings(AuditSettings)
+@takes_settings("AuditSettings")
 def audit(settings: AuditSettings) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
     from datagen import api
@@ -230,7 +233,7 @@ def show(
 
 @app.command("ray")
 @friendly_errors
-@takes_settings(RayRunSettings)
+@takes_settings("RayRunSettings")
 def ray_command(
     settings: RayRunSettings,
     rows_per_batch: Optional[int] = typer.Option(
@@ -290,20 +293,23 @@ def merge(
 
 # -- curation after generating: near-duplicates and a judge's low scores moved to rejects (datagen/curate/) ------
 
+DEDUP, FILTER = "datagen.curate.settings:DedupSettings", "datagen.curate.settings:FilterSettings"  # where the flags' defaults are
+
 
 @app.command()
 @friendly_errors
 def dedup(
     folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
-    answer_threshold: float = typer.Option(default("answer_threshold", DedupSettings), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
-    question_threshold: float = typer.Option(default("question_threshold", DedupSettings), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
-    ngram: int = typer.Option(default("ngram", DedupSettings), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
-    num_perm: int = typer.Option(default("num_perm", DedupSettings), min=16, help="MinHash permutations (more: slower, more exact)"),
+    answer_threshold: float = typer.Option(setting_default("answer_threshold", DEDUP), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
+    question_threshold: float = typer.Option(setting_default("question_threshold", DEDUP), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
+    ngram: int = typer.Option(setting_default("ngram", DEDUP), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
+    num_perm: int = typer.Option(setting_default("num_perm", DEDUP), min=16, help="MinHash permutations (more: slower, more exact)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the near-duplicates; move nothing"),
 ) -> None:
     """Move near-duplicate records (later ones; the first is kept) to rejects.jsonl as near_duplicate, never deleting."""
     from datagen.api import write_card
     from datagen.curate.dedup import dedup as run_dedup
+    from datagen.curate.settings import DedupSettings
 
     settings = DedupSettings(answer_threshold=answer_threshold, question_threshold=question_threshold, ngram=ngram, num_perm=num_perm)
     step, moves = run_dedup(folder, settings, safe_argv(), dry_run)
@@ -320,18 +326,18 @@ def dedup(
 def filter_command(
     folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
     judge_model: Optional[str] = typer.Option(None, help="The judge model (required unless --judge mock)"),
-    judge_backend: str = typer.Option(default("judge", FilterSettings), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
+    judge_backend: str = typer.Option(setting_default("judge", FILTER), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
     base_url: Optional[str] = typer.Option(None, help="The judge's endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    min_score: float = typer.Option(default("min_score", FilterSettings), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
+    min_score: float = typer.Option(setting_default("min_score", FILTER), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
     rules: Optional[Path] = typer.Option(None, help="The judge's system message (default prompts/judge/filter_system_message.txt)"),
     captions: Optional[Path] = typer.Option(None, help="COCO captions file; default the one the run's manifest names"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file; default the one the run's manifest names"),
-    concurrency: int = typer.Option(default("concurrency", FilterSettings), min=1, help="Judge requests in flight at most"),
+    concurrency: int = typer.Option(setting_default("concurrency", FILTER), min=1, help="Judge requests in flight at most"),
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Judge requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Judge tokens per minute at most"),
-    timeout: float = typer.Option(default("timeout", FilterSettings), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries", FilterSettings), min=0),
-    max_tokens: int = typer.Option(default("max_tokens", FilterSettings), min=1, help="The judge's reply limit"),
+    timeout: float = typer.Option(setting_default("timeout", FILTER), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(setting_default("max_retries", FILTER), min=0),
+    max_tokens: int = typer.Option(setting_default("max_tokens", FILTER), min=1, help="The judge's reply limit"),
     cache: Optional[Path] = typer.Option(None, help="Judge response cache; default RUN/judge-cache.sqlite"),
     no_cache: bool = typer.Option(False, "--no-cache"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the judge requests and price them; send nothing, move nothing"),
@@ -341,6 +347,7 @@ def filter_command(
     """Score each record with a judge model against its image's captions and boxes; move those under --min-score to rejects."""
     from datagen.api import write_card
     from datagen.curate.judge_filter import filter_run
+    from datagen.curate.settings import RULES, FilterSettings
 
     settings = FilterSettings(
         judge=judge_backend, judge_model=judge_model, base_url=base_url, min_score=min_score, rules=rules or RULES, captions=captions,
@@ -432,7 +439,7 @@ def mock_server_command(
 
 @app.command()
 @friendly_errors
-@takes_settings(JudgeSettings)
+@takes_settings("JudgeSettings")
 def judge(
     settings: JudgeSettings,
     folders: list[Path] = typer.Argument(
@@ -662,6 +669,7 @@ def _register_trainer() -> None:
 
 
 _register_trainer()
+built_on_use(app)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_v
 
 from datagen.errors import InputError
 from datagen.formats.manifest import Curation
+from datagen.run.panels import ENGINES, INPUT, LIMITS, OUTPUT, SAMPLING, TEACHER, VISION
+from datagen.run.panels import PANELS as PANELS
 from datagen.formats.records import Task
 from datagen.source.context import CONTEXT_KINDS, ContextKind
 from datagen.tasks.prompts import BUNDLED_PROMPTS
@@ -30,11 +32,6 @@ from datagen.teachers.vision import DEFAULT_IMAGE_MAX_SIDE, See
 MAX_BATCH_REQUESTS = 50_000  # the OpenAI Batch API's cap on requests per batch
 MAX_BATCH_INPUT_BYTES = 190_000_000  # OpenAI caps a batch input file at 200 MB; the margin covers either megabyte
 
-# The help panels, in the order `--help` shows them.
-INPUT, TEACHER, SAMPLING, LIMITS, OUTPUT, VISION, ENGINES = (
-    "Input", "Teacher", "Sampling", "Throughput and limits", "Output", "Vision", "Engines",
-)
-PANELS = (INPUT, TEACHER, SAMPLING, LIMITS, OUTPUT, VISION, ENGINES)
 
 
 @dataclass(frozen=True)
