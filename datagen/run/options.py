@@ -84,6 +84,15 @@ LogEvery = Annotated[
     Flag("Without a terminal (CI logs, nohup, Slurm): a plain progress line every S seconds and at the end; 0: none", OUTPUT, cli_default=30.0),
 ]
 
+# USD per million tokens, for --dry-run's estimate, the cost shown while a run goes and in its summary; left out, the
+# model's list price where datagen/run/prices.py knows it.
+PriceIn = Annotated[
+    float | None, Field(ge=0.0), Flag("USD per million prompt tokens, for the cost shown; default the model's list price if known", OUTPUT)
+]
+PriceOut = Annotated[
+    float | None, Field(ge=0.0), Flag("USD per million completion tokens, for the cost shown; default the model's list price if known", OUTPUT)
+]
+
 
 class EndpointSettings(BaseModel, defer_build=True):
     """How a client reaches an OpenAI-compatible endpoint: generate, judge and ray all take these.
@@ -306,8 +315,8 @@ class GenerateSettings(ClientSettings):
     dry_run: Annotated[
         bool, Flag("Print the request count and estimated tokens; send nothing (no API key needed)", OUTPUT, decls=("--dry-run",))
     ] = False
-    price_in: Annotated[float | None, Field(ge=0.0), Flag("Price per million prompt tokens: --dry-run's estimate, the cost shown while it runs", OUTPUT)] = None
-    price_out: Annotated[float | None, Field(ge=0.0), Flag("Price per million completion tokens: --dry-run's estimate, the cost shown while it runs", OUTPUT)] = None
+    price_in: PriceIn = None
+    price_out: PriceOut = None
     requests_out: Annotated[Path | None, Flag("Write the pending requests as an OpenAI Batch input file; send nothing", ENGINES)] = None
     results_in: Annotated[
         Path | None, Flag("Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live", ENGINES)
@@ -558,6 +567,8 @@ class JudgeSettings(ClientSettings):
     temperature: Temperature = 0.2
     max_tokens: MaxTokens = 512
     seed: Annotated[int, Flag("Seeds the judge's sampling and the bootstrap", SAMPLING)] = 0
+    price_in: PriceIn = None
+    price_out: PriceOut = None
     resamples: Annotated[int, Field(ge=0), Flag("Bootstrap resamples of the 95% interval (0: none)", OUTPUT, decls=("--bootstrap",))] = 1000
     progress: Progress = True
     log_every: LogEvery = 0.0

@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from datagen.formats.manifest import Manifest
+from datagen.run.prices import Costing, cost_line
 
 
 @cache
@@ -70,27 +71,28 @@ def _two_line_progress(console, clock, label: str):
 
 
 class ProgressDisplay:
-    """The progress of a job (`generate`, `judge`), which calls `advance` as each item ends.
+    """The progress of a job (`generate`, `judge`, `eval ...`), which calls `advance` as each item ends.
 
     A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
 
     Both show the same figures: done/total, rate, ETA, rejects, retries, skipped, tokens, and the cost so far and
-    projected when prices are known. Two lines, so nothing is cut at 80 columns.
+    projected when prices are known (where they come from is said once, as the display starts). Two lines, so
+    nothing is cut at 80 columns.
     """
 
     def __init__(
         self, label: str, total: int, usage: Callable[[], Any], teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
-        prices: tuple[float, float] | None = None, clock=time.monotonic,
+        costing: Costing | None = None, clock=time.monotonic,
     ) -> None:
         """`usage` gives the tokens so far (prompt_tokens, completion_tokens); `teachers` are asked for their retries
-        (`stats`) and the first one's concurrency `limiter`."""
+        (`stats`) and the first one's concurrency `limiter`; `costing` what the tokens so far cost."""
         self.label = label
         self.total = total
         self.usage = usage
         self.teachers = teachers
         self.enabled = enabled
         self.log_every = log_every if not enabled else 0.0
-        self.prices = prices
+        self.costing = costing
         self.clock = clock
         self.rejects = 0
         self.skipped = 0
@@ -104,6 +106,8 @@ class ProgressDisplay:
     def __enter__(self) -> ProgressDisplay:
         self._started = self._last_line = self.clock()
         self._cost_at_start = self._cost() or 0.0
+        if self.costing is not None and (self.enabled or self.log_every):
+            _say(f"{self.label} prices: {self.costing.source}", self.enabled)  # not "LABEL: ", which the progress lines alone start with
         if self.enabled:
             self._progress = _two_line_progress(_console(), self.clock, self.label)
             self._progress.__enter__()
@@ -129,10 +133,17 @@ class ProgressDisplay:
             self._print_line()
 
     def _cost(self) -> float | None:
-        if self.prices is None:
-            return None
-        usage = self.usage()
-        return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
+        return self.costing.spent() if self.costing is not None else None
+
+    def spent(self) -> tuple[float, float] | None:
+        """USD spent by this run and by the folder's runs in all; None without prices."""
+        cost = self._cost()
+        return (cost - self._cost_at_start, cost) if cost is not None else None
+
+    def cost_line(self) -> str | None:
+        """The run's cost for its summary (prices.cost_line); None without prices."""
+        spent = self.spent()
+        return cost_line(*spent, self.costing.source) if spent is not None and self.costing is not None else None
 
     def status(self) -> str:
         """rate, rejects, retries, skipped, tokens, cost and the concurrency limit: the bar's second line."""
@@ -160,11 +171,19 @@ class ProgressDisplay:
 
     def _print_line(self) -> None:
         self._last_line = self.clock()
-        print(self.line(), file=sys.stderr, flush=True)
+        _say(self.line(), terminal=False)
 
 
-def show_summary(manifest: Manifest, retries: int = 0) -> None:
-    """The table a finished `generate` prints: per task what was requested, written, rejected and skipped."""
+def _say(line: str, terminal: bool) -> None:
+    if terminal:
+        _console().print(line, markup=False, highlight=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def show_summary(manifest: Manifest, retries: int = 0, cost: str | None = None) -> None:
+    """The table a finished `generate` prints: per task what was requested, written, rejected and skipped; then
+    tokens, requests, retries and `cost` (ProgressDisplay.cost_line) where prices are known."""
     from rich.table import Table
 
     console = _console()
@@ -184,6 +203,8 @@ def show_summary(manifest: Manifest, retries: int = 0) -> None:
         f" | requests sent {manifest.requests_sent} | cache hits {manifest.cache_hits}" + (f" | retries {retries}" if retries else ""),
         markup=False,
     )
+    if cost is not None:
+        console.print(cost, markup=False, soft_wrap=True)
     if manifest.last_error:
         console.print(f"teacher's last error: {manifest.last_error}", markup=False, soft_wrap=True)  # one line, however long
     if manifest.source.hard_cases:
