@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -20,7 +20,7 @@ from datagen.run.panels import ENGINES
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
 
 if TYPE_CHECKING:
-    from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings
+    from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, ProgressSettings, RayRunSettings
 
 
 app = typer.Typer(
@@ -92,7 +92,7 @@ def echo_notes(notes: list[str]) -> None:
         typer.echo(f"note: {note}", err=True)
 
 
-def shown_progress(settings: GenerateSettings | JudgeSettings) -> dict[str, object]:
+def shown_progress(settings: GenerateSettings | JudgeSettings | ProgressSettings) -> dict[str, Any]:
     """In a terminal the bar shows progress; elsewhere (CI logs, nohup, Slurm) plain lines every --log-every seconds do."""
     terminal = sys.stderr.isatty()
     return {"progress": settings.progress and terminal, "log_every": settings.log_every if settings.progress and not terminal else 0.0}
@@ -488,7 +488,9 @@ app.add_typer(eval_app, name="eval")
 
 @eval_app.command("bench")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_bench(
+    settings: ProgressSettings,
     questions: Path = typer.Option(..., help="Questions JSONL (question_id, image, text, category)"),
     out: Path = typer.Option(..., help="Folder for answers.jsonl (LLaVA's answer format); rerunning into it resumes"),
     model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
@@ -519,13 +521,15 @@ def eval_bench(
             raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
         return
     assert model is not None
-    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training)
+    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training, _eval_progress("bench", settings))
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 
 
 @eval_app.command("scienceqa")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_scienceqa(
+    settings: ProgressSettings,
     problems: Path = typer.Option(..., help="ScienceQA's problems.json"),
     split_file: Path = typer.Option(..., help="ScienceQA's pid_splits.json"),
     out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
@@ -552,13 +556,15 @@ def eval_scienceqa(
     else:
         assert model is not None
         _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype,
-                                INSTRUCTION if instruction is None else instruction)
+                                INSTRUCTION if instruction is None else instruction, _eval_progress("scienceqa", settings))
     typer.echo(text)
 
 
 @eval_app.command("pope")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_pope(
+    settings: ProgressSettings,
     instances: Path = typer.Option(..., help="COCO instances file the questions are built from (POPE used instances_val2014.json)"),
     out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
     model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
@@ -583,7 +589,7 @@ def eval_pope(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
-                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap))
+                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap), _eval_progress("pope", settings))
     typer.echo(text)
     if results is not None:
         missing = sum(row["missing"] for row in results["samplings"].values())
@@ -593,7 +599,9 @@ def eval_pope(
 
 @eval_app.command("chair")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_chair(
+    settings: ProgressSettings,
     captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2014.json); captions support objects too"),
     instances: Path = typer.Option(..., help="COCO instances file of the images (instances_val2014.json)"),
     out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
@@ -612,7 +620,8 @@ def eval_chair(
 
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
-    results, text = run_chair(captions, instances, out, image_count, seed, answers, model, images, batch_size, max_new_tokens, model_id, dtype)
+    results, text = run_chair(captions, instances, out, image_count, seed, answers, model, images, batch_size, max_new_tokens, model_id, dtype,
+                              _eval_progress("chair", settings))
     typer.echo(text)
     if results is not None and results["missing"]:
         raise fail(f"{results['missing']} images have no description; the figures above leave them out", 1)
@@ -620,7 +629,9 @@ def eval_chair(
 
 @eval_app.command("spatial")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_spatial(
+    settings: ProgressSettings,
     captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2017.json)"),
     instances: Path = typer.Option(..., help="COCO instances file the questions are built from (instances_val2017.json)"),
     out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
@@ -643,10 +654,17 @@ def eval_spatial(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_spatial(captions, instances, out, image_count, seed, INSTRUCTION if instruction is None else instruction, answers,
-                                model, images, batch_size, max_new_tokens, model_id, dtype)
+                                model, images, batch_size, max_new_tokens, model_id, dtype, _eval_progress("spatial", settings))
     typer.echo(text)
     if results is not None and results["missing"]:
         raise fail(f"{results['missing']} questions have no answer; they count as wrong above", 1)
+
+
+def _eval_progress(command: str, settings: ProgressSettings):
+    """`eval COMMAND`'s progress while its model answers, shown as generate shows its own (`eval COMMAND: DONE/TOTAL`)."""
+    from datagen.eval.model import EvalProgress
+
+    return EvalProgress(f"eval {command}", **shown_progress(settings))
 
 
 def _training_data(path: Path | None, allow_overlap: bool):

@@ -118,6 +118,13 @@ class ClientSettings(EndpointSettings):
     command: list[str] = []  # the command line as typed, secrets taken out, for the manifest
 
 
+class ProgressSettings(BaseModel, defer_build=True):
+    """How a command shows its progress: `datagen eval ...` takes these two flags, which generate and judge have too."""
+
+    progress: Progress = True
+    log_every: LogEvery = 0.0
+
+
 def registered_tasks() -> list[str]:
     # The registry loads its tasks' reply parsers, whose patterns take a while to compile: loaded when a setting
     # is checked, not when `datagen --help` lists the commands.

@@ -81,11 +81,12 @@ class ProgressDisplay:
     """
 
     def __init__(
-        self, label: str, total: int, usage: Callable[[], Any], teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
+        self, label: str, total: int, usage: Callable[[], Any] | None, teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
         costing: Costing | None = None, clock=time.monotonic,
     ) -> None:
         """`usage` gives the tokens so far (prompt_tokens, completion_tokens); `teachers` are asked for their retries
-        (`stats`) and the first one's concurrency `limiter`; `costing` what the tokens so far cost."""
+        (`stats`) and the first one's concurrency `limiter`; `costing` what the tokens so far cost. A job that asks
+        no teacher (an eval's model answering) passes no usage and no teachers: its lines show neither."""
         self.label = label
         self.total = total
         self.usage = usage
@@ -149,9 +150,13 @@ class ProgressDisplay:
         """rate, rejects, retries, skipped, tokens, cost and the concurrency limit: the bar's second line."""
         elapsed = self.clock() - self._started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        usage = self.usage()
-        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}", f"skipped {self.skipped}",
-                 f"tokens {usage.prompt_tokens + usage.completion_tokens:,}"]
+        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}"]
+        if self.teachers:
+            parts.append(f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}")
+        parts.append(f"skipped {self.skipped}")
+        if self.usage is not None:
+            usage = self.usage()
+            parts.append(f"tokens {usage.prompt_tokens + usage.completion_tokens:,}")
         cost = self._cost()
         if cost is not None:
             spent_here = cost - self._cost_at_start
