@@ -87,10 +87,10 @@ LogEvery = Annotated[
 # USD per million tokens, for --dry-run's estimate, the cost shown while a run goes and in its summary; left out, the
 # model's list price where datagen/run/prices.py knows it.
 PriceIn = Annotated[
-    float | None, Field(ge=0.0), Flag("USD per million prompt tokens, for the cost shown; default the model's list price if known", OUTPUT)
+    float | None, Field(ge=0.0), Flag("USD per million prompt tokens, for the costs shown; default the model's list price, where datagen/run/prices.py has it", OUTPUT)
 ]
 PriceOut = Annotated[
-    float | None, Field(ge=0.0), Flag("USD per million completion tokens, for the cost shown; default the model's list price if known", OUTPUT)
+    float | None, Field(ge=0.0), Flag("USD per million completion tokens, for the costs shown; default the model's list price, where datagen/run/prices.py has it", OUTPUT)
 ]
 
 
