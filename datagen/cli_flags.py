@@ -229,7 +229,7 @@ def _listed_only() -> None:
 
 def _build(app: typer.Typer, info: Any) -> click.Command:
     command = typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode)
-    _blank_switch_values(command)
+    _blank_switch_values(command)  # what SwitchesTakeNoValue does for the commands typer builds at once
     return command
 
 

@@ -96,3 +96,21 @@ def test_judge_summary_says_its_cost(cli, tmp_path: Path) -> None:
     assert f"cost: $0.0000 this run, ${total:.4f} for the folder in all" in rerun.output
     unpriced = cli(*args[:-5], "--no-progress", "--force")
     assert "cost" not in json.loads((tmp_path / "j" / "summary.json").read_text(encoding="utf-8")) and "cost:" not in unpriced.output
+
+
+def test_a_live_run_of_a_known_model_is_priced_at_its_list_price(cli, tmp_path: Path) -> None:
+    """No price flags, an OpenAI-compatible server answering as gpt-4o-mini: the progress and the summary price the
+    tokens at the table's list price and say so."""
+    from datagen.testing.mock_openai_server import MockServer, MockServerConfig
+
+    with MockServer(MockServerConfig(api_key="sk-test")) as server:
+        result = cli("generate", "--captions", CAPTIONS, "--instances", INSTANCES, "--out", tmp_path / "live", "--limit", "2", "--tasks", "detail",
+                     "--model", "gpt-4o-mini", "--base-url", server.base_url, "--log-every", "1000", env={"OPENAI_API_KEY": "sk-test"})
+    assert result.exit_code == 0, result.output
+    usage = json.loads((tmp_path / "live" / "manifest.json").read_text(encoding="utf-8"))["usage"]
+    listed = resolve_prices("gpt-4o-mini", None, None)
+    assert listed is not None and usage["prompt_tokens"] > 0
+    total = listed.cost(SimpleNamespace(**usage))
+    assert f"generate prices: {listed.source}" in result.output
+    assert f"cost: ${total:.4f} this run, ${total:.4f} for the folder in all (prices: {listed.source})" in result.output
+    assert "generate: 2/2 (100%)" in result.output and " | cost $" in result.output
