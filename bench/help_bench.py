@@ -43,7 +43,7 @@ def second(count: int = typer.Option(1, help="A count")) -> None:
 
 app()
 '''
-HEAVY = ("numpy", "torch", "pycocotools", "PIL", "httpx", "datagen.tasks.registry")
+HEAVY = ("numpy", "torch", "pycocotools", "PIL", "httpx", "pydantic", "datagen.tasks.registry")
 PROBE = (
     "import sys; sys.argv = ['datagen', '--help']\n"
     "from datagen.cli import main\n"

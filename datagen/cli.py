@@ -1,4 +1,5 @@
-"""The `datagen` command line. Heavy imports stay inside commands so `generate` starts fast."""
+"""The `datagen` command line. Heavy imports stay inside commands so `generate` starts fast, and the settings
+models (pydantic) load only for the command that runs: `datagen --help` lists the commands without them."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from datagen.errors import INCOMPLETE_EXIT, TERMINATED_EXIT, InputError, RunFailed, TeacherFatalError, Terminated, sigterm_as_interrupt
 from datagen.files.storage_errors import StorageError, explain_os_error
 from datagen import __version__
-from datagen.curate.settings import RULES, DedupSettings, FilterSettings
-from datagen.cli_flags import SwitchesTakeNoValue, takes_settings
-from datagen.run.options import ENGINES, AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, RayRunSettings, default
+from datagen.cli_flags import SwitchesTakeNoValue, built_on_use, setting_default, takes_settings
+from datagen.run.panels import ENGINES
 from datagen.testing.mock_server_config import QUIRKS, MockServerConfig, parse_quirk
+
+if TYPE_CHECKING:
+    from datagen.run.options import AuditSettings, ExportSettings, GenerateSettings, JudgeSettings, ProgressSettings, RayRunSettings
 
 
 app = typer.Typer(
@@ -89,7 +92,7 @@ def echo_notes(notes: list[str]) -> None:
         typer.echo(f"note: {note}", err=True)
 
 
-def shown_progress(settings: GenerateSettings | JudgeSettings) -> dict[str, object]:
+def shown_progress(settings: GenerateSettings | JudgeSettings | ProgressSettings) -> dict[str, Any]:
     """In a terminal the bar shows progress; elsewhere (CI logs, nohup, Slurm) plain lines every --log-every seconds do."""
     terminal = sys.stderr.isatty()
     return {"progress": settings.progress and terminal, "log_every": settings.log_every if settings.progress and not terminal else 0.0}
@@ -97,7 +100,7 @@ def shown_progress(settings: GenerateSettings | JudgeSettings) -> dict[str, obje
 
 @app.command()
 @friendly_errors
-@takes_settings(GenerateSettings)
+@takes_settings("GenerateSettings")
 def generate(settings: GenerateSettings) -> None:
     """Ask the teacher for each image and task; write validated records, rejects and a manifest."""
     from datagen import api
@@ -136,7 +139,7 @@ def _plan_images(captions: Path, instances: Path | None, out: Path, exclude: lis
 
 @app.command()
 @friendly_errors
-@takes_settings(ExportSettings)
+@takes_settings("ExportSettings")
 def export(settings: ExportSettings) -> None:
     """Merge task files into LLaVA-Instruct-150K-format records (or chat `messages`)."""
     from datagen import api
@@ -168,7 +171,7 @@ def align(
 
 @app.command()
 @friendly_errors
-@takes_settings(AuditSettings)
+@takes_settings("AuditSettings")
 def audit(settings: AuditSettings) -> None:
     """Answer checks and object grounding over an existing data set, per record and per task; no teacher calls."""
     from datagen import api
@@ -230,7 +233,7 @@ def show(
 
 @app.command("ray")
 @friendly_errors
-@takes_settings(RayRunSettings)
+@takes_settings("RayRunSettings")
 def ray_command(
     settings: RayRunSettings,
     rows_per_batch: Optional[int] = typer.Option(
@@ -290,20 +293,23 @@ def merge(
 
 # -- curation after generating: near-duplicates and a judge's low scores moved to rejects (datagen/curate/) ------
 
+DEDUP, FILTER = "datagen.curate.settings:DedupSettings", "datagen.curate.settings:FilterSettings"  # where the flags' defaults are
+
 
 @app.command()
 @friendly_errors
 def dedup(
     folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
-    answer_threshold: float = typer.Option(default("answer_threshold", DedupSettings), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
-    question_threshold: float = typer.Option(default("question_threshold", DedupSettings), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
-    ngram: int = typer.Option(default("ngram", DedupSettings), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
-    num_perm: int = typer.Option(default("num_perm", DedupSettings), min=16, help="MinHash permutations (more: slower, more exact)"),
+    answer_threshold: float = typer.Option(setting_default("answer_threshold", DEDUP), min=0.1, max=1.0, help="Answers this alike (Jaccard of word n-grams) or more..."),
+    question_threshold: float = typer.Option(setting_default("question_threshold", DEDUP), min=0.0, max=1.0, help="...and questions this alike make a near-duplicate"),
+    ngram: int = typer.Option(setting_default("ngram", DEDUP), min=1, help="Words per shingle of the answers (questions are compared as word sets)"),
+    num_perm: int = typer.Option(setting_default("num_perm", DEDUP), min=16, help="MinHash permutations (more: slower, more exact)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the near-duplicates; move nothing"),
 ) -> None:
     """Move near-duplicate records (later ones; the first is kept) to rejects.jsonl as near_duplicate, never deleting."""
     from datagen.api import write_card
     from datagen.curate.dedup import dedup as run_dedup
+    from datagen.curate.settings import DedupSettings
 
     settings = DedupSettings(answer_threshold=answer_threshold, question_threshold=question_threshold, ngram=ngram, num_perm=num_perm)
     step, moves = run_dedup(folder, settings, safe_argv(), dry_run)
@@ -320,18 +326,18 @@ def dedup(
 def filter_command(
     folder: Path = typer.Argument(..., help="The --out folder of a generate (or merge) run"),
     judge_model: Optional[str] = typer.Option(None, help="The judge model (required unless --judge mock)"),
-    judge_backend: str = typer.Option(default("judge", FilterSettings), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
+    judge_backend: str = typer.Option(setting_default("judge", FILTER), "--judge", help="openai, azure (any OpenAI-compatible server or deployment) or mock (a scripted offline judge, for CI)"),
     base_url: Optional[str] = typer.Option(None, help="The judge's endpoint; default $OPENAI_BASE_URL or OpenAI"),
-    min_score: float = typer.Option(default("min_score", FilterSettings), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
+    min_score: float = typer.Option(setting_default("min_score", FILTER), min=1.0, max=10.0, help="Records whose mean score (accuracy, helpfulness, detail; 1-10) is under this move to rejects"),
     rules: Optional[Path] = typer.Option(None, help="The judge's system message (default prompts/judge/filter_system_message.txt)"),
     captions: Optional[Path] = typer.Option(None, help="COCO captions file; default the one the run's manifest names"),
     instances: Optional[Path] = typer.Option(None, help="COCO instances file; default the one the run's manifest names"),
-    concurrency: int = typer.Option(default("concurrency", FilterSettings), min=1, help="Judge requests in flight at most"),
+    concurrency: int = typer.Option(setting_default("concurrency", FILTER), min=1, help="Judge requests in flight at most"),
     rpm: Optional[float] = typer.Option(None, min=0.001, help="Judge requests per minute at most"),
     tpm: Optional[float] = typer.Option(None, min=1, help="Judge tokens per minute at most"),
-    timeout: float = typer.Option(default("timeout", FilterSettings), min=0.1, help="Seconds per request before it is retried"),
-    max_retries: int = typer.Option(default("max_retries", FilterSettings), min=0),
-    max_tokens: int = typer.Option(default("max_tokens", FilterSettings), min=1, help="The judge's reply limit"),
+    timeout: float = typer.Option(setting_default("timeout", FILTER), min=0.1, help="Seconds per request before it is retried"),
+    max_retries: int = typer.Option(setting_default("max_retries", FILTER), min=0),
+    max_tokens: int = typer.Option(setting_default("max_tokens", FILTER), min=1, help="The judge's reply limit"),
     cache: Optional[Path] = typer.Option(None, help="Judge response cache; default RUN/judge-cache.sqlite"),
     no_cache: bool = typer.Option(False, "--no-cache"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the judge requests and price them; send nothing, move nothing"),
@@ -341,6 +347,7 @@ def filter_command(
     """Score each record with a judge model against its image's captions and boxes; move those under --min-score to rejects."""
     from datagen.api import write_card
     from datagen.curate.judge_filter import filter_run
+    from datagen.curate.settings import RULES, FilterSettings
 
     settings = FilterSettings(
         judge=judge_backend, judge_model=judge_model, base_url=base_url, min_score=min_score, rules=rules or RULES, captions=captions,
@@ -432,7 +439,7 @@ def mock_server_command(
 
 @app.command()
 @friendly_errors
-@takes_settings(JudgeSettings)
+@takes_settings("JudgeSettings")
 def judge(
     settings: JudgeSettings,
     folders: list[Path] = typer.Argument(
@@ -481,7 +488,9 @@ app.add_typer(eval_app, name="eval")
 
 @eval_app.command("bench")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_bench(
+    settings: ProgressSettings,
     questions: Path = typer.Option(..., help="Questions JSONL (question_id, image, text, category)"),
     out: Path = typer.Option(..., help="Folder for answers.jsonl (LLaVA's answer format); rerunning into it resumes"),
     model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
@@ -512,13 +521,15 @@ def eval_bench(
             raise fail(f"{len(unanswered)} questions have no answer in {answers} ({shown}); judge would skip them", 1)
         return
     assert model is not None
-    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training)
+    path, new, before = run_bench(model, questions, images, out, batch_size, max_new_tokens, model_id, dtype, training, _eval_progress("bench", settings))
     typer.echo(f"wrote {new} answers to {path} ({before} were already there)")
 
 
 @eval_app.command("scienceqa")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_scienceqa(
+    settings: ProgressSettings,
     problems: Path = typer.Option(..., help="ScienceQA's problems.json"),
     split_file: Path = typer.Option(..., help="ScienceQA's pid_splits.json"),
     out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json and results.md; rerunning resumes"),
@@ -545,13 +556,15 @@ def eval_scienceqa(
     else:
         assert model is not None
         _, text = run_scienceqa(model, problems, split_file, split, images, out, batch_size, max_new_tokens, limit, dtype,
-                                INSTRUCTION if instruction is None else instruction)
+                                INSTRUCTION if instruction is None else instruction, _eval_progress("scienceqa", settings))
     typer.echo(text)
 
 
 @eval_app.command("pope")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_pope(
+    settings: ProgressSettings,
     instances: Path = typer.Option(..., help="COCO instances file the questions are built from (POPE used instances_val2014.json)"),
     out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
     model: Optional[Path] = typer.Option(None, help="A datagen checkpoint or a LlavaForConditionalGeneration folder to run"),
@@ -576,7 +589,7 @@ def eval_pope(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_pope(instances, out, image_count, per_image, seed, INSTRUCTION if instruction is None else instruction, answers, model, images, batch_size,
-                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap))
+                             max_new_tokens, model_id, dtype, _training_data(train_data, allow_overlap), _eval_progress("pope", settings))
     typer.echo(text)
     if results is not None:
         missing = sum(row["missing"] for row in results["samplings"].values())
@@ -586,7 +599,9 @@ def eval_pope(
 
 @eval_app.command("chair")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_chair(
+    settings: ProgressSettings,
     captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2014.json); captions support objects too"),
     instances: Path = typer.Option(..., help="COCO instances file of the images (instances_val2014.json)"),
     out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
@@ -605,7 +620,8 @@ def eval_chair(
 
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
-    results, text = run_chair(captions, instances, out, image_count, seed, answers, model, images, batch_size, max_new_tokens, model_id, dtype)
+    results, text = run_chair(captions, instances, out, image_count, seed, answers, model, images, batch_size, max_new_tokens, model_id, dtype,
+                              _eval_progress("chair", settings))
     typer.echo(text)
     if results is not None and results["missing"]:
         raise fail(f"{results['missing']} images have no description; the figures above leave them out", 1)
@@ -613,7 +629,9 @@ def eval_chair(
 
 @eval_app.command("spatial")
 @friendly_errors
+@takes_settings("ProgressSettings")
 def eval_spatial(
+    settings: ProgressSettings,
     captions: Path = typer.Option(..., help="COCO captions file of the images (captions_val2017.json)"),
     instances: Path = typer.Option(..., help="COCO instances file the questions are built from (instances_val2017.json)"),
     out: Path = typer.Option(..., help="Folder for questions.jsonl, answers.jsonl, results.json and results.md; rerunning resumes"),
@@ -636,10 +654,17 @@ def eval_spatial(
     if model is not None and answers is not None:
         raise typer.BadParameter("pass --model to run a model or --answers to score a file, not both", param_hint="--model/--answers")
     results, text = run_spatial(captions, instances, out, image_count, seed, INSTRUCTION if instruction is None else instruction, answers,
-                                model, images, batch_size, max_new_tokens, model_id, dtype)
+                                model, images, batch_size, max_new_tokens, model_id, dtype, _eval_progress("spatial", settings))
     typer.echo(text)
     if results is not None and results["missing"]:
         raise fail(f"{results['missing']} questions have no answer; they count as wrong above", 1)
+
+
+def _eval_progress(command: str, settings: ProgressSettings):
+    """`eval COMMAND`'s progress while its model answers, shown as generate shows its own (`eval COMMAND: DONE/TOTAL`)."""
+    from datagen.eval.model import EvalProgress
+
+    return EvalProgress(f"eval {command}", **shown_progress(settings))
 
 
 def _training_data(path: Path | None, allow_overlap: bool):
@@ -662,6 +687,7 @@ def _register_trainer() -> None:
 
 
 _register_trainer()
+built_on_use(app)
 
 
 def main() -> None:

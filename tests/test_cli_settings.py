@@ -150,13 +150,29 @@ def test_version() -> None:
 
 
 def test_help_loads_neither_numpy_nor_torch() -> None:
+    """`datagen --help` lists the commands without building their flags: no settings model, so not even pydantic."""
     probe = (
         "import sys\nsys.argv = ['datagen', '--help']\nfrom datagen.cli import main\n"
         "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
-        "print('HEAVY', sorted(name for name in ('numpy', 'torch', 'pycocotools', 'PIL') if name in sys.modules))"
+        "print('HEAVY', sorted(name for name in ('numpy', 'torch', 'pycocotools', 'PIL', 'pydantic', 'datagen.run.options') if name in sys.modules))"
     )
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO).stdout
-    assert "Commands" in shown and shown.rsplit("HEAVY", 1)[1].strip() == "[]"
+    assert "Commands" in shown and "generate " in shown and "Ask the teacher for each image" in shown
+    assert shown.rsplit("HEAVY", 1)[1].strip() == "[]"
+
+
+def test_a_listed_command_runs_and_shows_the_flags_it_is_built_with() -> None:
+    """The root group's commands are built when used: their flags (and the defaults read from the settings models)
+    are those of the command itself, for running, for --help and for a caller reading `params`."""
+    import typer.main
+
+    from datagen.cli import app
+
+    listed = typer.main.get_command(app).commands["dedup"]  # type: ignore[attr-defined]
+    assert "--answer-threshold" in {name for param in listed.params for name in param.opts}
+    shown = help_of("dedup")
+    assert "[default: 0.7]" in shown and "[default: 64]" in shown
+    assert CliRunner().invoke(app, ["dedup", "--ngram", "0", "x"]).exit_code == 2  # the flag's range holds
 
 
 def test_cli_flags_and_api_settings_agree(tmp_path: Path, generate_mock) -> None:

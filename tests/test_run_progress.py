@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from datagen.run import progress as progress_module
+from datagen.run.prices import FLAGS, Prices, priced
 from datagen.run.progress import ProgressDisplay
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -58,7 +59,7 @@ def test_the_bar_fits_80_columns_and_shows_every_figure(monkeypatch) -> None:
     monkeypatch.setattr(progress_module, "_console", lambda: Console(file=io.StringIO()))  # the live display, not looked at
     console = Console(width=80, file=io.StringIO(), force_terminal=True, record=True)
     run, clock = fake_run(), Clock()
-    with run.display(enabled=True, prices=(2.5, 10.0), clock=clock) as display:
+    with run.display(enabled=True, costing=priced(Prices(2.5, 10.0, FLAGS), lambda: run.usage), clock=clock) as display:
         run.teacher.stats["retries"] = 42
         for outcome in ["written"] * 12_340 + ["rejected"] * 7 + ["skipped"] * 3:
             clock.now += 0.01

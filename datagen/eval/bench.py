@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from datagen.curate.overlap import Overlap, TrainingData
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
+from datagen.eval.model import EvalProgress
 from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, json_line
 
 ANSWERS_FILE = "answers.jsonl"
@@ -98,21 +99,22 @@ def answered(path: Path, model_id: str) -> set[str]:
 
 def run_bench(
     model_path: Path, questions_path: Path, images: Path | None, out: Path, batch_size: int,
-    max_new_tokens: int, model_id: str | None, dtype: str, train_data: TrainingData | None = None,
+    max_new_tokens: int, model_id: str | None, dtype: str, train_data: TrainingData | None = None, shown: EvalProgress = EvalProgress(),
 ) -> tuple[Path, int, int]:
     """Returns (answers file, answered now, answered before)."""
     questions, _ = clean_questions(load_questions(questions_path), train_data)
     paths = {str(q.question_id): image_path(images, q.image) for q in questions}
-    return answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype)
+    return answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype, shown)
 
 
 def answer_questions(
     model_path: Path, questions: list[BenchQuestion], paths: dict[str, Path | None], out: Path, batch_size: int,
-    max_new_tokens: int, model_id: str | None, dtype: str,
+    max_new_tokens: int, model_id: str | None, dtype: str, shown: EvalProgress = EvalProgress(),
 ) -> tuple[Path, int, int]:
-    """Greedy answers to `questions` (images by question id in `paths`), appended to OUT/answers.jsonl batch by batch;
-    questions already answered there are skipped. Returns (answers file, answered now, answered before)."""
-    from datagen.eval.model import AnswerModel, batches
+    """Greedy answers to `questions` (images by question id in `paths`), appended to OUT/answers.jsonl batch by batch,
+    the progress `shown`; questions already answered there are skipped. Returns (answers file, answered now,
+    answered before)."""
+    from datagen.eval.model import AnswerModel, answer_all
 
     if not model_path.is_dir():
         raise InputError(f"--model {model_path}: not a directory; pass a checkpoint folder")
@@ -126,16 +128,16 @@ def answer_questions(
     model = AnswerModel(model_path, dtype)
     writer = JsonlAppender(answers_file)
     try:
-        for batch in batches(todo, batch_size, lambda q: paths[str(q.question_id)] is not None):
-            texts = model.answer([(paths[str(q.question_id)], q.text) for q in batch], max_new_tokens)
-            for question, text in zip(batch, texts):
-                writer.append(
-                    BenchAnswer(
-                        question_id=question.question_id, prompt=question.text, text=text,
-                        answer_id=answer_id(model_id, question.question_id, text), model_id=model_id,
-                        metadata={"category": question.category, "decoding": "greedy", "max_new_tokens": max_new_tokens},
-                    )
+        asked = answer_all(model, todo, batch_size, lambda q: paths[str(q.question_id)] is not None, lambda q: (paths[str(q.question_id)], q.text),
+                           max_new_tokens, shown)
+        for question, text in asked:
+            writer.append(
+                BenchAnswer(
+                    question_id=question.question_id, prompt=question.text, text=text,
+                    answer_id=answer_id(model_id, question.question_id, text), model_id=model_id,
+                    metadata={"category": question.category, "decoding": "greedy", "max_new_tokens": max_new_tokens},
                 )
+            )
     finally:
         writer.close()
     return answers_file, len(todo), len(done)
@@ -182,7 +184,7 @@ def write_settled(path: Path, text: str, conflict: str) -> None:
 
 def replies_for(
     questions: list[BenchQuestion], answers: Path | None, external: Callable[[Path], dict[str, str]], model_path: Path | None,
-    images: Path | None, out: Path, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
+    images: Path | None, out: Path, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str, shown: EvalProgress = EvalProgress(),
 ) -> tuple[dict[str, str], str]:
     """The replies to `questions` (question id as a string -> reply) and where they come from: the answers file read
     by `external`, or the model's, answered into OUT/answers.jsonl as `eval bench` does (batched, resumed)."""
@@ -190,5 +192,5 @@ def replies_for(
         return external(answers), f"answers:{answers}"
     assert model_path is not None
     paths = {str(q.question_id): image_path(images, q.image) for q in questions}
-    answers_file, _, _ = answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype)
+    answers_file, _, _ = answer_questions(model_path, questions, paths, out, batch_size, max_new_tokens, model_id, dtype, shown)
     return {key: line["text"] for key, line in read_answers(answers_file, "--out").items()}, str(model_path)

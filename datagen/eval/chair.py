@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from datagen.errors import InputError
 from datagen.eval.answers import replies_to
 from datagen.eval.bench import BenchQuestion, replies_for, write_settled
+from datagen.eval.model import EvalProgress
 from datagen.files.jsonl import write_json_atomic
 from datagen.quality.grounding import claimed_categories, ground
 from datagen.source.coco import CocoSource, ImageSupport
@@ -133,7 +134,7 @@ def prepare(out: Path, source: CocoSource, count: int, seed: int) -> list[ChairQ
 
 def run_chair(
     captions: Path, instances: Path, out: Path, count: int, seed: int, answers: Path | None, model: Path | None, images: Path | None,
-    batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
+    batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str, shown: EvalProgress = EvalProgress(),
 ) -> tuple[dict | None, str]:
     source = CocoSource(captions, instances)
     questions = prepare(out, source, count, seed)
@@ -141,7 +142,7 @@ def run_chair(
         return None, f"wrote {len(questions)} description prompts to {out / QUESTIONS_FILE}; answer them, then score with --answers"
     asked = [BenchQuestion(question_id=q.question_id, image=q.image, text=q.text, category="chair") for q in questions]
     replies, origin = replies_for(
-        asked, answers, lambda path: replies_to(path, {str(q.question_id): q.text for q in questions}, "images asked (question_id = COCO image id)"), model, images, out, batch_size, max_new_tokens, model_id, dtype
+        asked, answers, lambda path: replies_to(path, {str(q.question_id): q.text for q in questions}, "images asked (question_id = COCO image id)"), model, images, out, batch_size, max_new_tokens, model_id, dtype, shown
     )
     results = {"source": origin, "captions": str(captions), "instances": str(instances), "images": count, "seed": seed,
                "max_new_tokens": max_new_tokens if model is not None else None, **score(questions, replies, source)}

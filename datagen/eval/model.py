@@ -8,9 +8,14 @@ trainer renders a user turn, so a model is asked in the form it was trained on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from datagen.errors import InputError
+
+Item = TypeVar("Item")
 
 CHECKPOINT_META = "datagen_checkpoint.json"
 
@@ -111,3 +116,28 @@ def batches(items: list, batch_size: int, has_image) -> list[list]:
         else:
             groups.append([item])
     return groups
+
+
+@dataclass(frozen=True)
+class EvalProgress:
+    """What a person watching sees while a model answers an eval's questions: the two-line bar (`progress`, in a
+    terminal) or, elsewhere, a plain `LABEL: DONE/TOTAL ...` line every `log_every` seconds; neither by default."""
+
+    label: str = "eval"
+    progress: bool = False
+    log_every: float = 0.0
+
+
+def answer_all(
+    model: Any, items: list[Item], batch_size: int, has_image: Callable[[Item], bool], ask: Callable[[Item], tuple[Path | None, str]],
+    max_new_tokens: int, shown: EvalProgress,
+) -> Iterator[tuple[Item, str]]:
+    """Each item with the model's greedy reply to `ask(item)` (image or None, question), batch by batch; the
+    progress counts an item once the caller has taken (and written) its reply."""
+    from datagen.run.progress import ProgressDisplay
+
+    with ProgressDisplay(shown.label, len(items), None, [], enabled=shown.progress, log_every=shown.log_every) as display:
+        for batch in batches(items, batch_size, has_image):
+            for item, reply in zip(batch, model.answer([ask(item) for item in batch], max_new_tokens)):
+                yield item, reply
+                display.advance("written")

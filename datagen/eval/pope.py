@@ -31,6 +31,7 @@ from datagen.curate.overlap import TrainingData
 from datagen.errors import InputError
 from datagen.eval.answers import replies_to
 from datagen.eval.bench import BenchQuestion, replies_for, write_settled
+from datagen.eval.model import EvalProgress
 from datagen.files.jsonl import write_json_atomic
 from datagen.source.coco import ImageObjects, image_objects
 
@@ -193,7 +194,7 @@ def prepare(out: Path, instances: Path, count: int, per_image: int, seed: int, i
 def run_pope(
     instances: Path, out: Path, count: int, per_image: int, seed: int, instruction: str, answers: Path | None,
     model: Path | None, images: Path | None, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
-    train_data: TrainingData | None = None,
+    train_data: TrainingData | None = None, shown: EvalProgress = EvalProgress(),
 ) -> tuple[dict | None, str]:
     """With `train_data`, questions about images the model was trained on are neither asked nor scored (unless it
     allows the overlap); the set written stays the full one, so its ids match any other tool's answers."""
@@ -208,7 +209,7 @@ def run_pope(
     # An answers file answers the whole set written, so it is checked against every question, trained-on ones too.
     every_text = {str(q.question_id): question_text(q.object) for q in every_question}
     replies, source = replies_for(
-        asked, answers, lambda path: replies_to(path, every_text, "POPE questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype
+        asked, answers, lambda path: replies_to(path, every_text, "POPE questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype, shown
     )
     by_sampling = score(questions, replies)
     results = {"source": source, "instances": str(instances), "images": count, "per_image": per_image, "seed": seed,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from datagen.errors import InputError
 from datagen.eval.answers import read_answers
+from datagen.eval.model import EvalProgress
 from datagen.files.jsonl import JsonlAppender, atomic_file, iter_numbered_jsonl, write_json_atomic
 
 LETTERS = "ABCDEFGHIJ"
@@ -267,9 +268,9 @@ def _finish(out: Path, problems: dict[str, Problem], replies: dict[str, str | No
 
 def run_scienceqa(
     model_path: Path, problems_path: Path, split_path: Path, split: str, images: Path | None, out: Path,
-    batch_size: int, max_new_tokens: int, limit: int | None, dtype: str, instruction: str = INSTRUCTION,
+    batch_size: int, max_new_tokens: int, limit: int | None, dtype: str, instruction: str = INSTRUCTION, shown: EvalProgress = EvalProgress(),
 ) -> tuple[dict, str]:
-    from datagen.eval.model import AnswerModel, batches
+    from datagen.eval.model import AnswerModel, answer_all
 
     problems = load_problems(problems_path, split_path, split, limit)
     paths = {pid: problem_image(images, split, pid, problem) for pid, problem in problems.items()}
@@ -295,11 +296,9 @@ def run_scienceqa(
         model = AnswerModel(model_path, dtype)
         writer = JsonlAppender(predictions_file)
         try:
-            for batch in batches(todo, batch_size, lambda pid: paths[pid] is not None):
-                answers = model.answer([(paths[pid], prompts[pid]) for pid in batch], max_new_tokens)
-                for pid, reply in zip(batch, answers):
-                    writer.append(_prediction(pid, problems[pid], prompts[pid], reply, source))
-                    replies[pid] = reply
+            for pid, reply in answer_all(model, todo, batch_size, lambda pid: paths[pid] is not None, lambda pid: (paths[pid], prompts[pid]), max_new_tokens, shown):
+                writer.append(_prediction(pid, problems[pid], prompts[pid], reply, source))
+                replies[pid] = reply
         finally:
             writer.close()
     return _finish(out, problems, replies, {"split": split, "model": source, "instruction": instruction})

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from datagen.errors import InputError
 from datagen.eval.answers import replies_to
 from datagen.eval.bench import BenchQuestion, replies_for, write_settled
+from datagen.eval.model import EvalProgress
 from datagen.eval.scienceqa import LETTERS, Problem, build_prompt, extract_letter, is_correct, llava_letter
 from datagen.files.jsonl import write_json_atomic
 from datagen.quality.object_words import plural
@@ -146,7 +147,7 @@ def table(results: dict) -> str:
 
 def run_spatial(
     captions: Path, instances: Path, out: Path, count: int, seed: int, instruction: str, answers: Path | None, model: Path | None,
-    images: Path | None, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str,
+    images: Path | None, batch_size: int, max_new_tokens: int, model_id: str | None, dtype: str, shown: EvalProgress = EvalProgress(),
 ) -> tuple[dict | None, str]:
     questions = build_questions(CocoSource(captions, instances), count, seed, instruction)
     text = "".join(question.model_dump_json() + "\n" for question in questions)
@@ -155,7 +156,7 @@ def run_spatial(
         return None, f"wrote {len(questions)} questions to {out / QUESTIONS_FILE}; answer them, then score with --answers"
     asked = [BenchQuestion(question_id=q.idx, image=q.filename, text=q.prompt, category=q.task) for q in questions]
     replies, origin = replies_for(
-        asked, answers, lambda path: replies_to(path, {str(q.idx): q.question for q in questions}, "questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype
+        asked, answers, lambda path: replies_to(path, {str(q.idx): q.question for q in questions}, "questions"), model, images, out, batch_size, max_new_tokens, model_id, dtype, shown
     )
     results = {"source": origin, "captions": str(captions), "instances": str(instances), "images": count, "seed": seed,
                "instruction": instruction, **score(questions, replies)}

@@ -32,6 +32,7 @@ from datagen.redaction import one_line
 from datagen.run.job import Job, run_job
 from datagen.run.options import JudgeSettings
 from datagen.run.output_folder import CACHE_FILE, claim_folder
+from datagen.run.prices import Costing, cost_line, resolve_prices
 from datagen.formats.records import TeacherInfo, Usage, UsageTotals
 from datagen.teachers.teacher import ChatRequest, RetryableError, Teacher, redact_url
 from datagen.teachers.factory import BackendSettings, build_teacher
@@ -268,6 +269,8 @@ class JudgeJob(Job[tuple[dict, str]]):
         self.reviews: dict[tuple[str, str, str, str], Review] = {}  # (task, item, judge model, order) -> review
         self.skipped: Counter[str] = Counter()
         self.usage = UsageTotals()
+        self.usage_by_judge: dict[str, UsageTotals] = {}  # judge model -> its tokens, each priced at its own rate
+        self.display: Any = None  # the progress display, which knows what this run spent
         self.listener: Callable[[str], None] = lambda outcome: None  # each judgement's end, for the progress display
 
     def open(self) -> None:
@@ -291,7 +294,7 @@ class JudgeJob(Job[tuple[dict, str]]):
             for line in iter_jsonl(path):
                 review = Review.model_validate(line)
                 self.reviews[(review.task, review.item_id, review.judge.model, review.order)] = review
-                self.usage = self.usage + review.usage
+                self._paid(review.judge.model, review.usage)
         if self.options.use_cache:
             cache = ResponseCache(self.options.cache or self.out / CACHE_FILE)
             self.judges = [CachingTeacher(judge, cache) for judge in self.judges]
@@ -300,11 +303,29 @@ class JudgeJob(Job[tuple[dict, str]]):
     def progress(self) -> contextlib.AbstractContextManager[Any]:
         from datagen.run.progress import ProgressDisplay
 
-        display = ProgressDisplay(
-            "judge", sum(1 for _ in self.pending()), lambda: self.usage, self.judges, enabled=self.options.progress, log_every=self.options.log_every
+        display = self.display = ProgressDisplay(
+            "judge", sum(1 for _ in self.pending()), lambda: self.usage, self.judges, enabled=self.options.progress, log_every=self.options.log_every,
+            costing=self.costing(),
         )
         self.listener = display.advance
         return display
+
+    def _paid(self, model: str, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        self.usage_by_judge[model] = self.usage_by_judge.get(model, UsageTotals()) + usage
+
+    def costing(self) -> Costing | None:
+        """Each judge's tokens at its prices (--price-in/--price-out, else its model's list price); None unless every
+        judge has prices, since a cost leaving one out would look complete."""
+        prices = {
+            judge.info.model: resolve_prices(None if judge.info.mock else judge.info.model, self.options.price_in, self.options.price_out)
+            for judge in self.judges
+        }
+        known = {model: price for model, price in prices.items() if price is not None}
+        if not known or len(known) < len(prices):
+            return None
+        source = "; ".join(dict.fromkeys(price.source for price in known.values()))
+        return Costing(lambda: sum(price.cost(self.usage_by_judge.get(model, UsageTotals())) for model, price in known.items()), source)
 
     def pending(self) -> Iterator[tuple[JudgeItem, Teacher, Order]]:
         for item in self.loaded.items:
@@ -338,7 +359,7 @@ class JudgeJob(Job[tuple[dict, str]]):
             review = Review(ok=True, reference_score=first, candidate_score=second, shown_scores=list(shown), reason=reason, **common)
         self.writer.append(review)
         self.reviews[(item.task, item.item_id, judge.info.model, order)] = review
-        self.usage = self.usage + reply.usage
+        self._paid(judge.info.model, reply.usage)
         self.listener("written" if review.ok else "rejected")  # a reply without two scores shows as rejected
 
     async def close(self) -> None:
@@ -441,6 +462,9 @@ class JudgeJob(Job[tuple[dict, str]]):
         summary = self.summary(status)
         if failure is not None:
             summary["failure"] = failure
+        spent = self.display.spent() if self.display is not None else None
+        if spent is not None:
+            summary["cost"] = {"this_run": spent[0], "total": spent[1], "prices": self.display.costing.source}
         text = render_summary(summary)
         write_json_atomic(self.out / SUMMARY_FILE, summary)
         (self.out / TABLE_FILE).write_text(text + "\n", encoding="utf-8")
@@ -475,6 +499,8 @@ def render_summary(summary: dict) -> str:
         f"judgements: requested {counts['requested']} = judged {counts['judged']} + {total('failed')} + {total('skipped')}; "
         + FAILURE_NOTE
     )
+    if "cost" in summary:
+        parts.append(cost_line(summary["cost"]["this_run"], summary["cost"]["total"], summary["cost"]["prices"]))
     return "\n\n".join(parts)
 
 

@@ -10,12 +10,14 @@ image|both`) are estimated with OpenAI's tile formula for GPT-4o-class models at
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 from pydantic import BaseModel
 
 from datagen.run.batch import item_of
 from datagen.run.handoff import planned_requests
 from datagen.run.options import GenerateOptions
+from datagen.run.prices import generate_prices, money
 from datagen.tasks.registry import task_spec
 from datagen.tasks.token_estimate import estimate_tokens
 from datagen.teachers.vision import content_image_tokens, content_text_tokens
@@ -32,6 +34,7 @@ class Estimate(BaseModel):
     skipped: dict[str, int] = {}  # items a live run would skip, by reason (image_missing...)
     cost: float | None = None
     cost_max: float | None = None
+    prices: str | None = None  # where the prices came from: the flags or the list-price table
 
 
 def estimate(options: GenerateOptions) -> Estimate:
@@ -58,10 +61,11 @@ def estimate(options: GenerateOptions) -> Estimate:
         completion_tokens_max=completion_max,
         skipped=dict(sorted(skipped.items())),
     )
-    if options.price_in is not None or options.price_out is not None:
-        price_in, price_out = (options.price_in or 0.0) / 1e6, (options.price_out or 0.0) / 1e6
-        result.cost = prompt * price_in + completion * price_out
-        result.cost_max = prompt * price_in + completion_max * price_out
+    prices = generate_prices(options)
+    if prices is not None:
+        result.cost = prices.cost(SimpleNamespace(prompt_tokens=prompt, completion_tokens=completion))
+        result.cost_max = prices.cost(SimpleNamespace(prompt_tokens=prompt, completion_tokens=completion_max))
+        result.prices = prices.source
     return result
 
 
@@ -77,10 +81,7 @@ def describe(result: Estimate) -> str:
     if result.image_tokens:
         lines.append(f"of the prompt tokens, {result.image_tokens:,} are images (OpenAI's detail=high tile formula; other servers count differently)")
     if result.cost is not None:
-        lines.append(f"estimated cost: {_money(result.cost)} (at most {_money(result.cost_max or result.cost)}) before any prompt-cache discount")
+        lines.append(
+            f"estimated cost: {money(result.cost)} (at most {money(result.cost_max or result.cost)}) before any prompt-cache discount; prices: {result.prices}"
+        )
     return "\n".join(lines)
-
-
-def _money(amount: float) -> str:
-    # Small runs cost fractions of a cent; two decimals would print them all as 0.00.
-    return f"{amount:,.2f}" if amount >= 1 else f"{amount:.4f}"

@@ -18,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_v
 
 from datagen.errors import InputError
 from datagen.formats.manifest import Curation
+from datagen.run.panels import ENGINES, INPUT, LIMITS, OUTPUT, SAMPLING, TEACHER, VISION
+from datagen.run.panels import PANELS as PANELS
 from datagen.formats.records import Task
 from datagen.source.context import CONTEXT_KINDS, ContextKind
 from datagen.tasks.prompts import BUNDLED_PROMPTS
@@ -30,11 +32,6 @@ from datagen.teachers.vision import DEFAULT_IMAGE_MAX_SIDE, See
 MAX_BATCH_REQUESTS = 50_000  # the OpenAI Batch API's cap on requests per batch
 MAX_BATCH_INPUT_BYTES = 190_000_000  # OpenAI caps a batch input file at 200 MB; the margin covers either megabyte
 
-# The help panels, in the order `--help` shows them.
-INPUT, TEACHER, SAMPLING, LIMITS, OUTPUT, VISION, ENGINES = (
-    "Input", "Teacher", "Sampling", "Throughput and limits", "Output", "Vision", "Engines",
-)
-PANELS = (INPUT, TEACHER, SAMPLING, LIMITS, OUTPUT, VISION, ENGINES)
 
 
 @dataclass(frozen=True)
@@ -87,6 +84,15 @@ LogEvery = Annotated[
     Flag("Without a terminal (CI logs, nohup, Slurm): a plain progress line every S seconds and at the end; 0: none", OUTPUT, cli_default=30.0),
 ]
 
+# USD per million tokens, for --dry-run's estimate, the cost shown while a run goes and in its summary; left out, the
+# model's list price where datagen/run/prices.py knows it.
+PriceIn = Annotated[
+    float | None, Field(ge=0.0), Flag("USD per million prompt tokens, for the costs shown; default the model's list price, where datagen/run/prices.py has it", OUTPUT)
+]
+PriceOut = Annotated[
+    float | None, Field(ge=0.0), Flag("USD per million completion tokens, for the costs shown; default the model's list price, where datagen/run/prices.py has it", OUTPUT)
+]
+
 
 class EndpointSettings(BaseModel, defer_build=True):
     """How a client reaches an OpenAI-compatible endpoint: generate, judge and ray all take these.
@@ -110,6 +116,13 @@ class ClientSettings(EndpointSettings):
     use_cache: Annotated[bool, Flag("Neither read nor write the response cache", OUTPUT, decls=("--no-cache",), invert=True)] = True
     force: Annotated[bool, Flag("Start over in an --out made with other settings (old files are set aside)", OUTPUT)] = False
     command: list[str] = []  # the command line as typed, secrets taken out, for the manifest
+
+
+class ProgressSettings(BaseModel, defer_build=True):
+    """How a command shows its progress: `datagen eval ...` takes these two flags, which generate and judge have too."""
+
+    progress: Progress = True
+    log_every: LogEvery = 0.0
 
 
 def registered_tasks() -> list[str]:
@@ -309,8 +322,8 @@ class GenerateSettings(ClientSettings):
     dry_run: Annotated[
         bool, Flag("Print the request count and estimated tokens; send nothing (no API key needed)", OUTPUT, decls=("--dry-run",))
     ] = False
-    price_in: Annotated[float | None, Field(ge=0.0), Flag("Price per million prompt tokens: --dry-run's estimate, the cost shown while it runs", OUTPUT)] = None
-    price_out: Annotated[float | None, Field(ge=0.0), Flag("Price per million completion tokens: --dry-run's estimate, the cost shown while it runs", OUTPUT)] = None
+    price_in: PriceIn = None
+    price_out: PriceOut = None
     requests_out: Annotated[Path | None, Flag("Write the pending requests as an OpenAI Batch input file; send nothing", ENGINES)] = None
     results_in: Annotated[
         Path | None, Flag("Ingest an OpenAI-Batch-format results file (e.g. vLLM run_batch's) instead of asking live", ENGINES)
@@ -561,6 +574,8 @@ class JudgeSettings(ClientSettings):
     temperature: Temperature = 0.2
     max_tokens: MaxTokens = 512
     seed: Annotated[int, Flag("Seeds the judge's sampling and the bootstrap", SAMPLING)] = 0
+    price_in: PriceIn = None
+    price_out: PriceOut = None
     resamples: Annotated[int, Field(ge=0), Flag("Bootstrap resamples of the 95% interval (0: none)", OUTPUT, decls=("--bootstrap",))] = 1000
     progress: Progress = True
     log_every: LogEvery = 0.0

@@ -31,6 +31,7 @@ from datagen.run.job import Job, run_job
 from datagen.run.options import GenerateOptions
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE, claim_output_folder, read_done_items
 from datagen.run.plan import Plan, select_image_ids
+from datagen.run.prices import generate_prices, priced
 from datagen.run.tally import Tally
 from datagen.source.coco import ImageAnnotations
 from datagen.tasks.registry import ItemKey, task_spec
@@ -105,6 +106,7 @@ class GenerateJob(Job[Manifest]):
     """One invocation of `generate` over an output folder."""
 
     command = "generate"
+    display: Any = None  # the progress display once the items run; it knows what this run spent
 
     def __init__(self, options: GenerateOptions, teacher: Teacher | None = None, unanswered: dict[ItemKey, SkipReason] | None = None) -> None:
         """`teacher` is where replies come from: live, or (batch, results file) the cache alone, with `unanswered`
@@ -243,9 +245,9 @@ class GenerateJob(Job[Manifest]):
         from datagen.run.progress import ProgressDisplay
 
         options = self.options
-        prices = (options.price_in, options.price_out) if options.price_in is not None and options.price_out is not None else None
-        display = ProgressDisplay(
-            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every, prices=prices,
+        display = self.display = ProgressDisplay(
+            "generate", self.remaining(), lambda: self.tally.usage, [self.teacher], enabled=options.progress, log_every=options.log_every,
+            costing=priced(generate_prices(options), lambda: self.tally.usage),
             metrics=lambda: self.tally.metric_values(self.teacher.stats, options),
         )
         self.tally.listener = display.advance
@@ -257,5 +259,5 @@ def execute(job: GenerateJob) -> Manifest:
     manifest = run_job(job)
     from datagen.run.progress import show_summary
 
-    show_summary(manifest, retries=job.teacher.stats["retries"])
+    show_summary(manifest, retries=job.teacher.stats["retries"], cost=job.display.cost_line() if job.display is not None else None)
     return manifest

@@ -10,6 +10,7 @@ from typing import Any
 
 from datagen.formats.manifest import Manifest
 from datagen.formats.metrics import figures
+from datagen.run.prices import Costing, cost_line
 
 
 @cache
@@ -71,21 +72,23 @@ def _two_line_progress(console, clock, label: str):
 
 
 class ProgressDisplay:
-    """The progress of a job (`generate`, `judge`), which calls `advance` as each item ends.
+    """The progress of a job (`generate`, `judge`, `eval ...`), which calls `advance` as each item ends.
 
     A live two-line bar in a terminal; elsewhere (CI logs, nohup, Slurm) a plain line every `log_every` seconds.
 
     Both show the same figures: done/total, rate, ETA, rejects, retries, skipped, the metrics shown in progress,
-    tokens, and the cost so far and projected when prices are known. Two lines, so nothing is cut at 80 columns.
+    tokens, and the cost so far and projected when prices are known (where they come from is said once, as the
+    display starts). Two lines, so nothing is cut at 80 columns.
     """
 
     def __init__(
-        self, label: str, total: int, usage: Callable[[], Any], teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
-        prices: tuple[float, float] | None = None, clock=time.monotonic, metrics: Callable[[], Mapping[str, Any]] = dict,
+        self, label: str, total: int, usage: Callable[[], Any] | None, teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
+        costing: Costing | None = None, clock=time.monotonic, metrics: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         """`usage` gives the tokens so far (prompt_tokens, completion_tokens); `teachers` are asked for their retries
-        (`stats`) and the first one's concurrency `limiter`; `metrics` gives the run's metrics so far, by name, as
-        the manifest keeps them (formats/metrics.py)."""
+        (`stats`) and the first one's concurrency `limiter`; `costing` what the tokens so far cost; `metrics` the
+        run's metrics so far, by name, as the manifest keeps them (formats/metrics.py). A job that asks no teacher
+        (an eval's model answering) passes no usage and no teachers: its lines show neither."""
         self.label = label
         self.total = total
         self.usage = usage
@@ -93,7 +96,7 @@ class ProgressDisplay:
         self.teachers = teachers
         self.enabled = enabled
         self.log_every = log_every if not enabled else 0.0
-        self.prices = prices
+        self.costing = costing
         self.clock = clock
         self.rejects = 0
         self.skipped = 0
@@ -107,6 +110,8 @@ class ProgressDisplay:
     def __enter__(self) -> ProgressDisplay:
         self._started = self._last_line = self.clock()
         self._cost_at_start = self._cost() or 0.0
+        if self.costing is not None and (self.enabled or self.log_every):
+            _say(f"{self.label} prices: {self.costing.source}", self.enabled)  # not "LABEL: ", which the progress lines alone start with
         if self.enabled:
             self._progress = _two_line_progress(_console(), self.clock, self.label)
             self._progress.__enter__()
@@ -132,19 +137,30 @@ class ProgressDisplay:
             self._print_line()
 
     def _cost(self) -> float | None:
-        if self.prices is None:
-            return None
-        usage = self.usage()
-        return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
+        return self.costing.spent() if self.costing is not None else None
+
+    def spent(self) -> tuple[float, float] | None:
+        """USD spent by this run and by the folder's runs in all; None without prices."""
+        cost = self._cost()
+        return (cost - self._cost_at_start, cost) if cost is not None else None
+
+    def cost_line(self) -> str | None:
+        """The run's cost for its summary (prices.cost_line); None without prices."""
+        spent = self.spent()
+        return cost_line(*spent, self.costing.source) if spent is not None and self.costing is not None else None
 
     def status(self) -> str:
         """rate, rejects, retries, skipped, the metrics shown in progress, tokens, cost and the concurrency limit: the bar's second line."""
         elapsed = self.clock() - self._started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        usage = self.usage()
-        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}", f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}", f"skipped {self.skipped}"]
+        parts = [f"{rate:,.1f} rec/s", f"rejects {self.rejects}"]
+        if self.teachers:
+            parts.append(f"retries {sum(teacher.stats['retries'] for teacher in self.teachers)}")
+        parts.append(f"skipped {self.skipped}")
         parts += figures("progress", self.metrics())
-        parts.append(f"tokens {usage.prompt_tokens + usage.completion_tokens:,}")
+        if self.usage is not None:
+            usage = self.usage()
+            parts.append(f"tokens {usage.prompt_tokens + usage.completion_tokens:,}")
         cost = self._cost()
         if cost is not None:
             spent_here = cost - self._cost_at_start
@@ -164,11 +180,19 @@ class ProgressDisplay:
 
     def _print_line(self) -> None:
         self._last_line = self.clock()
-        print(self.line(), file=sys.stderr, flush=True)
+        _say(self.line(), terminal=False)
 
 
-def show_summary(manifest: Manifest, retries: int = 0) -> None:
-    """The table a finished `generate` prints: per task what was requested, written, rejected and skipped."""
+def _say(line: str, terminal: bool) -> None:
+    if terminal:
+        _console().print(line, markup=False, highlight=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def show_summary(manifest: Manifest, retries: int = 0, cost: str | None = None) -> None:
+    """The table a finished `generate` prints: per task what was requested, written, rejected and skipped; then
+    tokens, requests, retries and `cost` (ProgressDisplay.cost_line) where prices are known."""
     from rich.table import Table
 
     console = _console()
@@ -189,6 +213,8 @@ def show_summary(manifest: Manifest, retries: int = 0) -> None:
         + (f" | retries {retries}" if retries else ""),
         markup=False,
     )
+    if cost is not None:
+        console.print(cost, markup=False, soft_wrap=True)
     if manifest.last_error:
         console.print(f"teacher's last error: {manifest.last_error}", markup=False, soft_wrap=True)  # one line, however long
     if manifest.source.hard_cases:

@@ -75,6 +75,29 @@ def test_bench_resumes_after_a_kill(tiny_ckpt, images, tmp_path):
     assert (out / "answers.jsonl").read_text() == full
 
 
+def test_eval_into_a_pipe_prints_greppable_progress_lines(tiny_ckpt, images, tmp_path):
+    """CI logs and Slurm see an eval's model answer: `eval bench: DONE/TOTAL` lines, the last at the end; a rerun
+    with nothing left asks the model nothing and prints none; --no-progress prints none."""
+    import re
+    import subprocess
+    import sys
+
+    folder, shapes = images
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": s["image"], "text": "Shape?", "category": "detail"}) + "\n"
+                                 for i, s in enumerate(shapes)))
+    args = [sys.executable, "-m", "datagen.cli", "eval", "bench", "--model", str(tiny_ckpt), "--questions", str(questions), "--images", str(folder),
+            "--max-new-tokens", "2", "--batch-size", "2"]
+    every = subprocess.run([*args, "--out", str(tmp_path / "every"), "--log-every", "0.000001"], capture_output=True, text=True, timeout=300)
+    assert every.returncode == 0, every.stderr
+    lines = [line for line in every.stderr.splitlines() if line.startswith("eval bench: ")]
+    shape = re.compile(r"^eval bench: (\d)/5 \(\d+%\) \| elapsed \d:\d\d:\d\d \| ETA (\d:\d\d:\d\d|\?) \| [\d,.]+ rec/s \| rejects 0 \| skipped 0$")
+    assert all(shape.match(line) for line in lines) and [line.split()[2] for line in lines] == ["1/5", "2/5", "3/5", "4/5", "5/5", "5/5"], lines
+    quiet = subprocess.run([*args, "--out", str(tmp_path / "quiet"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "eval bench: " not in quiet.stderr
+    assert (tmp_path / "quiet" / "answers.jsonl").read_text() == (tmp_path / "every" / "answers.jsonl").read_text()
+
+
 def test_sigterm_ends_eval_in_one_line_and_a_rerun_resumes(tiny_ckpt, images, tmp_path, monkeypatch):
     """A preempted eval (Slurm, `timeout`) keeps the answers of the batches it finished and says how to go on."""
     import os
@@ -161,10 +184,12 @@ def test_scienceqa_end_to_end_with_text_only_problems(tiny_ckpt, images, tmp_pat
         {"NAT": 1, "SOC": 1, "LAN": 2, "TXT": 2, "IMG": 2, "NO": 1, "G1-6": 2, "G7-12": 2}
     assert next(p for p in predictions if p["pid"] == "14")["prompt"].startswith("Context: Verbs name actions.\nQuestion:")
     assert "| accuracy % |" in result.output
-    # a rerun answers nothing again and reports the same table
+    # the model's progress ends in one plain line (no terminal here); a rerun answers nothing again (so shows no progress) and reports the same table
+    progress = [line for line in result.output.splitlines(keepends=True) if line.startswith("eval scienceqa: ")]
+    assert len(progress) == 1 and progress[0].startswith("eval scienceqa: 4/4 (100%)")
     again = invoke("eval", "scienceqa", "--model", tiny_ckpt, "--problems", files["problems"], "--split-file", files["splits"],
                    "--images", files["images"], "--out", out)
-    assert again.output == result.output
+    assert again.output == result.output.replace(progress[0], "")
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
 
 
