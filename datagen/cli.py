@@ -92,7 +92,7 @@ def echo_notes(notes: list[str]) -> None:
         typer.echo(f"note: {note}", err=True)
 
 
-def shown_progress(settings: GenerateSettings | JudgeSettings | ProgressSettings) -> dict[str, Any]:
+def shown_progress(settings: GenerateSettings | JudgeSettings | ProgressSettings | RayRunSettings) -> dict[str, Any]:
     """In a terminal the bar shows progress; elsewhere (CI logs, nohup, Slurm) plain lines every --log-every seconds do."""
     terminal = sys.stderr.isatty()
     return {"progress": settings.progress and terminal, "log_every": settings.log_every if settings.progress and not terminal else 0.0}
@@ -249,7 +249,7 @@ def ray_command(
         concurrency=s.concurrency, rpm=s.qps * 60 if s.qps is not None else s.rpm, timeout=s.timeout, max_retries=s.max_retries,
         give_up_after=s.give_up_after,
     )
-    outcome = run_ray(run, s.progress)
+    outcome = run_ray(run, **shown_progress(s))
     typer.echo(describe(run, outcome))
     if outcome.counts["failed"]:
         raise fail(f"{outcome.counts['failed']} requests failed (first: {outcome.first_failure}); rerun the same command to retry them", code=1)

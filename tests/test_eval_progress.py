@@ -46,7 +46,7 @@ def test_no_progress_asked_prints_nothing(capsys) -> None:
 def test_the_eval_bar_fits_80_columns(monkeypatch) -> None:
     from rich.console import Console, Group
 
-    monkeypatch.setattr(progress_module, "_console", lambda: Console(file=io.StringIO()))  # the live display, not looked at
+    monkeypatch.setattr(progress_module, "_console", lambda stream=None: Console(file=io.StringIO()))  # the live display, not looked at
     console = Console(width=80, file=io.StringIO(), force_terminal=True, record=True)
     now = [0.0]  # 2 answers a second: 3,007 left take 25 minutes
     with progress_module.ProgressDisplay("eval scienceqa", 4_241, None, [], enabled=True, clock=lambda: now[0]) as display:

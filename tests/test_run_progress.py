@@ -56,7 +56,7 @@ def fake_run(total: int = 158_000) -> FakeJob:
 def test_the_bar_fits_80_columns_and_shows_every_figure(monkeypatch) -> None:
     from rich.console import Console, Group
 
-    monkeypatch.setattr(progress_module, "_console", lambda: Console(file=io.StringIO()))  # the live display, not looked at
+    monkeypatch.setattr(progress_module, "_console", lambda stream=None: Console(file=io.StringIO()))  # the live display, not looked at
     console = Console(width=80, file=io.StringIO(), force_terminal=True, record=True)
     run, clock = fake_run(), Clock()
     with run.display(enabled=True, costing=priced(Prices(2.5, 10.0, FLAGS), lambda: run.usage), clock=clock) as display:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -288,6 +289,20 @@ def test_a_local_ray_run_prints_only_its_own_lines(cli, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_without_a_terminal_ray_prints_the_progress_lines_generate_prints(cli, tmp_path, ray_cluster):
+    """Ray's own output goes to its log; ours (fd 2 as the command found it) gets `ray: DONE/TOTAL ...` lines."""
+    address, _ = ray_cluster
+    with MockServer(MockServerConfig()) as server:
+        requests = plan(cli, server, tmp_path)
+        done = run_ray_process(requests, tmp_path / "results.jsonl", server, "--address", address, "--workers", "2", "--log-every", "30")
+    assert done.returncode == 0, done.stderr
+    [line] = done.stderr.splitlines()  # the line at the end; the run is shorter than 30 s
+    assert re.fullmatch(r"ray: (\d+)/\1 \(100%\) \| elapsed \d:\d\d:\d\d \| ETA 0:00:00 \| [\d.,]+ rec/s \| rejects 0 \| skipped 0", line), line
+    assert "12 answered" in done.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_failure_through_a_joined_cluster_is_one_line(cli, tmp_path, ray_cluster):
     address, _ = ray_cluster
     with MockServer(MockServerConfig(die_after=1)) as server:
@@ -310,7 +325,7 @@ def test_engine_ray_honours_no_progress_and_the_manifest_names_the_endpoint(cli,
                      "--engine", "ray", "--workers", "2", "--no-progress", env=environment(server))
         sent = server.stats()["total"]
     assert result.exit_code == 0, result.output
-    assert " rows, " not in result.output  # no `ray: N/M rows` count line
+    assert not re.search(r"^ray: \d+/\d+ ", result.output, re.M)  # no progress line
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["base_url"] == server.base_url
     assert manifest["requests_sent"] == sent == 12 and manifest["cache_hits"] == 0

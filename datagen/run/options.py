@@ -225,7 +225,8 @@ class RayRunSettings(EndpointSettings):
         int, Field(ge=0), Flag("Retries per request on 429, 5xx, timeouts and dropped connections", LIMITS)
     ] = DEFAULT_MAX_RETRIES
     give_up_after: GiveUpAfter = DEFAULT_GIVE_UP_AFTER
-    progress: Annotated[bool, Flag("Print the row count every few seconds", OUTPUT)] = True
+    progress: Progress = True
+    log_every: LogEvery = 0.0
     engine: RayEngine = RayEngine()
 
     @model_validator(mode="before")

@@ -6,16 +6,23 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TextIO
 
 from datagen.formats.manifest import Manifest
 from datagen.formats.metrics import figures
 from datagen.run.prices import Costing, cost_line
 
 
-@cache
-def _console():
+def _console(stream: TextIO | None = None):
+    """rich's console on stderr, or on `stream` (where `ray` keeps our lines while Ray's own output fills fd 2)."""
     # rich is imported on first use: a run without the bar (no terminal) reaches its first request ~50 ms sooner.
+    from rich.console import Console
+
+    return _stderr_console() if stream is None else Console(file=stream)
+
+
+@cache
+def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
@@ -83,12 +90,13 @@ class ProgressDisplay:
 
     def __init__(
         self, label: str, total: int, usage: Callable[[], Any] | None, teachers: Sequence[Any], enabled: bool = True, log_every: float = 0.0,
-        costing: Costing | None = None, clock=time.monotonic, metrics: Callable[[], Mapping[str, Any]] = dict,
+        costing: Costing | None = None, clock=time.monotonic, metrics: Callable[[], Mapping[str, Any]] = dict, stream: TextIO | None = None,
     ) -> None:
         """`usage` gives the tokens so far (prompt_tokens, completion_tokens); `teachers` are asked for their retries
         (`stats`) and the first one's concurrency `limiter`; `costing` what the tokens so far cost; `metrics` the
         run's metrics so far, by name, as the manifest keeps them (formats/metrics.py). A job that asks no teacher
-        (an eval's model answering) passes no usage and no teachers: its lines show neither."""
+        (an eval's model answering) passes no usage and no teachers: its lines show neither. `stream`: where the
+        bar and lines go instead of stderr."""
         self.label = label
         self.total = total
         self.usage = usage
@@ -98,6 +106,7 @@ class ProgressDisplay:
         self.log_every = log_every if not enabled else 0.0
         self.costing = costing
         self.clock = clock
+        self.stream = stream
         self.rejects = 0
         self.skipped = 0
         self.done = 0
@@ -111,9 +120,9 @@ class ProgressDisplay:
         self._started = self._last_line = self.clock()
         self._cost_at_start = self._cost() or 0.0
         if self.costing is not None and (self.enabled or self.log_every):
-            _say(f"{self.label} prices: {self.costing.source}", self.enabled)  # not "LABEL: ", which the progress lines alone start with
+            self._say(f"{self.label} prices: {self.costing.source}", self.enabled)  # not "LABEL: ", which the progress lines alone start with
         if self.enabled:
-            self._progress = _two_line_progress(_console(), self.clock, self.label)
+            self._progress = _two_line_progress(_console(self.stream), self.clock, self.label)
             self._progress.__enter__()
             self._bar = self._progress.add_task(self.label, total=self.total)
         return self
@@ -180,14 +189,13 @@ class ProgressDisplay:
 
     def _print_line(self) -> None:
         self._last_line = self.clock()
-        _say(self.line(), terminal=False)
+        self._say(self.line(), terminal=False)
 
-
-def _say(line: str, terminal: bool) -> None:
-    if terminal:
-        _console().print(line, markup=False, highlight=False)
-    else:
-        print(line, file=sys.stderr, flush=True)
+    def _say(self, line: str, terminal: bool) -> None:
+        if terminal:
+            _console(self.stream).print(line, markup=False, highlight=False)
+        else:
+            print(line, file=self.stream or sys.stderr, flush=True)
 
 
 def show_summary(manifest: Manifest, retries: int = 0, cost: str | None = None) -> None:

@@ -49,6 +49,7 @@ from datagen.formats.batch_lines import CHAT_URL, BatchResult, answer_line, erro
 from datagen.redaction import environment_secrets, one_line, redact_secrets, redact_url, url_has_credentials
 from datagen.formats.manifest import Manifest, write_manifest
 from datagen.run.handoff import ingest_results, write_requests
+from datagen.run.progress import ProgressDisplay
 from datagen.run.batch import parse_custom_id, refused_per_item
 from datagen.run.options import GenerateOptions, RayEngine
 from datagen.teachers.endpoints import resolve_endpoint
@@ -561,18 +562,18 @@ def check_paths(settings: RaySettings) -> None:
             raise InputError(f"--out {out}: is the requests file {requests}, which the results would overwrite; pass a new path for the results")
 
 
-def run_ray(settings: RaySettings, progress: bool = False) -> RayOutcome:
-    """Answer every request of `settings.requests` not yet settled in `settings.out`; with `progress`, a count on
-    stderr every few seconds. The results file is held (a lock beside it) for the whole command: a second
+def run_ray(settings: RaySettings, progress: bool = False, log_every: float = 0.0) -> RayOutcome:
+    """Answer every request of `settings.requests` not yet settled in `settings.out`, showing its progress as
+    generate does (`progress`: the bar in a terminal; `log_every`: a plain line every so many seconds). The results file is held (a lock beside it) for the whole command: a second
     command on it would send every request again and write each answer twice."""
     ray = _import_ray()
     check_paths(settings)
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     with lock_file(settings.out, "ray"), sigterm_as_interrupt():
-        return _run_held(ray, settings, progress)
+        return _run_held(ray, settings, progress, log_every)
 
 
-def _run_held(ray, settings: RaySettings, progress: bool) -> RayOutcome:
+def _run_held(ray, settings: RaySettings, progress: bool, log_every: float) -> RayOutcome:
     requests = dict(read_requests(settings.requests))
     resumed = load_results(settings.out, None if settings.own_results else requests, settings.requests)
     if resumed.aside:
@@ -599,8 +600,8 @@ def _run_held(ray, settings: RaySettings, progress: bool) -> RayOutcome:
         if not rows:
             return outcome
         outcome.log = settings.log
-        with ray_output(settings.log) as ours:
-            results.on_row = print_progress(len(rows), ours) if progress else None
+        with ray_output(settings.log) as ours, ProgressDisplay("ray", len(rows), None, [], enabled=progress, log_every=log_every, stream=ours) as display:
+            results.on_row = display.advance
             with open(settings.log, "a", encoding="utf-8") as log:
                 started = _connect(ray, settings, log)
             try:
@@ -649,7 +650,7 @@ class ResultsFile:
     """The results file, opened for appending at its first line: one line per custom_id, flushed as each block
     arrives. A command that ends before any line (a wrong key) leaves no file."""
 
-    def __init__(self, path: Path, done: set[str], outcome: RayOutcome, on_row: Callable[[int], None] | None = None) -> None:
+    def __init__(self, path: Path, done: set[str], outcome: RayOutcome, on_row: Callable[[str], None] | None = None) -> None:
         self.path, self.done, self.outcome, self.on_row = path, done, outcome, on_row
         self.secrets = environment_secrets()
         self.handle: TextIO | None = None
@@ -679,7 +680,11 @@ class ResultsFile:
         if kind == "failed" and self.outcome.first_failure is None:
             self.outcome.first_failure = redact_secrets(_line_message(line), self.secrets, limit=200, fold=True)
         if self.on_row is not None:
-            self.on_row(1)
+            self.on_row(_AS_GENERATE_COUNTS[kind])
+
+
+# A row's outcome as `generate --results-in` will count it: a refusal per item becomes a reject, a failure a skip.
+_AS_GENERATE_COUNTS = {"answered": "written", "refused": "rejected", "failed": "skipped"}
 
 
 def _line_message(line: str) -> str:
@@ -729,21 +734,6 @@ def describe(settings: RaySettings, outcome: RayOutcome) -> str:
     )
 
 
-def print_progress(total: int, stream: TextIO) -> Callable[[int], None]:
-    """A line every few seconds: Ray's own bars are off, and a run of hours must show it moves."""
-    state = {"done": 0, "at": time.monotonic(), "start": time.monotonic()}
-
-    def advance(count: int) -> None:
-        state["done"] += count
-        now = time.monotonic()
-        if now - state["at"] >= 5 or state["done"] == total:
-            state["at"] = now
-            rate = state["done"] / max(now - state["start"], 1e-9)
-            print(f"ray: {state['done']}/{total} rows, {rate:.1f}/s", file=stream, flush=True)
-
-    return advance
-
-
 def generate_with_ray(options: GenerateOptions) -> Manifest:
     """`generate --engine ray`: the pending requests into OUT/ray/, through Ray, and their results back through
     the response cache; a kill anywhere is resumed by the same command (the results file keeps what came)."""
@@ -759,7 +749,7 @@ def generate_with_ray(options: GenerateOptions) -> Manifest:
         requests=requests, out=results, engine=options.ray, base_url=options.base_url, concurrency=options.concurrency,
         rpm=options.rpm, timeout=options.timeout, max_retries=options.max_retries, give_up_after=options.give_up_after, own_results=True,
     )
-    outcome = run_ray(settings, progress=options.progress)
+    outcome = run_ray(settings, progress=options.progress, log_every=options.log_every)
     print(describe(settings, outcome), file=sys.stderr, flush=True)
     # --force set the old output aside in the first step; the ingest must not set aside what that step began.
     manifest = credit_ray(options.out, ingest_results(options.model_copy(update={"results_in": results, "force": False})), outcome)
