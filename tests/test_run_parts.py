@@ -120,3 +120,34 @@ def test_the_teacher_and_the_manifest_take_the_client_settings_from_the_settings
         "tasks": ["detail"], "concurrency": 5, "limit": 2, "timeout": 12.5, "max_retries": 2, "rpm": 600.0, "tpm": 90000.0, "samples_per_image": 2,
     }
     assert settings["prompts"] == str(GenerateSettings.model_fields["prompts"].default) and settings["cache"] == str(out / "cache.sqlite")
+
+
+def test_judges_take_the_client_settings_from_the_settings_tree(generate_mock, tmp_path: Path, monkeypatch) -> None:
+    """judge and filter build their teachers as make_teacher does: every client setting they share with the tree."""
+    from datagen.curate import judge_filter
+    from datagen.judge import run as judge_run
+    from datagen.teachers.factory import BackendSettings
+
+    built: list[BackendSettings] = []
+    monkeypatch.setattr(judge_run, "build_teacher", lambda settings, mocks, **flags: built.append(settings))
+    options = judge_run.JudgeOptions(
+        out=tmp_path / "judged", judge="openai", judge_models=["a", "b"], base_url="http://judge.test/v1", concurrency=3, timeout=7.5, max_retries=1,
+        rpm=60.0, tpm=1000.0,
+    )
+    judge_run.make_judges(options)
+    shared = dict(base_url="http://judge.test/v1", concurrency=3, timeout=7.5, max_retries=1, rpm=60.0, tpm=1000.0)
+    assert built == [BackendSettings(kind="openai", model=name, **shared) for name in ("a", "b")]
+
+    class Built(Exception):
+        pass
+
+    def refuse(settings, mocks, **flags):
+        built.append(settings)
+        raise Built
+
+    monkeypatch.setattr(judge_filter, "build_teacher", refuse)
+    folder = tmp_path / "run"
+    generate_mock(folder, "--limit", "1", "--tasks", "detail")
+    with pytest.raises(Built):
+        judge_filter.filter_run(folder, judge_filter.FilterSettings(judge="openai", judge_model="c", **shared), ["filter"])
+    assert built[-1] == BackendSettings(kind="openai", model="c", **shared)

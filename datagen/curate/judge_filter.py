@@ -26,6 +26,7 @@ from datagen.files.lock import lock_folder
 from datagen.formats.manifest import CurationStep, load_run_manifest
 from datagen.formats.records import IMAGE_TOKEN, JudgeScore, TeacherInfo, Usage
 from datagen.quality.grounding import claimed_categories
+from datagen.run.options import taken_from
 from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
 from datagen.source.coco import CocoSource
 from datagen.source.context import render_context
@@ -188,10 +189,7 @@ def filter_run(folder: Path, settings: FilterSettings, command: list[str], dry_r
         load_run_manifest(folder, "filter")  # names the missing folder; the lock would create it
     with lock_folder(folder, "filter"):
         manifest = load_run_manifest(folder, "filter")
-        backend = BackendSettings(
-            kind=settings.judge, model=settings.judge_model, base_url=settings.base_url, concurrency=settings.concurrency,
-            timeout=settings.timeout, max_retries=settings.max_retries, rpm=settings.rpm, tpm=settings.tpm,
-        )
+        backend = taken_from(settings, BackendSettings, kind=settings.judge, model=settings.judge_model)
         # A dry run needs no key: it prices the requests, it sends none.
         teacher = None if dry_run else build_teacher(backend, MOCK_JUDGES, kind_flag="--judge", model_flag="--judge-model")
         model = teacher.info.model if teacher is not None else MOCK_JUDGES[settings.judge]().info.model if settings.judge in MOCK_JUDGES else settings.judge_model

@@ -30,7 +30,7 @@ from datagen.judge.stats import Agreement, Pair, TaskSummary, agreement, summari
 from datagen.files.jsonl import JsonlAppender, iter_jsonl, write_json_atomic
 from datagen.redaction import one_line
 from datagen.run.job import Job, run_job
-from datagen.run.options import JudgeSettings
+from datagen.run.options import JudgeSettings, taken_from
 from datagen.run.output_folder import CACHE_FILE, claim_folder
 from datagen.run.prices import Costing, cost_line, resolve_prices
 from datagen.formats.records import TeacherInfo, Usage, UsageTotals
@@ -214,10 +214,7 @@ def make_judges(options: JudgeOptions) -> list[Teacher]:
         raise InputError(f"--judge-model is required with --judge {options.judge}; pass the model name your endpoint serves (twice for two judges)")
     judges = []
     for model in options.judge_models:
-        settings = BackendSettings(
-            kind=options.judge, model=model, base_url=options.base_url, concurrency=options.concurrency,
-            timeout=options.timeout, max_retries=options.max_retries, rpm=options.rpm, tpm=options.tpm,
-        )
+        settings = taken_from(options, BackendSettings, kind=options.judge, model=model)
         judges.append(build_teacher(settings, {}, kind_flag="--judge", model_flag="--judge-model"))
     return judges
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
@@ -588,3 +588,13 @@ GenerateOptions = GenerateSettings  # the name the run's modules have always use
 def default(name: str, model: type[BaseModel] = GenerateSettings) -> Any:
     """The default of a settings field (GenerateSettings' unless `model` says), for a flag declared outside the tree."""
     return model.model_fields[name].get_default(call_default_factory=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def taken_from(settings: BaseModel, target: type[M], /, **given: Any) -> M:
+    """`target` with the settings' fields of the same name (as they serialise to JSON) and `given` for the others: a
+    setting declared once in this tree reaches the teacher and the manifest without being listed where they are built."""
+    shared = (set(target.model_fields) & set(type(settings).model_fields)) - set(given)
+    return target(**settings.model_dump(mode="json", include=shared), **given)

@@ -16,9 +16,8 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 
 from datagen import __version__
 from datagen.formats.manifest import Curation, CurationStep, Manifest, RunSettings, SourceStats, curation_steps, fingerprint, write_manifest
@@ -28,7 +27,7 @@ from datagen.quality.grounding import stored_grounding
 from datagen.redaction import redact_url
 from datagen.run.answer import answer_item
 from datagen.run.job import Job, run_job
-from datagen.run.options import GenerateOptions
+from datagen.run.options import GenerateOptions, taken_from
 from datagen.run.output_folder import CACHE_FILE, REJECTS_FILE, claim_output_folder, read_done_items
 from datagen.run.plan import Plan, select_image_ids
 from datagen.run.prices import generate_prices, priced
@@ -53,14 +52,6 @@ def _utc_now() -> str:
 MOCK_TEACHERS = {"mock": MockTeacher, "mock-terse": lambda: MockTeacher(variant="terse")}
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def taken_from(options: GenerateOptions, model: type[M], **given: Any) -> M:
-    """`model` with the options' fields of the same name (as they serialise to JSON) and `given` for the others: a
-    setting declared once in the tree (run/options.py) reaches the teacher and the manifest without being listed here."""
-    shared = (set(model.model_fields) & set(type(options).model_fields)) - set(given)
-    return model(**options.model_dump(mode="json", include=shared), **given)
 
 
 def make_teacher(options: GenerateOptions, environ: Mapping[str, str] = os.environ) -> Teacher:
