@@ -53,6 +53,9 @@ def served(name: str, log: Path) -> Iterator[tuple[str | None, str]]:
         yield None, "mock"
     elif name == SMOLLM:
         model = str(real_model.require_built(ROOT / real_model.DEFAULT_FOLDER).resolve())
+        # torch's OpenMP threads spin while they wait, as llama.cpp's do (gguf_models.serve): on this shared machine
+        # that took SmolLM2 from seconds to five minutes a request.
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         with real_model.serve(log=log) as base_url:
             yield base_url, model
     else:

@@ -2,23 +2,12 @@
 against their own captions and categories, the corpus's `ok` replies form their own group, and the AUCs printed are
 the ones the scores give."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("judge_filter_bench", ROOT / "bench" / "judge_filter_bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench import judge_filter_bench as bench
 
 
 # Written for this test: an answer that names only what its image shows, and one that names an object it lacks.
@@ -31,7 +20,6 @@ ROWS = [
 
 
 def test_good_rows_are_judged_against_their_own_captions_and_categories(tmp_path: Path) -> None:
-    bench = load_bench()
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
     items = bench.good_from_file(good)
@@ -55,14 +43,12 @@ def test_good_rows_are_judged_against_their_own_captions_and_categories(tmp_path
 
 
 def test_auc_counts_ties_half_and_needs_both_groups() -> None:
-    bench = load_bench()
     assert bench.auc([3.0, 5.0], [1.0, 3.0]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
     assert bench.auc([], [1.0]) is None
     assert bench.bins([1.0, 9.5, 10.0, 10.0, 4.33]) == "1 0 0 1 0 0 0 0 1 2"
 
 
 def test_a_good_file_row_without_captions_is_one_line_naming_the_file(tmp_path: Path) -> None:
-    bench = load_bench()
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps({"task": "conv", "answer": "x"}) + "\n")
     with pytest.raises(SystemExit, match=r"good\.jsonl:1: not a row with task, answer and captions"):

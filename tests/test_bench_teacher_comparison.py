@@ -1,26 +1,14 @@
 """bench/teacher_comparison.py end to end on the mock teacher and the scripted judge (no model, seconds): the table it
 writes must say what the run's own files say."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from statistics import mean
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("teacher_comparison", ROOT / "bench" / "teacher_comparison.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench import teacher_comparison as bench
 
 
 def test_the_table_reports_what_the_mock_run_wrote_audited_and_was_scored(tmp_path: Path) -> None:
-    bench = load_bench()
     out, page = tmp_path / "results.md", tmp_path / "page.html"
     bench.main(["--images", "100042", "100013", "--teachers", "mock", "--judge", "mock", "--work", str(tmp_path / "work"),
                 "--out", str(out), "--page", str(page)])
@@ -45,7 +33,6 @@ def test_the_table_reports_what_the_mock_run_wrote_audited_and_was_scored(tmp_pa
 
 
 def test_a_teacher_with_nothing_written_gets_dashes_not_a_crash() -> None:
-    bench = load_bench()
     row = {"teacher": "weak", "mock": False, "written": 0, "requested": 3, "rejected": {"repetition": 2, "unparseable": 1},
            "skipped": {"request_failed": 1}, "chair_s": None, "chair_i": None, "lengths": {"conversation": None, "detail": None},
            "judge_mean": None, "judge_min": None, "judge_max": None, "judged": 0, "seconds_per_request": 12.4}
