@@ -76,7 +76,10 @@ def datagen(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def generate(name: str, captions: Path, instances: Path, out: Path, max_tokens: int) -> None:
-    """One teacher's run, timed; its seconds per request land beside the run (a rerun resumes and would time nothing)."""
+    """One teacher's run, timed; its seconds land beside the run, the mark that it is done (a rerun of the script does
+    not generate it again: a resumed run would time nothing; delete the folder to measure it again)."""
+    if out.with_suffix(".timing.json").exists():
+        return
     with served(name, out.with_suffix(".server.log")) as (base_url, model):
         started = time.monotonic()
         datagen("generate", "--captions", str(captions), "--instances", str(instances), "--out", str(out), *backend_flags("--teacher", base_url, model),
@@ -91,9 +94,13 @@ def written_records(out: Path) -> list[dict]:
 
 
 def audit(out: Path, captions: Path, instances: Path) -> None:
-    """`datagen audit` over all the run's written records in one file (each record names its task)."""
+    """`datagen audit` over all the run's written records in one file (each record names its task); a run that wrote
+    nothing has nothing to audit."""
+    records = written_records(out)
+    if not records:
+        return
     merged = out.with_suffix(".records.jsonl")
-    merged.write_text("".join(json.dumps(record) + "\n" for record in written_records(out)), encoding="utf-8")
+    merged.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     datagen("audit", str(merged), "--captions", str(captions), "--instances", str(instances), "--out", str(out.with_suffix(".audit")))
 
 
@@ -122,7 +129,8 @@ def summarize(name: str, out: Path) -> dict:
     lengths = {task: [words(turn["value"]) for record in records if record["meta"]["task"] == task
                       for turn in record["conversations"] if turn["from"] == "gpt"] for task in manifest["settings"]["tasks"]}
     scores = [record["meta"]["judge"]["score"] for record in records if (record["meta"].get("judge") or {}).get("score") is not None]
-    audit_total = json.loads((out.with_suffix(".audit") / "summary.json").read_text())["total"]["quality"]
+    audited = out.with_suffix(".audit") / "summary.json"
+    audit_total = json.loads(audited.read_text())["total"]["quality"] if records else {"chair_s": None, "chair_i": None, "mentions": 0}
     timing = json.loads(out.with_suffix(".timing.json").read_text())
     judged_by = {step["settings"]["model"] for step in (manifest.get("curation") or {}).get("steps", []) if step["step"] == "filter"}
     return {
@@ -201,15 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--page", type=Path, default=PAGE)
-    parser.add_argument("--skip-generate", action="store_true", help="reuse the runs already in --work (audit, report and judge again)")
     args = parser.parse_args(argv)
     began = time.monotonic()
     captions, instances = subset(args.images, args.work / "coco")
     runs = [args.work / name for name in args.teachers]
     for name, out in zip(args.teachers, runs):
-        if not args.skip_generate:
-            generate(name, captions, instances, out, args.max_tokens)
-            print(f"generated {name}", flush=True)
+        generate(name, captions, instances, out, args.max_tokens)
+        print(f"generated {name}", flush=True)
         audit(out, captions, instances)
     datagen("report", *map(str, runs), "--out", str(args.page))
     judge(runs, args.judge, args.judge_max_tokens)
