@@ -75,17 +75,22 @@ def datagen(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def beside(out: Path, suffix: str) -> Path:
+    """A file next to a run's folder (`qwen-0.5b` + `.audit`; with_suffix would take `.5b` for a suffix)."""
+    return out.parent / (out.name + suffix)
+
+
 def generate(name: str, captions: Path, instances: Path, out: Path, max_tokens: int) -> None:
     """One teacher's run, timed; its seconds land beside the run, the mark that it is done (a rerun of the script does
     not generate it again: a resumed run would time nothing; delete the folder to measure it again)."""
-    if out.with_suffix(".timing.json").exists():
+    if beside(out, ".timing.json").exists():
         return
-    with served(name, out.with_suffix(".server.log")) as (base_url, model):
+    with served(name, beside(out, ".server.log")) as (base_url, model):
         started = time.monotonic()
         datagen("generate", "--captions", str(captions), "--instances", str(instances), "--out", str(out), *backend_flags("--teacher", base_url, model),
                 "--max-tokens", str(max_tokens), "--concurrency", "1", "--timeout", "1800", "--max-retries", "1", "--seed", "0", "--no-progress", "--force")
         seconds = time.monotonic() - started
-    out.with_suffix(".timing.json").write_text(json.dumps({"seconds": seconds}))
+    beside(out, ".timing.json").write_text(json.dumps({"seconds": seconds}))
 
 
 def written_records(out: Path) -> list[dict]:
@@ -99,9 +104,9 @@ def audit(out: Path, captions: Path, instances: Path) -> None:
     records = written_records(out)
     if not records:
         return
-    merged = out.with_suffix(".records.jsonl")
+    merged = beside(out, ".records.jsonl")
     merged.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    datagen("audit", str(merged), "--captions", str(captions), "--instances", str(instances), "--out", str(out.with_suffix(".audit")))
+    datagen("audit", str(merged), "--captions", str(captions), "--instances", str(instances), "--out", str(beside(out, ".audit")))
 
 
 def judge(runs: list[Path], name: str, max_tokens: int) -> None:
@@ -129,9 +134,9 @@ def summarize(name: str, out: Path) -> dict:
     lengths = {task: [words(turn["value"]) for record in records if record["meta"]["task"] == task
                       for turn in record["conversations"] if turn["from"] == "gpt"] for task in manifest["settings"]["tasks"]}
     scores = [record["meta"]["judge"]["score"] for record in records if (record["meta"].get("judge") or {}).get("score") is not None]
-    audited = out.with_suffix(".audit") / "summary.json"
+    audited = beside(out, ".audit") / "summary.json"
     audit_total = json.loads(audited.read_text())["total"]["quality"] if records else {"chair_s": None, "chair_i": None, "mentions": 0}
-    timing = json.loads(out.with_suffix(".timing.json").read_text())
+    timing = json.loads(beside(out, ".timing.json").read_text())
     judged_by = {step["settings"]["model"] for step in (manifest.get("curation") or {}).get("steps", []) if step["step"] == "filter"}
     return {
         "teacher": name, "model": manifest["teacher"]["model"], "mock": manifest["teacher"].get("mock", False),
