@@ -125,11 +125,13 @@ def open_model_replies(source: CocoSource) -> list[Item]:
 
 
 def sample(items: list[Item], size: int | None, seed: int) -> list[Item]:
-    """At most `size` of each of the good and bad groups, drawn with `seed`; the ok group is small and kept whole."""
+    """The first `size` of each group in an order drawn with `seed`: a larger --sample adds records to a smaller one's
+    (so the judge's cache answers those again) instead of drawing another set."""
     chosen: list[Item] = []
     for group in GROUPS:
         members = [item for item in items if item.group == group]
-        chosen += members if size is None or group == "ok open-model" or len(members) <= size else random.Random(seed).sample(members, size)
+        random.Random(seed).shuffle(members)
+        chosen += members[:size]
     return chosen
 
 
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-url")
     parser.add_argument("--serve", choices=list(gguf_models.MODELS), help="serve this verified GGUF as the model judge for the run")
     parser.add_argument("--good", type=Path, help="good answers gathered outside the repository (see above); default the hand-written cases")
-    parser.add_argument("--sample", type=int, help="at most this many good and this many bad records, drawn with --seed")
+    parser.add_argument("--sample", type=int, help="at most this many records of each group, drawn with --seed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=48, help="the judge's reply limit: the scores are its first line, and greedy "
                         "decoding writes the same first line under any limit that holds it")
