@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import random
 import sys
@@ -142,9 +143,9 @@ def auc(good: list[float], bad: list[float]) -> float | None:
     return wins / (len(good) * len(bad))
 
 
-async def score_all(teacher: Teacher, items: list[Item], max_tokens: int) -> list[float | None]:
+async def score_all(teacher: Teacher, items: list[Item], max_tokens: int, rules_file: Path = RULES) -> list[float | None]:
     """Each item's mean judge score (None: a reply without three scores), one request at a time."""
-    rules = RULES.read_text(encoding="utf-8")
+    rules = rules_file.read_text(encoding="utf-8")
     settings = FilterSettings(max_tokens=max_tokens)
     scores: list[float | None] = []
     try:
@@ -162,6 +163,7 @@ async def score_all(teacher: Teacher, items: list[Item], max_tokens: int) -> lis
 def model_judge(args: argparse.Namespace) -> Iterator[tuple[str, str] | None]:
     """(model, base URL) of the model judge asked for, a served GGUF started for the block; None: the mock only."""
     if args.serve:
+        os.environ.setdefault("OPENAI_API_KEY", "no-key-needed")  # the local server takes any key
         gguf = gguf_models.require_built(gguf_models.MODELS[args.serve], ROOT / gguf_models.DEFAULT_ROOT)
         with gguf_models.serve(gguf, log=args.cache.with_suffix(".server.log"), context=4096) as base_url:
             yield gguf.stem, base_url
@@ -169,6 +171,13 @@ def model_judge(args: argparse.Namespace) -> Iterator[tuple[str, str] | None]:
         yield args.judge_model, args.base_url
     else:
         yield None
+
+
+def shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def bins(scores: list[float]) -> str:
@@ -212,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=48, help="the judge's reply limit: the scores are its first line, and greedy "
                         "decoding writes the same first line under any limit that holds it")
     parser.add_argument("--min-score", type=float, default=6.0)
+    parser.add_argument("--rules", type=Path, default=RULES, help="the judge's rule pack (system message), as `datagen filter --rules`")
     parser.add_argument("--cache", type=Path, default=HERE / "work" / "judge_filter" / "cache.sqlite", help="the model judge's replies, so a rerun asks nothing twice")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -221,12 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     judges: list[tuple[str, list[float | None]]] = []
     with model_judge(args) as served:
         mock = build_teacher(BackendSettings(kind="mock"), MOCK_JUDGES, kind_flag="--judge")
-        judges.append(("scripted mock judge (`mock-judge`: a transparent rule, not a model)", asyncio.run(score_all(mock, items, args.max_tokens))))
+        judges.append(("scripted mock judge (`mock-judge`: a transparent rule, not a model)", asyncio.run(score_all(mock, items, args.max_tokens, args.rules))))
         if served is not None:
             model, base_url = served
             backend = BackendSettings(kind="openai", model=model, base_url=base_url, concurrency=1, timeout=1800, max_retries=1)
             teacher = CachingTeacher(build_teacher(backend, MOCK_JUDGES, kind_flag="--judge"), ResponseCache(args.cache))
-            judges.append((f"`{model}` ({'llama.cpp server, ' + args.serve if args.serve else base_url})", asyncio.run(score_all(teacher, items, args.max_tokens))))
+            judges.append((f"`{model}` ({'llama.cpp server, ' + args.serve if args.serve else base_url})", asyncio.run(score_all(teacher, items, args.max_tokens, args.rules))))
     counts = Counter(item.group for item in items)
     good_text = (f"`--good {args.good.name}`: answers gathered outside the repository, each judged against its own image's captions "
                  "and box categories (listed without corners: the rows carry none)" if args.good else
@@ -235,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Judge filter benchmark",
         "",
         f"`bench/judge_filter_bench.py{' --good ' + args.good.name if args.good else ''}{f' --sample {args.sample} --seed {args.seed}' if args.sample else ''}"
-        f"{' --serve ' + args.serve if args.serve else ''} --max-tokens {args.max_tokens}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+        f"{' --serve ' + args.serve if args.serve else ''}{' --rules ' + shown_path(args.rules) if args.rules != RULES else ''} --max-tokens {args.max_tokens}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
         f"Python {platform.python_version()}.",
         "",
         f"- good ({counts['good']}): {good_text};",
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         "judged against the sample image's captions and boxes;",
         f"- ok open-model ({counts['ok open-model']}): the replies there labelled `ok`.",
         "",
-        "Each as one record through `datagen filter`'s request (prompts/judge/filter_system_message.txt, temperature 0); "
+        f"Each as one record through `datagen filter`'s request (rule pack {shown_path(args.rules)}, temperature 0); "
         "the score is the mean of accuracy, helpfulness and detail (1-10).",
         "",
     ]

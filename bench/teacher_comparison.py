@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from bench.qwen_bench import subset  # noqa: E402  (run as a script from the repository)
+from datagen.curate.settings import RULES  # noqa: E402
 from datagen.tasks.registry import TASKS, task_spec  # noqa: E402
 from datagen.testing import gguf_models, real_model  # noqa: E402
 
@@ -109,12 +110,27 @@ def audit(out: Path, captions: Path, instances: Path) -> None:
     datagen("audit", str(merged), "--captions", str(captions), "--instances", str(instances), "--out", str(beside(out, ".audit")))
 
 
-def judge(runs: list[Path], name: str, max_tokens: int) -> None:
-    """Every record of every run scored by the judge `name` (one server for all runs), nothing moved."""
+def judge(runs: list[Path], name: str, max_tokens: int, rule_packs: list[Path]) -> None:
+    """Every record of every run scored by the judge `name` under each rule pack (one server for all), nothing moved;
+    each pack's scores saved beside the run as they stand after its pass (the next pass overwrites `meta.judge`)."""
+    scores: dict[Path, dict[str, list[float]]] = {out: {} for out in runs}
     with served(name, runs[0].parent / "judge.server.log") as (base_url, model):
-        for out in runs:
-            datagen("filter", str(out), *backend_flags("--judge", base_url, model), "--min-score", "1", "--concurrency", "1",
-                    "--timeout", "1800", "--max-retries", "1", "--max-tokens", str(max_tokens))
+        for rules in rule_packs:
+            for out in runs:
+                datagen("filter", str(out), *backend_flags("--judge", base_url, model), "--min-score", "1", "--concurrency", "1",
+                        "--timeout", "1800", "--max-retries", "1", "--max-tokens", str(max_tokens), "--rules", str(rules))
+                scores[out][shown(rules)] = [record["meta"]["judge"]["score"] for record in written_records(out)
+                                             if (record["meta"].get("judge") or {}).get("score") is not None]
+    for out, by_pack in scores.items():
+        beside(out, ".judge.json").write_text(json.dumps(by_pack))
+
+
+def shown(path: Path) -> str:
+    """A path as the table names it: from the repository's root when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def words(text: str) -> int:
@@ -133,7 +149,6 @@ def summarize(name: str, out: Path) -> dict:
     records = written_records(out)
     lengths = {task: [words(turn["value"]) for record in records if record["meta"]["task"] == task
                       for turn in record["conversations"] if turn["from"] == "gpt"] for task in manifest["settings"]["tasks"]}
-    scores = [record["meta"]["judge"]["score"] for record in records if (record["meta"].get("judge") or {}).get("score") is not None]
     audited = beside(out, ".audit") / "summary.json"
     audit_total = json.loads(audited.read_text())["total"]["quality"] if records else {"chair_s": None, "chair_i": None, "mentions": 0}
     timing = json.loads(beside(out, ".timing.json").read_text())
@@ -144,8 +159,7 @@ def summarize(name: str, out: Path) -> dict:
         "written_by_task": {task: counts[task]["written"] for task in counts}, "rejected": dict(rejected), "skipped": dict(skipped),
         "chair_s": audit_total["chair_s"], "chair_i": audit_total["chair_i"], "mentions": audit_total["mentions"],
         "lengths": {task: mean(values) if values else None for task, values in lengths.items()},
-        "judge_mean": mean(scores) if scores else None, "judged": len(scores), "judge_min": min(scores, default=None),
-        "judge_max": max(scores, default=None), "judged_by": sorted(judged_by),
+        "judge": json.loads(beside(out, ".judge.json").read_text()), "judged_by": sorted(judged_by),
         "seconds_per_request": timing["seconds"] / max(manifest["requests_sent"], 1), "requests_sent": manifest["requests_sent"],
     }
 
@@ -159,33 +173,33 @@ def _number(value: float | None, digits: int = 1, percent: bool = False) -> str:
 def table(rows: list[dict]) -> str:
     """The comparison as Markdown, one teacher a row."""
     tasks = list(rows[0]["lengths"]) if rows else []
+    packs = list(rows[0]["judge"]) if rows else []
     lines = [
-        f"| teacher | written | rejects by reason | CHAIR_s / CHAIR_i (audit) | mean words per answer: {' / '.join(tasks)} | judge score mean (min-max, n) | s/request |",
-        "|---|---|---|---|---|---|---|",
+        f"| teacher | written | rejects by reason | CHAIR_s / CHAIR_i (audit) | mean words per answer: {' / '.join(tasks)} "
+        + "".join(f"| judge score mean (min-max, n), rules {pack} " for pack in packs) + "| s/request |",
+        "|---|---|---|---|---|" + "---|" * len(packs) + "---|",
     ]
     for row in rows:
         reasons = ", ".join([*(f"{reason} {n}" for reason, n in sorted(row["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))),
                              *(f"skipped: {reason} {n}" for reason, n in sorted(row["skipped"].items()))]) or "-"
         lengths = " / ".join(_number(row["lengths"].get(task), 0) for task in tasks)
-        judged = (f"{row['judge_mean']:.2f} ({row['judge_min']:.1f}-{row['judge_max']:.1f}, {row['judged']})" if row["judge_mean"] is not None
-                  else f"- (0 of {row['written']})")
+        judged = "".join(f"| {mean(scores):.2f} ({min(scores):.1f}-{max(scores):.1f}, {len(scores)}) " if scores else f"| - (0 of {row['written']}) "
+                         for scores in (row["judge"][pack] for pack in packs))
         chair = f"{_number(row['chair_s'], 0, True)} / {_number(row['chair_i'], 0, True)}" if row["written"] else "-"
         lines.append(f"| {row['teacher']}{' (mock)' if row['mock'] else ''} | {row['written']}/{row['requested']} | {reasons} | {chair} "
-                     f"| {lengths} | {judged} | {row['seconds_per_request']:.0f} |")
+                     f"| {lengths} {judged}| {row['seconds_per_request']:.0f} |")
     return "\n".join(lines)
 
 
 def document(rows: list[dict], args: argparse.Namespace, page: Path, seconds: float) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     judges = sorted({model for row in rows for model in row["judged_by"]})
-    try:
-        shown_page = page.resolve().relative_to(ROOT)
-    except ValueError:
-        shown_page = page
+    shown_page = Path(shown(page))
+    packs = "".join(f" --judge-rules {shown(pack)}" for pack in args.judge_rules or [])
     written_by_task = "; ".join(f"{row['teacher']}: " + ", ".join(f"{task} {n}" for task, n in row["written_by_task"].items()) for row in rows)
     return f"""# Comparing teachers on the same images
 
-`bench/teacher_comparison.py --images {' '.join(map(str, args.images))} --teachers {' '.join(args.teachers)} --judge {args.judge} \
+`bench/teacher_comparison.py --images {' '.join(map(str, args.images))} --teachers {' '.join(args.teachers)} --judge {args.judge}{packs} \
 --max-tokens {args.max_tokens}` on {stamp}, {seconds / 60:.0f} min in all; {platform.processor() or platform.machine()}, \
 {os.cpu_count()} cores shared with other work (timings vary run to run); Python {platform.python_version()}.
 
@@ -210,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teachers", nargs="+", default=[SMOLLM, "qwen-0.5b", "qwen-1.5b"], choices=TEACHERS)
     parser.add_argument("--judge", default="qwen-1.5b", choices=TEACHERS)
     parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--judge-rules", type=Path, action="append", help="a rule pack to judge with (repeatable: one column each); "
+                        "default the shipped prompts/judge/filter_system_message.txt")
     parser.add_argument("--judge-max-tokens", type=int, default=48, help="the score line comes first; the reasons after it are not read")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -223,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"generated {name}", flush=True)
         audit(out, captions, instances)
     datagen("report", *map(str, runs), "--out", str(args.page))
-    judge(runs, args.judge, args.judge_max_tokens)
+    judge(runs, args.judge, args.judge_max_tokens, args.judge_rules or [RULES])
     rows = [summarize(name, out) for name, out in zip(args.teachers, runs)]
     (args.work / "rows.json").write_text(json.dumps(rows, indent=1))
     args.out.write_text(document(rows, args, args.page, time.monotonic() - began), encoding="utf-8")

@@ -35,6 +35,6 @@ def test_the_table_reports_what_the_mock_run_wrote_audited_and_was_scored(tmp_pa
 def test_a_teacher_with_nothing_written_gets_dashes_not_a_crash() -> None:
     row = {"teacher": "weak", "mock": False, "written": 0, "requested": 3, "rejected": {"repetition": 2, "unparseable": 1},
            "skipped": {"request_failed": 1}, "chair_s": None, "chair_i": None, "lengths": {"conversation": None, "detail": None},
-           "judge_mean": None, "judge_min": None, "judge_max": None, "judged": 0, "seconds_per_request": 12.4}
+           "judge": {"rules.txt": []}, "seconds_per_request": 12.4}
     line = bench.table([row]).splitlines()[-1]
     assert line == "| weak | 0/3 | repetition 2, unparseable 1, skipped: request_failed 1 | - | - / - | - (0 of 0) | 12 |"
