@@ -221,22 +221,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=48, help="the judge's reply limit: the scores are its first line, and greedy "
                         "decoding writes the same first line under any limit that holds it")
     parser.add_argument("--min-score", type=float, default=6.0)
-    parser.add_argument("--rules", type=Path, default=RULES, help="the judge's rule pack (system message), as `datagen filter --rules`")
+    parser.add_argument("--rules", type=Path, action="append", help="a rule pack (system message) for the model judge, as `datagen filter "
+                        "--rules` (repeatable: a section each); default the shipped one. The scripted judge reads none")
     parser.add_argument("--cache", type=Path, default=HERE / "work" / "judge_filter" / "cache.sqlite", help="the model judge's replies, so a rerun asks nothing twice")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    packs: list[Path] = args.rules or [RULES]
     source = CocoSource(ROOT / "data" / "captions.json", ROOT / "data" / "instances.json")
     good = good_from_file(args.good) if args.good else good_from_cases(source)
     items = sample(good + open_model_replies(source), args.sample, args.seed)
     judges: list[tuple[str, list[float | None]]] = []
     with model_judge(args) as served:
         mock = build_teacher(BackendSettings(kind="mock"), MOCK_JUDGES, kind_flag="--judge")
-        judges.append(("scripted mock judge (`mock-judge`: a transparent rule, not a model)", asyncio.run(score_all(mock, items, args.max_tokens, args.rules))))
+        judges.append(("scripted mock judge (`mock-judge`: a transparent rule, not a model)", asyncio.run(score_all(mock, items, args.max_tokens))))
         if served is not None:
             model, base_url = served
             backend = BackendSettings(kind="openai", model=model, base_url=base_url, concurrency=1, timeout=1800, max_retries=1)
-            teacher = CachingTeacher(build_teacher(backend, MOCK_JUDGES, kind_flag="--judge"), ResponseCache(args.cache))
-            judges.append((f"`{model}` ({'llama.cpp server, ' + args.serve if args.serve else base_url})", asyncio.run(score_all(teacher, items, args.max_tokens, args.rules))))
+            for pack in packs:
+                teacher = CachingTeacher(build_teacher(backend, MOCK_JUDGES, kind_flag="--judge"), ResponseCache(args.cache))
+                judges.append((f"`{model}` ({'llama.cpp server, ' + args.serve if args.serve else base_url}), rule pack {shown_path(pack)}",
+                               asyncio.run(score_all(teacher, items, args.max_tokens, pack))))
     counts = Counter(item.group for item in items)
     good_text = (f"`--good {args.good.name}`: answers gathered outside the repository, each judged against its own image's captions "
                  "and box categories (listed without corners: the rows carry none)" if args.good else
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Judge filter benchmark",
         "",
         f"`bench/judge_filter_bench.py{' --good ' + args.good.name if args.good else ''}{f' --sample {args.sample} --seed {args.seed}' if args.sample else ''}"
-        f"{' --serve ' + args.serve if args.serve else ''}{' --rules ' + shown_path(args.rules) if args.rules != RULES else ''} --max-tokens {args.max_tokens}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+        f"{' --serve ' + args.serve if args.serve else ''}{''.join(' --rules ' + shown_path(pack) for pack in args.rules or [])} --max-tokens {args.max_tokens}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
         f"Python {platform.python_version()}.",
         "",
         f"- good ({counts['good']}): {good_text};",
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         "judged against the sample image's captions and boxes;",
         f"- ok open-model ({counts['ok open-model']}): the replies there labelled `ok`.",
         "",
-        f"Each as one record through `datagen filter`'s request (rule pack {shown_path(args.rules)}, temperature 0); "
+        "Each as one record through `datagen filter`'s request (the rule pack as a system message, temperature 0); "
         "the score is the mean of accuracy, helpfulness and detail (1-10).",
         "",
     ]
