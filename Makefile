@@ -96,7 +96,8 @@ bench: setup-train setup-ray setup-real setup-qwen
 	$(BIN)/python bench/real_teacher.py
 	$(BIN)/python bench/jsonl_bench.py
 	$(BIN)/python bench/qwen_bench.py
-	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md bench/results_jsonl.md bench/results_qwen.md > bench/results.md
+	$(BIN)/python bench/teacher_comparison.py
+	cat bench/results_generate.md bench/results_train.md bench/results_checks.md bench/results_grounding.md bench/results_stages.md bench/results_ray.md bench/results_open_model.md bench/results_real_teacher.md bench/results_jsonl.md bench/results_qwen.md bench/results_teachers.md > bench/results.md
 	@echo "wrote bench/results.md"
 
 schemas: setup
