@@ -124,19 +124,6 @@ def generate(settings: GenerateSettings) -> None:
         raise fail(result.failure or "some items got no answer; rerun the same command to do them", code=INCOMPLETE_EXIT)
 
 
-def _plan_images(captions: Path, instances: Path | None, out: Path, exclude: list[Path], select: str | None, budget: int | None, seed: int, category_cap: int | None):
-    """generate's --exclude-images and --select (datagen/curate/), its notes said once before the run starts."""
-    from datagen.curate.plan import plan_images
-    from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
-
-    # The run's own snapshot of the source, when its folder exists already: the run then reads it instead of the JSON.
-    snapshot = out / SOURCE_SNAPSHOT_FILE if out.is_dir() else None
-    plan = plan_images(captions, instances, snapshot, exclude, select, budget, seed, category_cap)
-    for note in plan.notes:
-        typer.echo(note, err=True)
-    return plan
-
-
 @app.command()
 @friendly_errors
 @takes_settings("ExportSettings")
