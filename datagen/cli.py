@@ -349,7 +349,7 @@ def filter_command(
             f"{outcome.prompt_tokens:,} prompt + {outcome.completion_tokens:,} completion{cost}; nothing was sent"
         )
         return
-    echo_notes(write_card(folder, lambda card: card.write_run_card(folder))[1])
+    echo_notes(write_card(folder, lambda card: card.write_run_card(folder))[1] + outcome.notes)
     moved = ", ".join(f"{task} {count}" for task, count in outcome.moved.items()) or "none"
     typer.echo(
         f"scored {outcome.scored} records ({outcome.reused} scored before, {outcome.unscored} without a usable score); moved {sum(outcome.moved.values())} "

@@ -139,3 +139,35 @@ def test_any_openai_compatible_judge_through_the_factory(run: Path, read_jsonl, 
     step = json.loads((run / "manifest.json").read_text())["curation"]["steps"][-1]
     assert step["settings"]["unscored"] == len(before) and step["settings"]["requests_sent"] == stats["total"]
     assert "SECRET" not in result.output + (run / "manifest.json").read_text()
+
+
+def test_a_judge_that_gives_every_record_the_same_scores_is_named_in_one_note(cli, run: Path, monkeypatch) -> None:
+    """A weak judge echoing its rule pack's example scores nothing apart: the run says so instead of looking fine."""
+    from datagen.curate import judge_filter
+
+    varied = cli("filter", run, "--judge", "mock", "--min-score", "1")
+    assert varied.exit_code == 0 and "same scores" not in varied.output  # the scripted judge's scores differ
+    monkeypatch.setattr(judge_filter, "parse_scores", lambda text: (8.0, 7.0, 6.0))
+    echoed = cli("filter", run, "--judge", "mock", "--min-score", "1", "--rules", write_rules(run.parent))
+    assert echoed.exit_code == 0, echoed.output
+    [note] = [line for line in echoed.output.splitlines() if "same scores" in line]
+    assert note.startswith("note: the judge mock-judge gave 66 of 66 records the same scores (8 7 6)") and "--judge-model" in note
+
+
+def write_rules(folder: Path) -> Path:
+    path = folder / "other-rules.txt"  # another pack: every record is asked again, not reused from the first run
+    path.write_text("Score the example.\n", encoding="utf-8")
+    return path
+
+
+def test_same_scores_need_enough_records_and_nearly_all_alike() -> None:
+    from datagen.curate.judge_filter import same_scores_note
+    from datagen.formats.records import JudgeScore
+
+    def score(*values: float, model: str = "m") -> JudgeScore:
+        return JudgeScore(model=model, accuracy=values[0], helpfulness=values[1], detail=values[2], score=sum(values) / 3, rules_sha256="x")
+
+    assert same_scores_note([score(8, 7, 6)] * 9, "m") is None  # too few to tell
+    assert same_scores_note([score(8, 7, 6)] * 8 + [score(3, 7, 6), score(8, 9, 6)], "m") is None  # 80% alike: they differ
+    assert same_scores_note([score(8, 7, 6)] * 9 + [score(3, 7, 6)], "m") is not None  # 90% is the line
+    assert same_scores_note([score(8, 7, 6, model="other")] * 20, "m") is None  # another judge's scores, kept from before

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -155,6 +156,29 @@ class FilterOutcome(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
+    notes: list[str] = []
+
+
+# A judge that gives nearly every record the same three numbers tells none apart (Qwen2.5-Coder-1.5B copied its rule
+# pack's format example for all 74 records of bench/results_judge_filter.md): its --min-score keeps or moves them all.
+SAME_SCORES_SHARE = 0.9
+SAME_SCORES_MIN_RECORDS = 10
+
+
+def same_scores_note(scores: Iterable[JudgeScore], model: str) -> str | None:
+    """One line when (nearly) every record got the same scores from `model`; None while they differ."""
+    triples = Counter((score.accuracy, score.helpfulness, score.detail) for score in scores if score.score is not None and score.model == model)
+    total = sum(triples.values())
+    if total < SAME_SCORES_MIN_RECORDS:
+        return None
+    [(triple, count)] = triples.most_common(1)
+    if count < SAME_SCORES_SHARE * total:
+        return None
+    shown = " ".join(f"{value:g}" for value in triple if value is not None)
+    return (
+        f"the judge {model} gave {count} of {total} records the same scores ({shown}): it is not telling them apart, so --min-score keeps or "
+        "moves them alike; judge with a stronger --judge-model, or a --rules pack it does not echo"
+    )
 
 
 def _cost(settings: FilterSettings, prompt: int, completion: int) -> float | None:
@@ -245,6 +269,7 @@ def filter_run(folder: Path, settings: FilterSettings, command: list[str], dry_r
             examined=len(rows), scored=len(scores) - reused, reused=reused, unscored=len(rows) - len(scores),
             moved=dict(Counter(move.row.task for move in moves)), requests=asking.stats["requests"],
             prompt_tokens=prompt, completion_tokens=completion, cost=_cost(settings, prompt, completion),
+            notes=[note] if (note := same_scores_note(scores.values(), model)) is not None else [],
         )
         step_settings = {
             "judge": settings.judge, "model": model, "mock": teacher.info.mock, "min_score": settings.min_score,
