@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from datagen.tasks.registry import TASKS, task_spec
+from datagen.tasks.registry import DEFAULT_TASKS, task_spec
 from datagen.testing.gguf_models import DEFAULT_ROOT, MODELS, require_built, serve
 from datagen.testing.real_model import RealModelMissing
 from real_helpers import DATA, REPO, TIMEOUT_S, datagen, read_jsonl
@@ -44,7 +44,7 @@ def test_the_1_5b_writes_records_that_pass_the_audit(qwen_server, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["teacher"] == {"kind": "openai", "model": "qwen2.5-coder-1.5b", "mock": False}
     written = 0
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         counts = manifest["counts"][task]
         records = read_jsonl(out / task_spec(task).file_name)
         assert counts["skipped"] == {} and counts["written"] == len(records)
@@ -52,13 +52,13 @@ def test_the_1_5b_writes_records_that_pass_the_audit(qwen_server, tmp_path):
         written += len(records)
     # The 1.5B wrote 8 of 9 sample requests when tried; none of three would be a regression, not bad luck.
     assert written >= 1 and result.returncode == 0, result.stderr
-    for task in TASKS:
+    for task in DEFAULT_TASKS:
         path = out / task_spec(task).file_name
         if read_jsonl(path):
             audit = datagen("audit", path, "--captions", DATA / "captions.json", "--instances", DATA / "instances.json",
                             "--out", tmp_path / f"audit-{task}", "--max-flagged", 0)
             assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert manifest["usage"]["prompt_tokens"] > 1000 * len(TASKS) and manifest["usage"]["completion_tokens"] > 0
+    assert manifest["usage"]["prompt_tokens"] > 1000 * len(DEFAULT_TASKS) and manifest["usage"]["completion_tokens"] > 0
 
 
 def test_the_1_5b_answers_in_the_schema_through_llama_cpp(qwen_server, tmp_path):
