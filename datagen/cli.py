@@ -180,11 +180,12 @@ def report(
     price_out: Optional[float] = typer.Option(None, min=0.0, help="Price per million completion tokens"),
 ) -> None:
     """Compare output folders: outcomes, grounding (CHAIR), lengths, question types, diversity, tokens and cost."""
-    from datagen.data.report import Prices, print_summary, write_report
+    from datagen.data.report import print_summary, write_report
+    from datagen.run.prices import FLAGS, Prices
 
     if (price_in is None) != (price_out is None):
         raise typer.BadParameter("pass both --price-in and --price-out, or neither", param_hint="--price-in/--price-out")
-    prices = Prices(price_in, price_out) if price_in is not None and price_out is not None else None
+    prices = Prices(price_in, price_out, FLAGS) if price_in is not None and price_out is not None else None
     runs = write_report(folders, out, prices)
     print_summary(runs, prices)
     typer.echo(f"wrote {out}")

@@ -28,6 +28,7 @@ from datagen.formats.manifest import CurationStep, load_run_manifest
 from datagen.formats.records import IMAGE_TOKEN, JudgeScore, TeacherInfo, Usage
 from datagen.quality.grounding import claimed_categories
 from datagen.run.options import taken_from
+from datagen.run.prices import resolve_prices
 from datagen.run.output_folder import SOURCE_SNAPSHOT_FILE
 from datagen.source.coco import CocoSource
 from datagen.source.context import render_context
@@ -182,9 +183,9 @@ def same_scores_note(scores: Iterable[JudgeScore], model: str) -> str | None:
 
 
 def _cost(settings: FilterSettings, prompt: int, completion: int) -> float | None:
-    if settings.price_in is None and settings.price_out is None:
-        return None
-    return prompt * (settings.price_in or 0.0) / 1e6 + completion * (settings.price_out or 0.0) / 1e6
+    # The flags only: a judge's list price is not looked up here (model=None), a side left out costs 0.
+    prices = resolve_prices(None, settings.price_in, settings.price_out)
+    return prices.of_tokens(prompt, completion) if prices is not None else None
 
 
 async def _ask_all(teacher: Teacher, requests: dict[str, ChatRequest], concurrency: int) -> dict[str, ChatReply]:

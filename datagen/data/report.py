@@ -28,6 +28,7 @@ from datagen.formats.metrics import shown
 from datagen.files.jsonl import atomic_file
 from datagen.formats.record_lines import record_lines
 from datagen.run.output_folder import REJECTS_FILE
+from datagen.run.prices import Prices
 from datagen.formats.records import IMAGE_TOKEN, task_file
 from datagen.data.show import Example, render_html as render_examples
 from datagen.tasks.registry import TASKS
@@ -345,17 +346,13 @@ def _distribution(values: list[int]) -> str:
     return f"mean {statistics.fmean(values):.1f}, median {statistics.median(values):g}, p90 {p90}, max {ordered[-1]}"
 
 
-@dataclass(frozen=True)
-class Prices:
-    input: float
-    output: float
-
-    def cost(self, usage: dict) -> float:
-        return usage.get("prompt_tokens", 0) / 1e6 * self.input + usage.get("completion_tokens", 0) / 1e6 * self.output
+def _spent(usage: dict, prices: Prices) -> float:
+    """USD for a manifest's usage, read as JSON (a field an older datagen did not write counts 0)."""
+    return prices.of_tokens(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
 
 
 def _cost(usage: dict, prices: Prices | None) -> str:
-    return f"${prices.cost(usage):,.4f}" if prices else "n/a (pass --price-in/--price-out)"
+    return f"${_spent(usage, prices):,.4f}" if prices else "n/a (pass --price-in/--price-out)"
 
 
 def task_rows(stats: TaskStats, prices: Prices | None, shared: int | None) -> list[tuple[str, str]]:
@@ -392,7 +389,7 @@ def task_rows(stats: TaskStats, prices: Prices | None, shared: int | None) -> li
         rows.append(("other usage", ", ".join(f"{key} {value:,}" for key, value in sorted(other.items()))))
     rows.append(("cost", _cost(usage, prices)))
     if prices and isinstance(written, int) and written:
-        rows.append(("cost per written record", f"${prices.cost(usage) / written:,.6f}"))
+        rows.append(("cost per written record", f"${_spent(usage, prices) / written:,.6f}"))
     return rows
 
 
@@ -640,7 +637,7 @@ def print_summary(runs: list[RunReport], prices: Prices | None) -> None:
                 _rate(stats.distinct[1]),
                 f"{stats.exact_duplicates}+{stats.near_duplicates}~",
                 f"{_count(usage.get('prompt_tokens', 0))}/{_count(usage.get('completion_tokens', 0))}",
-                f"${prices.cost(usage):,.4f}" if prices else "n/a",
+                f"${_spent(usage, prices):,.4f}" if prices else "n/a",
             )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     print("dup questions: exact repeats + distinct questions with a near duplicate (~)")

@@ -10,7 +10,6 @@ image|both`) are estimated with OpenAI's tile formula for GPT-4o-class models at
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
 
 from pydantic import BaseModel
 
@@ -63,8 +62,8 @@ def estimate(options: GenerateOptions) -> Estimate:
     )
     prices = generate_prices(options)
     if prices is not None:
-        result.cost = prices.cost(SimpleNamespace(prompt_tokens=prompt, completion_tokens=completion))
-        result.cost_max = prices.cost(SimpleNamespace(prompt_tokens=prompt, completion_tokens=completion_max))
+        result.cost = prices.of_tokens(prompt, completion)
+        result.cost_max = prices.of_tokens(prompt, completion_max)
         result.prices = prices.source
     return result
 

@@ -44,7 +44,11 @@ class Prices:
 
     def cost(self, usage: Any) -> float:
         """USD for `usage`'s tokens (anything with prompt_tokens and completion_tokens)."""
-        return (usage.prompt_tokens * self.input + usage.completion_tokens * self.output) / 1e6
+        return self.of_tokens(usage.prompt_tokens, usage.completion_tokens)
+
+    def of_tokens(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for that many prompt and completion tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
 
 
 def list_price(model: str | None) -> tuple[str, tuple[float, float]] | None:
